@@ -1,0 +1,21 @@
+//! Kafscale's sidecar flusher: it turns the broker's record batches into
+//! immutable `.kfs`/`.index` segments in object storage, and reads them back.
+//!
+//! The crate is both the flusher (service, socket server, object stores) and
+//! the broker's client for it. Built without the `s3` feature it links no S3
+//! client, which is how the broker depends on it.
+
+pub mod batch;
+pub mod client;
+pub mod logging;
+pub mod object_store;
+pub mod protocol;
+#[cfg(feature = "s3")]
+pub mod s3_store;
+pub mod segment;
+pub mod server;
+pub mod service;
+
+pub use client::FlusherClient;
+pub use object_store::{LocalDirStore, ObjectStore, StoreError};
+pub use service::{FlusherService, FlusherSettings};

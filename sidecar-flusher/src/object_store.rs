@@ -1,0 +1,218 @@
+//! Object storage as the flusher needs it: create-once puts, whole and ranged
+//! gets, listings and deletes. S3 in production, a local directory in dev mode.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A create-once put found the key taken: another writer (for example a
+    /// fenced broker's flusher) got there first.
+    #[error("object {0} already exists (conditional write refused)")]
+    AlreadyExists(String),
+    #[error("object {0} not found")]
+    NotFound(String),
+    /// Temporary: worth retrying (5xx, timeouts, connection errors).
+    #[error("object store unavailable: {0}")]
+    Unavailable(String),
+    #[error("object store error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Writes `body` under `key` only if no object has that key (`If-None-Match: *`).
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    /// All objects whose key starts with `prefix`, in lexical key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// Deletes the given keys; keys that do not exist are not an error.
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// A short description for logs ("s3://bucket (endpoint ...)").
+    fn describe(&self) -> String;
+}
+
+/// Objects as files under a root directory. Create-once is `link(2)`, which
+/// refuses an existing name atomically, so it fences like S3's conditional put.
+pub struct LocalDirStore {
+    root: PathBuf,
+}
+
+impl LocalDirStore {
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if key.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(StoreError::Other(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn io_err(key: &str, e: std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::NotFound(key.to_string()),
+        std::io::ErrorKind::AlreadyExists => StoreError::AlreadyExists(key.to_string()),
+        _ => StoreError::Other(format!("{key}: {e}")),
+    }
+}
+
+fn list_dir(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            list_dir(root, &path, out)?;
+        } else if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            if let Ok(rel) = path.strip_prefix(root) {
+                out.push(ObjectInfo {
+                    key: rel.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for LocalDirStore {
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            let dir = path.parent().ok_or_else(|| StoreError::Other(key.clone()))?;
+            std::fs::create_dir_all(dir).map_err(|e| io_err(&key, e))?;
+            let tmp = dir.join(format!(".tmp-{}", rand_suffix()));
+            std::fs::write(&tmp, &body).map_err(|e| io_err(&key, e))?;
+            // fsync before publishing the name: an acknowledged record must survive power loss.
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_err(&key, e))?;
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            linked.map_err(|e| io_err(&key, e))
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        tokio::fs::read(path)
+            .await
+            .map(Bytes::from)
+            .map_err(|e| io_err(key, e))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.path(key)?;
+        let mut f = tokio::fs::File::open(path).await.map_err(|e| io_err(key, e))?;
+        let len = f.metadata().await.map_err(|e| io_err(key, e))?.len();
+        let end = range.end.min(len);
+        if range.start >= end {
+            return Ok(Bytes::new());
+        }
+        f.seek(std::io::SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| io_err(key, e))?;
+        let mut buf = vec![0u8; (end - range.start) as usize];
+        f.read_exact(&mut buf).await.map_err(|e| io_err(key, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            // Walk only the directory part of the prefix, then filter by the rest.
+            let dir = match prefix.rfind('/') {
+                Some(i) => root.join(&prefix[..i]),
+                None => root.clone(),
+            };
+            let mut out = Vec::new();
+            list_dir(&root, &dir, &mut out).map_err(|e| io_err(&prefix, e))?;
+            out.retain(|o| o.key.starts_with(&prefix));
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            match tokio::fs::remove_file(self.path(key)?).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(key, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_is_create_once_and_lists_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::new(dir.path()).unwrap();
+        store.put_if_absent("p/t/0/b", Bytes::from_static(b"2")).await.unwrap();
+        store.put_if_absent("p/t/0/a", Bytes::from_static(b"1")).await.unwrap();
+        let again = store.put_if_absent("p/t/0/a", Bytes::from_static(b"x")).await;
+        assert!(matches!(again, Err(StoreError::AlreadyExists(_))));
+        assert_eq!(store.get("p/t/0/a").await.unwrap(), Bytes::from_static(b"1"));
+        let keys: Vec<_> = store.list("p/t/0/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, vec!["p/t/0/a", "p/t/0/b"]);
+        store.put_if_absent("p/t/0/c", Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(store.get_range("p/t/0/c", 1..3).await.unwrap(), Bytes::from_static(b"el"));
+        store.delete(&["p/t/0/a".into(), "p/t/0/zz".into()]).await.unwrap();
+        assert!(matches!(store.get("p/t/0/a").await, Err(StoreError::NotFound(_))));
+        assert!(store.get("../etc/passwd").await.is_err());
+    }
+}

@@ -1,0 +1,518 @@
+//! The broker ⇄ flusher socket protocol, version 1.
+//!
+//! Every frame is `u32 length` followed by `length` bytes:
+//!
+//! ```text
+//! request:  u16 version=1 | u8 op      | u64 request_id | payload
+//! response: u16 version=1 | u8 op|0x80 | u64 request_id | u8 status | payload
+//! ```
+//!
+//! Requests are pipelined: a client may have any number in flight on one
+//! connection and responses come back in completion order, matched by
+//! `request_id`. Strings are `u16 length + UTF-8`, byte blobs `u32 length +
+//! bytes`. A non-zero status carries a `u16`-prefixed message instead of the
+//! payload. `docs/architecture.md` has the full table of operations.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame either side accepts; a segment write is bounded by the broker's flush size.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+const RESPONSE_BIT: u8 = 0x80;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("frame truncated while reading {0}")]
+    Truncated(&'static str),
+    #[error("unsupported flusher protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+    #[error("unknown operation code {0}")]
+    UnknownOp(u8),
+    #[error("string field is not UTF-8")]
+    Utf8,
+}
+
+/// Operation codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    WriteSegment = 1,
+    ReadRange = 2,
+    Recover = 3,
+    DeleteTopic = 4,
+    Health = 5,
+    OffsetForTimestamp = 6,
+}
+
+impl Op {
+    fn from_u8(v: u8) -> Result<Self, ProtocolError> {
+        Ok(match v {
+            1 => Op::WriteSegment,
+            2 => Op::ReadRange,
+            3 => Op::Recover,
+            4 => Op::DeleteTopic,
+            5 => Op::Health,
+            6 => Op::OffsetForTimestamp,
+            other => return Err(ProtocolError::UnknownOp(other)),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Encode the batches (offsets assigned, contiguous) as one sealed segment
+    /// and upload it with a create-once write. Answered only once durable.
+    WriteSegment {
+        topic: String,
+        partition: i32,
+        batches: Vec<Bytes>,
+    },
+    /// Batches from object storage starting at the batch that holds `offset`:
+    /// at most `max_bytes`, but always one whole batch when there is one.
+    ReadRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: u32,
+    },
+    /// The partition's log start and log end from the segment listing and the
+    /// last segment's footer.
+    Recover { topic: String, partition: i32 },
+    /// Delete every object of a topic.
+    DeleteTopic { topic: String },
+    Health,
+    /// The first offset whose batch max timestamp is `>= timestamp`.
+    OffsetForTimestamp {
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+    },
+}
+
+impl Request {
+    pub fn op(&self) -> Op {
+        match self {
+            Request::WriteSegment { .. } => Op::WriteSegment,
+            Request::ReadRange { .. } => Op::ReadRange,
+            Request::Recover { .. } => Op::Recover,
+            Request::DeleteTopic { .. } => Op::DeleteTopic,
+            Request::Health => Op::Health,
+            Request::OffsetForTimestamp { .. } => Op::OffsetForTimestamp,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Written {
+        base_offset: i64,
+        last_offset: i64,
+        object_bytes: u64,
+    },
+    Range {
+        batches: Bytes,
+    },
+    Recovered {
+        log_start_offset: i64,
+        log_end_offset: i64,
+        segment_count: u32,
+    },
+    Deleted {
+        objects: u32,
+    },
+    Health {
+        state: HealthState,
+        detail: String,
+    },
+    OffsetForTimestamp {
+        /// -1 when no batch has such a timestamp.
+        offset: i64,
+        timestamp: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HealthState {
+    Healthy = 0,
+    Degraded = 1,
+    Unavailable = 2,
+}
+
+/// Why a request failed; travels as the response status byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorKind {
+    /// The segment key already holds different data: another writer owns this
+    /// offset range (the writer is fenced).
+    Conflict = 1,
+    /// Object storage failed or timed out; retrying later may succeed.
+    Unavailable = 2,
+    /// Stored data failed verification.
+    Corrupt = 3,
+    BadRequest = 4,
+    Internal = 5,
+}
+
+impl ErrorKind {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => ErrorKind::Conflict,
+            2 => ErrorKind::Unavailable,
+            3 => ErrorKind::Corrupt,
+            4 => ErrorKind::BadRequest,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{kind:?}: {message}")]
+pub struct RemoteError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+// ---- primitive readers/writers ---------------------------------------------
+
+fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), ProtocolError> {
+    if buf.remaining() < n {
+        Err(ProtocolError::Truncated(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn get_u8(b: &mut Bytes, what: &'static str) -> Result<u8, ProtocolError> {
+    need(b, 1, what)?;
+    Ok(b.get_u8())
+}
+fn get_u16(b: &mut Bytes, what: &'static str) -> Result<u16, ProtocolError> {
+    need(b, 2, what)?;
+    Ok(b.get_u16())
+}
+fn get_u32(b: &mut Bytes, what: &'static str) -> Result<u32, ProtocolError> {
+    need(b, 4, what)?;
+    Ok(b.get_u32())
+}
+fn get_i32(b: &mut Bytes, what: &'static str) -> Result<i32, ProtocolError> {
+    need(b, 4, what)?;
+    Ok(b.get_i32())
+}
+fn get_i64(b: &mut Bytes, what: &'static str) -> Result<i64, ProtocolError> {
+    need(b, 8, what)?;
+    Ok(b.get_i64())
+}
+fn get_u64(b: &mut Bytes, what: &'static str) -> Result<u64, ProtocolError> {
+    need(b, 8, what)?;
+    Ok(b.get_u64())
+}
+fn get_str(b: &mut Bytes, what: &'static str) -> Result<String, ProtocolError> {
+    let n = get_u16(b, what)? as usize;
+    need(b, n, what)?;
+    String::from_utf8(b.split_to(n).to_vec()).map_err(|_| ProtocolError::Utf8)
+}
+fn get_blob(b: &mut Bytes, what: &'static str) -> Result<Bytes, ProtocolError> {
+    let n = get_u32(b, what)? as usize;
+    need(b, n, what)?;
+    Ok(b.split_to(n))
+}
+fn put_str(b: &mut BytesMut, s: &str) {
+    // Topic names are at most 249 bytes; messages are truncated to fit u16.
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    b.put_u16(s.len() as u16);
+    b.put_slice(s);
+}
+fn put_blob(b: &mut BytesMut, v: &[u8]) {
+    b.put_u32(v.len() as u32);
+    b.put_slice(v);
+}
+
+// ---- requests -----------------------------------------------------------------
+
+/// Encodes a request frame body (without the u32 length prefix).
+pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
+    let payload_hint = match req {
+        Request::WriteSegment { batches, .. } => batches.iter().map(|b| b.len() + 4).sum(),
+        _ => 0,
+    };
+    let mut b = BytesMut::with_capacity(64 + payload_hint);
+    b.put_u16(PROTOCOL_VERSION);
+    b.put_u8(req.op() as u8);
+    b.put_u64(request_id);
+    match req {
+        Request::WriteSegment {
+            topic,
+            partition,
+            batches,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+            b.put_u32(batches.len() as u32);
+            for batch in batches {
+                put_blob(&mut b, batch);
+            }
+        }
+        Request::ReadRange {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+            b.put_i64(*offset);
+            b.put_u32(*max_bytes);
+        }
+        Request::Recover { topic, partition } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+        }
+        Request::DeleteTopic { topic } => put_str(&mut b, topic),
+        Request::Health => {}
+        Request::OffsetForTimestamp {
+            topic,
+            partition,
+            timestamp,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+            b.put_i64(*timestamp);
+        }
+    }
+    b.freeze()
+}
+
+/// Decodes a request frame body. On error the request id is returned when it
+/// could be read, so the server can still answer.
+pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, ProtocolError)> {
+    let version = get_u16(&mut b, "version").map_err(|e| (None, e))?;
+    if version != PROTOCOL_VERSION {
+        return Err((None, ProtocolError::Version(version)));
+    }
+    let op = get_u8(&mut b, "op").map_err(|e| (None, e))?;
+    let id = get_u64(&mut b, "request id").map_err(|e| (None, e))?;
+    let op = Op::from_u8(op).map_err(|e| (Some(id), e))?;
+    let req = (|| -> Result<Request, ProtocolError> {
+        Ok(match op {
+            Op::WriteSegment => {
+                let topic = get_str(&mut b, "topic")?;
+                let partition = get_i32(&mut b, "partition")?;
+                let n = get_u32(&mut b, "batch count")? as usize;
+                let mut batches = Vec::with_capacity(n.min(1 << 16));
+                for _ in 0..n {
+                    batches.push(get_blob(&mut b, "batch")?);
+                }
+                Request::WriteSegment {
+                    topic,
+                    partition,
+                    batches,
+                }
+            }
+            Op::ReadRange => Request::ReadRange {
+                topic: get_str(&mut b, "topic")?,
+                partition: get_i32(&mut b, "partition")?,
+                offset: get_i64(&mut b, "offset")?,
+                max_bytes: get_u32(&mut b, "max bytes")?,
+            },
+            Op::Recover => Request::Recover {
+                topic: get_str(&mut b, "topic")?,
+                partition: get_i32(&mut b, "partition")?,
+            },
+            Op::DeleteTopic => Request::DeleteTopic {
+                topic: get_str(&mut b, "topic")?,
+            },
+            Op::Health => Request::Health,
+            Op::OffsetForTimestamp => Request::OffsetForTimestamp {
+                topic: get_str(&mut b, "topic")?,
+                partition: get_i32(&mut b, "partition")?,
+                timestamp: get_i64(&mut b, "timestamp")?,
+            },
+        })
+    })()
+    .map_err(|e| (Some(id), e))?;
+    Ok((id, req))
+}
+
+// ---- responses ----------------------------------------------------------------
+
+pub fn encode_response(request_id: u64, op: Op, result: &Result<Response, RemoteError>) -> Bytes {
+    let mut b = BytesMut::with_capacity(64);
+    b.put_u16(PROTOCOL_VERSION);
+    b.put_u8(op as u8 | RESPONSE_BIT);
+    b.put_u64(request_id);
+    match result {
+        Err(e) => {
+            b.put_u8(e.kind as u8);
+            put_str(&mut b, &e.message);
+        }
+        Ok(resp) => {
+            b.put_u8(0);
+            match resp {
+                Response::Written {
+                    base_offset,
+                    last_offset,
+                    object_bytes,
+                } => {
+                    b.put_i64(*base_offset);
+                    b.put_i64(*last_offset);
+                    b.put_u64(*object_bytes);
+                }
+                Response::Range { batches } => {
+                    b.reserve(batches.len() + 4);
+                    put_blob(&mut b, batches);
+                }
+                Response::Recovered {
+                    log_start_offset,
+                    log_end_offset,
+                    segment_count,
+                } => {
+                    b.put_i64(*log_start_offset);
+                    b.put_i64(*log_end_offset);
+                    b.put_u32(*segment_count);
+                }
+                Response::Deleted { objects } => b.put_u32(*objects),
+                Response::Health { state, detail } => {
+                    b.put_u8(*state as u8);
+                    put_str(&mut b, detail);
+                }
+                Response::OffsetForTimestamp { offset, timestamp } => {
+                    b.put_i64(*offset);
+                    b.put_i64(*timestamp);
+                }
+            }
+        }
+    }
+    b.freeze()
+}
+
+/// A decoded response frame: its request id and the result.
+pub type DecodedResponse = (u64, Result<Response, RemoteError>);
+
+pub fn decode_response(mut b: Bytes) -> Result<DecodedResponse, ProtocolError> {
+    let version = get_u16(&mut b, "version")?;
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version(version));
+    }
+    let op = Op::from_u8(get_u8(&mut b, "op")? & !RESPONSE_BIT)?;
+    let id = get_u64(&mut b, "request id")?;
+    let status = get_u8(&mut b, "status")?;
+    if status != 0 {
+        let message = get_str(&mut b, "error message")?;
+        return Ok((
+            id,
+            Err(RemoteError {
+                kind: ErrorKind::from_u8(status),
+                message,
+            }),
+        ));
+    }
+    let resp = match op {
+        Op::WriteSegment => Response::Written {
+            base_offset: get_i64(&mut b, "base offset")?,
+            last_offset: get_i64(&mut b, "last offset")?,
+            object_bytes: get_u64(&mut b, "object bytes")?,
+        },
+        Op::ReadRange => Response::Range {
+            batches: get_blob(&mut b, "batches")?,
+        },
+        Op::Recover => Response::Recovered {
+            log_start_offset: get_i64(&mut b, "log start")?,
+            log_end_offset: get_i64(&mut b, "log end")?,
+            segment_count: get_u32(&mut b, "segment count")?,
+        },
+        Op::DeleteTopic => Response::Deleted {
+            objects: get_u32(&mut b, "objects")?,
+        },
+        Op::Health => Response::Health {
+            state: match get_u8(&mut b, "state")? {
+                0 => HealthState::Healthy,
+                1 => HealthState::Degraded,
+                _ => HealthState::Unavailable,
+            },
+            detail: get_str(&mut b, "detail")?,
+        },
+        Op::OffsetForTimestamp => Response::OffsetForTimestamp {
+            offset: get_i64(&mut b, "offset")?,
+            timestamp: get_i64(&mut b, "timestamp")?,
+        },
+    };
+    Ok((id, Ok(resp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = vec![
+            Request::WriteSegment {
+                topic: "orders".into(),
+                partition: 2,
+                batches: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")],
+            },
+            Request::ReadRange {
+                topic: "t".into(),
+                partition: 0,
+                offset: 99,
+                max_bytes: 1 << 20,
+            },
+            Request::Recover {
+                topic: "t".into(),
+                partition: 1,
+            },
+            Request::DeleteTopic { topic: "t".into() },
+            Request::Health,
+            Request::OffsetForTimestamp {
+                topic: "t".into(),
+                partition: 0,
+                timestamp: 5,
+            },
+        ];
+        for (i, r) in reqs.into_iter().enumerate() {
+            let frame = encode_request(i as u64, &r);
+            assert_eq!(decode_request(frame).unwrap(), (i as u64, r));
+        }
+    }
+
+    #[test]
+    fn responses_round_trip_and_errors_carry_messages() {
+        let ok = Ok(Response::Recovered {
+            log_start_offset: 3,
+            log_end_offset: 10,
+            segment_count: 2,
+        });
+        let f = encode_response(7, Op::Recover, &ok);
+        assert_eq!(decode_response(f).unwrap(), (7, ok));
+        let err = Err(RemoteError {
+            kind: ErrorKind::Unavailable,
+            message: "s3 down".into(),
+        });
+        let f = encode_response(8, Op::WriteSegment, &err);
+        assert_eq!(decode_response(f).unwrap(), (8, err));
+    }
+
+    #[test]
+    fn truncated_and_unknown_frames_are_errors_not_panics() {
+        let frame = encode_request(
+            1,
+            &Request::ReadRange {
+                topic: "topic".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1,
+            },
+        );
+        for cut in 0..frame.len() {
+            assert!(decode_request(frame.slice(..cut)).is_err());
+        }
+        let mut bad = BytesMut::from(&frame[..]);
+        bad[2] = 99;
+        assert_eq!(
+            decode_request(bad.freeze()).unwrap_err(),
+            (Some(1), ProtocolError::UnknownOp(99))
+        );
+    }
+}
