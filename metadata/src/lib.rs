@@ -1,1 +1,235 @@
+//! Kafscale cluster metadata: topics and per-partition state, kept in etcd in
+//! production and in an embedded file store in dev mode.
+//!
+//! Key layout under `/kafscale/{cluster_id}/` (values are JSON):
+//!
+//! | key | value |
+//! |-----|-------|
+//! | `topics/{name}` | [`TopicRecord`] |
+//! | `partitions/{name}/{partition}` | [`PartitionState`] |
+//!
+//! Writes that can race go through compare-and-swap transactions.
 
+pub mod etcd;
+pub mod kv;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use kv::{Compare, FileKv, KeyValue, KvBackend, WatchEvent, Write};
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MetadataError {
+    /// The store could not be reached or did not answer in time; retry later.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("metadata store error: {0}")]
+    Store(String),
+    #[error("metadata record {key} is malformed: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// A topic as stored in `topics/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    /// Random at creation: a re-created topic of the same name gets a new id.
+    pub id: Uuid,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub created_ms: i64,
+}
+
+/// Per-partition state in `partitions/{name}/{partition}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        Self {
+            leader_epoch: 0,
+            log_start_offset: 0,
+        }
+    }
+}
+
+/// Typed access to the metadata key space of one cluster.
+#[derive(Clone)]
+pub struct MetadataStore {
+    kv: Arc<dyn KvBackend>,
+    root: String,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, MetadataError> {
+    serde_json::from_slice(&kv.value).map_err(|e| MetadataError::Corrupt {
+        key: kv.key.clone(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl MetadataStore {
+    pub fn new(kv: Arc<dyn KvBackend>, cluster_id: &str) -> Self {
+        Self {
+            kv,
+            root: format!("/kafscale/{cluster_id}/"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.kv.describe()
+    }
+
+    pub fn topics_prefix(&self) -> String {
+        format!("{}topics/", self.root)
+    }
+
+    fn topic_key(&self, name: &str) -> String {
+        format!("{}topics/{name}", self.root)
+    }
+
+    fn partitions_prefix(&self, topic: &str) -> String {
+        format!("{}partitions/{topic}/", self.root)
+    }
+
+    /// Parses a `topics/` watch or read entry.
+    pub fn parse_topic(&self, kv: &KeyValue) -> Result<TopicRecord, MetadataError> {
+        decode(kv)
+    }
+
+    /// Topic name of a `topics/{name}` key.
+    pub fn topic_name_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.topics_prefix())
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<TopicRecord>, MetadataError> {
+        self.kv
+            .get_prefix(&self.topics_prefix())
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    /// Creates the topic and its partition states in one transaction that fails
+    /// if the topic exists.
+    pub async fn create_topic(&self, topic: &TopicRecord) -> Result<(), MetadataError> {
+        let key = self.topic_key(&topic.name);
+        let mut writes = vec![Write::Put(key.clone(), encode(topic))];
+        let parts = self.partitions_prefix(&topic.name);
+        writes.push(Write::DeletePrefix(parts.clone()));
+        for p in 0..topic.partitions {
+            writes.push(Write::Put(
+                format!("{parts}{p}"),
+                encode(&PartitionState::default()),
+            ));
+        }
+        if self.kv.txn(vec![Compare::Absent(key)], writes).await? {
+            Ok(())
+        } else {
+            Err(MetadataError::TopicExists(topic.name.clone()))
+        }
+    }
+
+    /// Deletes the topic and its partition states; false if it did not exist.
+    pub async fn delete_topic(&self, topic: &TopicRecord) -> Result<bool, MetadataError> {
+        let key = self.topic_key(&topic.name);
+        let current = self.kv.get_prefix(&key).await?;
+        let Some(kv) = current.iter().find(|kv| kv.key == key) else {
+            return Ok(false);
+        };
+        let stored: TopicRecord = decode(kv)?;
+        if stored.id != topic.id {
+            return Ok(false);
+        }
+        self.kv
+            .txn(
+                vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+                vec![
+                    Write::Delete(key),
+                    Write::DeletePrefix(self.partitions_prefix(&topic.name)),
+                ],
+            )
+            .await
+    }
+
+    pub async fn partition_states(
+        &self,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, PartitionState>, MetadataError> {
+        let prefix = self.partitions_prefix(topic);
+        let mut out = BTreeMap::new();
+        for kv in self.kv.get_prefix(&prefix).await? {
+            if let Some(Ok(p)) = kv.key.strip_prefix(&prefix).map(str::parse::<i32>) {
+                out.insert(p, decode(&kv)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes under `topics/`, from now on. On [`WatchEvent::Resync`] re-read
+    /// with [`MetadataStore::list_topics`].
+    pub fn watch_topics(&self) -> broadcast::Receiver<WatchEvent> {
+        self.kv.watch(&self.topics_prefix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, partitions: i32) -> TopicRecord {
+        TopicRecord {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor: 1,
+            config: BTreeMap::new(),
+            created_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn file_store_creates_once_watches_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.json");
+        let store = MetadataStore::new(Arc::new(FileKv::open(&path).unwrap()), "c1");
+        let mut events = store.watch_topics();
+        let t = topic("orders", 3);
+        store.create_topic(&t).await.unwrap();
+        assert_eq!(
+            store.create_topic(&topic("orders", 1)).await,
+            Err(MetadataError::TopicExists("orders".into()))
+        );
+        match events.recv().await.unwrap() {
+            WatchEvent::Put(kv) => assert_eq!(store.parse_topic(&kv).unwrap(), t),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(store.partition_states("orders").await.unwrap().len(), 3);
+
+        // A new process sees the same state.
+        let reopened = MetadataStore::new(Arc::new(FileKv::open(&path).unwrap()), "c1");
+        assert_eq!(reopened.list_topics().await.unwrap(), vec![t.clone()]);
+        // Deleting with a stale id (a re-created topic) does nothing.
+        assert!(!reopened.delete_topic(&topic("orders", 3)).await.unwrap());
+        assert!(reopened.delete_topic(&t).await.unwrap());
+        assert!(reopened.list_topics().await.unwrap().is_empty());
+        assert!(reopened.partition_states("orders").await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,160 @@
+//! [`KvBackend`] on etcd v3: prefix gets, `Txn` compare-and-swap and a prefix
+//! watch that reconnects by itself and resumes from the last seen revision.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, EventType,
+    GetOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::broadcast;
+
+use crate::kv::{Compare, KeyValue, KvBackend, WatchEvent, Write};
+use crate::MetadataError;
+
+pub struct EtcdKv {
+    client: Client,
+    endpoints: Vec<String>,
+}
+
+fn unavailable(e: etcd_client::Error) -> MetadataError {
+    MetadataError::Unavailable(format!("etcd: {e}"))
+}
+
+impl EtcdKv {
+    pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Self, MetadataError> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(endpoints, Some(opts)).await.map_err(|e| {
+            MetadataError::Unavailable(format!(
+                "cannot reach etcd at {}: {e}; check the endpoints and that etcd is running",
+                endpoints.join(",")
+            ))
+        })?;
+        Ok(Self {
+            client,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+#[async_trait]
+impl KvBackend for EtcdKv {
+    async fn get_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, MetadataError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| KeyValue {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                value: kv.value().to_vec(),
+                mod_revision: kv.mod_revision(),
+            })
+            .collect())
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, writes: Vec<Write>) -> Result<bool, MetadataError> {
+        let compares: Vec<EtcdCompare> = compares
+            .into_iter()
+            .map(|c| match c {
+                Compare::Absent(k) => EtcdCompare::create_revision(k, CompareOp::Equal, 0),
+                Compare::ModRevision(k, rev) => EtcdCompare::mod_revision(k, CompareOp::Equal, rev),
+            })
+            .collect();
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|w| match w {
+                Write::Put(k, v) => TxnOp::put(k, v, None),
+                Write::Delete(k) => TxnOp::delete(k, None),
+                Write::DeletePrefix(p) => TxnOp::delete(p, Some(DeleteOptions::new().with_prefix())),
+            })
+            .collect();
+        let resp = self
+            .client
+            .kv_client()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.succeeded())
+    }
+
+    fn watch(&self, prefix: &str) -> broadcast::Receiver<WatchEvent> {
+        let (tx, rx) = broadcast::channel(1024);
+        let client = self.client.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            let mut next_revision = 0i64;
+            loop {
+                if tx.receiver_count() == 0 {
+                    break;
+                }
+                let mut opts = WatchOptions::new().with_prefix();
+                if next_revision > 0 {
+                    opts = opts.with_start_revision(next_revision);
+                }
+                let mut watch_client = client.watch_client();
+                match watch_client.watch(prefix.as_bytes(), Some(opts)).await {
+                    Ok(mut stream) => {
+                        // Events between the caller's last read and this point are
+                        // not replayed: have subscribers re-read once.
+                        let _ = tx.send(WatchEvent::Resync);
+                        loop {
+                        match stream.message().await {
+                            Ok(Some(resp)) => {
+                                if resp.canceled() {
+                                    // Compacted past our revision: start over from a full read.
+                                    next_revision = 0;
+                                    let _ = tx.send(WatchEvent::Resync);
+                                    break;
+                                }
+                                for ev in resp.events() {
+                                    let Some(kv) = ev.kv() else { continue };
+                                    next_revision = next_revision.max(kv.mod_revision() + 1);
+                                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                                    let event = match ev.event_type() {
+                                        EventType::Put => WatchEvent::Put(KeyValue {
+                                            key,
+                                            value: kv.value().to_vec(),
+                                            mod_revision: kv.mod_revision(),
+                                        }),
+                                        EventType::Delete => WatchEvent::Delete(key),
+                                    };
+                                    if tx.send(event).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd watch failed; retrying");
+                    }
+                }
+                // The watch broke: tell subscribers to re-read (events may be lost)
+                // and reconnect after a pause.
+                let _ = tx.send(WatchEvent::Resync);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        rx
+    }
+
+    fn describe(&self) -> String {
+        format!("etcd {}", self.endpoints.join(","))
+    }
+}

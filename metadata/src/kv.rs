@@ -1,0 +1,208 @@
+//! The small key-value surface Kafscale needs from its metadata store: prefix
+//! reads, compare-and-swap transactions and prefix watches. etcd provides it in
+//! production; [`FileKv`] provides the same semantics in one process for dev mode.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::MetadataError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+/// A condition a transaction checks before it writes.
+#[derive(Debug, Clone)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(String),
+    /// The key exists and was last written at this revision.
+    ModRevision(String, i64),
+}
+
+#[derive(Debug, Clone)]
+pub enum Write {
+    Put(String, Vec<u8>),
+    Delete(String),
+    DeletePrefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(KeyValue),
+    Delete(String),
+    /// The watch lost events (reconnect, lag): re-read everything.
+    Resync,
+}
+
+#[async_trait]
+pub trait KvBackend: Send + Sync + 'static {
+    async fn get_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, MetadataError>;
+    /// Applies `writes` atomically if every compare holds; returns whether it did.
+    async fn txn(&self, compares: Vec<Compare>, writes: Vec<Write>) -> Result<bool, MetadataError>;
+    /// Events for keys under `prefix`, from now on.
+    fn watch(&self, prefix: &str) -> broadcast::Receiver<WatchEvent>;
+    fn describe(&self) -> String;
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct FileState {
+    revision: i64,
+    entries: BTreeMap<String, (i64, Vec<u8>)>,
+}
+
+/// A single-process store persisted as one JSON file, rewritten atomically
+/// (write to a temporary file, fsync, rename) on every transaction.
+pub struct FileKv {
+    path: PathBuf,
+    state: Mutex<FileState>,
+    events: broadcast::Sender<(String, WatchEvent)>,
+}
+
+impl FileKv {
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, MetadataError> {
+        let path = path.into();
+        let state = match std::fs::read(&path) {
+            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
+                MetadataError::Store(format!(
+                    "metadata file {} is unreadable ({e}); restore it or move it away to start empty",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::default(),
+            Err(e) => return Err(MetadataError::Store(format!("{}: {e}", path.display()))),
+        };
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            path,
+            state: Mutex::new(state),
+            events,
+        })
+    }
+
+    fn persist(&self, state: &FileState) -> Result<(), MetadataError> {
+        let io = |e: std::io::Error| MetadataError::Store(format!("{}: {e}", self.path.display()));
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        let raw = serde_json::to_vec(state).map_err(|e| MetadataError::Store(e.to_string()))?;
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&raw).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
+
+#[async_trait]
+impl KvBackend for FileKv {
+    async fn get_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, MetadataError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .entries
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (rev, v))| KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+                mod_revision: *rev,
+            })
+            .collect())
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, writes: Vec<Write>) -> Result<bool, MetadataError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let holds = compares.iter().all(|c| match c {
+            Compare::Absent(k) => !state.entries.contains_key(k),
+            Compare::ModRevision(k, rev) => state.entries.get(k).map(|e| e.0) == Some(*rev),
+        });
+        if !holds {
+            return Ok(false);
+        }
+        let mut next = FileState {
+            revision: state.revision + 1,
+            entries: state.entries.clone(),
+        };
+        let rev = next.revision;
+        let mut events = Vec::new();
+        for w in writes {
+            match w {
+                Write::Put(k, v) => {
+                    next.entries.insert(k.clone(), (rev, v.clone()));
+                    events.push((
+                        k.clone(),
+                        WatchEvent::Put(KeyValue {
+                            key: k,
+                            value: v,
+                            mod_revision: rev,
+                        }),
+                    ));
+                }
+                Write::Delete(k) => {
+                    if next.entries.remove(&k).is_some() {
+                        events.push((k.clone(), WatchEvent::Delete(k)));
+                    }
+                }
+                Write::DeletePrefix(p) => {
+                    let keys: Vec<String> = next
+                        .entries
+                        .keys()
+                        .filter(|k| k.starts_with(&p))
+                        .cloned()
+                        .collect();
+                    for k in keys {
+                        next.entries.remove(&k);
+                        events.push((k.clone(), WatchEvent::Delete(k)));
+                    }
+                }
+            }
+        }
+        self.persist(&next)?;
+        *state = next;
+        drop(state);
+        for e in events {
+            let _ = self.events.send(e);
+        }
+        Ok(true)
+    }
+
+    fn watch(&self, prefix: &str) -> broadcast::Receiver<WatchEvent> {
+        let (tx, rx) = broadcast::channel(1024);
+        let mut all = self.events.subscribe();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            loop {
+                match all.recv().await {
+                    Ok((key, ev)) if key.starts_with(&prefix) => {
+                        if tx.send(ev).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if tx.send(WatchEvent::Resync).is_err() {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        rx
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded file store {}", self.path.display())
+    }
+}
