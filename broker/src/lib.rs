@@ -1,1 +1,46 @@
+//! The Kafscale broker: the Kafka wire protocol served from stateless,
+//! in-memory partition logs whose durable copy lives in object storage behind
+//! the sidecar flusher.
 
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod partition_log;
+pub mod server;
+pub mod topics;
+pub mod validation;
+
+use std::sync::Arc;
+
+use kafscale_flusher::FlusherClient;
+use kafscale_metadata::MetadataStore;
+
+pub use config::BrokerConfig;
+use topics::TopicRegistry;
+
+/// Everything a request handler can reach.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub metadata: MetadataStore,
+    pub flusher: Arc<FlusherClient>,
+    pub topics: Arc<TopicRegistry>,
+}
+
+impl Broker {
+    /// Loads topics from the metadata store and starts following its watch.
+    pub async fn start(
+        config: BrokerConfig,
+        metadata: MetadataStore,
+        flusher: Arc<FlusherClient>,
+    ) -> Result<Arc<Self>, kafscale_metadata::MetadataError> {
+        let topics = TopicRegistry::new(metadata.clone(), flusher.clone(), config.log.clone());
+        topics.spawn_watch();
+        topics.resync().await?;
+        Ok(Arc::new(Self {
+            config,
+            metadata,
+            flusher,
+            topics,
+        }))
+    }
+}

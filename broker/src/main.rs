@@ -1,1 +1,183 @@
-fn main(){}
+//! `kafscale-broker`. Without arguments it runs in dev mode: broker and flusher
+//! in one process, a local directory as object store and an embedded metadata
+//! file, listening on 127.0.0.1:9092.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use kafscale_broker::partition_log::LogSettings;
+use kafscale_broker::{server, Broker, BrokerConfig};
+use kafscale_flusher::{logging, FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
+use kafscale_metadata::etcd::EtcdKv;
+use kafscale_metadata::{FileKv, KvBackend, MetadataStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// One process: in-process flusher, local-directory object store, embedded metadata.
+    Dev,
+    /// Separate flusher sidecar (Unix socket) and etcd.
+    Production,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kafscale-broker",
+    version,
+    about = "Kafscale broker: Kafka protocol over stateless in-memory logs, durable in object storage"
+)]
+struct Args {
+    #[arg(long, env = "KAFSCALE_MODE", value_enum, default_value = "dev")]
+    mode: Mode,
+    /// Address the Kafka listener binds.
+    #[arg(long, env = "KAFSCALE_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Host clients are told to connect to (defaults to the listen host).
+    #[arg(long, env = "KAFSCALE_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// Port clients are told to connect to (defaults to the bound port).
+    #[arg(long, env = "KAFSCALE_ADVERTISED_PORT")]
+    advertised_port: Option<u16>,
+    #[arg(long, env = "KAFSCALE_NODE_ID", default_value_t = 0)]
+    node_id: i32,
+    /// Cluster id reported to clients; also the etcd key root `/kafscale/{cluster_id}/`.
+    #[arg(long, env = "KAFSCALE_CLUSTER_ID", default_value = "kafscale")]
+    cluster_id: String,
+    /// etcd endpoints, comma separated (production mode).
+    #[arg(long, env = "KAFSCALE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Flusher socket (production mode).
+    #[arg(
+        long,
+        env = "KAFSCALE_FLUSHER_SOCKET",
+        default_value = "/var/run/kafscale/flusher.sock"
+    )]
+    flusher_socket: PathBuf,
+    /// How long to wait for the flusher to answer one request, in milliseconds.
+    #[arg(long, env = "KAFSCALE_FLUSHER_TIMEOUT_MS", default_value_t = 30_000)]
+    flusher_timeout_ms: u64,
+    /// Dev mode: where objects and metadata are kept.
+    #[arg(long, env = "KAFSCALE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Create unknown topics when clients ask (default: on in dev mode, off in production).
+    #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of topics created without a count.
+    #[arg(long, env = "KAFSCALE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    default_partitions: i32,
+    /// Group-commit window: how long produces are gathered into one upload.
+    #[arg(long, env = "KAFSCALE_FLUSH_WINDOW_MS", default_value_t = 5)]
+    flush_window_ms: u64,
+    /// Upload early once this many bytes are pending for a partition.
+    #[arg(long, env = "KAFSCALE_FLUSH_BYTES", default_value_t = 8 * 1024 * 1024)]
+    flush_bytes: usize,
+    /// Bytes of recent data kept in memory for tail reads, across all partitions.
+    #[arg(long, env = "KAFSCALE_MEMORY_BUDGET_BYTES", default_value_t = 256 * 1024 * 1024)]
+    memory_budget_bytes: usize,
+    /// Largest request accepted; larger ones close the connection.
+    #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/kafscale/dev"),
+        None => std::env::temp_dir().join("kafscale-dev"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    logging::init(&args.log_format);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the Kafka listener on {} (is another broker running?)",
+                args.listen
+            )
+        })?;
+    let bound = listener.local_addr()?;
+    let flusher_timeout = Duration::from_millis(args.flusher_timeout_ms);
+
+    let (kv, flusher): (Arc<dyn KvBackend>, Arc<FlusherClient>) = match args.mode {
+        Mode::Dev => {
+            let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating data directory {}", dir.display()))?;
+            let store = LocalDirStore::new(dir.join("objects"))
+                .with_context(|| format!("creating object directory under {}", dir.display()))?;
+            let service = FlusherService::new(
+                Arc::new(store),
+                FlusherSettings {
+                    prefix: args.cluster_id.clone(),
+                    ..FlusherSettings::default()
+                },
+            );
+            let socket = dir.join("flusher.sock");
+            let sock_listener = kafscale_flusher::server::bind(&socket)
+                .with_context(|| format!("binding {}", socket.display()))?;
+            tokio::spawn(kafscale_flusher::server::serve(
+                sock_listener,
+                service,
+                std::future::pending(),
+            ));
+            let kv = FileKv::open(dir.join("metadata.json"))?;
+            eprintln!(
+                "kafscale dev mode: Kafka listener on {bound}; data in {} (objects/, metadata.json)",
+                dir.display()
+            );
+            (
+                Arc::new(kv),
+                Arc::new(FlusherClient::new(socket, flusher_timeout)),
+            )
+        }
+        Mode::Production => {
+            if args.etcd_endpoints.is_empty() {
+                bail!("production mode needs --etcd-endpoints (or KAFSCALE_ETCD_ENDPOINTS), e.g. http://etcd:2379");
+            }
+            let kv = EtcdKv::connect(&args.etcd_endpoints, Duration::from_secs(5)).await?;
+            (
+                Arc::new(kv),
+                Arc::new(FlusherClient::new(
+                    args.flusher_socket.clone(),
+                    flusher_timeout,
+                )),
+            )
+        }
+    };
+
+    let defaults = BrokerConfig::default();
+    let config = BrokerConfig {
+        node_id: args.node_id,
+        cluster_id: args.cluster_id.clone(),
+        advertised_host: args
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| bound.ip().to_string()),
+        advertised_port: i32::from(args.advertised_port.unwrap_or(bound.port())),
+        auto_create_topics: args.auto_create_topics.unwrap_or(args.mode == Mode::Dev),
+        default_partitions: args.default_partitions,
+        max_request_bytes: args.max_request_bytes,
+        log: LogSettings {
+            flush_window: Duration::from_millis(args.flush_window_ms),
+            flush_bytes: args.flush_bytes,
+            memory_budget: args.memory_budget_bytes,
+        },
+        ..defaults
+    };
+    let metadata = MetadataStore::new(kv, &args.cluster_id);
+    let broker = Broker::start(config, metadata.clone(), flusher.clone())
+        .await
+        .with_context(|| format!("loading topics from {}", metadata.describe()))?;
+    tracing::info!(listen = %bound, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
+    server::serve(broker, listener, logging::shutdown_signal()).await;
+    tracing::info!("broker stopped");
+    Ok(())
+}

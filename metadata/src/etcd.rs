@@ -79,7 +79,9 @@ impl KvBackend for EtcdKv {
             .map(|w| match w {
                 Write::Put(k, v) => TxnOp::put(k, v, None),
                 Write::Delete(k) => TxnOp::delete(k, None),
-                Write::DeletePrefix(p) => TxnOp::delete(p, Some(DeleteOptions::new().with_prefix())),
+                Write::DeletePrefix(p) => {
+                    TxnOp::delete(p, Some(DeleteOptions::new().with_prefix()))
+                }
             })
             .collect();
         let resp = self
@@ -112,33 +114,33 @@ impl KvBackend for EtcdKv {
                         // not replayed: have subscribers re-read once.
                         let _ = tx.send(WatchEvent::Resync);
                         loop {
-                        match stream.message().await {
-                            Ok(Some(resp)) => {
-                                if resp.canceled() {
-                                    // Compacted past our revision: start over from a full read.
-                                    next_revision = 0;
-                                    let _ = tx.send(WatchEvent::Resync);
-                                    break;
-                                }
-                                for ev in resp.events() {
-                                    let Some(kv) = ev.kv() else { continue };
-                                    next_revision = next_revision.max(kv.mod_revision() + 1);
-                                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                                    let event = match ev.event_type() {
-                                        EventType::Put => WatchEvent::Put(KeyValue {
-                                            key,
-                                            value: kv.value().to_vec(),
-                                            mod_revision: kv.mod_revision(),
-                                        }),
-                                        EventType::Delete => WatchEvent::Delete(key),
-                                    };
-                                    if tx.send(event).is_err() {
-                                        return;
+                            match stream.message().await {
+                                Ok(Some(resp)) => {
+                                    if resp.canceled() {
+                                        // Compacted past our revision: start over from a full read.
+                                        next_revision = 0;
+                                        let _ = tx.send(WatchEvent::Resync);
+                                        break;
+                                    }
+                                    for ev in resp.events() {
+                                        let Some(kv) = ev.kv() else { continue };
+                                        next_revision = next_revision.max(kv.mod_revision() + 1);
+                                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                                        let event = match ev.event_type() {
+                                            EventType::Put => WatchEvent::Put(KeyValue {
+                                                key,
+                                                value: kv.value().to_vec(),
+                                                mod_revision: kv.mod_revision(),
+                                            }),
+                                            EventType::Delete => WatchEvent::Delete(key),
+                                        };
+                                        if tx.send(event).is_err() {
+                                            return;
+                                        }
                                     }
                                 }
+                                Ok(None) | Err(_) => break,
                             }
-                            Ok(None) | Err(_) => break,
-                        }
                         }
                     }
                     Err(e) => {

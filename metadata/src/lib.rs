@@ -230,6 +230,10 @@ mod tests {
         assert!(!reopened.delete_topic(&topic("orders", 3)).await.unwrap());
         assert!(reopened.delete_topic(&t).await.unwrap());
         assert!(reopened.list_topics().await.unwrap().is_empty());
-        assert!(reopened.partition_states("orders").await.unwrap().is_empty());
+        assert!(reopened
+            .partition_states("orders")
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

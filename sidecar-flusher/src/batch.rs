@@ -105,7 +105,9 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let length = i32_at(buf, OFF_LENGTH);
     if length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
-        return Err(BatchError::Invalid("batchLength is smaller than the batch header"));
+        return Err(BatchError::Invalid(
+            "batchLength is smaller than the batch header",
+        ));
     }
     let size = length as usize + LOG_OVERHEAD;
     if size > buf.len() {
@@ -283,7 +285,10 @@ pub(crate) mod tests {
             },
         );
         let h = validate(&out).unwrap();
-        assert_eq!((h.base_offset, h.last_offset(), h.partition_leader_epoch), (42, 45, 7));
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.partition_leader_epoch),
+            (42, 45, 7)
+        );
         let out = rewrite(
             &b,
             BatchRewrite {

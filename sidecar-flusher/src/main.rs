@@ -10,10 +10,18 @@ use kafscale_flusher::s3_store::{S3Settings, S3Store};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
 
 #[derive(Parser, Debug)]
-#[command(name = "kafscale-flusher", version, about = "Kafscale sidecar flusher: encodes segments and uploads them to S3")]
+#[command(
+    name = "kafscale-flusher",
+    version,
+    about = "Kafscale sidecar flusher: encodes segments and uploads them to S3"
+)]
 struct Args {
     /// Unix socket the broker connects to (shared directory in the pod).
-    #[arg(long, env = "KAFSCALE_FLUSHER_SOCKET", default_value = "/var/run/kafscale/flusher.sock")]
+    #[arg(
+        long,
+        env = "KAFSCALE_FLUSHER_SOCKET",
+        default_value = "/var/run/kafscale/flusher.sock"
+    )]
     socket: PathBuf,
     /// S3 bucket that holds the segments.
     #[arg(long, env = "KAFSCALE_S3_BUCKET")]
@@ -80,7 +88,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = server::bind(&args.socket)
         .with_context(|| format!("binding flusher socket {}", args.socket.display()))?;
     tracing::info!(socket = %args.socket.display(), store = %service.store_description(), prefix = %args.prefix, "flusher ready");
-    server::serve(listener, service, kafscale_flusher::logging::shutdown_signal()).await;
+    server::serve(
+        listener,
+        service,
+        kafscale_flusher::logging::shutdown_signal(),
+    )
+    .await;
     tracing::info!("flusher stopped");
     Ok(())
 }

@@ -108,7 +108,9 @@ impl ObjectStore for LocalDirStore {
         let path = self.path(key)?;
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
-            let dir = path.parent().ok_or_else(|| StoreError::Other(key.clone()))?;
+            let dir = path
+                .parent()
+                .ok_or_else(|| StoreError::Other(key.clone()))?;
             std::fs::create_dir_all(dir).map_err(|e| io_err(&key, e))?;
             let tmp = dir.join(format!(".tmp-{}", rand_suffix()));
             std::fs::write(&tmp, &body).map_err(|e| io_err(&key, e))?;
@@ -135,7 +137,9 @@ impl ObjectStore for LocalDirStore {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let path = self.path(key)?;
-        let mut f = tokio::fs::File::open(path).await.map_err(|e| io_err(key, e))?;
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| io_err(key, e))?;
         let len = f.metadata().await.map_err(|e| io_err(key, e))?.len();
         let end = range.end.min(len);
         if range.start >= end {
@@ -202,17 +206,46 @@ mod tests {
     async fn local_store_is_create_once_and_lists_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::new(dir.path()).unwrap();
-        store.put_if_absent("p/t/0/b", Bytes::from_static(b"2")).await.unwrap();
-        store.put_if_absent("p/t/0/a", Bytes::from_static(b"1")).await.unwrap();
-        let again = store.put_if_absent("p/t/0/a", Bytes::from_static(b"x")).await;
+        store
+            .put_if_absent("p/t/0/b", Bytes::from_static(b"2"))
+            .await
+            .unwrap();
+        store
+            .put_if_absent("p/t/0/a", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        let again = store
+            .put_if_absent("p/t/0/a", Bytes::from_static(b"x"))
+            .await;
         assert!(matches!(again, Err(StoreError::AlreadyExists(_))));
-        assert_eq!(store.get("p/t/0/a").await.unwrap(), Bytes::from_static(b"1"));
-        let keys: Vec<_> = store.list("p/t/0/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(
+            store.get("p/t/0/a").await.unwrap(),
+            Bytes::from_static(b"1")
+        );
+        let keys: Vec<_> = store
+            .list("p/t/0/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, vec!["p/t/0/a", "p/t/0/b"]);
-        store.put_if_absent("p/t/0/c", Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(store.get_range("p/t/0/c", 1..3).await.unwrap(), Bytes::from_static(b"el"));
-        store.delete(&["p/t/0/a".into(), "p/t/0/zz".into()]).await.unwrap();
-        assert!(matches!(store.get("p/t/0/a").await, Err(StoreError::NotFound(_))));
+        store
+            .put_if_absent("p/t/0/c", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_range("p/t/0/c", 1..3).await.unwrap(),
+            Bytes::from_static(b"el")
+        );
+        store
+            .delete(&["p/t/0/a".into(), "p/t/0/zz".into()])
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.get("p/t/0/a").await,
+            Err(StoreError::NotFound(_))
+        ));
         assert!(store.get("../etc/passwd").await.is_err());
     }
 }

@@ -78,9 +78,14 @@ pub enum Request {
     },
     /// The partition's log start and log end from the segment listing and the
     /// last segment's footer.
-    Recover { topic: String, partition: i32 },
+    Recover {
+        topic: String,
+        partition: i32,
+    },
     /// Delete every object of a topic.
-    DeleteTopic { topic: String },
+    DeleteTopic {
+        topic: String,
+    },
     Health,
     /// The first offset whose batch max timestamp is `>= timestamp`.
     OffsetForTimestamp {

@@ -293,11 +293,17 @@ impl SegmentIndex {
 
 /// Object key of a segment: `{prefix}/{topic}/{partition}/segment-{base:020}.kfs`.
 pub fn segment_key(prefix: &str, topic: &str, partition: i32, base_offset: i64) -> String {
-    format!("{}segment-{base_offset:020}.kfs", partition_prefix(prefix, topic, partition))
+    format!(
+        "{}segment-{base_offset:020}.kfs",
+        partition_prefix(prefix, topic, partition)
+    )
 }
 
 pub fn index_key(prefix: &str, topic: &str, partition: i32, base_offset: i64) -> String {
-    format!("{}segment-{base_offset:020}.index", partition_prefix(prefix, topic, partition))
+    format!(
+        "{}segment-{base_offset:020}.index",
+        partition_prefix(prefix, topic, partition)
+    )
 }
 
 /// Key prefix (ending in `/`) under which all of a partition's objects live.
@@ -350,7 +356,10 @@ mod tests {
     #[test]
     fn segment_round_trip() {
         let seg = encode(&batches(100, &[3, 5, 2]), 1_700_000_000_000, 4).unwrap();
-        assert_eq!((seg.base_offset, seg.last_offset, seg.record_count), (100, 109, 10));
+        assert_eq!(
+            (seg.base_offset, seg.last_offset, seg.record_count),
+            (100, 109, 10)
+        );
         let v = VerifiedSegment::decode(seg.kfs_bytes()).unwrap();
         assert_eq!(v.header.base_offset, 100);
         assert_eq!(v.header.record_count, 10);

@@ -183,7 +183,10 @@ impl FlusherService {
                 topic,
                 partition,
                 timestamp,
-            } => self.offset_for_timestamp(&topic, partition, timestamp).await,
+            } => {
+                self.offset_for_timestamp(&topic, partition, timestamp)
+                    .await
+            }
         }
     }
 
@@ -191,7 +194,9 @@ impl FlusherService {
         match &r {
             Err(e) if e.is_retriable() => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .consecutive_failures
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Err(StoreError::Other(_)) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -243,11 +248,17 @@ impl FlusherService {
         // The .kfs is the durability point. The index only speeds up range reads,
         // and readers fall back to scanning, so its failure is logged, not returned.
         let index_key = segment::index_key(p, topic, partition, seg.base_offset);
-        match self.store.put_if_absent(&index_key, seg.index.clone()).await {
+        match self
+            .store
+            .put_if_absent(&index_key, seg.index.clone())
+            .await
+        {
             Ok(()) => {
                 self.stats.puts.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan"),
+            Err(e) => {
+                tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan")
+            }
         }
         let verified = VerifiedSegment::decode(body)?;
         self.cache_insert(key.clone(), Arc::new(verified));
@@ -339,8 +350,16 @@ impl FlusherService {
 
     /// Loads a segment: from the cache, else whole from the store (verified) when
     /// small enough. Returns `None` for large segments, which are read by range.
-    async fn load_whole(&self, seg: &SegmentRef) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
-        if let Some(s) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&seg.key) {
+    async fn load_whole(
+        &self,
+        seg: &SegmentRef,
+    ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
+        if let Some(s) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&seg.key)
+        {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(s));
         }
@@ -625,7 +644,11 @@ mod tests {
                 };
                 let h = batch::validate(&batches).unwrap();
                 assert_eq!(h.base_offset, want_base, "offset {offset} whole={whole}");
-                assert_eq!(batches.len(), h.size, "max_bytes 1 still gives one whole batch");
+                assert_eq!(
+                    batches.len(),
+                    h.size,
+                    "max_bytes 1 still gives one whole batch"
+                );
             }
         }
     }

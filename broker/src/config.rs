@@ -1,0 +1,43 @@
+//! Broker settings, independent of how they were given (flags, env, dev mode).
+
+use std::time::Duration;
+
+use crate::partition_log::LogSettings;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Host and port clients are told to connect to (Metadata).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Create unknown topics when a client's Metadata request allows it.
+    pub auto_create_topics: bool,
+    /// Partitions of topics created without an explicit count.
+    pub default_partitions: i32,
+    /// Largest request frame accepted; larger ones close the connection.
+    pub max_request_bytes: usize,
+    /// Requests of one connection processed concurrently (responses stay in order).
+    pub max_in_flight_per_connection: usize,
+    pub log: LogSettings,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            cluster_id: "kafscale".into(),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: false,
+            default_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_in_flight_per_connection: 16,
+            log: LogSettings {
+                flush_window: Duration::from_millis(5),
+                flush_bytes: 8 * 1024 * 1024,
+                memory_budget: 256 * 1024 * 1024,
+            },
+        }
+    }
+}

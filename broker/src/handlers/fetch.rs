@@ -1,0 +1,181 @@
+//! Fetch v4–v16: durable data only, long-polling on high-watermark changes.
+//!
+//! Fetch sessions (KIP-227) are answered with session id 0, which every client
+//! treats as "no session": it keeps sending full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::select_all;
+use futures::FutureExt;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use uuid::Uuid;
+
+use super::{log_error_code, Deferred};
+use crate::partition_log::PartitionLog;
+use crate::Broker;
+
+struct Target {
+    topic_index: usize,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    log: Result<Arc<PartitionLog>, ResponseError>,
+}
+
+struct TopicSlot {
+    name: TopicName,
+    id: Uuid,
+}
+
+pub fn handle(broker: Arc<Broker>, req: FetchRequest, version: i16) -> Deferred {
+    async move { Some(ResponseKind::Fetch(fetch(&broker, req, version).await)) }.boxed()
+}
+
+async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+    let mut slots = Vec::with_capacity(req.topics.len());
+    let mut targets = Vec::new();
+    for t in &req.topics {
+        let topic = if version >= 13 {
+            broker.topics.get_by_id(t.topic_id)
+        } else {
+            broker.topics.get(t.topic.0.as_str())
+        };
+        let missing = if version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let topic_index = slots.len();
+        slots.push(TopicSlot {
+            name: t.topic.clone(),
+            id: t.topic_id,
+        });
+        for p in &t.partitions {
+            let log = match &topic {
+                None => Err(missing),
+                Some(topic) => topic
+                    .partition(p.partition)
+                    .cloned()
+                    .ok_or(ResponseError::UnknownTopicOrPartition),
+            };
+            targets.push(Target {
+                topic_index,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                log,
+            });
+        }
+    }
+
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
+
+    let partitions = loop {
+        // Subscribe before reading so a write that lands in between still wakes us.
+        let mut watchers: Vec<_> = targets
+            .iter()
+            .filter_map(|t| t.log.as_ref().ok().map(|l| l.watch_high_watermark()))
+            .collect();
+        let (partitions, total, any_error) = read_all(&targets, max_bytes).await;
+        if total >= min_bytes.max(1)
+            || any_error
+            || watchers.is_empty()
+            || tokio::time::Instant::now() >= deadline
+        {
+            break partitions;
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            // Deadline passed without news: answer with what we have (usually nothing).
+            break partitions;
+        }
+    };
+
+    let mut responses: Vec<FetchableTopicResponse> = slots
+        .into_iter()
+        .map(|s| {
+            let r = FetchableTopicResponse::default();
+            if version >= 13 {
+                r.with_topic_id(s.id)
+            } else {
+                r.with_topic(s.name)
+            }
+        })
+        .collect();
+    for (target, data) in targets.iter().zip(partitions) {
+        responses[target.topic_index].partitions.push(data);
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}
+
+/// Reads every target once. Only the first partition with data may exceed the
+/// request's `max_bytes` (by returning one whole batch), as in Kafka.
+async fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+    let mut out = Vec::with_capacity(targets.len());
+    let mut total = 0usize;
+    let mut any_error = false;
+    for t in targets {
+        let mut data = PartitionData::default()
+            .with_partition_index(t.partition)
+            .with_aborted_transactions(None);
+        match &t.log {
+            Err(code) => {
+                data = data.with_error_code(code.code()).with_high_watermark(-1);
+                any_error = true;
+            }
+            Ok(log) => {
+                let budget = max_bytes.saturating_sub(total).min(t.max_bytes);
+                let result = if budget == 0 && total > 0 {
+                    log.offsets()
+                        .await
+                        .map(|(log_start, hw)| crate::partition_log::ReadResult {
+                            records: bytes::Bytes::new(),
+                            high_watermark: hw,
+                            log_start,
+                        })
+                } else {
+                    log.read(t.offset, budget.max(1)).await
+                };
+                match result {
+                    Ok(r) => {
+                        let records = if total > 0 && r.records.len() > budget {
+                            bytes::Bytes::new()
+                        } else {
+                            r.records
+                        };
+                        total += records.len();
+                        data = data
+                            .with_high_watermark(r.high_watermark)
+                            .with_last_stable_offset(r.high_watermark)
+                            .with_log_start_offset(r.log_start)
+                            .with_records(Some(records));
+                    }
+                    Err(e) => {
+                        let (code, _) = log_error_code(&e);
+                        any_error = true;
+                        let (log_start, hw) = log.offsets().await.unwrap_or((-1, -1));
+                        data = data
+                            .with_error_code(code)
+                            .with_high_watermark(hw)
+                            .with_last_stable_offset(hw)
+                            .with_log_start_offset(log_start);
+                    }
+                }
+            }
+        }
+        out.push(data);
+    }
+    (out, total, any_error)
+}

@@ -1,0 +1,88 @@
+//! ListOffsets v1–v8: earliest (-2), latest (-1), max timestamp (-3) and
+//! lookup by timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafscale_flusher::protocol::{Request, Response};
+
+use super::log_error_code;
+use crate::partition_log::{LogError, PartitionLog};
+use crate::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    _version: i16,
+) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = broker.topics.get(t.name.0.as_str());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let base = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            let log = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+            let r = match log {
+                None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Some(log) => match lookup(broker, log, p.timestamp).await {
+                    Ok((offset, timestamp)) => base.with_offset(offset).with_timestamp(timestamp),
+                    Err(e) => base.with_error_code(log_error_code(&e).0),
+                },
+            };
+            partitions.push(r);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (offset, timestamp) for one partition's query.
+async fn lookup(broker: &Broker, log: &PartitionLog, query: i64) -> Result<(i64, i64), LogError> {
+    let (log_start, hw) = log.offsets().await?;
+    match query {
+        LATEST => Ok((hw, -1)),
+        EARLIEST => Ok((log_start, -1)),
+        MAX_TIMESTAMP => Ok(log.max_timestamp_in_memory().unwrap_or((-1, -1))),
+        ts if ts >= 0 => {
+            // Batch granularity: the first batch whose max timestamp reaches `ts`.
+            // A consumer seeking there reads from at or before the first such record.
+            let resp = broker
+                .flusher
+                .call(Request::OffsetForTimestamp {
+                    topic: log.topic.clone(),
+                    partition: log.partition,
+                    timestamp: ts,
+                })
+                .await?;
+            match resp {
+                Response::OffsetForTimestamp { offset, timestamp }
+                    if offset >= log_start && offset < hw =>
+                {
+                    Ok((offset, timestamp))
+                }
+                Response::OffsetForTimestamp { offset, timestamp }
+                    if offset >= 0 && offset < log_start =>
+                {
+                    Ok((log_start, timestamp))
+                }
+                _ => Ok((-1, -1)),
+            }
+        }
+        _ => Ok((-1, -1)),
+    }
+}

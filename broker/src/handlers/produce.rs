@@ -1,0 +1,187 @@
+//! Produce v3–v11. Offsets are assigned in request order during admission; the
+//! response waits (acks=1/-1) until every partition's batches are durable, as
+//! decided by `partition_log` (the durability rule lives there).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafscale_flusher::batch;
+use tokio::sync::oneshot;
+
+use super::{log_error_code, str_bytes, Deferred};
+use crate::partition_log::LogError;
+use crate::Broker;
+
+/// A partition's answer, either final now or waiting for durability.
+enum Outcome {
+    Failed(i16, String),
+    Appended {
+        base_offset: i64,
+        log_start: i64,
+        log_append_time: i64,
+        durable: oneshot::Receiver<Result<(), LogError>>,
+    },
+}
+
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Deferred {
+    let acks = req.acks;
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let transactional = req.transactional_id.is_some();
+    let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Outcome)>)> = Vec::new();
+    for t in req.topic_data {
+        let topic = broker.topics.get(t.name.0.as_str());
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let outcome = match &topic {
+                None => Outcome::Failed(
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!(
+                        "topic '{}' does not exist; create it first",
+                        t.name.0.as_str()
+                    ),
+                ),
+                Some(_) if !(-1..=1).contains(&acks) => Outcome::Failed(
+                    ResponseError::InvalidRequiredAcks.code(),
+                    format!("acks={acks} is invalid; use 0, 1 or -1 (all)"),
+                ),
+                Some(_) if transactional => Outcome::Failed(
+                    ResponseError::InvalidRecord.code(),
+                    "transactions are not supported by Kafscale; unset transactional.id".into(),
+                ),
+                Some(topic) => match topic.partition(p.index) {
+                    None => Outcome::Failed(
+                        ResponseError::UnknownTopicOrPartition.code(),
+                        format!(
+                            "partition {} does not exist (topic has {})",
+                            p.index, topic.record.partitions
+                        ),
+                    ),
+                    Some(log) => {
+                        let max_bytes = topic
+                            .config("max.message.bytes")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+                        let log_append =
+                            topic.config("message.timestamp.type") == Some("LogAppendTime");
+                        append(log, p.records.unwrap_or_default(), max_bytes, log_append).await
+                    }
+                },
+            };
+            parts.push((p.index, outcome));
+        }
+        topics.push((t.name, parts));
+    }
+
+    if acks == 0 {
+        // Kafka sends no response to acks=0; the batches still go through group commit.
+        return futures::future::ready(None).boxed();
+    }
+    async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, parts) in topics {
+            let mut partition_responses = Vec::with_capacity(parts.len());
+            for (index, outcome) in parts {
+                let mut r = PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1);
+                let failure = match outcome {
+                    Outcome::Failed(code, msg) => Some((code, msg)),
+                    Outcome::Appended {
+                        base_offset,
+                        log_start,
+                        log_append_time,
+                        durable,
+                    } => match tokio::time::timeout(timeout, durable).await {
+                        Ok(Ok(Ok(()))) => {
+                            r = r
+                                .with_base_offset(base_offset)
+                                .with_log_append_time_ms(log_append_time);
+                            if version >= 5 {
+                                r = r.with_log_start_offset(log_start);
+                            }
+                            None
+                        }
+                        Ok(Ok(Err(e))) => Some(log_error_code(&e)),
+                        Ok(Err(_)) => Some(log_error_code(&LogError::Deleted)),
+                        Err(_) => Some((
+                            ResponseError::RequestTimedOut.code(),
+                            format!("the write was not confirmed durable within the request timeout ({timeout:?}); the client should retry"),
+                        )),
+                    },
+                };
+                if let Some((code, msg)) = failure {
+                    r = r.with_error_code(code);
+                    if version >= 8 {
+                        r = r.with_error_message(Some(str_bytes(msg)));
+                    }
+                }
+                partition_responses.push(r);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+    }
+    .boxed()
+}
+
+async fn append(
+    log: &crate::partition_log::PartitionLog,
+    records: bytes::Bytes,
+    max_message_bytes: usize,
+    log_append_time: bool,
+) -> Outcome {
+    let batches = match batch::split_validated(&records) {
+        Ok(b) if !b.is_empty() => b,
+        Ok(_) => {
+            return Outcome::Failed(
+                ResponseError::CorruptMessage.code(),
+                "the request carried no record batch for this partition".into(),
+            )
+        }
+        Err(e) => {
+            return Outcome::Failed(ResponseError::CorruptMessage.code(), e.to_string());
+        }
+    };
+    if let Some((_, b)) = batches.iter().find(|(_, b)| b.len() > max_message_bytes) {
+        return Outcome::Failed(
+            ResponseError::MessageTooLarge.code(),
+            format!(
+                "a record batch of {} bytes exceeds max.message.bytes={max_message_bytes}; send smaller batches or raise the topic's max.message.bytes",
+                b.len()
+            ),
+        );
+    }
+    if batches
+        .iter()
+        .any(|(h, _)| h.is_transactional() || h.is_control())
+    {
+        return Outcome::Failed(
+            ResponseError::InvalidRecord.code(),
+            "transactional and control batches are not supported by Kafscale".into(),
+        );
+    }
+    match log.append(&batches, 0, log_append_time).await {
+        Ok((appended, durable)) => Outcome::Appended {
+            base_offset: appended.base_offset,
+            log_start: appended.log_start,
+            log_append_time: appended.log_append_time_ms,
+            durable,
+        },
+        Err(e) => {
+            let (code, msg) = log_error_code(&e);
+            Outcome::Failed(code, msg)
+        }
+    }
+}

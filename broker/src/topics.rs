@@ -1,0 +1,181 @@
+//! The broker's view of topics: a cache of the metadata store kept current by
+//! its watch, and the partition logs of each topic.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+
+use kafscale_flusher::FlusherClient;
+use kafscale_metadata::{MetadataStore, TopicRecord, WatchEvent};
+use uuid::Uuid;
+
+use crate::partition_log::{LogSettings, PartitionLog};
+
+pub struct Topic {
+    pub record: TopicRecord,
+    pub partitions: Vec<Arc<PartitionLog>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionLog>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.record.config.get(key).map(String::as_str)
+    }
+}
+
+pub struct TopicRegistry {
+    metadata: MetadataStore,
+    flusher: Arc<FlusherClient>,
+    log_settings: LogSettings,
+    memory_used: Arc<AtomicUsize>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+}
+
+impl TopicRegistry {
+    pub fn new(
+        metadata: MetadataStore,
+        flusher: Arc<FlusherClient>,
+        log_settings: LogSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            metadata,
+            flusher,
+            log_settings,
+            memory_used: Arc::default(),
+            topics: RwLock::default(),
+        })
+    }
+
+    pub fn memory_used(&self) -> usize {
+        self.memory_used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|t| t.record.id == id)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        v
+    }
+
+    /// Installs or updates a topic. Logs of partitions that already exist are
+    /// kept; a topic re-created under the same name (new id) starts fresh.
+    pub fn upsert(&self, record: TopicRecord) -> Arc<Topic> {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let existing = topics.get(&record.name).cloned();
+        let mut partitions = match &existing {
+            Some(t) if t.record.id == record.id => t.partitions.clone(),
+            Some(t) => {
+                t.partitions.iter().for_each(|p| p.close());
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let wanted = usize::try_from(record.partitions).unwrap_or(0);
+        while partitions.len() < wanted {
+            partitions.push(PartitionLog::new(
+                record.name.clone(),
+                partitions.len() as i32,
+                self.log_settings.clone(),
+                self.flusher.clone(),
+                self.memory_used.clone(),
+            ));
+        }
+        let topic = Arc::new(Topic { record, partitions });
+        topics.insert(topic.record.name.clone(), topic.clone());
+        topic
+    }
+
+    pub fn remove(&self, name: &str) {
+        let removed = self
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(t) = removed {
+            t.partitions.iter().for_each(|p| p.close());
+        }
+    }
+
+    /// Replaces the cache with a full read of the store.
+    pub async fn resync(&self) -> Result<(), kafscale_metadata::MetadataError> {
+        let records = self.metadata.list_topics().await?;
+        let names: std::collections::HashSet<String> =
+            records.iter().map(|r| r.name.clone()).collect();
+        for r in records {
+            self.upsert(r);
+        }
+        let stale: Vec<String> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|k| !names.contains(*k))
+            .cloned()
+            .collect();
+        for name in stale {
+            self.remove(&name);
+        }
+        Ok(())
+    }
+
+    /// Follows the metadata store's watch for the life of the broker.
+    pub fn spawn_watch(self: &Arc<Self>) {
+        let mut events = self.metadata.watch_topics();
+        let registry = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => WatchEvent::Resync,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                match event {
+                    WatchEvent::Put(kv) => match registry.metadata.parse_topic(&kv) {
+                        Ok(record) => {
+                            registry.upsert(record);
+                        }
+                        Err(e) => tracing::error!(error = %e, "ignoring malformed topic record"),
+                    },
+                    WatchEvent::Delete(key) => {
+                        if let Some(name) = registry.metadata.topic_name_of(&key) {
+                            registry.remove(name);
+                        }
+                    }
+                    WatchEvent::Resync => {
+                        while let Err(e) = registry.resync().await {
+                            tracing::warn!(error = %e, "re-reading topics failed; retrying");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
