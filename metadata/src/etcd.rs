@@ -18,8 +18,26 @@ pub struct EtcdKv {
     endpoints: Vec<String>,
 }
 
+/// Connection problems and timeouts are worth retrying; anything else is a
+/// request etcd refused.
 fn unavailable(e: etcd_client::Error) -> MetadataError {
-    MetadataError::Unavailable(format!("etcd: {e}"))
+    use etcd_client::Error as E;
+    let transient = match &e {
+        E::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Aborted
+        ),
+        E::InvalidArgs(_) | E::Utf8Error(_) => false,
+        _ => true,
+    };
+    if transient {
+        MetadataError::Unavailable(format!("etcd: {e}"))
+    } else {
+        MetadataError::Store(format!("etcd refused the request: {e}"))
+    }
 }
 
 impl EtcdKv {

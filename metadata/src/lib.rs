@@ -132,8 +132,9 @@ impl MetadataStore {
     pub async fn create_topic(&self, topic: &TopicRecord) -> Result<(), MetadataError> {
         let key = self.topic_key(&topic.name);
         let mut writes = vec![Write::Put(key.clone(), encode(topic))];
+        // Partition keys of a deleted topic went with it in the same transaction,
+        // so none can be left over here.
         let parts = self.partitions_prefix(&topic.name);
-        writes.push(Write::DeletePrefix(parts.clone()));
         for p in 0..topic.partitions {
             writes.push(Write::Put(
                 format!("{parts}{p}"),

@@ -1,0 +1,23 @@
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from harness import Cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield c
+    except Exception:
+        print(c.logs())
+        raise
+    finally:
+        c.close()
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 3, config: dict | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10)
+    for f in futures.values():
+        f.result(timeout=30)

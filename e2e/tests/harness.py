@@ -1,0 +1,222 @@
+"""Starts and stops the real servers the end-to-end tests run against: etcd,
+MinIO, the flusher and the broker as separate processes, each on a free
+loopback port in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("KAFSCALE_CACHE", Path.home() / ".cache" / "kafscale"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / os.environ.get("KAFSCALE_PROFILE", "debug")
+MINIO_USER = "kafscale-test"
+MINIO_PASSWORD = "kafscale-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: "Proc", timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.popen is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{proc.name} did not open port {port}:\n{proc.tail()}")
+
+
+@dataclass
+class Proc:
+    """A child process with its log in the test's directory."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        env = dict(os.environ)
+        env.update(self.env)
+        logf = open(self.log, "ab")
+        logf.write(f"\n==== start {' '.join(self.argv)}\n".encode())
+        logf.flush()
+        self.popen = subprocess.Popen(self.argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        logf.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, like a crashed pod."""
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class Etcd:
+    def __init__(self, workdir: Path):
+        self.port, peer = free_port(), free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc = Proc(
+            "etcd",
+            [
+                "etcd", "--name", "default", "--data-dir", str(workdir / "etcd"),
+                "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+            ],
+            workdir / "etcd.log",
+        )
+
+    def start(self) -> "Etcd":
+        self.proc.start()
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class MinIO:
+    def __init__(self, workdir: Path):
+        self.port, self.console = free_port(), free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.data = workdir / "minio"
+        self.proc = Proc(
+            "minio",
+            [str(CACHE / "bin" / "minio"), "server", str(self.data), "--quiet",
+             "--address", f"127.0.0.1:{self.port}", "--console-address", f"127.0.0.1:{self.console}"],
+            workdir / "minio.log",
+            env={"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
+                 "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"},
+        )
+
+    def start(self) -> "MinIO":
+        self.proc.start()
+        wait_for_port(self.port, self.proc)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"MinIO not ready:\n{self.proc.tail()}")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+
+class Flusher:
+    def __init__(self, workdir: Path, minio: MinIO, prefix: str, bucket: str = "kafscale"):
+        self.socket = workdir / "run" / "flusher.sock"
+        self.proc = Proc(
+            "flusher",
+            [str(TARGET / "kafscale-flusher"), "--socket", str(self.socket), "--bucket", bucket,
+             "--endpoint", minio.endpoint, "--path-style", "--create-bucket", "--prefix", prefix,
+             "--s3-attempt-timeout-ms", "2000", "--s3-max-attempts", "3"],
+            workdir / "flusher.log",
+            env={"AWS_ACCESS_KEY_ID": MINIO_USER, "AWS_SECRET_ACCESS_KEY": MINIO_PASSWORD,
+                 "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "info"},
+        )
+
+    def start(self) -> "Flusher":
+        if self.socket.exists():
+            self.socket.unlink()
+        self.proc.start()
+        deadline = time.time() + 30
+        while not self.socket.exists():
+            if not self.proc.alive():
+                raise RuntimeError(f"flusher exited:\n{self.proc.tail()}")
+            if time.time() > deadline:
+                raise TimeoutError(f"flusher socket missing:\n{self.proc.tail()}")
+            time.sleep(0.05)
+        return self
+
+
+class Broker:
+    def __init__(self, workdir: Path, etcd: Etcd, flusher: Flusher, cluster_id: str, extra: list[str] | None = None):
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.proc = Proc(
+            "broker",
+            [str(TARGET / "kafscale-broker"), "--mode", "production", "--listen", self.bootstrap,
+             "--etcd-endpoints", etcd.endpoint, "--flusher-socket", str(flusher.socket),
+             "--cluster-id", cluster_id, "--default-partitions", "3", *(extra or [])],
+            workdir / "broker.log",
+            env={"RUST_LOG": "info"},
+        )
+
+    def start(self) -> "Broker":
+        self.proc.start()
+        wait_for_port(self.port, self.proc)
+        return self
+
+
+class Cluster:
+    """etcd + MinIO + flusher + broker, all real, all separate processes."""
+
+    def __init__(self, workdir: Path, name: str = "e2e"):
+        self.workdir = workdir
+        self.etcd = Etcd(workdir).start()
+        self.minio = MinIO(workdir).start()
+        self.prefix = f"test/{name}"
+        self.flusher = Flusher(workdir, self.minio, self.prefix).start()
+        self.broker = Broker(workdir, self.etcd, self.flusher, name).start()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def restart_broker_and_flusher(self, kill: bool = True) -> None:
+        for p in (self.broker.proc, self.flusher.proc):
+            p.kill() if kill else p.stop()
+        self.flusher.start()
+        self.broker.start()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail()}" for p in
+                         (self.broker.proc, self.flusher.proc, self.minio.proc, self.etcd.proc))
+
+    def close(self) -> None:
+        for p in (self.broker.proc, self.flusher.proc, self.minio.proc, self.etcd.proc):
+            p.stop()
+
+    def objects(self, topic: str) -> list[Path]:
+        """Segment files MinIO holds for a topic (MinIO's single-drive layout keeps key paths)."""
+        root = self.minio.data / "kafscale" / self.prefix / topic
+        return sorted(p for p in root.rglob("segment-*") if p.name.endswith((".kfs", ".index"))) if root.exists() else []
