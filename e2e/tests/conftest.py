@@ -1,4 +1,5 @@
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import Cluster
@@ -16,8 +17,13 @@ def cluster(tmp_path_factory):
         c.close()
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 3, config: dict | None = None) -> None:
+def create_topic(bootstrap: str, name: str, partitions: int = 3, config: dict | None = None,
+                 exist_ok: bool = False) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10)
     for f in futures.values():
-        f.result(timeout=30)
+        try:
+            f.result(timeout=30)
+        except KafkaException as e:
+            if not (exist_ok and e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                raise
