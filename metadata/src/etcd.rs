@@ -131,34 +131,8 @@ impl KvBackend for EtcdKv {
                         // Events between the caller's last read and this point are
                         // not replayed: have subscribers re-read once.
                         let _ = tx.send(WatchEvent::Resync);
-                        loop {
-                            match stream.message().await {
-                                Ok(Some(resp)) => {
-                                    if resp.canceled() {
-                                        // Compacted past our revision: start over from a full read.
-                                        next_revision = 0;
-                                        let _ = tx.send(WatchEvent::Resync);
-                                        break;
-                                    }
-                                    for ev in resp.events() {
-                                        let Some(kv) = ev.kv() else { continue };
-                                        next_revision = next_revision.max(kv.mod_revision() + 1);
-                                        let key = String::from_utf8_lossy(kv.key()).into_owned();
-                                        let event = match ev.event_type() {
-                                            EventType::Put => WatchEvent::Put(KeyValue {
-                                                key,
-                                                value: kv.value().to_vec(),
-                                                mod_revision: kv.mod_revision(),
-                                            }),
-                                            EventType::Delete => WatchEvent::Delete(key),
-                                        };
-                                        if tx.send(event).is_err() {
-                                            return;
-                                        }
-                                    }
-                                }
-                                Ok(None) | Err(_) => break,
-                            }
+                        if !forward_events(&mut stream, &tx, &mut next_revision).await {
+                            return;
                         }
                     }
                     Err(e) => {
@@ -177,4 +151,37 @@ impl KvBackend for EtcdKv {
     fn describe(&self) -> String {
         format!("etcd {}", self.endpoints.join(","))
     }
+}
+
+/// Forwards watch events until the stream ends or is cancelled. Returns false
+/// when nobody is subscribed any more.
+async fn forward_events(
+    stream: &mut etcd_client::WatchStream,
+    tx: &broadcast::Sender<WatchEvent>,
+    next_revision: &mut i64,
+) -> bool {
+    while let Ok(Some(resp)) = stream.message().await {
+        if resp.canceled() {
+            // Compacted past our revision: start over from a full read.
+            *next_revision = 0;
+            return true;
+        }
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            *next_revision = (*next_revision).max(kv.mod_revision() + 1);
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let event = match ev.event_type() {
+                EventType::Put => WatchEvent::Put(KeyValue {
+                    key,
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                }),
+                EventType::Delete => WatchEvent::Delete(key),
+            };
+            if tx.send(event).is_err() {
+                return false;
+            }
+        }
+    }
+    true
 }

@@ -50,19 +50,10 @@ pub struct TopicRecord {
 }
 
 /// Per-partition state in `partitions/{name}/{partition}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
     pub leader_epoch: i32,
     pub log_start_offset: i64,
-}
-
-impl Default for PartitionState {
-    fn default() -> Self {
-        Self {
-            leader_epoch: 0,
-            log_start_offset: 0,
-        }
-    }
 }
 
 /// Typed access to the metadata key space of one cluster.

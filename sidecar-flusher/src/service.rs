@@ -562,7 +562,7 @@ mod tests {
 
     fn batch_at(base: i64, n: i32) -> Bytes {
         rewrite(
-            &make_batch(0, n, &vec![1u8; 100]),
+            &make_batch(0, n, &[1u8; 100]),
             BatchRewrite {
                 base_offset: base,
                 partition_leader_epoch: 0,

@@ -22,15 +22,16 @@ use crate::Broker;
 pub type Deferred = BoxFuture<'static, Option<ResponseKind>>;
 
 /// The APIs and versions this broker implements: what ApiVersions advertises,
-/// and nothing more.
+/// and nothing more. CreateTopics v0–1 and DeleteTopics v0 are left out as in
+/// Kafka 4.0 (KIP-896): no maintained client sends them.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 0, 7),
-    (ApiKey::DeleteTopics, 0, 6),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
