@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cache=${KAFSCALE_CACHE:-$HOME/.cache/kafscale}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+# Builds are cached across clones and runs, like the downloads.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 
 step() { printf '\n==== %s\n' "$*"; }
 
