@@ -6,6 +6,8 @@ pub mod config;
 pub mod connection;
 pub mod handlers;
 pub mod partition_log;
+pub mod producer_ids;
+pub mod producer_state;
 pub mod server;
 pub mod topics;
 pub mod validation;
@@ -24,6 +26,7 @@ pub struct Broker {
     pub metadata: MetadataStore,
     pub flusher: Arc<FlusherClient>,
     pub topics: Arc<TopicRegistry>,
+    pub producer_ids: producer_ids::ProducerIdAllocator,
 }
 
 impl Broker {
@@ -38,6 +41,7 @@ impl Broker {
         topics.resync().await?;
         Ok(Arc::new(Self {
             config,
+            producer_ids: producer_ids::ProducerIdAllocator::new(metadata.clone()),
             metadata,
             flusher,
             topics,

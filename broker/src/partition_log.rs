@@ -28,6 +28,11 @@ use kafscale_flusher::batch::{self, BatchHeader, BatchRewrite};
 use kafscale_flusher::protocol::{ErrorKind, RemoteError, Request, Response};
 use kafscale_flusher::FlusherClient;
 use thiserror::Error;
+
+use crate::producer_state::{seq_add, ProducerStateTable, SequenceCheck, SequenceError};
+
+/// Bytes of the newest segments read back to rebuild producer state on recovery.
+const PRODUCER_STATE_SCAN_BYTES: u64 = 16 * 1024 * 1024;
 use tokio::sync::{oneshot, watch, Notify};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -46,6 +51,8 @@ pub enum LogError {
     },
     #[error("the partition was deleted")]
     Deleted,
+    #[error("{0}")]
+    Sequence(#[from] SequenceError),
 }
 
 impl From<RemoteError> for LogError {
@@ -105,6 +112,7 @@ struct LogState {
     waiters: Vec<Waiter>,
     /// A segment upload is in flight.
     uploading: bool,
+    producers: ProducerStateTable,
 }
 
 /// What a read from the log returns.
@@ -170,6 +178,7 @@ impl PartitionLog {
                 pending_bytes: 0,
                 waiters: Vec::new(),
                 uploading: false,
+                producers: ProducerStateTable::default(),
             }),
             recovery: tokio::sync::Mutex::new(()),
             hw_tx,
@@ -233,7 +242,26 @@ impl PartitionLog {
                 "the flusher answered recovery with an unexpected response".into(),
             ));
         };
+        // Idempotent producers' recent batches, so that a retry of a batch stored
+        // just before a crash is still recognised.
+        let producers = if log_end_offset > log_start_offset {
+            match self
+                .flusher
+                .call(Request::ProducerBatches {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    max_bytes: PRODUCER_STATE_SCAN_BYTES,
+                })
+                .await?
+            {
+                Response::ProducerBatches { batches } => ProducerStateTable::rebuild(&batches),
+                _ => ProducerStateTable::default(),
+            }
+        } else {
+            ProducerStateTable::default()
+        };
         let mut s = self.lock();
+        s.producers = producers;
         s.log_start = s.log_start.max(log_start_offset);
         s.log_end = log_end_offset;
         s.high_watermark = log_end_offset;
@@ -276,11 +304,39 @@ impl PartitionLog {
         if s.deleted {
             return Err(LogError::Deleted);
         }
-        let base_offset = s.log_end;
-        let mut next = base_offset;
+        // Sequence checks and offset assignment happen under one lock, so a retry
+        // racing its original is still recognised.
+        let mut accepted: Vec<(i64, i16, i32)> = Vec::new();
+        let mut checks = Vec::with_capacity(batches.len());
+        for (h, _) in batches {
+            let check = s.producers.check(h, &accepted)?;
+            if check == SequenceCheck::Append && h.producer_id >= 0 {
+                accepted.push((
+                    h.producer_id,
+                    h.producer_epoch,
+                    seq_add(h.base_sequence, h.last_offset_delta),
+                ));
+            }
+            checks.push(check);
+        }
+        if checks
+            .iter()
+            .all(|c| matches!(c, SequenceCheck::Duplicate { .. }))
+        {
+            return Ok(self.answer_duplicate(&mut s, &checks));
+        }
+        let base_offset = match checks.first() {
+            Some(SequenceCheck::Duplicate { base_offset, .. }) => *base_offset,
+            _ => s.log_end,
+        };
+        let mut next = s.log_end;
+        let first_new = next;
         let mut out = BytesMut::with_capacity(size);
         let mut max_timestamp = -1;
-        for (h, b) in batches {
+        for ((h, b), check) in batches.iter().zip(&checks) {
+            if check != &SequenceCheck::Append {
+                continue;
+            }
             let rewritten = batch::rewrite(
                 b,
                 BatchRewrite {
@@ -291,11 +347,18 @@ impl PartitionLog {
             );
             out.extend_from_slice(&rewritten);
             max_timestamp = max_timestamp.max(append_time.unwrap_or(h.max_timestamp));
+            s.producers.record(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_offset_delta,
+                next,
+            );
             next += h.offset_count();
         }
         s.log_end = next;
         s.pending.push(Chunk {
-            base_offset,
+            base_offset: first_new,
             end_offset: next,
             max_timestamp,
             bytes: out.freeze(),
@@ -317,6 +380,39 @@ impl PartitionLog {
             },
             rx,
         ))
+    }
+
+    /// The answer to a request made only of retried batches: their original
+    /// offsets, once those are durable.
+    fn answer_duplicate(
+        &self,
+        s: &mut LogState,
+        checks: &[SequenceCheck],
+    ) -> (Appended, oneshot::Receiver<Result<(), LogError>>) {
+        let (base_offset, end_offset) = checks.iter().fold((i64::MAX, 0), |(lo, hi), c| match c {
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => (lo.min(*base_offset), hi.max(*last_offset + 1)),
+            SequenceCheck::Append => (lo, hi),
+        });
+        let (tx, rx) = oneshot::channel();
+        if end_offset <= s.high_watermark {
+            let _ = tx.send(Ok(()));
+        } else {
+            s.waiters.push(Waiter {
+                end_offset,
+                done: tx,
+            });
+        }
+        (
+            Appended {
+                base_offset,
+                log_start: s.log_start,
+                log_append_time_ms: -1,
+            },
+            rx,
+        )
     }
 
     /// Reads durable batches from `offset`: from memory when the tail holds

@@ -190,13 +190,13 @@ class Broker:
 class Cluster:
     """etcd + MinIO + flusher + broker, all real, all separate processes."""
 
-    def __init__(self, workdir: Path, name: str = "e2e"):
+    def __init__(self, workdir: Path, name: str = "e2e", broker_args: list[str] | None = None):
         self.workdir = workdir
         self.etcd = Etcd(workdir).start()
         self.minio = MinIO(workdir).start()
         self.prefix = f"test/{name}"
         self.flusher = Flusher(workdir, self.minio, self.prefix).start()
-        self.broker = Broker(workdir, self.etcd, self.flusher, name).start()
+        self.broker = Broker(workdir, self.etcd, self.flusher, name, broker_args).start()
 
     @property
     def bootstrap(self) -> str:

@@ -15,20 +15,27 @@ KILLS = 6
 
 class BackgroundProducer(threading.Thread):
     """Sends unique values as fast as acks allow; remembers where each was acked.
-    No client retries, so a value is never sent twice and any second copy in
-    the log would be the broker's fault."""
+    Without idempotence it does not retry, so a value is never sent twice and
+    any second copy in the log would be the broker's fault. With idempotence it
+    retries, and the broker must recognise every retried batch."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, idempotent: bool = False):
         super().__init__(daemon=True)
         self.topic = topic
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
-            "retries": 0, "linger.ms": 2, "message.timeout.ms": 15000,
-            "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 500,
-        })
+        config = {
+            "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2, "message.timeout.ms": 30000,
+            "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 500, "log_level": 2,
+        }
+        config.update({"enable.idempotence": True} if idempotent else {"enable.idempotence": False, "retries": 0})
+        self.producer = Producer({**config, "error_cb": self.on_error})
+        self.fatal = None
         self.acked: dict[bytes, tuple[int, int]] = {}
         self.failed = 0
         self.stopping = threading.Event()
+
+    def on_error(self, err):
+        if err.fatal():
+            self.fatal = str(err)
 
     def on_delivery(self, err, msg):
         if err is None:

@@ -7,6 +7,7 @@
 //! |-----|-------|
 //! | `topics/{name}` | [`TopicRecord`] |
 //! | `partitions/{name}/{partition}` | [`PartitionState`] |
+//! | `producer-ids` | [`ProducerIdBlock`]: the next unallocated producer id |
 //!
 //! Writes that can race go through compare-and-swap transactions.
 
@@ -54,6 +55,12 @@ pub struct TopicRecord {
 pub struct PartitionState {
     pub leader_epoch: i32,
     pub log_start_offset: i64,
+}
+
+/// The producer-id counter in `producer-ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    pub next: i64,
 }
 
 /// Typed access to the metadata key space of one cluster.
@@ -175,6 +182,101 @@ impl MetadataStore {
         Ok(out)
     }
 
+    /// Reads one topic with the revision a later [`MetadataStore::update_topic`]
+    /// must match.
+    pub async fn get_topic(&self, name: &str) -> Result<Option<(TopicRecord, i64)>, MetadataError> {
+        let key = self.topic_key(name);
+        let found = self.kv.get_prefix(&key).await?;
+        match found.iter().find(|kv| kv.key == key) {
+            Some(kv) => Ok(Some((decode(kv)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces a topic record if it is still at `revision`, creating partition
+    /// state for partitions it gained. Returns false when someone else changed
+    /// it first (the caller re-reads and retries).
+    pub async fn update_topic(
+        &self,
+        topic: &TopicRecord,
+        revision: i64,
+        old_partitions: i32,
+    ) -> Result<bool, MetadataError> {
+        let key = self.topic_key(&topic.name);
+        let parts = self.partitions_prefix(&topic.name);
+        let mut writes = vec![Write::Put(key.clone(), encode(topic))];
+        for p in old_partitions..topic.partitions {
+            writes.push(Write::Put(
+                format!("{parts}{p}"),
+                encode(&PartitionState::default()),
+            ));
+        }
+        self.kv
+            .txn(vec![Compare::ModRevision(key, revision)], writes)
+            .await
+    }
+
+    /// Raises a partition's log start offset (never lowers it); returns the
+    /// stored value afterwards.
+    pub async fn advance_log_start(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, MetadataError> {
+        let key = format!("{}{partition}", self.partitions_prefix(topic));
+        loop {
+            let current = self.kv.get_prefix(&key).await?;
+            let (mut state, compare) = match current.iter().find(|kv| kv.key == key) {
+                Some(kv) => (
+                    decode::<PartitionState>(kv)?,
+                    Compare::ModRevision(key.clone(), kv.mod_revision),
+                ),
+                None => (PartitionState::default(), Compare::Absent(key.clone())),
+            };
+            if state.log_start_offset >= offset {
+                return Ok(state.log_start_offset);
+            }
+            state.log_start_offset = offset;
+            if self
+                .kv
+                .txn(vec![compare], vec![Write::Put(key.clone(), encode(&state))])
+                .await?
+            {
+                return Ok(offset);
+            }
+        }
+    }
+
+    /// Reserves `count` producer ids for this broker; ids are never handed out
+    /// twice, across brokers and restarts.
+    pub async fn allocate_producer_ids(
+        &self,
+        count: i64,
+    ) -> Result<std::ops::Range<i64>, MetadataError> {
+        let key = format!("{}producer-ids", self.root);
+        loop {
+            let current = self.kv.get_prefix(&key).await?;
+            let (block, compare) = match current.iter().find(|kv| kv.key == key) {
+                Some(kv) => (
+                    decode::<ProducerIdBlock>(kv)?,
+                    Compare::ModRevision(key.clone(), kv.mod_revision),
+                ),
+                None => (ProducerIdBlock { next: 0 }, Compare::Absent(key.clone())),
+            };
+            let next = ProducerIdBlock {
+                next: block.next + count,
+            };
+            if self
+                .kv
+                .txn(vec![compare], vec![Write::Put(key.clone(), encode(&next))])
+                .await?
+            {
+                return Ok(block.next..next.next);
+            }
+        }
+    }
+
     /// Changes under `topics/`, from now on. On [`WatchEvent::Resync`] re-read
     /// with [`MetadataStore::list_topics`].
     pub fn watch_topics(&self) -> broadcast::Receiver<WatchEvent> {
@@ -227,5 +329,39 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn updates_are_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(
+            Arc::new(FileKv::open(dir.path().join("m.json")).unwrap()),
+            "c",
+        );
+        let mut t = topic("grow", 2);
+        store.create_topic(&t).await.unwrap();
+        let (_, rev) = store.get_topic("grow").await.unwrap().unwrap();
+        t.partitions = 4;
+        assert!(store.update_topic(&t, rev, 2).await.unwrap());
+        assert!(
+            !store.update_topic(&t, rev, 2).await.unwrap(),
+            "stale revision must lose"
+        );
+        assert_eq!(store.partition_states("grow").await.unwrap().len(), 4);
+
+        assert_eq!(store.advance_log_start("grow", 1, 10).await.unwrap(), 10);
+        assert_eq!(
+            store.advance_log_start("grow", 1, 5).await.unwrap(),
+            10,
+            "never lowered"
+        );
+        assert_eq!(
+            store.partition_states("grow").await.unwrap()[&1].log_start_offset,
+            10
+        );
+
+        let a = store.allocate_producer_ids(100).await.unwrap();
+        let b = store.allocate_producer_ids(100).await.unwrap();
+        assert_eq!((a, b), (0..100, 100..200));
     }
 }

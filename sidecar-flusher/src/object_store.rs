@@ -33,6 +33,8 @@ impl StoreError {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the object was written, in Unix milliseconds (0 if unknown).
+    pub last_modified_ms: i64,
 }
 
 #[async_trait]
@@ -92,9 +94,16 @@ fn list_dir(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Resu
             list_dir(root, &path, out)?;
         } else if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
             if let Ok(rel) = path.strip_prefix(root) {
+                let last_modified_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
                 out.push(ObjectInfo {
                     key: rel.to_string_lossy().into_owned(),
                     size: meta.len(),
+                    last_modified_ms,
                 });
             }
         }

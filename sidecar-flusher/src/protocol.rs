@@ -43,6 +43,9 @@ pub enum Op {
     DeleteTopic = 4,
     Health = 5,
     OffsetForTimestamp = 6,
+    ProducerBatches = 7,
+    RetentionPoint = 8,
+    DeleteSegmentsBelow = 9,
 }
 
 impl Op {
@@ -54,6 +57,9 @@ impl Op {
             4 => Op::DeleteTopic,
             5 => Op::Health,
             6 => Op::OffsetForTimestamp,
+            7 => Op::ProducerBatches,
+            8 => Op::RetentionPoint,
+            9 => Op::DeleteSegmentsBelow,
             other => return Err(ProtocolError::UnknownOp(other)),
         })
     }
@@ -93,6 +99,39 @@ pub enum Request {
         partition: i32,
         timestamp: i64,
     },
+    /// Producer fields of the idempotent batches in the partition's newest
+    /// segments (at most `max_bytes` of segments, at least the last one), for
+    /// rebuilding producer state after a restart.
+    ProducerBatches {
+        topic: String,
+        partition: i32,
+        max_bytes: u64,
+    },
+    /// Where the log may start under these retention limits (-1 = unlimited):
+    /// the base offset of the oldest segment that must be kept.
+    RetentionPoint {
+        topic: String,
+        partition: i32,
+        retention_ms: i64,
+        retention_bytes: i64,
+    },
+    /// Deletes segments that hold only offsets below `offset`. The newest
+    /// segment is always kept: it records the log end.
+    DeleteSegmentsBelow {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// One idempotent batch's producer fields, as stored in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub last_offset_delta: i32,
+    pub base_offset: i64,
 }
 
 impl Request {
@@ -104,6 +143,9 @@ impl Request {
             Request::DeleteTopic { .. } => Op::DeleteTopic,
             Request::Health => Op::Health,
             Request::OffsetForTimestamp { .. } => Op::OffsetForTimestamp,
+            Request::ProducerBatches { .. } => Op::ProducerBatches,
+            Request::RetentionPoint { .. } => Op::RetentionPoint,
+            Request::DeleteSegmentsBelow { .. } => Op::DeleteSegmentsBelow,
         }
     }
 }
@@ -134,6 +176,13 @@ pub enum Response {
         /// -1 when no batch has such a timestamp.
         offset: i64,
         timestamp: i64,
+    },
+    ProducerBatches {
+        batches: Vec<ProducerBatch>,
+    },
+    /// -1 when nothing needs deleting.
+    RetentionPoint {
+        offset: i64,
     },
 }
 
@@ -285,6 +334,35 @@ pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
             b.put_i32(*partition);
             b.put_i64(*timestamp);
         }
+        Request::ProducerBatches {
+            topic,
+            partition,
+            max_bytes,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+            b.put_u64(*max_bytes);
+        }
+        Request::RetentionPoint {
+            topic,
+            partition,
+            retention_ms,
+            retention_bytes,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+            b.put_i64(*retention_ms);
+            b.put_i64(*retention_bytes);
+        }
+        Request::DeleteSegmentsBelow {
+            topic,
+            partition,
+            offset,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+            b.put_i64(*offset);
+        }
     }
     b.freeze()
 }
@@ -333,6 +411,22 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
                 topic: get_str(&mut b, "topic")?,
                 partition: get_i32(&mut b, "partition")?,
                 timestamp: get_i64(&mut b, "timestamp")?,
+            },
+            Op::ProducerBatches => Request::ProducerBatches {
+                topic: get_str(&mut b, "topic")?,
+                partition: get_i32(&mut b, "partition")?,
+                max_bytes: get_u64(&mut b, "max bytes")?,
+            },
+            Op::RetentionPoint => Request::RetentionPoint {
+                topic: get_str(&mut b, "topic")?,
+                partition: get_i32(&mut b, "partition")?,
+                retention_ms: get_i64(&mut b, "retention ms")?,
+                retention_bytes: get_i64(&mut b, "retention bytes")?,
+            },
+            Op::DeleteSegmentsBelow => Request::DeleteSegmentsBelow {
+                topic: get_str(&mut b, "topic")?,
+                partition: get_i32(&mut b, "partition")?,
+                offset: get_i64(&mut b, "offset")?,
             },
         })
     })()
@@ -386,6 +480,18 @@ pub fn encode_response(request_id: u64, op: Op, result: &Result<Response, Remote
                     b.put_i64(*offset);
                     b.put_i64(*timestamp);
                 }
+                Response::ProducerBatches { batches } => {
+                    b.reserve(4 + batches.len() * 26);
+                    b.put_u32(batches.len() as u32);
+                    for p in batches {
+                        b.put_i64(p.producer_id);
+                        b.put_i16(p.producer_epoch);
+                        b.put_i32(p.base_sequence);
+                        b.put_i32(p.last_offset_delta);
+                        b.put_i64(p.base_offset);
+                    }
+                }
+                Response::RetentionPoint { offset } => b.put_i64(*offset),
             }
         }
     }
@@ -442,6 +548,26 @@ pub fn decode_response(mut b: Bytes) -> Result<DecodedResponse, ProtocolError> {
             offset: get_i64(&mut b, "offset")?,
             timestamp: get_i64(&mut b, "timestamp")?,
         },
+        Op::ProducerBatches => {
+            let n = get_u32(&mut b, "batch count")? as usize;
+            need(&b, n.saturating_mul(26), "producer batches")?;
+            let batches = (0..n)
+                .map(|_| ProducerBatch {
+                    producer_id: b.get_i64(),
+                    producer_epoch: b.get_i16(),
+                    base_sequence: b.get_i32(),
+                    last_offset_delta: b.get_i32(),
+                    base_offset: b.get_i64(),
+                })
+                .collect();
+            Response::ProducerBatches { batches }
+        }
+        Op::RetentionPoint => Response::RetentionPoint {
+            offset: get_i64(&mut b, "offset")?,
+        },
+        Op::DeleteSegmentsBelow => Response::Deleted {
+            objects: get_u32(&mut b, "objects")?,
+        },
     };
     Ok((id, Ok(resp)))
 }
@@ -475,6 +601,22 @@ mod tests {
                 partition: 0,
                 timestamp: 5,
             },
+            Request::ProducerBatches {
+                topic: "t".into(),
+                partition: 0,
+                max_bytes: 9,
+            },
+            Request::RetentionPoint {
+                topic: "t".into(),
+                partition: 0,
+                retention_ms: 1,
+                retention_bytes: -1,
+            },
+            Request::DeleteSegmentsBelow {
+                topic: "t".into(),
+                partition: 3,
+                offset: 7,
+            },
         ];
         for (i, r) in reqs.into_iter().enumerate() {
             let frame = encode_request(i as u64, &r);
@@ -497,6 +639,17 @@ mod tests {
         });
         let f = encode_response(8, Op::WriteSegment, &err);
         assert_eq!(decode_response(f).unwrap(), (8, err));
+        let batches = Ok(Response::ProducerBatches {
+            batches: vec![ProducerBatch {
+                producer_id: 5,
+                producer_epoch: 1,
+                base_sequence: 10,
+                last_offset_delta: 3,
+                base_offset: 100,
+            }],
+        });
+        let f = encode_response(9, Op::ProducerBatches, &batches);
+        assert_eq!(decode_response(f).unwrap(), (9, batches));
     }
 
     #[test]

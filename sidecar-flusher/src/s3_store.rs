@@ -204,6 +204,10 @@ impl ObjectStore for S3Store {
                     out.push(ObjectInfo {
                         key: k.to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
+                        last_modified_ms: o
+                            .last_modified()
+                            .and_then(|t| t.to_millis().ok())
+                            .unwrap_or(0),
                     });
                 }
             }

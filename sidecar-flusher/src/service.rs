@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch;
 use crate::object_store::{ObjectStore, StoreError};
-use crate::protocol::{ErrorKind, HealthState, RemoteError, Request, Response};
+use crate::protocol::{ErrorKind, HealthState, ProducerBatch, RemoteError, Request, Response};
 use crate::segment::{self, SegmentIndex, VerifiedSegment};
 
 #[derive(Debug, Clone)]
@@ -43,6 +43,7 @@ struct SegmentRef {
     base_offset: i64,
     key: String,
     size: u64,
+    last_modified_ms: i64,
 }
 
 type PartitionKey = (String, i32);
@@ -187,6 +188,27 @@ impl FlusherService {
                 self.offset_for_timestamp(&topic, partition, timestamp)
                     .await
             }
+            Request::ProducerBatches {
+                topic,
+                partition,
+                max_bytes,
+            } => self.producer_batches(&topic, partition, max_bytes).await,
+            Request::RetentionPoint {
+                topic,
+                partition,
+                retention_ms,
+                retention_bytes,
+            } => {
+                let list = self.list_partition(&topic, partition).await?;
+                Ok(Response::RetentionPoint {
+                    offset: retention_point(&list, now_ms(), retention_ms, retention_bytes),
+                })
+            }
+            Request::DeleteSegmentsBelow {
+                topic,
+                partition,
+                offset,
+            } => self.delete_segments_below(&topic, partition, offset).await,
         }
     }
 
@@ -268,6 +290,7 @@ impl FlusherService {
                 base_offset: seg.base_offset,
                 key,
                 size,
+                last_modified_ms: now_ms(),
             };
             let at = list.partition_point(|s| s.base_offset < seg.base_offset);
             if list.get(at) != Some(&r) {
@@ -310,6 +333,7 @@ impl FlusherService {
                     base_offset,
                     key: o.key,
                     size: o.size,
+                    last_modified_ms: o.last_modified_ms,
                 })
             })
             .collect();
@@ -512,6 +536,83 @@ impl FlusherService {
         })
     }
 
+    async fn producer_batches(
+        &self,
+        topic: &str,
+        partition: i32,
+        max_bytes: u64,
+    ) -> Result<Response, RemoteError> {
+        let list = self.list_partition(topic, partition).await?;
+        let mut budget = max_bytes;
+        let mut newest_first = Vec::new();
+        for seg in list.iter().rev() {
+            if !newest_first.is_empty() && seg.size > budget {
+                break;
+            }
+            budget = budget.saturating_sub(seg.size);
+            newest_first.push(seg.clone());
+        }
+        let mut batches = Vec::new();
+        for seg in newest_first.iter().rev() {
+            let whole = match self.load_whole(seg).await? {
+                Some(w) => w,
+                None => {
+                    self.stats.gets.fetch_add(1, Ordering::Relaxed);
+                    let raw = self.track(self.store.get(&seg.key).await)?;
+                    Arc::new(VerifiedSegment::decode(raw)?)
+                }
+            };
+            batches.extend(
+                whole
+                    .batch_headers()
+                    .filter(|(_, h)| h.producer_id >= 0)
+                    .map(|(_, h)| ProducerBatch {
+                        producer_id: h.producer_id,
+                        producer_epoch: h.producer_epoch,
+                        base_sequence: h.base_sequence,
+                        last_offset_delta: h.last_offset_delta,
+                        base_offset: h.base_offset,
+                    }),
+            );
+        }
+        Ok(Response::ProducerBatches { batches })
+    }
+
+    async fn delete_segments_below(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Response, RemoteError> {
+        let list = self.list_partition(topic, partition).await?;
+        // Segment i holds offsets up to the next segment's base - 1; the newest
+        // one is never deleted because recovery reads the log end from it.
+        let doomed: Vec<&SegmentRef> = list
+            .windows(2)
+            .filter(|w| w[1].base_offset <= offset)
+            .map(|w| &w[0])
+            .collect();
+        let mut keys = Vec::with_capacity(doomed.len() * 2);
+        for seg in &doomed {
+            keys.push(seg.key.clone());
+            keys.push(seg.key.replace(".kfs", ".index"));
+        }
+        self.track(self.store.delete(&keys).await)?;
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for seg in &doomed {
+                cache.remove_prefix(&seg.key);
+            }
+        }
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(topic.to_string(), partition));
+        Ok(Response::Deleted {
+            objects: doomed.len() as u32,
+        })
+    }
+
     async fn delete_topic(&self, topic: &str) -> Result<Response, RemoteError> {
         let prefix = segment::topic_prefix(&self.settings.prefix, topic);
         let objects = self.track(self.store.list(&prefix).await)?;
@@ -528,6 +629,38 @@ impl FlusherService {
         Ok(Response::Deleted {
             objects: keys.len() as u32,
         })
+    }
+}
+
+/// The base offset of the oldest segment that retention keeps, or -1 when
+/// nothing is due. Time: segments written more than `retention_ms` ago go.
+/// Size: the oldest segments go while the rest still exceed `retention_bytes`.
+/// The newest segment always stays.
+fn retention_point(
+    list: &[SegmentRef],
+    now_ms: i64,
+    retention_ms: i64,
+    retention_bytes: i64,
+) -> i64 {
+    let Some(last) = list.len().checked_sub(1) else {
+        return -1;
+    };
+    let mut remaining: u64 = list.iter().map(|s| s.size).sum();
+    let mut keep_from = 0;
+    while keep_from < last {
+        let seg = &list[keep_from];
+        let too_old = retention_ms >= 0 && seg.last_modified_ms + retention_ms < now_ms;
+        let too_big = retention_bytes >= 0 && remaining > retention_bytes as u64;
+        if !(too_old || too_big) {
+            break;
+        }
+        remaining -= seg.size;
+        keep_from += 1;
+    }
+    if keep_from == 0 {
+        -1
+    } else {
+        list[keep_from].base_offset
     }
 }
 
@@ -582,6 +715,36 @@ mod tests {
                 whole_segment_bytes: whole,
             },
         )
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_segment_and_drops_by_age_and_size() {
+        let seg = |base, size, at| SegmentRef {
+            base_offset: base,
+            key: format!("s{base}"),
+            size,
+            last_modified_ms: at,
+        };
+        let list = vec![seg(0, 100, 1_000), seg(10, 100, 2_000), seg(20, 100, 3_000)];
+        assert_eq!(retention_point(&list, 10_000, -1, -1), -1);
+        assert_eq!(
+            retention_point(&list, 10_000, 7_500, -1),
+            20,
+            "age: only the newest survives"
+        );
+        assert_eq!(retention_point(&list, 10_000, 8_500, -1), 10);
+        assert_eq!(
+            retention_point(&list, 10_000, -1, 150),
+            20,
+            "size: drop while over"
+        );
+        assert_eq!(retention_point(&list, 10_000, -1, 200), 10);
+        assert_eq!(
+            retention_point(&list, 10_000, 0, 0),
+            20,
+            "never the last segment"
+        );
+        assert_eq!(retention_point(&list[..1], 10_000, 0, 0), -1);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -17,6 +18,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use kafka_protocol::protocol::StrBytes;
 
 use crate::partition_log::LogError;
+use crate::producer_state::SequenceError;
 use crate::Broker;
 
 pub type Deferred = BoxFuture<'static, Option<ResponseKind>>;
@@ -32,6 +34,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
@@ -59,6 +62,7 @@ pub async fn dispatch(
         RequestKind::ListOffsets(r) => ready(list_offsets::handle(broker, r, version).await),
         RequestKind::CreateTopics(r) => ready(create_topics::handle(broker, r, version).await),
         RequestKind::DeleteTopics(r) => ready(delete_topics::handle(broker, r, version).await),
+        RequestKind::InitProducerId(r) => ready(init_producer_id::handle(broker, r).await),
         // `admit` refuses APIs outside SUPPORTED_APIS before decoding, so this
         // arm is reached only if the two lists disagree.
         other => {
@@ -81,6 +85,8 @@ pub fn log_error_code(e: &LogError) -> (i16, String) {
         LogError::Fenced(_) => E::NotLeaderOrFollower,
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::Deleted => E::UnknownTopicOrPartition,
+        LogError::Sequence(SequenceError::OutOfOrder { .. }) => E::OutOfOrderSequenceNumber,
+        LogError::Sequence(SequenceError::StaleEpoch { .. }) => E::InvalidProducerEpoch,
     };
     (code.code(), e.to_string())
 }

@@ -1,6 +1,10 @@
 // franz-client is the franz-go side of the Kafscale end-to-end tests.
 //
 //	franz-client roundtrip -brokers HOST:PORT -topic T -codec gzip -count N
+//	franz-client default -brokers HOST:PORT -topic T -count N
+//
+// default: a producer with franz-go's default options (idempotent, acks=all);
+// every record must then be stored exactly once, in send order per partition.
 //
 // It produces N records with keys and headers (acks=all), remembers the
 // partition and offset each one was acknowledged at, reads every partition back
@@ -60,8 +64,8 @@ type position struct {
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "roundtrip" {
-		fail("usage: franz-client roundtrip -brokers HOST:PORT -topic T -codec C -count N")
+	if len(os.Args) < 2 || (os.Args[1] != "roundtrip" && os.Args[1] != "default") {
+		fail("usage: franz-client roundtrip|default -brokers HOST:PORT -topic T [-codec C] -count N")
 	}
 	fs := flag.NewFlagSet("roundtrip", flag.ExitOnError)
 	brokers := fs.String("brokers", "127.0.0.1:9092", "bootstrap servers")
@@ -72,6 +76,10 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	if os.Args[1] == "default" {
+		defaultProducer(ctx, *brokers, *topic, *count)
+		return
+	}
 
 	producer, err := kgo.NewClient(
 		kgo.SeedBrokers(*brokers),
@@ -144,4 +152,61 @@ func main() {
 		})
 	}
 	fmt.Printf("ok franz-go codec=%s records=%d\n", *codec, seen)
+}
+
+func defaultProducer(ctx context.Context, brokers, topic string, count int) {
+	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		fail("client: %v", err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < count; i++ {
+		wg.Add(1)
+		producer.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("k%d", i%1000)), Value: []byte(fmt.Sprint(i))},
+			func(r *kgo.Record, err error) {
+				defer wg.Done()
+				if err != nil {
+					fail("produce: %v", err)
+				}
+			})
+	}
+	wg.Wait()
+	producer.Close()
+
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		fail("consumer: %v", err)
+	}
+	defer consumer.Close()
+	seen := make([]bool, count)
+	last := map[int32]int{}
+	total := 0
+	for total < count {
+		fetches := consumer.PollFetches(ctx)
+		if ctx.Err() != nil {
+			fail("timed out after %d of %d records", total, count)
+		}
+		fetches.EachError(func(t string, p int32, err error) { fail("fetch %s[%d]: %v", t, p, err) })
+		fetches.EachRecord(func(r *kgo.Record) {
+			var i int
+			fmt.Sscan(string(r.Value), &i)
+			if seen[i] {
+				fail("record %d stored twice", i)
+			}
+			seen[i] = true
+			if prev, ok := last[r.Partition]; ok && prev > i {
+				fail("partition %d has %d before %d", r.Partition, prev, i)
+			}
+			last[r.Partition] = i
+			total++
+		})
+	}
+	// Nothing beyond the sent records may follow.
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if extra := consumer.PollFetches(short).NumRecords(); extra > 0 {
+		fail("%d records more than were sent", extra)
+	}
+	fmt.Printf("ok franz-go default-producer records=%d\n", total)
 }

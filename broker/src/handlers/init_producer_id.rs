@@ -1,0 +1,30 @@
+//! InitProducerId v0–v5 for idempotent (non-transactional) producers.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use crate::Broker;
+
+pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if req.transactional_id.is_some() {
+        // Transactions are a non-goal; this code makes the client fail fast
+        // (TransactionalIdAuthorizationException) instead of retrying forever.
+        return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    // KIP-360: a producer that already has an id asks for a bumped epoch.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        return resp
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch + 1);
+    }
+    match broker.producer_ids.next().await {
+        Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "allocating a producer id failed");
+            resp.with_error_code(ResponseError::CoordinatorNotAvailable.code())
+        }
+    }
+}
