@@ -39,13 +39,15 @@ if [ ! -x "$cache/venv/bin/pytest" ] || ! "$cache/venv/bin/python" -c "import co
   "$cache/venv/bin/pip" install -q --disable-pip-version-check pytest "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
 fi
 
+pom="$here/e2e/clients/java/pom.xml"
+pom_hash=$(sha256sum "$pom" | cut -c1-12)
 for v in $KAFKA_VERSIONS; do
-  if [ ! -f "$cache/jars/kafka-$v/.complete" ]; then
+  if [ ! -f "$cache/jars/kafka-$v/.complete-$pom_hash" ]; then
     log "Kafka $v client and tool jars"
     rm -rf "$cache/jars/kafka-$v"
-    mvn -q -B -f "$here/e2e/clients/java/pom.xml" -Dmaven.repo.local="$cache/m2" \
+    mvn -q -B -f "$pom" -Dmaven.repo.local="$cache/m2" \
       -Dkafka.version="$v" dependency:copy-dependencies -DoutputDirectory="$cache/jars/kafka-$v"
-    touch "$cache/jars/kafka-$v/.complete"
+    touch "$cache/jars/kafka-$v/.complete-$pom_hash"
   fi
 done
 

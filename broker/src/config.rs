@@ -19,6 +19,8 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     /// Requests of one connection processed concurrently (responses stay in order).
     pub max_in_flight_per_connection: usize,
+    /// How often retention looks for segments to delete.
+    pub retention_check_interval: Duration,
     pub log: LogSettings,
 }
 
@@ -33,6 +35,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 16,
+            retention_check_interval: Duration::from_secs(60),
             log: LogSettings {
                 flush_window: Duration::from_millis(5),
                 flush_bytes: 8 * 1024 * 1024,

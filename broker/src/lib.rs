@@ -8,6 +8,7 @@ pub mod handlers;
 pub mod partition_log;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod retention;
 pub mod server;
 pub mod topics;
 pub mod validation;

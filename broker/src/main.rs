@@ -76,6 +76,13 @@ struct Args {
     /// Bytes of recent data kept in memory for tail reads, across all partitions.
     #[arg(long, env = "KAFSCALE_MEMORY_BUDGET_BYTES", default_value_t = 256 * 1024 * 1024)]
     memory_budget_bytes: usize,
+    /// How often retention deletes old segments, in milliseconds.
+    #[arg(
+        long,
+        env = "KAFSCALE_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    retention_check_interval_ms: u64,
     /// Largest request accepted; larger ones close the connection.
     #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
@@ -165,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
         auto_create_topics: args.auto_create_topics.unwrap_or(args.mode == Mode::Dev),
         default_partitions: args.default_partitions,
         max_request_bytes: args.max_request_bytes,
+        retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         log: LogSettings {
             flush_window: Duration::from_millis(args.flush_window_ms),
             flush_bytes: args.flush_bytes,
@@ -176,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
     let broker = Broker::start(config, metadata.clone(), flusher.clone())
         .await
         .with_context(|| format!("loading topics from {}", metadata.describe()))?;
+    kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
     tracing::info!(listen = %bound, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
     server::serve(broker, listener, logging::shutdown_signal()).await;
     tracing::info!("broker stopped");

@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use kafscale_flusher::batch::{self, BatchHeader, BatchRewrite};
 use kafscale_flusher::protocol::{ErrorKind, RemoteError, Request, Response};
 use kafscale_flusher::FlusherClient;
+use kafscale_metadata::MetadataStore;
 use thiserror::Error;
 
 use crate::producer_state::{seq_add, ProducerStateTable, SequenceCheck, SequenceError};
@@ -137,6 +138,7 @@ pub struct PartitionLog {
     pub partition: i32,
     settings: LogSettings,
     flusher: Arc<FlusherClient>,
+    metadata: MetadataStore,
     state: Mutex<LogState>,
     recovery: tokio::sync::Mutex<()>,
     hw_tx: watch::Sender<i64>,
@@ -158,6 +160,7 @@ impl PartitionLog {
         partition: i32,
         settings: LogSettings,
         flusher: Arc<FlusherClient>,
+        metadata: MetadataStore,
         memory_used: Arc<AtomicUsize>,
     ) -> Arc<Self> {
         let (hw_tx, _) = watch::channel(0);
@@ -166,6 +169,7 @@ impl PartitionLog {
             partition,
             settings,
             flusher,
+            metadata,
             state: Mutex::new(LogState {
                 needs_recovery: true,
                 deleted: false,
@@ -260,9 +264,20 @@ impl PartitionLog {
         } else {
             ProducerStateTable::default()
         };
+        // DeleteRecords and retention may have moved the start past the first
+        // segment's base; the metadata store has the authoritative value.
+        let stored_start = self
+            .metadata
+            .partition_state(&self.topic, self.partition)
+            .await
+            .map_err(|e| LogError::StorageUnavailable(format!("{e}; retry")))?
+            .log_start_offset;
         let mut s = self.lock();
         s.producers = producers;
-        s.log_start = s.log_start.max(log_start_offset);
+        s.log_start = s
+            .log_start
+            .max(log_start_offset)
+            .max(stored_start.min(log_end_offset));
         s.log_end = log_end_offset;
         s.high_watermark = log_end_offset;
         let freed = s.memory_bytes;

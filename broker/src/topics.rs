@@ -28,6 +28,15 @@ impl Topic {
     }
 }
 
+/// Why a topic change was not made.
+#[derive(Debug)]
+pub enum ModifyError {
+    NotFound,
+    /// The change itself is invalid: a Kafka error code and a message.
+    Rejected(i16, String),
+    Store(kafscale_metadata::MetadataError),
+}
+
 pub struct TopicRegistry {
     metadata: MetadataStore,
     flusher: Arc<FlusherClient>,
@@ -104,6 +113,7 @@ impl TopicRegistry {
                 partitions.len() as i32,
                 self.log_settings.clone(),
                 self.flusher.clone(),
+                self.metadata.clone(),
                 self.memory_used.clone(),
             ));
         }
@@ -120,6 +130,44 @@ impl TopicRegistry {
             .remove(name);
         if let Some(t) = removed {
             t.partitions.iter().for_each(|p| p.close());
+        }
+    }
+
+    /// Applies `change` to the stored topic with compare-and-swap (retrying on
+    /// a concurrent change) and installs the result. With `validate_only` the
+    /// change is checked but not stored.
+    pub async fn modify<F>(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: F,
+    ) -> Result<Arc<Topic>, ModifyError>
+    where
+        F: Fn(&mut TopicRecord) -> Result<(), (i16, String)>,
+    {
+        loop {
+            let (mut record, revision) = self
+                .metadata
+                .get_topic(name)
+                .await
+                .map_err(ModifyError::Store)?
+                .ok_or(ModifyError::NotFound)?;
+            let old_partitions = record.partitions;
+            change(&mut record).map_err(|(code, msg)| ModifyError::Rejected(code, msg))?;
+            if validate_only {
+                return Ok(Arc::new(Topic {
+                    record,
+                    partitions: Vec::new(),
+                }));
+            }
+            if self
+                .metadata
+                .update_topic(&record, revision, old_partitions)
+                .await
+                .map_err(ModifyError::Store)?
+            {
+                return Ok(self.upsert(record));
+            }
         }
     }
 

@@ -27,15 +27,80 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Topic configs Kafscale understands, with their defaults.
-pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
-    ("cleanup.policy", "delete"),
-    ("max.message.bytes", "1048588"),
-    ("message.timestamp.type", "CreateTime"),
-    ("retention.bytes", "-1"),
-    ("retention.ms", "604800000"),
-    ("segment.bytes", "1073741824"),
+/// Kafka's config value types, as DescribeConfigs reports them (v3+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i8)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    List = 7,
+}
+
+/// One topic config Kafscale understands.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub config_type: ConfigType,
+    pub doc: &'static str,
+}
+
+/// Every topic config Kafscale understands; all of them can be altered.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        default: "delete",
+        config_type: ConfigType::List,
+        doc: "Only 'delete': old segments are removed by retention. Compaction is not supported.",
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        default: "1048588",
+        config_type: ConfigType::Int,
+        doc: "Largest record batch accepted; larger ones get MESSAGE_TOO_LARGE.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        default: "CreateTime",
+        config_type: ConfigType::String,
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's time.",
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        default: "-1",
+        config_type: ConfigType::Long,
+        doc: "Per partition: oldest segments are deleted while the partition holds more than this (-1: no limit).",
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        default: "604800000",
+        config_type: ConfigType::Long,
+        doc: "Segments older than this are deleted (-1: keep forever).",
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        default: "1073741824",
+        config_type: ConfigType::Int,
+        doc: "Target size of segments in object storage.",
+    },
 ];
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// A topic's effective value for a config: its own or the default.
+pub fn topic_config_value<'a>(
+    configs: &'a BTreeMap<String, String>,
+    name: &str,
+) -> Option<&'a str> {
+    configs
+        .get(name)
+        .map(String::as_str)
+        .or_else(|| topic_config_def(name).map(|d| d.default))
+}
 
 /// Checks one topic config entry; the error names the key and the valid values.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
@@ -65,9 +130,9 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
         "retention.ms" | "retention.bytes" => int(-1),
         _ => Err(format!(
             "unknown topic config '{key}'; supported: {}",
-            TOPIC_CONFIG_DEFAULTS
+            TOPIC_CONFIGS
                 .iter()
-                .map(|(k, _)| *k)
+                .map(|d| d.name)
                 .collect::<Vec<_>>()
                 .join(", ")
         )),

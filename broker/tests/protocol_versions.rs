@@ -255,6 +255,253 @@ async fn every_advertised_version_round_trips() {
 }
 
 #[tokio::test]
+async fn admin_apis_at_every_advertised_version() {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request as inc;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let range = |api| {
+        SUPPORTED_APIS
+            .iter()
+            .find(|(k, _, _)| *k == api)
+            .map(|(_, a, b)| *a..=*b)
+            .unwrap()
+    };
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("admin"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    call(&broker, ApiKey::CreateTopics, 7, create.into()).await;
+    for i in 0..3 {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("admin"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch(&format!("r{i}"))))])]);
+        call(&broker, ApiKey::Produce, 9, req.into()).await;
+    }
+
+    let mut last_id = -1;
+    for v in range(ApiKey::InitProducerId) {
+        let Some(ResponseKind::InitProducerId(r)) = call(
+            &broker,
+            ApiKey::InitProducerId,
+            v,
+            InitProducerIdRequest::default()
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .into(),
+        )
+        .await
+        else {
+            panic!("no InitProducerId response")
+        };
+        assert_eq!(r.error_code, 0, "v{v}");
+        assert!(r.producer_id.0 > last_id, "ids are unique");
+        last_id = r.producer_id.0;
+    }
+
+    for (i, v) in range(ApiKey::CreatePartitions).enumerate() {
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("admin"))
+                .with_count(2 + i as i32)]);
+        let Some(ResponseKind::CreatePartitions(r)) =
+            call(&broker, ApiKey::CreatePartitions, v, req.into()).await
+        else {
+            panic!("no CreatePartitions response")
+        };
+        assert_eq!(r.results[0].error_code, 0, "v{v}");
+        assert_eq!(broker.topics.get("admin").unwrap().partitions.len(), 2 + i);
+    }
+    // Shrinking is refused.
+    let shrink =
+        CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(name("admin"))
+            .with_count(1)]);
+    let Some(ResponseKind::CreatePartitions(r)) =
+        call(&broker, ApiKey::CreatePartitions, 3, shrink.into()).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.results[0].error_code,
+        kafka_protocol::error::ResponseError::InvalidPartitions.code()
+    );
+
+    for v in range(ApiKey::AlterConfigs) {
+        let req =
+            AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("admin"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s(&format!("{}", 1000 + v))))])]);
+        let Some(ResponseKind::AlterConfigs(r)) =
+            call(&broker, ApiKey::AlterConfigs, v, req.into()).await
+        else {
+            panic!()
+        };
+        assert_eq!(r.responses[0].error_code, 0, "v{v}");
+    }
+    for v in range(ApiKey::IncrementalAlterConfigs) {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            inc::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("admin"))
+                .with_configs(vec![
+                    inc::AlterableConfig::default()
+                        .with_name(s("retention.bytes"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("5000"))),
+                    inc::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(1),
+                ]),
+        ]);
+        let Some(ResponseKind::IncrementalAlterConfigs(r)) =
+            call(&broker, ApiKey::IncrementalAlterConfigs, v, req.into()).await
+        else {
+            panic!()
+        };
+        assert_eq!(r.responses[0].error_code, 0, "v{v}");
+    }
+    let bad = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        inc::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("admin"))
+            .with_configs(vec![inc::AlterableConfig::default()
+                .with_name(s("cleanup.policy"))
+                .with_config_operation(0)
+                .with_value(Some(s("compact")))]),
+    ]);
+    let Some(ResponseKind::IncrementalAlterConfigs(r)) =
+        call(&broker, ApiKey::IncrementalAlterConfigs, 1, bad.into()).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.responses[0].error_code,
+        kafka_protocol::error::ResponseError::InvalidConfig.code()
+    );
+    assert!(r.responses[0]
+        .error_message
+        .as_ref()
+        .unwrap()
+        .contains("only 'delete'"));
+
+    for v in range(ApiKey::DescribeConfigs) {
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("admin")),
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s("0")),
+            ]);
+        let Some(ResponseKind::DescribeConfigs(r)) =
+            call(&broker, ApiKey::DescribeConfigs, v, req.into()).await
+        else {
+            panic!()
+        };
+        let topic = &r.results[0];
+        assert_eq!(topic.error_code, 0, "v{v}");
+        let get = |n: &str| topic.configs.iter().find(|c| c.name.as_str() == n).unwrap();
+        assert_eq!(
+            get("retention.bytes").value.as_ref().map(|v| v.to_string()),
+            Some("5000".to_string())
+        );
+        assert_eq!(get("retention.bytes").config_source, 1);
+        assert_eq!(
+            get("retention.ms").config_source,
+            5,
+            "deleted: back to the default"
+        );
+        assert!(r.results[1].configs.iter().all(|c| c.read_only));
+    }
+
+    for v in range(ApiKey::DescribeCluster) {
+        let Some(ResponseKind::DescribeCluster(r)) = call(
+            &broker,
+            ApiKey::DescribeCluster,
+            v,
+            DescribeClusterRequest::default().into(),
+        )
+        .await
+        else {
+            panic!()
+        };
+        assert_eq!(r.brokers.len(), 1, "v{v}");
+    }
+
+    for v in range(ApiKey::OffsetForLeaderEpoch) {
+        let req = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(name("admin"))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_leader_epoch(0)
+                    .with_current_leader_epoch(0)])]);
+        let Some(ResponseKind::OffsetForLeaderEpoch(r)) =
+            call(&broker, ApiKey::OffsetForLeaderEpoch, v, req.into()).await
+        else {
+            panic!()
+        };
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.leader_epoch, p.end_offset),
+            (0, 0, 3),
+            "v{v}"
+        );
+    }
+
+    for (i, v) in range(ApiKey::DeleteRecords).enumerate() {
+        let req = DeleteRecordsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(name("admin"))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(1 + i as i64)])]);
+        let Some(ResponseKind::DeleteRecords(r)) =
+            call(&broker, ApiKey::DeleteRecords, v, req.into()).await
+        else {
+            panic!()
+        };
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), (0, 1 + i as i64), "v{v}");
+    }
+    let log = broker.topics.get("admin").unwrap().partitions[0].clone();
+    assert_eq!(log.offsets().await.unwrap(), (3, 3));
+    assert_eq!(
+        broker
+            .metadata
+            .partition_state("admin", 0)
+            .await
+            .unwrap()
+            .log_start_offset,
+        3
+    );
+}
+
+#[tokio::test]
 async fn acks_zero_gets_no_response_but_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path()).await;

@@ -168,6 +168,25 @@ impl MetadataStore {
             .await
     }
 
+    /// One partition's state; the default when it has none stored.
+    pub async fn partition_state(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<PartitionState, MetadataError> {
+        let key = format!("{}{partition}", self.partitions_prefix(topic));
+        match self
+            .kv
+            .get_prefix(&key)
+            .await?
+            .iter()
+            .find(|kv| kv.key == key)
+        {
+            Some(kv) => decode(kv),
+            None => Ok(PartitionState::default()),
+        }
+    }
+
     pub async fn partition_states(
         &self,
         topic: &str,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::topics::Topic;
-use crate::validation::{validate_topic_configs, validate_topic_name, TOPIC_CONFIG_DEFAULTS};
+use crate::validation::{validate_topic_configs, validate_topic_name, TOPIC_CONFIGS};
 use crate::Broker;
 
 /// Most partitions one topic may have; a guard against typos, not a design limit.
@@ -170,15 +170,15 @@ pub async fn handle(
 fn describe_configs(set: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
     const DYNAMIC_TOPIC_CONFIG: i8 = 1;
     const DEFAULT_CONFIG: i8 = 5;
-    TOPIC_CONFIG_DEFAULTS
+    TOPIC_CONFIGS
         .iter()
-        .map(|(k, default)| {
-            let (value, source) = match set.get(*k) {
+        .map(|d| {
+            let (value, source) = match set.get(d.name) {
                 Some(v) => (v.clone(), DYNAMIC_TOPIC_CONFIG),
-                None => (default.to_string(), DEFAULT_CONFIG),
+                None => (d.default.to_string(), DEFAULT_CONFIG),
             };
             CreatableTopicConfigs::default()
-                .with_name(str_bytes(*k))
+                .with_name(str_bytes(d.name))
                 .with_value(Some(str_bytes(value)))
                 .with_config_source(source)
         })

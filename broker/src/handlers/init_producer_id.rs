@@ -9,7 +9,11 @@ pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducer
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
         // Transactions are a non-goal; this code makes the client fail fast
         // (TransactionalIdAuthorizationException) instead of retrying forever.
         return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());

@@ -1,13 +1,20 @@
 //! One module per Kafka API. `dispatch` runs a request's in-order part and
 //! returns a future for its response (`None`: no response, as for acks=0).
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 use std::sync::Arc;
@@ -19,13 +26,15 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::partition_log::LogError;
 use crate::producer_state::SequenceError;
+use crate::topics::ModifyError;
 use crate::Broker;
 
 pub type Deferred = BoxFuture<'static, Option<ResponseKind>>;
 
 /// The APIs and versions this broker implements: what ApiVersions advertises,
-/// and nothing more. CreateTopics v0–1 and DeleteTopics v0 are left out as in
-/// Kafka 4.0 (KIP-896): no maintained client sends them.
+/// and nothing more. CreateTopics v0–1, DeleteTopics v0, DescribeConfigs v0 and
+/// OffsetForLeaderEpoch v0–1 are left out as in Kafka 4.0 (KIP-896): no
+/// maintained client sends them.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
@@ -35,6 +44,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
@@ -63,6 +79,19 @@ pub async fn dispatch(
         RequestKind::CreateTopics(r) => ready(create_topics::handle(broker, r, version).await),
         RequestKind::DeleteTopics(r) => ready(delete_topics::handle(broker, r, version).await),
         RequestKind::InitProducerId(r) => ready(init_producer_id::handle(broker, r).await),
+        RequestKind::CreatePartitions(r) => ready(create_partitions::handle(broker, r).await),
+        RequestKind::DescribeConfigs(r) => {
+            ready(describe_configs::handle(broker, r, version).await)
+        }
+        RequestKind::AlterConfigs(r) => ready(alter_configs::handle(broker, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ready(incremental_alter_configs::handle(broker, r).await)
+        }
+        RequestKind::DescribeCluster(r) => ready(describe_cluster::handle(broker, r, version)),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ready(offset_for_leader_epoch::handle(broker, r).await)
+        }
+        RequestKind::DeleteRecords(r) => ready(delete_records::handle(broker, r).await),
         // `admit` refuses APIs outside SUPPORTED_APIS before decoding, so this
         // arm is reached only if the two lists disagree.
         other => {
@@ -75,6 +104,22 @@ pub async fn dispatch(
 
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+/// Kafka error code and message for a failed topic change.
+pub fn modify_error(e: ModifyError, topic: &str) -> (i16, String) {
+    use kafka_protocol::error::ResponseError as E;
+    match e {
+        ModifyError::NotFound => (
+            E::UnknownTopicOrPartition.code(),
+            format!("topic '{topic}' does not exist"),
+        ),
+        ModifyError::Rejected(code, msg) => (code, msg),
+        ModifyError::Store(err) => (
+            E::RequestTimedOut.code(),
+            format!("{err}; retry when the metadata store is reachable"),
+        ),
+    }
 }
 
 /// Kafka error code and message for a log error.

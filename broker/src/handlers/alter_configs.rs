@@ -1,0 +1,64 @@
+//! AlterConfigs v0–v2: replaces a topic's whole config set (legacy API).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{modify_error, str_bytes};
+use crate::validation::validate_topic_configs;
+use crate::Broker;
+
+pub async fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let name = r.resource_name.to_string();
+        let configs: BTreeMap<String, String> = r
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        let outcome = match r.resource_type {
+            RESOURCE_TOPIC => broker
+                .topics
+                .modify(&name, req.validate_only, |record| {
+                    validate_topic_configs(&configs)
+                        .map_err(|m| (ResponseError::InvalidConfig.code(), m))?;
+                    record.config = configs.clone();
+                    Ok(())
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| modify_error(e, &name)),
+            RESOURCE_BROKER => Err(static_broker_configs()),
+            other => Err((
+                ResponseError::InvalidRequest.code(),
+                format!("resource type {other} is not supported; use topics (2)"),
+            )),
+        };
+        let mut resp = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name);
+        if let Err((code, msg)) = outcome {
+            resp = resp
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(msg)));
+        }
+        responses.push(resp);
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+pub fn static_broker_configs() -> (i16, String) {
+    (
+        ResponseError::InvalidRequest.code(),
+        "broker configs are static in Kafscale: set them with flags or environment variables at start".into(),
+    )
+}

@@ -1,0 +1,61 @@
+//! CreatePartitions v0–v3: partitions may only grow.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::create_topics::MAX_PARTITIONS;
+use super::{modify_error, str_bytes};
+use crate::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err((
+                ResponseError::InvalidReplicaAssignment.code(),
+                "manual replica assignments are not supported: omit --replica-assignment"
+                    .to_string(),
+            ))
+        } else {
+            let count = t.count;
+            broker
+                .topics
+                .modify(t.name.0.as_str(), req.validate_only, |record| {
+                    if count <= record.partitions {
+                        return Err((
+                            ResponseError::InvalidPartitions.code(),
+                            format!(
+                                "topic has {} partitions; the count can only be increased, to more than that",
+                                record.partitions
+                            ),
+                        ));
+                    }
+                    if count > MAX_PARTITIONS {
+                        return Err((
+                            ResponseError::InvalidPartitions.code(),
+                            format!("at most {MAX_PARTITIONS} partitions per topic"),
+                        ));
+                    }
+                    record.partitions = count;
+                    Ok(())
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| modify_error(e, t.name.0.as_str()))
+        };
+        if let Err((code, message)) = outcome {
+            result = result
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(message)));
+        }
+        results.push(result);
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,101 @@
+//! Background retention: deletes whole old segments by `retention.ms` and
+//! `retention.bytes`, advancing each partition's log start offset first, so a
+//! crash between the two steps leaves extra objects, never a wrong log start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafscale_flusher::protocol::{Request, Response};
+
+use crate::partition_log::PartitionLog;
+use crate::validation::topic_config_value;
+use crate::Broker;
+
+/// Persists a new log start, applies it to the log, then deletes the segments
+/// below it (best effort: leftovers are retried on the next pass).
+pub async fn advance_log_start(
+    broker: &Broker,
+    log: &PartitionLog,
+    offset: i64,
+) -> Result<i64, kafscale_metadata::MetadataError> {
+    let stored = broker
+        .metadata
+        .advance_log_start(&log.topic, log.partition, offset)
+        .await?;
+    log.advance_log_start(stored);
+    delete_segments_below(broker, log, stored).await;
+    Ok(stored)
+}
+
+async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64) {
+    let result = broker
+        .flusher
+        .call(Request::DeleteSegmentsBelow {
+            topic: log.topic.clone(),
+            partition: log.partition,
+            offset,
+        })
+        .await;
+    match result {
+        Ok(Response::Deleted { objects }) if objects > 0 => {
+            tracing::info!(topic = %log.topic, partition = log.partition, log_start = offset, segments = objects, "deleted segments below the log start");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "deleting old segments failed; will retry")
+        }
+    }
+}
+
+/// One retention pass over every partition.
+pub async fn enforce_once(broker: &Broker) {
+    for topic in broker.topics.all() {
+        let config = &topic.record.config;
+        let ms = topic_config_value(config, "retention.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+        let bytes = topic_config_value(config, "retention.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+        for log in &topic.partitions {
+            let Ok((log_start, _)) = log.offsets().await else {
+                continue;
+            };
+            let point = broker
+                .flusher
+                .call(Request::RetentionPoint {
+                    topic: log.topic.clone(),
+                    partition: log.partition,
+                    retention_ms: ms,
+                    retention_bytes: bytes,
+                })
+                .await;
+            match point {
+                Ok(Response::RetentionPoint { offset }) if offset > log_start => {
+                    if let Err(e) = advance_log_start(broker, log, offset).await {
+                        tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention could not store the new log start");
+                    }
+                }
+                // Segments left behind by an earlier pass or a DeleteRecords.
+                Ok(Response::RetentionPoint { .. }) if log_start > 0 => {
+                    delete_segments_below(broker, log, log_start).await
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention check failed")
+                }
+            }
+        }
+    }
+}
+
+pub fn spawn(broker: Arc<Broker>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            enforce_once(&broker).await;
+        }
+    });
+}
