@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::groups::GroupSettings;
 use crate::partition_log::LogSettings;
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,7 @@ pub struct BrokerConfig {
     /// How often retention looks for segments to delete.
     pub retention_check_interval: Duration,
     pub log: LogSettings,
+    pub groups: GroupSettings,
 }
 
 impl Default for BrokerConfig {
@@ -40,6 +42,11 @@ impl Default for BrokerConfig {
                 flush_window: Duration::from_millis(5),
                 flush_bytes: 8 * 1024 * 1024,
                 memory_budget: 256 * 1024 * 1024,
+            },
+            groups: GroupSettings {
+                initial_rebalance_delay: Duration::from_millis(3000),
+                min_session_timeout: Duration::from_millis(6000),
+                max_session_timeout: Duration::from_millis(1_800_000),
             },
         }
     }

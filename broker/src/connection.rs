@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use crate::handlers::{self, api_versions};
+use crate::handlers::{self, api_versions, RequestContext};
 use crate::Broker;
 
 type PendingResponse = BoxFuture<'static, Option<Bytes>>;
@@ -74,7 +74,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
-        match admit(&broker, frame).await {
+        match admit(&broker, peer, frame).await {
             Ok(pending) => {
                 if tx.send(pending).await.is_err() {
                     break;
@@ -121,7 +121,11 @@ fn peek_i16(b: &[u8], at: usize) -> i16 {
 }
 
 /// Decodes one request, runs its in-order part, and returns its response future.
-async fn admit(broker: &Arc<Broker>, frame: Bytes) -> Result<PendingResponse, Refusal> {
+async fn admit(
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Result<PendingResponse, Refusal> {
     // api_key(2) + api_version(2) + correlation_id(4) are in every header version.
     if frame.len() < 8 {
         return Err(Refusal::TooShort(frame.len()));
@@ -150,7 +154,15 @@ async fn admit(broker: &Arc<Broker>, frame: Bytes) -> Result<PendingResponse, Re
     }
     let (header, request) = decode_request(api, version, frame)?;
     let correlation_id = header.correlation_id;
-    let pending = handlers::dispatch(broker, &header, request).await;
+    let ctx = RequestContext {
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
+    };
+    let pending = handlers::dispatch(broker, &ctx, &header, request).await;
     Ok(async move {
         let response = pending.await?;
         encode_response(api, version, correlation_id, &response)

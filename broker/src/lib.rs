@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod groups;
 pub mod handlers;
 pub mod partition_log;
 pub mod producer_ids;
@@ -28,6 +29,7 @@ pub struct Broker {
     pub flusher: Arc<FlusherClient>,
     pub topics: Arc<TopicRegistry>,
     pub producer_ids: producer_ids::ProducerIdAllocator,
+    pub groups: Arc<groups::GroupCoordinator>,
 }
 
 impl Broker {
@@ -40,8 +42,11 @@ impl Broker {
         let topics = TopicRegistry::new(metadata.clone(), flusher.clone(), config.log.clone());
         topics.spawn_watch();
         topics.resync().await?;
+        let groups = groups::GroupCoordinator::new(metadata.clone(), config.groups.clone());
+        groups.spawn_ticker();
         Ok(Arc::new(Self {
             config,
+            groups,
             producer_ids: producer_ids::ProducerIdAllocator::new(metadata.clone()),
             metadata,
             flusher,

@@ -83,6 +83,21 @@ struct Args {
         default_value_t = 60_000
     )]
     retention_check_interval_ms: u64,
+    /// How long a new consumer group waits for more members before its first
+    /// rebalance (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    group_initial_rebalance_delay_ms: u64,
+    /// Shortest session timeout a group member may ask for.
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
+    group_min_session_timeout_ms: u64,
     /// Largest request accepted; larger ones close the connection.
     #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
@@ -173,6 +188,11 @@ async fn main() -> anyhow::Result<()> {
         default_partitions: args.default_partitions,
         max_request_bytes: args.max_request_bytes,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
+        groups: kafscale_broker::groups::GroupSettings {
+            initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
+            min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
+            ..defaults.groups.clone()
+        },
         log: LogSettings {
             flush_window: Duration::from_millis(args.flush_window_ms),
             flush_bytes: args.flush_bytes,

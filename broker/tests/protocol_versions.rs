@@ -103,7 +103,10 @@ async fn call(
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version);
-    let response = handlers::dispatch(broker, &header, decoded).await.await?;
+    let ctx = handlers::RequestContext::default();
+    let response = handlers::dispatch(broker, &ctx, &header, decoded)
+        .await
+        .await?;
     let mut out = BytesMut::new();
     response
         .encode(&mut out, version)

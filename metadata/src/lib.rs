@@ -8,6 +8,12 @@
 //! | `topics/{name}` | [`TopicRecord`] |
 //! | `partitions/{name}/{partition}` | [`PartitionState`] |
 //! | `producer-ids` | [`ProducerIdBlock`]: the next unallocated producer id |
+//! | `group-index/{group}` | empty: the group exists |
+//! | `groups/{group}/metadata` | [`GroupRecord`]: generation, protocol, members, assignments |
+//! | `groups/{group}/offsets/{topic}/{partition}` | [`CommittedOffset`] |
+//!
+//! Group ids may contain any character, so they are escaped in keys
+//! (`%` → `%25`, `/` → `%2F`).
 //!
 //! Writes that can race go through compare-and-swap transactions.
 
@@ -55,6 +61,57 @@ pub struct TopicRecord {
 pub struct PartitionState {
     pub leader_epoch: i32,
     pub log_start_offset: i64,
+}
+
+/// A consumer group member as persisted after each completed rebalance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// The member's metadata for each protocol it supports, in its order.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
+}
+
+/// A consumer group's state in `groups/{group}/metadata`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<MemberRecord>,
+}
+
+/// A committed offset in `groups/{group}/offsets/{topic}/{partition}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_ms: i64,
+}
+
+/// Everything stored about one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub record: Option<GroupRecord>,
+    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+}
+
+/// etcd's default limit on operations in one transaction is 128.
+const MAX_TXN_OPS: usize = 100;
+
+fn escape_group(group: &str) -> String {
+    group.replace('%', "%25").replace('/', "%2F")
+}
+
+fn unescape_group(key: &str) -> String {
+    key.replace("%2F", "/").replace("%25", "%")
 }
 
 /// The producer-id counter in `producer-ids`.
@@ -296,6 +353,107 @@ impl MetadataStore {
         }
     }
 
+    fn group_prefix(&self, group: &str) -> String {
+        format!("{}groups/{}/", self.root, escape_group(group))
+    }
+
+    fn offset_key(&self, group: &str, topic: &str, partition: i32) -> String {
+        format!("{}offsets/{topic}/{partition}", self.group_prefix(group))
+    }
+
+    /// All group ids.
+    pub async fn list_groups(&self) -> Result<Vec<String>, MetadataError> {
+        let prefix = format!("{}group-index/", self.root);
+        Ok(self
+            .kv
+            .get_prefix(&prefix)
+            .await?
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&prefix).map(unescape_group))
+            .collect())
+    }
+
+    /// A group's record and committed offsets.
+    pub async fn load_group(&self, group: &str) -> Result<StoredGroup, MetadataError> {
+        let prefix = self.group_prefix(group);
+        let offsets_prefix = format!("{prefix}offsets/");
+        let mut out = StoredGroup::default();
+        for kv in self.kv.get_prefix(&prefix).await? {
+            if kv.key == format!("{prefix}metadata") {
+                out.record = Some(decode(&kv)?);
+            } else if let Some(rest) = kv.key.strip_prefix(&offsets_prefix) {
+                if let Some((topic, partition)) = rest.rsplit_once('/') {
+                    if let Ok(p) = partition.parse::<i32>() {
+                        out.offsets.insert((topic.to_string(), p), decode(&kv)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a group's record (its coordinator is the only writer).
+    pub async fn save_group(&self, group: &str, record: &GroupRecord) -> Result<(), MetadataError> {
+        let writes = vec![
+            Write::Put(
+                format!("{}group-index/{}", self.root, escape_group(group)),
+                Vec::new(),
+            ),
+            Write::Put(
+                format!("{}metadata", self.group_prefix(group)),
+                encode(record),
+            ),
+        ];
+        self.kv.txn(Vec::new(), writes).await.map(|_| ())
+    }
+
+    /// Stores committed offsets, at most `MAX_TXN_OPS` per transaction.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[((String, i32), CommittedOffset)],
+    ) -> Result<(), MetadataError> {
+        let index = Write::Put(
+            format!("{}group-index/{}", self.root, escape_group(group)),
+            Vec::new(),
+        );
+        for (i, chunk) in offsets.chunks(MAX_TXN_OPS).enumerate() {
+            let mut writes: Vec<Write> = chunk
+                .iter()
+                .map(|((t, p), o)| Write::Put(self.offset_key(group, t, *p), encode(o)))
+                .collect();
+            if i == 0 {
+                writes.push(index.clone());
+            }
+            self.kv.txn(Vec::new(), writes).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(), MetadataError> {
+        for chunk in partitions.chunks(MAX_TXN_OPS) {
+            let writes = chunk
+                .iter()
+                .map(|(t, p)| Write::Delete(self.offset_key(group, t, *p)))
+                .collect();
+            self.kv.txn(Vec::new(), writes).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a group with its offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<(), MetadataError> {
+        let writes = vec![
+            Write::Delete(format!("{}group-index/{}", self.root, escape_group(group))),
+            Write::DeletePrefix(self.group_prefix(group)),
+        ];
+        self.kv.txn(Vec::new(), writes).await.map(|_| ())
+    }
+
     /// Changes under `topics/`, from now on. On [`WatchEvent::Resync`] re-read
     /// with [`MetadataStore::list_topics`].
     pub fn watch_topics(&self) -> broadcast::Receiver<WatchEvent> {
@@ -382,5 +540,56 @@ mod tests {
         let a = store.allocate_producer_ids(100).await.unwrap();
         let b = store.allocate_producer_ids(100).await.unwrap();
         assert_eq!((a, b), (0..100, 100..200));
+    }
+
+    #[tokio::test]
+    async fn groups_offsets_and_escaped_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(
+            Arc::new(FileKv::open(dir.path().join("m.json")).unwrap()),
+            "c",
+        );
+        let commit = |o| CommittedOffset {
+            offset: o,
+            leader_epoch: 0,
+            metadata: None,
+            commit_ms: 1,
+        };
+        // "a/b" must not be mistaken for a child of "a".
+        store
+            .commit_offsets("a", &[(("t".into(), 0), commit(5))])
+            .await
+            .unwrap();
+        store
+            .commit_offsets("a/b", &[(("t".into(), 0), commit(9))])
+            .await
+            .unwrap();
+        let many: Vec<_> = (0..250)
+            .map(|p| (("big".to_string(), p), commit(i64::from(p))))
+            .collect();
+        store.commit_offsets("a", &many).await.unwrap();
+        let record = GroupRecord {
+            generation: 3,
+            ..GroupRecord::default()
+        };
+        store.save_group("a", &record).await.unwrap();
+
+        let mut groups = store.list_groups().await.unwrap();
+        groups.sort();
+        assert_eq!(groups, vec!["a", "a/b"]);
+        let a = store.load_group("a").await.unwrap();
+        assert_eq!(a.record, Some(record));
+        assert_eq!(a.offsets.len(), 251);
+        assert_eq!(a.offsets[&("t".to_string(), 0)].offset, 5);
+        assert_eq!(
+            store.load_group("a/b").await.unwrap().offsets[&("t".to_string(), 0)].offset,
+            9
+        );
+
+        store.delete_offsets("a", &[("t".into(), 0)]).await.unwrap();
+        assert_eq!(store.load_group("a").await.unwrap().offsets.len(), 250);
+        store.delete_group("a").await.unwrap();
+        assert_eq!(store.list_groups().await.unwrap(), vec!["a/b"]);
+        assert_eq!(store.load_group("a").await.unwrap(), StoredGroup::default());
     }
 }

@@ -5,17 +5,28 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::sync::Arc;
 
@@ -51,7 +62,26 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
+
+/// Who sent a request, for handlers that record it (group members).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub client_id: String,
+    /// As Kafka's tools show it: `/` followed by the peer's address.
+    pub client_host: String,
+}
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED_APIS
@@ -66,6 +96,7 @@ fn ready(resp: impl Into<ResponseKind>) -> Deferred {
 
 pub async fn dispatch(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     header: &RequestHeader,
     request: RequestKind,
 ) -> Deferred {
@@ -92,6 +123,17 @@ pub async fn dispatch(
             ready(offset_for_leader_epoch::handle(broker, r).await)
         }
         RequestKind::DeleteRecords(r) => ready(delete_records::handle(broker, r).await),
+        RequestKind::FindCoordinator(r) => ready(find_coordinator::handle(broker, r, version)),
+        RequestKind::JoinGroup(r) => join_group::handle(broker, ctx, r, version).await,
+        RequestKind::SyncGroup(r) => sync_group::handle(broker, r, version).await,
+        RequestKind::Heartbeat(r) => ready(heartbeat::handle(broker, r).await),
+        RequestKind::LeaveGroup(r) => ready(leave_group::handle(broker, r, version).await),
+        RequestKind::OffsetCommit(r) => ready(offset_commit::handle(broker, r).await),
+        RequestKind::OffsetFetch(r) => ready(offset_fetch::handle(broker, r, version).await),
+        RequestKind::OffsetDelete(r) => ready(offset_delete::handle(broker, r).await),
+        RequestKind::DescribeGroups(r) => ready(describe_groups::handle(broker, r, version).await),
+        RequestKind::ListGroups(r) => ready(list_groups::handle(broker, r, version).await),
+        RequestKind::DeleteGroups(r) => ready(delete_groups::handle(broker, r).await),
         // `admit` refuses APIs outside SUPPORTED_APIS before decoding, so this
         // arm is reached only if the two lists disagree.
         other => {
@@ -104,6 +146,12 @@ pub async fn dispatch(
 
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+/// The code for "the group's state could not be read or written" (metadata
+/// store unreachable): retriable, and clients look the coordinator up again.
+pub fn group_unavailable() -> i16 {
+    kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()
 }
 
 /// Kafka error code and message for a failed topic change.

@@ -2,9 +2,12 @@
 //
 //	franz-client roundtrip -brokers HOST:PORT -topic T -codec gzip -count N
 //	franz-client default -brokers HOST:PORT -topic T -count N
+//	franz-client group -brokers HOST:PORT -topic T -group G
 //
 // default: a producer with franz-go's default options (idempotent, acks=all);
 // every record must then be stored exactly once, in send order per partition.
+// group: a group member that prints "REC partition offset value" per
+// record, commits after every poll, and leaves once idle for 5 s.
 //
 // It produces N records with keys and headers (acks=all), remembers the
 // partition and offset each one was acknowledged at, reads every partition back
@@ -64,20 +67,25 @@ type position struct {
 }
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "roundtrip" && os.Args[1] != "default") {
-		fail("usage: franz-client roundtrip|default -brokers HOST:PORT -topic T [-codec C] -count N")
+	if len(os.Args) < 2 || (os.Args[1] != "roundtrip" && os.Args[1] != "default" && os.Args[1] != "group") {
+		fail("usage: franz-client roundtrip|default|group -brokers HOST:PORT -topic T [-codec C] [-count N] [-group G]")
 	}
 	fs := flag.NewFlagSet("roundtrip", flag.ExitOnError)
 	brokers := fs.String("brokers", "127.0.0.1:9092", "bootstrap servers")
 	topic := fs.String("topic", "", "topic (must exist)")
 	codec := fs.String("codec", "none", "gzip|snappy|lz4|zstd|none")
 	count := fs.Int("count", 10000, "records to produce")
+	group := fs.String("group", "", "consumer group (group mode)")
 	_ = fs.Parse(os.Args[2:])
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if os.Args[1] == "default" {
 		defaultProducer(ctx, *brokers, *topic, *count)
+		return
+	}
+	if os.Args[1] == "group" {
+		groupMember(ctx, *brokers, *topic, *group)
 		return
 	}
 
@@ -209,4 +217,29 @@ func defaultProducer(ctx context.Context, brokers, topic string, count int) {
 		fail("%d records more than were sent", extra)
 	}
 	fmt.Printf("ok franz-go default-producer records=%d\n", total)
+}
+
+func groupMember(ctx context.Context, brokers, topic, group string) {
+	client, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	if err != nil {
+		fail("client: %v", err)
+	}
+	defer client.Close()
+	lastRecord := time.Now()
+	for time.Since(lastRecord) < 5*time.Second {
+		poll, cancelPoll := context.WithTimeout(ctx, 500*time.Millisecond)
+		fetches := client.PollFetches(poll)
+		cancelPoll()
+		if ctx.Err() != nil {
+			fail("timed out")
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			lastRecord = time.Now()
+			fmt.Printf("REC %d %d %s\n", r.Partition, r.Offset, r.Value)
+		})
+		if err := client.CommitUncommittedOffsets(ctx); err != nil {
+			fail("commit: %v", err)
+		}
+	}
 }

@@ -1,0 +1,219 @@
+//! The group coordinator: which groups this broker coordinates, their
+//! membership state machines, their committed offsets, and persistence to the
+//! metadata store.
+//!
+//! What is persisted where: committed offsets are written to the metadata store
+//! before OffsetCommit is answered; a group's generation, protocol, leader,
+//! members and assignments are written after each completed rebalance and each
+//! membership change. Heartbeats and session timers stay in memory.
+
+pub mod group;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafscale_metadata::{CommittedOffset, MetadataError, MetadataStore};
+
+pub use group::{
+    Group, GroupError, GroupSettings, GroupState, JoinRequest, JoinResult, SyncResult,
+};
+
+/// A group and its committed offsets, behind their own locks.
+pub struct GroupHandle {
+    pub id: String,
+    pub group: Mutex<Group>,
+    pub offsets: Mutex<BTreeMap<(String, i32), CommittedOffset>>,
+    /// Serialises writes of this group's record so an older snapshot never
+    /// overwrites a newer one.
+    persist: tokio::sync::Mutex<()>,
+}
+
+impl GroupHandle {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn offsets(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, i32), CommittedOffset>> {
+        self.offsets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct GroupCoordinator {
+    metadata: MetadataStore,
+    pub settings: GroupSettings,
+    groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl GroupCoordinator {
+    pub fn new(metadata: MetadataStore, settings: GroupSettings) -> Arc<Self> {
+        Arc::new(Self {
+            metadata,
+            settings,
+            groups: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether this broker coordinates `group_id`. With one broker it
+    /// coordinates every group; requests for groups it does not own are
+    /// answered NOT_COORDINATOR.
+    pub fn owns(&self, _group_id: &str) -> bool {
+        true
+    }
+
+    fn cached(&self, id: &str) -> Option<Arc<GroupHandle>> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The group, loaded from the metadata store on first use; `create` makes
+    /// an empty one when nothing is stored.
+    pub async fn group(
+        &self,
+        id: &str,
+        create: bool,
+    ) -> Result<Option<Arc<GroupHandle>>, MetadataError> {
+        if let Some(h) = self.cached(id) {
+            return Ok(Some(h));
+        }
+        let _guard = self.loading.lock().await;
+        if let Some(h) = self.cached(id) {
+            return Ok(Some(h));
+        }
+        let stored = self.metadata.load_group(id).await?;
+        if stored.record.is_none() && stored.offsets.is_empty() && !create {
+            return Ok(None);
+        }
+        let group = match &stored.record {
+            Some(r) => Group::restore(id, r, Instant::now()),
+            None => Group::new(id),
+        };
+        let handle = Arc::new(GroupHandle {
+            id: id.to_string(),
+            group: Mutex::new(group),
+            offsets: Mutex::new(stored.offsets),
+            persist: tokio::sync::Mutex::new(()),
+        });
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), handle.clone());
+        Ok(Some(handle))
+    }
+
+    /// Writes the group's record if it changed since the last write.
+    pub async fn persist(&self, handle: &GroupHandle) {
+        let _guard = handle.persist.lock().await;
+        let record = {
+            let mut g = handle.lock();
+            if !g.dirty {
+                return;
+            }
+            g.dirty = false;
+            g.to_record()
+        };
+        if let Err(e) = self.metadata.save_group(&handle.id, &record).await {
+            tracing::warn!(group = %handle.id, error = %e, "saving group state failed; will retry");
+            handle.lock().dirty = true;
+        }
+    }
+
+    /// Persists in the background (for callers that must not wait).
+    pub fn persist_later(self: &Arc<Self>, handle: Arc<GroupHandle>) {
+        let this = self.clone();
+        tokio::spawn(async move { this.persist(&handle).await });
+    }
+
+    pub async fn commit(
+        &self,
+        handle: &GroupHandle,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) -> Result<(), MetadataError> {
+        self.metadata.commit_offsets(&handle.id, &offsets).await?;
+        let mut cache = handle.offsets();
+        for (k, v) in offsets {
+            cache.insert(k, v);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_offsets(
+        &self,
+        handle: &GroupHandle,
+        partitions: &[(String, i32)],
+    ) -> Result<(), MetadataError> {
+        self.metadata.delete_offsets(&handle.id, partitions).await?;
+        let mut cache = handle.offsets();
+        for k in partitions {
+            cache.remove(k);
+        }
+        Ok(())
+    }
+
+    /// Every group this broker knows of, stored or in memory.
+    pub async fn list(&self) -> Result<Vec<Arc<GroupHandle>>, MetadataError> {
+        let mut out = Vec::new();
+        for id in self.metadata.list_groups().await? {
+            if let Some(h) = self.group(&id, false).await? {
+                out.push(h);
+            }
+        }
+        let cached: Vec<Arc<GroupHandle>> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for h in cached {
+            if !out.iter().any(|o| o.id == h.id) && h.lock().protocol_type.is_some() {
+                out.push(h);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub async fn delete(&self, handle: &GroupHandle) -> Result<(), MetadataError> {
+        self.metadata.delete_group(&handle.id).await?;
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&handle.id);
+        Ok(())
+    }
+
+    /// Expires sessions and completes timed-out rebalances, every 100 ms.
+    pub fn spawn_ticker(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let handles: Vec<Arc<GroupHandle>> = this
+                    .groups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                for h in handles {
+                    let dirty = {
+                        let mut g = h.lock();
+                        g.tick(Instant::now());
+                        g.dirty
+                    };
+                    if dirty {
+                        this.persist(&h).await;
+                    }
+                }
+            }
+        });
+    }
+}
