@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--kafka-version", default="4.1.1")
+    ap.add_argument("--throughput", type=int, default=-1, help="records/s cap (-1: unthrottled)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,7 +37,7 @@ def main() -> None:
             jars = CACHE / "jars" / f"kafka-{args.kafka_version}" / "*"
             cmd = ["java", "-Xmx1g", "-cp", str(jars), "org.apache.kafka.tools.ProducerPerformance",
                    "--topic", "perf", "--num-records", str(args.records), "--record-size", str(args.record_size),
-                   "--throughput", "-1", "--producer-props", f"bootstrap.servers={cluster.bootstrap}", "acks=all",
+                   "--throughput", str(args.throughput), "--producer-props", f"bootstrap.servers={cluster.bootstrap}", "acks=all",
                    "enable.idempotence=false", "linger.ms=5", "batch.size=262144", "max.in.flight.requests.per.connection=5"]
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
             summary = [l for l in out.stdout.splitlines() if "records sent" in l]
@@ -50,7 +51,7 @@ def main() -> None:
             puts = len(objects)  # one PUT per .kfs and .index object; no retries were needed
             gib = args.records * args.record_size / 2**30
             print(f"ProducerPerformance (Kafka {args.kafka_version} tool), {args.records} x {args.record_size} B, "
-                  f"{args.partitions} partitions, acks=all")
+                  f"{args.partitions} partitions, acks=all, throughput cap {args.throughput} records/s")
             print(final)
             if m:
                 print(f"throughput_mb_s={m.group(1)} p50_ms={m.group(4)} p99_ms={m.group(6)} p999_ms={m.group(7)}")

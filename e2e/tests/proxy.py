@@ -51,14 +51,23 @@ class DropFirstProduceResponse:
             threading.Thread(target=self._responses, args=(upstream, client, produce_ids), daemon=True).start()
 
     def _requests(self, client, upstream, produce_ids) -> None:
-        while (frame := _read_frame(client)) is not None:
-            api_key, _version, correlation = struct.unpack_from(">hhi", frame, 4)
-            if api_key == PRODUCE:
-                produce_ids.add(correlation)
-            upstream.sendall(frame)
+        try:
+            while (frame := _read_frame(client)) is not None:
+                api_key, _version, correlation = struct.unpack_from(">hhi", frame, 4)
+                if api_key == PRODUCE:
+                    produce_ids.add(correlation)
+                upstream.sendall(frame)
+        except OSError:
+            pass  # the other direction closed this connection on purpose
         upstream.close()
 
     def _responses(self, upstream, client, produce_ids) -> None:
+        try:
+            self._forward_responses(upstream, client, produce_ids)
+        except OSError:
+            pass
+
+    def _forward_responses(self, upstream, client, produce_ids) -> None:
         while (frame := _read_frame(upstream)) is not None:
             (correlation,) = struct.unpack_from(">i", frame, 4)
             with self.lock:
