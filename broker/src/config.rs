@@ -42,6 +42,7 @@ impl Default for BrokerConfig {
                 flush_window: Duration::from_millis(5),
                 flush_bytes: 8 * 1024 * 1024,
                 memory_budget: 256 * 1024 * 1024,
+                max_pending_bytes: 64 * 1024 * 1024,
             },
             groups: GroupSettings {
                 initial_rebalance_delay: Duration::from_millis(3000),

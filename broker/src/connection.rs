@@ -21,6 +21,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tracing::Instrument;
 
 use crate::handlers::{self, api_versions, RequestContext};
 use crate::Broker;
@@ -54,7 +55,18 @@ enum Refusal {
     Malformed { what: &'static str, detail: String },
 }
 
+/// Counts an open connection for as long as it lives.
+struct ConnectionGauge(Arc<crate::metrics::BrokerMetrics>);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    broker.metrics.connections.inc();
+    let _gauge = ConnectionGauge(broker.metrics.clone());
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, codec(broker.config.max_request_bytes));
@@ -162,11 +174,19 @@ async fn admit(
             .unwrap_or_default(),
         client_host: format!("/{}", peer.ip()),
     };
-    let pending = handlers::dispatch(broker, &ctx, &header, request).await;
+    let started = std::time::Instant::now();
+    let span = tracing::debug_span!("request", api = ?api, version, correlation_id, client_id = %ctx.client_id);
+    let pending = handlers::dispatch(broker, &ctx, &header, request)
+        .instrument(span.clone())
+        .await;
+    let metrics = broker.metrics.clone();
     Ok(async move {
-        let response = pending.await?;
-        encode_response(api, version, correlation_id, &response)
+        let response = pending.await;
+        // Kafka's name for the API, as in its own metrics (`Produce`, `Fetch`, ...).
+        metrics.observe_request(&format!("{api:?}"), started, response.as_ref());
+        encode_response(api, version, correlation_id, &response?)
     }
+    .instrument(span)
     .boxed())
 }
 

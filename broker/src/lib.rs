@@ -6,11 +6,14 @@ pub mod config;
 pub mod connection;
 pub mod groups;
 pub mod handlers;
+pub mod metrics;
+pub mod ops_api;
 pub mod partition_log;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod retention;
 pub mod server;
+pub mod storage_health;
 pub mod topics;
 pub mod validation;
 
@@ -30,6 +33,8 @@ pub struct Broker {
     pub topics: Arc<TopicRegistry>,
     pub producer_ids: producer_ids::ProducerIdAllocator,
     pub groups: Arc<groups::GroupCoordinator>,
+    pub metrics: Arc<metrics::BrokerMetrics>,
+    pub storage: Arc<storage_health::StorageHealth>,
 }
 
 impl Broker {
@@ -38,15 +43,28 @@ impl Broker {
         config: BrokerConfig,
         metadata: MetadataStore,
         flusher: Arc<FlusherClient>,
+        metrics: Arc<metrics::BrokerMetrics>,
     ) -> Result<Arc<Self>, kafscale_metadata::MetadataError> {
-        let topics = TopicRegistry::new(metadata.clone(), flusher.clone(), config.log.clone());
+        let topics = TopicRegistry::new(
+            metadata.clone(),
+            flusher.clone(),
+            config.log.clone(),
+            metrics.clone(),
+        );
         topics.spawn_watch();
         topics.resync().await?;
-        let groups = groups::GroupCoordinator::new(metadata.clone(), config.groups.clone());
+        let groups = groups::GroupCoordinator::new(
+            metadata.clone(),
+            config.groups.clone(),
+            metrics.rebalances.clone(),
+        );
+        let storage = storage_health::StorageHealth::spawn(flusher.clone(), metrics.clone());
         groups.spawn_ticker();
         Ok(Arc::new(Self {
             config,
             groups,
+            metrics,
+            storage,
             producer_ids: producer_ids::ProducerIdAllocator::new(metadata.clone()),
             metadata,
             flusher,

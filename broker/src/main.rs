@@ -8,11 +8,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use kafscale_broker::metrics::{BrokerMetrics, InstrumentedKv};
 use kafscale_broker::partition_log::LogSettings;
-use kafscale_broker::{server, Broker, BrokerConfig};
-use kafscale_flusher::{logging, FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
+use kafscale_broker::{ops_api, server, Broker, BrokerConfig};
+use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
+use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
 use kafscale_metadata::etcd::EtcdKv;
 use kafscale_metadata::{FileKv, KvBackend, MetadataStore};
+use kafscale_telemetry::logging;
+use kafscale_telemetry::prometheus_client::registry::Registry;
+use kafscale_telemetry::HttpEndpoint;
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -101,6 +107,12 @@ struct Args {
     /// Largest request accepted; larger ones close the connection.
     #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
+    /// Per partition: refuse produces while this many bytes wait for object storage.
+    #[arg(long, env = "KAFSCALE_MAX_PENDING_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_pending_bytes: usize,
+    /// Address of the HTTP endpoint: /metrics, /healthz, /readyz and the ops API.
+    #[arg(long, env = "KAFSCALE_HTTP_LISTEN", default_value = "127.0.0.1:9094")]
+    http_listen: std::net::SocketAddr,
     /// Log format: `text` or `json`.
     #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -127,6 +139,8 @@ async fn main() -> anyhow::Result<()> {
         })?;
     let bound = listener.local_addr()?;
     let flusher_timeout = Duration::from_millis(args.flusher_timeout_ms);
+    let mut registry = Registry::default();
+    let metrics = BrokerMetrics::new(&mut registry);
 
     let (kv, flusher): (Arc<dyn KvBackend>, Arc<FlusherClient>) = match args.mode {
         Mode::Dev => {
@@ -135,13 +149,18 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
             let store = LocalDirStore::new(dir.join("objects"))
                 .with_context(|| format!("creating object directory under {}", dir.display()))?;
+            let health = HealthSettings::default();
+            let flusher_metrics = FlusherMetrics::new(&mut registry, &health);
             let service = FlusherService::new(
                 Arc::new(store),
                 FlusherSettings {
                     prefix: args.cluster_id.clone(),
                     ..FlusherSettings::default()
                 },
+                flusher_metrics,
+                Arc::new(StoreHealth::new(health)),
             );
+            service.spawn_health_probe();
             let socket = dir.join("flusher.sock");
             let sock_listener = kafscale_flusher::server::bind(&socket)
                 .with_context(|| format!("binding {}", socket.display()))?;
@@ -197,15 +216,26 @@ async fn main() -> anyhow::Result<()> {
             flush_window: Duration::from_millis(args.flush_window_ms),
             flush_bytes: args.flush_bytes,
             memory_budget: args.memory_budget_bytes,
+            max_pending_bytes: args.max_pending_bytes,
         },
         ..defaults
     };
+    let kv: Arc<dyn KvBackend> = Arc::new(InstrumentedKv::new(kv, metrics.clone()));
     let metadata = MetadataStore::new(kv, &args.cluster_id);
-    let broker = Broker::start(config, metadata.clone(), flusher.clone())
+    let broker = Broker::start(config, metadata.clone(), flusher.clone(), metrics)
         .await
         .with_context(|| format!("loading topics from {}", metadata.describe()))?;
+    let http = HttpEndpoint {
+        registry: Arc::new(Mutex::new(registry)),
+        readiness: Arc::new(ops_api::BrokerReadiness(broker.clone())),
+        on_scrape: Some(ops_api::scrape_hook(broker.clone())),
+        routes: Some(ops_api::routes(broker.clone())),
+    }
+    .serve(args.http_listen, logging::shutdown_signal())
+    .await
+    .with_context(|| format!("binding the HTTP endpoint on {}", args.http_listen))?;
     kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
-    tracing::info!(listen = %bound, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
+    tracing::info!(listen = %bound, http = %http, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
     server::serve(broker, listener, logging::shutdown_signal()).await;
     tracing::info!("broker stopped");
     Ok(())

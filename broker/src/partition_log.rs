@@ -28,6 +28,8 @@ use kafscale_flusher::batch::{self, BatchHeader, BatchRewrite};
 use kafscale_flusher::protocol::{ErrorKind, RemoteError, Request, Response};
 use kafscale_flusher::FlusherClient;
 use kafscale_metadata::MetadataStore;
+
+use crate::metrics::BrokerMetrics;
 use thiserror::Error;
 
 use crate::producer_state::{seq_add, ProducerStateTable, SequenceCheck, SequenceError};
@@ -79,6 +81,19 @@ pub struct LogSettings {
     pub flush_bytes: usize,
     /// Broker-wide budget for the readable in-memory tail of all partitions.
     pub memory_budget: usize,
+    /// Per partition: produces are refused (retriable) while this much is
+    /// waiting for object storage, instead of queueing without bound.
+    pub max_pending_bytes: usize,
+}
+
+/// What every partition log of a broker shares.
+pub struct LogContext {
+    pub settings: LogSettings,
+    pub flusher: Arc<FlusherClient>,
+    pub metadata: MetadataStore,
+    pub metrics: Arc<BrokerMetrics>,
+    /// Bytes of in-memory tail across the broker, for the budget.
+    pub memory_used: AtomicUsize,
 }
 
 /// Batches made durable together, kept in memory for tail reads.
@@ -136,15 +151,11 @@ pub struct Appended {
 pub struct PartitionLog {
     pub topic: String,
     pub partition: i32,
-    settings: LogSettings,
-    flusher: Arc<FlusherClient>,
-    metadata: MetadataStore,
+    ctx: Arc<LogContext>,
     state: Mutex<LogState>,
     recovery: tokio::sync::Mutex<()>,
     hw_tx: watch::Sender<i64>,
     wake_flush: Notify,
-    /// Bytes of in-memory tail across the broker, for the budget.
-    memory_used: Arc<AtomicUsize>,
 }
 
 fn now_ms() -> i64 {
@@ -155,21 +166,12 @@ fn now_ms() -> i64 {
 }
 
 impl PartitionLog {
-    pub fn new(
-        topic: String,
-        partition: i32,
-        settings: LogSettings,
-        flusher: Arc<FlusherClient>,
-        metadata: MetadataStore,
-        memory_used: Arc<AtomicUsize>,
-    ) -> Arc<Self> {
+    pub fn new(topic: String, partition: i32, ctx: Arc<LogContext>) -> Arc<Self> {
         let (hw_tx, _) = watch::channel(0);
         let log = Arc::new(Self {
             topic,
             partition,
-            settings,
-            flusher,
-            metadata,
+            ctx,
             state: Mutex::new(LogState {
                 needs_recovery: true,
                 deleted: false,
@@ -187,7 +189,6 @@ impl PartitionLog {
             recovery: tokio::sync::Mutex::new(()),
             hw_tx,
             wake_flush: Notify::new(),
-            memory_used,
         });
         tokio::spawn(group_commit_loop(log.clone()));
         log
@@ -195,6 +196,12 @@ impl PartitionLog {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The high watermark if the log is recovered (for metrics; never waits).
+    pub fn high_watermark_now(&self) -> Option<i64> {
+        let s = self.lock();
+        (!s.needs_recovery).then_some(s.high_watermark)
     }
 
     /// Subscribes to high-watermark changes (for long-polling fetches).
@@ -230,6 +237,7 @@ impl PartitionLog {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let resp = self
+            .ctx
             .flusher
             .call(Request::Recover {
                 topic: self.topic.clone(),
@@ -250,6 +258,7 @@ impl PartitionLog {
         // just before a crash is still recognised.
         let producers = if log_end_offset > log_start_offset {
             match self
+                .ctx
                 .flusher
                 .call(Request::ProducerBatches {
                     topic: self.topic.clone(),
@@ -267,6 +276,7 @@ impl PartitionLog {
         // DeleteRecords and retention may have moved the start past the first
         // segment's base; the metadata store has the authoritative value.
         let stored_start = self
+            .ctx
             .metadata
             .partition_state(&self.topic, self.partition)
             .await
@@ -283,7 +293,7 @@ impl PartitionLog {
         let freed = s.memory_bytes;
         s.memory.clear();
         s.memory_bytes = 0;
-        self.memory_used.fetch_sub(freed, Ordering::Relaxed);
+        self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
         s.needs_recovery = false;
         tracing::info!(topic = %self.topic, partition = self.partition, log_start = s.log_start, log_end = log_end_offset, "partition recovered from object storage");
         drop(s);
@@ -318,6 +328,13 @@ impl PartitionLog {
         }
         if s.deleted {
             return Err(LogError::Deleted);
+        }
+        if s.pending_bytes + size > self.ctx.settings.max_pending_bytes && !s.pending.is_empty() {
+            self.ctx.metrics.produce_rejected.inc();
+            return Err(LogError::StorageUnavailable(format!(
+                "{} bytes are already waiting for object storage on this partition; retry shortly",
+                s.pending_bytes
+            )));
         }
         // Sequence checks and offset assignment happen under one lock, so a retry
         // racing its original is still recognised.
@@ -463,6 +480,7 @@ impl PartitionLog {
             Some(r) => r,
             None => {
                 let resp = self
+                    .ctx
                     .flusher
                     .call(Request::ReadRange {
                         topic: self.topic.clone(),
@@ -506,7 +524,7 @@ impl PartitionLog {
         let freed = s.memory_bytes;
         s.memory.clear();
         s.memory_bytes = 0;
-        self.memory_used.fetch_sub(freed, Ordering::Relaxed);
+        self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
         drop(s);
         self.wake_flush.notify_one();
     }
@@ -533,6 +551,7 @@ impl PartitionLog {
             (chunks, batches)
         };
         let result = self
+            .ctx
             .flusher
             .call(Request::WriteSegment {
                 topic: self.topic.clone(),
@@ -544,6 +563,11 @@ impl PartitionLog {
         s.uploading = false;
         match result {
             Ok(_) if !s.deleted => {
+                let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
+                let records = chunks.last().map(|c| c.end_offset).unwrap_or(0)
+                    - chunks.first().map(|c| c.base_offset).unwrap_or(0);
+                self.ctx.metrics.flush_bytes.observe(bytes as f64);
+                self.ctx.metrics.flush_records.observe(records as f64);
                 let end = chunks
                     .last()
                     .map(|c| c.end_offset)
@@ -551,7 +575,9 @@ impl PartitionLog {
                 s.high_watermark = end;
                 for c in chunks {
                     s.memory_bytes += c.bytes.len();
-                    self.memory_used.fetch_add(c.bytes.len(), Ordering::Relaxed);
+                    self.ctx
+                        .memory_used
+                        .fetch_add(c.bytes.len(), Ordering::Relaxed);
                     s.memory.push_back(c);
                 }
                 let (done, waiting): (Vec<_>, Vec<_>) =
@@ -566,6 +592,7 @@ impl PartitionLog {
             }
             Ok(_) => {}
             Err(e) => {
+                self.ctx.metrics.flush_failures.inc();
                 let err = LogError::from(e);
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "segment upload failed; failing pending produces");
                 // Everything after the failed batches was numbered after them: fail it all
@@ -585,12 +612,14 @@ impl PartitionLog {
     /// Drops the oldest in-memory chunks while the broker is over its budget;
     /// they stay readable from object storage.
     fn evict(&self, s: &mut LogState) {
-        while self.memory_used.load(Ordering::Relaxed) > self.settings.memory_budget
+        while self.ctx.memory_used.load(Ordering::Relaxed) > self.ctx.settings.memory_budget
             && s.memory.len() > 1
         {
             if let Some(c) = s.memory.pop_front() {
                 s.memory_bytes -= c.bytes.len();
-                self.memory_used.fetch_sub(c.bytes.len(), Ordering::Relaxed);
+                self.ctx
+                    .memory_used
+                    .fetch_sub(c.bytes.len(), Ordering::Relaxed);
             }
         }
     }
@@ -613,8 +642,8 @@ async fn group_commit_loop(log: Arc<PartitionLog>) {
             continue;
         }
         // Gather for one window, unless enough bytes are already pending.
-        let deadline = tokio::time::Instant::now() + log.settings.flush_window;
-        while log.lock().pending_bytes < log.settings.flush_bytes
+        let deadline = tokio::time::Instant::now() + log.ctx.settings.flush_window;
+        while log.lock().pending_bytes < log.ctx.settings.flush_bytes
             && tokio::time::Instant::now() < deadline
         {
             let _ = tokio::time::timeout_at(deadline, log.wake_flush.notified()).await;

@@ -9,7 +9,8 @@ use kafscale_flusher::FlusherClient;
 use kafscale_metadata::{MetadataStore, TopicRecord, WatchEvent};
 use uuid::Uuid;
 
-use crate::partition_log::{LogSettings, PartitionLog};
+use crate::metrics::BrokerMetrics;
+use crate::partition_log::{LogContext, LogSettings, PartitionLog};
 
 pub struct Topic {
     pub record: TopicRecord,
@@ -39,9 +40,7 @@ pub enum ModifyError {
 
 pub struct TopicRegistry {
     metadata: MetadataStore,
-    flusher: Arc<FlusherClient>,
-    log_settings: LogSettings,
-    memory_used: Arc<AtomicUsize>,
+    logs: Arc<LogContext>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
 }
 
@@ -49,19 +48,27 @@ impl TopicRegistry {
     pub fn new(
         metadata: MetadataStore,
         flusher: Arc<FlusherClient>,
-        log_settings: LogSettings,
+        settings: LogSettings,
+        metrics: Arc<BrokerMetrics>,
     ) -> Arc<Self> {
+        let logs = Arc::new(LogContext {
+            settings,
+            flusher,
+            metadata: metadata.clone(),
+            metrics,
+            memory_used: AtomicUsize::new(0),
+        });
         Arc::new(Self {
             metadata,
-            flusher,
-            log_settings,
-            memory_used: Arc::default(),
+            logs,
             topics: RwLock::default(),
         })
     }
 
     pub fn memory_used(&self) -> usize {
-        self.memory_used.load(std::sync::atomic::Ordering::Relaxed)
+        self.logs
+            .memory_used
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -111,10 +118,7 @@ impl TopicRegistry {
             partitions.push(PartitionLog::new(
                 record.name.clone(),
                 partitions.len() as i32,
-                self.log_settings.clone(),
-                self.flusher.clone(),
-                self.metadata.clone(),
-                self.memory_used.clone(),
+                self.logs.clone(),
             ));
         }
         let topic = Arc::new(Topic { record, partitions });

@@ -21,6 +21,7 @@ use kafka_protocol::records::{
 };
 use kafscale_broker::handlers::{self, SUPPORTED_APIS};
 use kafscale_broker::{Broker, BrokerConfig};
+use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
 use kafscale_metadata::{FileKv, MetadataStore};
 
@@ -28,6 +29,8 @@ async fn start_broker(dir: &std::path::Path) -> Arc<Broker> {
     let service = FlusherService::new(
         Arc::new(LocalDirStore::new(dir.join("objects")).unwrap()),
         FlusherSettings::default(),
+        FlusherMetrics::detached(),
+        Arc::new(StoreHealth::new(HealthSettings::default())),
     );
     let socket = dir.join("flusher.sock");
     let listener = kafscale_flusher::server::bind(&socket).unwrap();
@@ -49,6 +52,7 @@ async fn start_broker(dir: &std::path::Path) -> Arc<Broker> {
         config,
         metadata,
         Arc::new(FlusherClient::new(socket, Duration::from_secs(10))),
+        kafscale_broker::metrics::BrokerMetrics::detached(),
     )
     .await
     .unwrap()

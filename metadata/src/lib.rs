@@ -151,6 +151,14 @@ impl MetadataStore {
         self.kv.describe()
     }
 
+    /// A cheap read that succeeds when the store is reachable.
+    pub async fn ping(&self) -> Result<(), MetadataError> {
+        self.kv
+            .get_prefix(&format!("{}ping", self.root))
+            .await
+            .map(|_| ())
+    }
+
     pub fn topics_prefix(&self) -> String {
         format!("{}topics/", self.root)
     }

@@ -7,7 +7,7 @@
 
 pub mod batch;
 pub mod client;
-pub mod logging;
+pub mod metrics;
 pub mod object_store;
 pub mod protocol;
 #[cfg(feature = "s3")]

@@ -6,8 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
+use kafscale_flusher::protocol::{HealthState, Response};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
+use kafscale_telemetry::prometheus_client::registry::Registry;
+use kafscale_telemetry::{logging, Check, HttpEndpoint, Readiness, ReadinessProbe};
+use std::sync::Mutex;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +59,29 @@ struct Args {
     /// Bytes of segments cached in memory for cold reads.
     #[arg(long, env = "KAFSCALE_FLUSHER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     cache_bytes: u64,
+    /// Address of the HTTP endpoint: /metrics, /healthz, /readyz.
+    #[arg(
+        long,
+        env = "KAFSCALE_FLUSHER_HTTP_LISTEN",
+        default_value = "127.0.0.1:9095"
+    )]
+    http_listen: std::net::SocketAddr,
+    /// Window over which object-store health is judged, in milliseconds.
+    #[arg(long, env = "KAFSCALE_S3_HEALTH_WINDOW_MS", default_value_t = 30_000)]
+    s3_health_window_ms: u64,
+    /// Share of failed requests in the window that makes the store degraded.
+    #[arg(long, env = "KAFSCALE_S3_DEGRADED_ERROR_RATIO", default_value_t = 0.2)]
+    s3_degraded_error_ratio: f64,
+    /// Share of failed requests in the window that makes the store unavailable.
+    #[arg(
+        long,
+        env = "KAFSCALE_S3_UNAVAILABLE_ERROR_RATIO",
+        default_value_t = 0.5
+    )]
+    s3_unavailable_error_ratio: f64,
+    /// Mean request latency in the window that makes the store degraded, in milliseconds.
+    #[arg(long, env = "KAFSCALE_S3_DEGRADED_LATENCY_MS", default_value_t = 2000)]
+    s3_degraded_latency_ms: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -60,7 +90,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    kafscale_flusher::logging::init(&args.log_format);
+    logging::init(&args.log_format);
     let store = S3Store::connect(&S3Settings {
         bucket: args.bucket.clone(),
         region: args.region.clone(),
@@ -76,6 +106,15 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("creating bucket {}", args.bucket))?;
     }
+    let health_settings = HealthSettings {
+        window: Duration::from_millis(args.s3_health_window_ms),
+        degraded_error_rate: args.s3_degraded_error_ratio,
+        unavailable_error_rate: args.s3_unavailable_error_ratio,
+        degraded_latency: Duration::from_millis(args.s3_degraded_latency_ms),
+        ..HealthSettings::default()
+    };
+    let mut registry = Registry::default();
+    let metrics = FlusherMetrics::new(&mut registry, &health_settings);
     let service = FlusherService::new(
         Arc::new(store),
         FlusherSettings {
@@ -84,16 +123,43 @@ async fn main() -> anyhow::Result<()> {
             cache_bytes: args.cache_bytes,
             ..FlusherSettings::default()
         },
+        metrics,
+        Arc::new(StoreHealth::new(health_settings)),
     );
+    service.spawn_health_probe();
+    let http = HttpEndpoint {
+        registry: Arc::new(Mutex::new(registry)),
+        readiness: Arc::new(FlusherReadiness(service.clone())),
+        on_scrape: None,
+        routes: None,
+    }
+    .serve(args.http_listen, logging::shutdown_signal())
+    .await
+    .with_context(|| format!("binding the HTTP endpoint on {}", args.http_listen))?;
     let listener = server::bind(&args.socket)
         .with_context(|| format!("binding flusher socket {}", args.socket.display()))?;
-    tracing::info!(socket = %args.socket.display(), store = %service.store_description(), prefix = %args.prefix, "flusher ready");
-    server::serve(
-        listener,
-        service,
-        kafscale_flusher::logging::shutdown_signal(),
-    )
-    .await;
+    tracing::info!(socket = %args.socket.display(), store = %service.store_description(), prefix = %args.prefix, http = %http, "flusher ready");
+    server::serve(listener, service, logging::shutdown_signal()).await;
     tracing::info!("flusher stopped");
     Ok(())
+}
+
+/// Ready while object storage is not unavailable.
+struct FlusherReadiness(Arc<FlusherService>);
+
+impl ReadinessProbe for FlusherReadiness {
+    fn check(&self) -> BoxFuture<'_, Readiness> {
+        async move {
+            let (ok, detail) = match self.0.health() {
+                Response::Health { state, detail } => (state != HealthState::Unavailable, detail),
+                _ => (false, "no health state".into()),
+            };
+            Readiness::from_checks(vec![Check {
+                name: "object_store",
+                ok,
+                detail,
+            }])
+        }
+        .boxed()
+    }
 }

@@ -47,6 +47,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     /// Deletes the given keys; keys that do not exist are not an error.
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// A cheap request that succeeds when the store is reachable (health probe).
+    async fn probe(&self) -> Result<(), StoreError>;
     /// A short description for logs ("s3://bucket (endpoint ...)").
     fn describe(&self) -> String;
 }
@@ -190,6 +192,13 @@ impl ObjectStore for LocalDirStore {
             }
         }
         Ok(())
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        tokio::fs::metadata(&self.root)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.root.display())))
     }
 
     fn describe(&self) -> String {

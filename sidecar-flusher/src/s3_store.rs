@@ -248,6 +248,16 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&self.bucket, e))
+    }
+
     fn describe(&self) -> String {
         format!("s3://{} (endpoint {})", self.bucket, self.endpoint)
     }

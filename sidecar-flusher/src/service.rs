@@ -2,15 +2,15 @@
 //! uploads, cold reads through a bounded cache, recovery and deletes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::batch;
+use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
-use crate::protocol::{ErrorKind, HealthState, ProducerBatch, RemoteError, Request, Response};
+use crate::protocol::{ErrorKind, ProducerBatch, RemoteError, Request, Response};
 use crate::segment::{self, SegmentIndex, VerifiedSegment};
 
 #[derive(Debug, Clone)]
@@ -92,25 +92,13 @@ impl SegmentCache {
     }
 }
 
-/// Counters the flusher keeps about object storage, used for health.
-#[derive(Default)]
-pub struct StoreStats {
-    pub puts: AtomicU64,
-    pub put_bytes: AtomicU64,
-    pub gets: AtomicU64,
-    pub lists: AtomicU64,
-    pub errors: AtomicU64,
-    pub consecutive_failures: AtomicU64,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-}
-
 pub struct FlusherService {
     store: Arc<dyn ObjectStore>,
     settings: FlusherSettings,
     listings: Mutex<HashMap<PartitionKey, Vec<SegmentRef>>>,
     cache: Mutex<SegmentCache>,
-    pub stats: StoreStats,
+    metrics: Arc<FlusherMetrics>,
+    health: Arc<StoreHealth>,
 }
 
 fn remote(kind: ErrorKind, message: impl Into<String>) -> RemoteError {
@@ -145,7 +133,19 @@ fn now_ms() -> i64 {
 }
 
 impl FlusherService {
-    pub fn new(store: Arc<dyn ObjectStore>, settings: FlusherSettings) -> Arc<Self> {
+    /// Wraps `store` so every request is measured (`metrics`) and feeds the
+    /// health window (`health`).
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        settings: FlusherSettings,
+        metrics: Arc<FlusherMetrics>,
+        health: Arc<StoreHealth>,
+    ) -> Arc<Self> {
+        let store: Arc<dyn ObjectStore> = Arc::new(InstrumentedStore::new(
+            store,
+            metrics.clone(),
+            health.clone(),
+        ));
         let cache = SegmentCache {
             max_bytes: settings.cache_bytes,
             bytes: 0,
@@ -156,7 +156,8 @@ impl FlusherService {
             settings,
             listings: Mutex::new(HashMap::new()),
             cache: Mutex::new(cache),
-            stats: StoreStats::default(),
+            metrics,
+            health,
         })
     }
 
@@ -212,36 +213,36 @@ impl FlusherService {
         }
     }
 
-    fn track<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        match &r {
-            Err(e) if e.is_retriable() => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .consecutive_failures
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(StoreError::Other(_)) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => self.stats.consecutive_failures.store(0, Ordering::Relaxed),
-        }
-        r
-    }
-
     pub fn health(&self) -> Response {
-        let failures = self.stats.consecutive_failures.load(Ordering::Relaxed);
-        let state = match failures {
-            0 => HealthState::Healthy,
-            1..=2 => HealthState::Degraded,
-            _ => HealthState::Unavailable,
-        };
+        let (state, error_ratio, detail) = self.health.state(Instant::now());
+        self.metrics.health_state.set(state as i64);
+        self.metrics.health_error_rate.set(error_ratio);
         Response::Health {
             state,
-            detail: format!(
-                "{}; {failures} consecutive object-store failures",
-                self.store.describe()
-            ),
+            detail: format!("{}: {detail}", self.store.describe()),
         }
+    }
+
+    /// Keeps the health state current when traffic is idle: probes the store
+    /// whenever nothing succeeded for a while (and so lets an unavailable store
+    /// be seen coming back).
+    pub fn spawn_health_probe(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(svc) = this.upgrade() else { return };
+                let quiet = svc
+                    .health
+                    .since_last_success(Instant::now())
+                    .is_none_or(|d| d > Duration::from_secs(3));
+                if quiet {
+                    let _ = svc.store.probe().await;
+                }
+                svc.health();
+            }
+        });
     }
 
     async fn write_segment(
@@ -259,14 +260,12 @@ impl FlusherService {
         let body = seg.kfs_bytes();
         let size = body.len() as u64;
         let put = self.store.put_if_absent(&key, body.clone()).await;
-        match self.track(put) {
+        match put {
             Ok(()) => {}
             // A retried PUT whose first attempt landed finds its own bytes: success.
             Err(StoreError::AlreadyExists(_)) if self.same_object(&key, &body).await => {}
             Err(e) => return Err(e.into()),
         }
-        self.stats.puts.fetch_add(1, Ordering::Relaxed);
-        self.stats.put_bytes.fetch_add(size, Ordering::Relaxed);
         // The .kfs is the durability point. The index only speeds up range reads,
         // and readers fall back to scanning, so its failure is logged, not returned.
         let index_key = segment::index_key(p, topic, partition, seg.base_offset);
@@ -275,9 +274,7 @@ impl FlusherService {
             .put_if_absent(&index_key, seg.index.clone())
             .await
         {
-            Ok(()) => {
-                self.stats.puts.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan")
             }
@@ -312,10 +309,9 @@ impl FlusherService {
     }
 
     fn cache_insert(&self, key: String, seg: Arc<VerifiedSegment>) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, seg);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(key, seg);
+        self.metrics.cache_bytes.set(cache.bytes as i64);
     }
 
     async fn list_partition(
@@ -324,8 +320,7 @@ impl FlusherService {
         partition: i32,
     ) -> Result<Vec<SegmentRef>, RemoteError> {
         let prefix = segment::partition_prefix(&self.settings.prefix, topic, partition);
-        self.stats.lists.fetch_add(1, Ordering::Relaxed);
-        let objects = self.track(self.store.list(&prefix).await)?;
+        let objects = self.store.list(&prefix).await?;
         let list: Vec<SegmentRef> = objects
             .into_iter()
             .filter_map(|o| {
@@ -362,8 +357,10 @@ impl FlusherService {
             });
         };
         let tail_start = last.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
-        self.stats.gets.fetch_add(1, Ordering::Relaxed);
-        let tail = self.track(self.store.get_range(&last.key, tail_start..last.size).await)?;
+        let tail = self
+            .store
+            .get_range(&last.key, tail_start..last.size)
+            .await?;
         let footer = segment::decode_footer(&tail)?;
         Ok(Response::Recovered {
             log_start_offset: first.base_offset,
@@ -384,15 +381,14 @@ impl FlusherService {
             .unwrap_or_else(|e| e.into_inner())
             .get(&seg.key)
         {
-            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_hits.inc();
             return Ok(Some(s));
         }
-        self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cache_misses.inc();
         if seg.size > self.settings.whole_segment_bytes {
             return Ok(None);
         }
-        self.stats.gets.fetch_add(1, Ordering::Relaxed);
-        let raw = self.track(self.store.get(&seg.key).await)?;
+        let raw = self.store.get(&seg.key).await?;
         let verified = Arc::new(VerifiedSegment::decode(raw)?);
         self.cache_insert(seg.key.clone(), verified.clone());
         Ok(Some(verified))
@@ -461,7 +457,6 @@ impl FlusherService {
         max_bytes: usize,
     ) -> Result<Bytes, RemoteError> {
         let index_key = seg.key.replace(".kfs", ".index");
-        self.stats.gets.fetch_add(2, Ordering::Relaxed);
         let start = match self.store.get(&index_key).await {
             Ok(raw) => SegmentIndex::decode(&raw)?
                 .lookup(offset)
@@ -472,7 +467,7 @@ impl FlusherService {
         let mut want = (max_bytes as u64).max(1024 * 1024);
         loop {
             let end = (start + want).min(body_end);
-            let raw = self.track(self.store.get_range(&seg.key, start..end).await)?;
+            let raw = self.store.get_range(&seg.key, start..end).await?;
             let mut pos = 0;
             let mut out = BytesMut::new();
             while pos < raw.len() {
@@ -514,8 +509,7 @@ impl FlusherService {
             let whole = match self.load_whole(seg).await? {
                 Some(w) => w,
                 None => {
-                    self.stats.gets.fetch_add(1, Ordering::Relaxed);
-                    let raw = self.track(self.store.get(&seg.key).await)?;
+                    let raw = self.store.get(&seg.key).await?;
                     Arc::new(VerifiedSegment::decode(raw)?)
                 }
             };
@@ -557,8 +551,7 @@ impl FlusherService {
             let whole = match self.load_whole(seg).await? {
                 Some(w) => w,
                 None => {
-                    self.stats.gets.fetch_add(1, Ordering::Relaxed);
-                    let raw = self.track(self.store.get(&seg.key).await)?;
+                    let raw = self.store.get(&seg.key).await?;
                     Arc::new(VerifiedSegment::decode(raw)?)
                 }
             };
@@ -597,7 +590,7 @@ impl FlusherService {
             keys.push(seg.key.clone());
             keys.push(seg.key.replace(".kfs", ".index"));
         }
-        self.track(self.store.delete(&keys).await)?;
+        self.store.delete(&keys).await?;
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             for seg in &doomed {
@@ -615,9 +608,9 @@ impl FlusherService {
 
     async fn delete_topic(&self, topic: &str) -> Result<Response, RemoteError> {
         let prefix = segment::topic_prefix(&self.settings.prefix, topic);
-        let objects = self.track(self.store.list(&prefix).await)?;
+        let objects = self.store.list(&prefix).await?;
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
-        self.track(self.store.delete(&keys).await)?;
+        self.store.delete(&keys).await?;
         self.listings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -714,6 +707,8 @@ mod tests {
                 cache_bytes: 1 << 20,
                 whole_segment_bytes: whole,
             },
+            crate::metrics::FlusherMetrics::detached(),
+            Arc::new(crate::metrics::StoreHealth::new(Default::default())),
         )
     }
 

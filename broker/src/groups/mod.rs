@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafscale_metadata::{CommittedOffset, MetadataError, MetadataStore};
+use kafscale_telemetry::prometheus_client::metrics::counter::Counter;
 
 pub use group::{
     Group, GroupError, GroupSettings, GroupState, JoinRequest, JoinResult, SyncResult,
@@ -34,6 +35,17 @@ impl GroupHandle {
         self.group.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs a change on the group, counting a rebalance when the generation moves.
+    pub fn update<R>(&self, rebalances: &Counter, change: impl FnOnce(&mut Group) -> R) -> R {
+        let mut g = self.lock();
+        let before = g.generation;
+        let out = change(&mut g);
+        if g.generation != before {
+            rebalances.inc();
+        }
+        out
+    }
+
     pub fn offsets(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, i32), CommittedOffset>> {
         self.offsets.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -42,15 +54,17 @@ impl GroupHandle {
 pub struct GroupCoordinator {
     metadata: MetadataStore,
     pub settings: GroupSettings,
+    rebalances: Counter,
     groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
     loading: tokio::sync::Mutex<()>,
 }
 
 impl GroupCoordinator {
-    pub fn new(metadata: MetadataStore, settings: GroupSettings) -> Arc<Self> {
+    pub fn new(metadata: MetadataStore, settings: GroupSettings, rebalances: Counter) -> Arc<Self> {
         Arc::new(Self {
             metadata,
             settings,
+            rebalances,
             groups: Mutex::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
         })
@@ -155,6 +169,20 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    pub fn rebalances(&self) -> &Counter {
+        &self.rebalances
+    }
+
+    /// Groups currently loaded (no store access; for metrics).
+    pub fn loaded(&self) -> Vec<Arc<GroupHandle>> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Every group this broker knows of, stored or in memory.
     pub async fn list(&self) -> Result<Vec<Arc<GroupHandle>>, MetadataError> {
         let mut out = Vec::new();
@@ -204,11 +232,10 @@ impl GroupCoordinator {
                     .cloned()
                     .collect();
                 for h in handles {
-                    let dirty = {
-                        let mut g = h.lock();
+                    let dirty = h.update(&this.rebalances, |g| {
                         g.tick(Instant::now());
                         g.dirty
-                    };
+                    });
                     if dirty {
                         this.persist(&h).await;
                     }

@@ -13,7 +13,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
 use uuid::Uuid;
 
+use kafscale_flusher::batch;
+
 use super::{log_error_code, Deferred};
+use crate::metrics::TopicLabels;
 use crate::partition_log::PartitionLog;
 use crate::Broker;
 
@@ -113,6 +116,26 @@ async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRespons
         })
         .collect();
     for (target, data) in targets.iter().zip(partitions) {
+        if let (Some(records), Ok(log)) = (&data.records, &target.log) {
+            if !records.is_empty() {
+                let labels = TopicLabels {
+                    topic: log.topic.clone(),
+                };
+                let count: u64 = batch::iter_headers(records)
+                    .map(|(_, h)| h.records_count.max(0) as u64)
+                    .sum();
+                broker
+                    .metrics
+                    .fetch_records
+                    .get_or_create(&labels)
+                    .inc_by(count);
+                broker
+                    .metrics
+                    .fetch_bytes
+                    .get_or_create(&labels)
+                    .inc_by(records.len() as u64);
+            }
+        }
         responses[target.topic_index].partitions.push(data);
     }
     FetchResponse::default()

@@ -61,13 +61,14 @@ pub async fn handle(
     };
     let client_id = ctx.client_id.clone();
     let rx = {
-        let mut group = handle.lock();
-        group.join(
-            join,
-            || format!("{client_id}-{}", uuid::Uuid::new_v4()),
-            &broker.groups.settings,
-            Instant::now(),
-        )
+        handle.update(broker.groups.rebalances(), |group| {
+            group.join(
+                join,
+                || format!("{client_id}-{}", uuid::Uuid::new_v4()),
+                &broker.groups.settings,
+                Instant::now(),
+            )
+        })
     };
     broker.groups.persist_later(handle);
     async move {

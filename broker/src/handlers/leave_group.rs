@@ -41,16 +41,16 @@ pub async fn handle(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let results: Vec<(String, Option<String>, Result<String, GroupError>)> = {
-        let mut g = handle.lock();
-        leaving
-            .into_iter()
-            .map(|(id, instance)| {
-                let r = g.leave(&id, instance.as_deref(), Instant::now());
-                (id, instance, r)
-            })
-            .collect()
-    };
+    let results: Vec<(String, Option<String>, Result<String, GroupError>)> =
+        handle.update(broker.groups.rebalances(), |g| {
+            leaving
+                .into_iter()
+                .map(|(id, instance)| {
+                    let r = g.leave(&id, instance.as_deref(), Instant::now());
+                    (id, instance, r)
+                })
+                .collect()
+        });
     broker.groups.persist(&handle).await;
     if version >= 3 {
         let members = results

@@ -13,6 +13,7 @@ use kafscale_flusher::batch;
 use tokio::sync::oneshot;
 
 use super::{log_error_code, str_bytes, Deferred};
+use crate::metrics::TopicLabels;
 use crate::partition_log::LogError;
 use crate::Broker;
 
@@ -23,6 +24,8 @@ enum Outcome {
         base_offset: i64,
         log_start: i64,
         log_append_time: i64,
+        records: u64,
+        bytes: u64,
         durable: oneshot::Receiver<Result<(), LogError>>,
     },
 }
@@ -54,6 +57,17 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                     ResponseError::InvalidRecord.code(),
                     "transactions are not supported by Kafscale; unset transactional.id".into(),
                 ),
+                Some(_) if broker.storage.refuses_writes() => {
+                    broker.metrics.produce_rejected.inc();
+                    Outcome::Failed(
+                        ResponseError::KafkaStorageError.code(),
+                        format!(
+                            "object storage is {} ({}); nothing was written, the client should retry",
+                            broker.storage.name(),
+                            broker.storage.detail()
+                        ),
+                    )
+                }
                 Some(topic) => match topic.partition(p.index) {
                     None => Outcome::Failed(
                         ResponseError::UnknownTopicOrPartition.code(),
@@ -82,6 +96,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
         // Kafka sends no response to acks=0; the batches still go through group commit.
         return futures::future::ready(None).boxed();
     }
+    let metrics = broker.metrics.clone();
+    let admitted = std::time::Instant::now();
     async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, parts) in topics {
@@ -98,9 +114,17 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                         base_offset,
                         log_start,
                         log_append_time,
+                        records,
+                        bytes,
                         durable,
                     } => match tokio::time::timeout(timeout, durable).await {
                         Ok(Ok(Ok(()))) => {
+                            let topic = TopicLabels {
+                                topic: name.0.to_string(),
+                            };
+                            metrics.produce_records.get_or_create(&topic).inc_by(records);
+                            metrics.produce_bytes.get_or_create(&topic).inc_by(bytes);
+                            metrics.produce_ack_duration.observe(admitted.elapsed().as_secs_f64());
                             r = r
                                 .with_base_offset(base_offset)
                                 .with_log_append_time_ms(log_append_time);
@@ -177,6 +201,11 @@ async fn append(
             base_offset: appended.base_offset,
             log_start: appended.log_start,
             log_append_time: appended.log_append_time_ms,
+            records: batches
+                .iter()
+                .map(|(h, _)| h.records_count.max(0) as u64)
+                .sum(),
+            bytes: batches.iter().map(|(_, b)| b.len() as u64).sum(),
             durable,
         },
         Err(e) => {

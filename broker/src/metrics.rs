@@ -1,0 +1,352 @@
+//! The broker's Prometheus metrics. Names follow Prometheus conventions:
+//! `kafscale_broker_` prefix, base units, `_total` on counters (added by the
+//! client library), `_seconds` and `_bytes` units. `docs/metrics.md` lists them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use kafka_protocol::messages::ResponseKind;
+use kafscale_metadata::{Compare, KeyValue, KvBackend, MetadataError, WatchEvent, Write};
+use kafscale_telemetry::prometheus_client::encoding::EncodeLabelSet;
+use kafscale_telemetry::prometheus_client::metrics::counter::Counter;
+use kafscale_telemetry::prometheus_client::metrics::family::Family;
+use kafscale_telemetry::prometheus_client::metrics::gauge::Gauge;
+use kafscale_telemetry::prometheus_client::metrics::histogram::Histogram;
+use kafscale_telemetry::prometheus_client::registry::{Registry, Unit};
+use kafscale_telemetry::{latency_buckets, size_buckets};
+use tokio::sync::broadcast;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiErrorLabels {
+    pub api: String,
+    /// Kafka error code; 0 for success.
+    pub error: i16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: &'static str,
+}
+
+pub struct BrokerMetrics {
+    pub requests: Family<ApiErrorLabels, Counter>,
+    pub request_duration: Family<ApiLabels, Histogram>,
+    pub produce_records: Family<TopicLabels, Counter>,
+    pub produce_bytes: Family<TopicLabels, Counter>,
+    pub fetch_records: Family<TopicLabels, Counter>,
+    pub fetch_bytes: Family<TopicLabels, Counter>,
+    pub produce_ack_duration: Histogram,
+    pub flush_bytes: Histogram,
+    pub flush_records: Histogram,
+    pub flush_failures: Counter,
+    pub produce_rejected: Counter,
+    pub memory_log_bytes: Gauge,
+    pub partitions_led: Gauge,
+    pub groups: Gauge,
+    pub rebalances: Counter,
+    pub consumer_lag: Family<LagLabels, Gauge>,
+    pub connections: Gauge,
+    pub metadata_duration: Family<OpLabels, Histogram>,
+    pub metadata_errors: Family<OpLabels, Counter>,
+    pub storage_state: Gauge,
+}
+
+impl BrokerMetrics {
+    pub fn new(registry: &mut Registry) -> Arc<Self> {
+        let m = Arc::new(Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            produce_records: Family::default(),
+            produce_bytes: Family::default(),
+            fetch_records: Family::default(),
+            fetch_bytes: Family::default(),
+            produce_ack_duration: Histogram::new(latency_buckets()),
+            flush_bytes: Histogram::new(size_buckets()),
+            flush_records: Histogram::new(prometheus_buckets_records()),
+            flush_failures: Counter::default(),
+            produce_rejected: Counter::default(),
+            memory_log_bytes: Gauge::default(),
+            partitions_led: Gauge::default(),
+            groups: Gauge::default(),
+            rebalances: Counter::default(),
+            consumer_lag: Family::default(),
+            connections: Gauge::default(),
+            metadata_duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            metadata_errors: Family::default(),
+            storage_state: Gauge::default(),
+        });
+        let r = registry.sub_registry_with_prefix("kafscale_broker");
+        r.register(
+            "requests",
+            "Kafka requests by API and response error code (0: none)",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from request admission to response, by API",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        r.register(
+            "produce_records",
+            "Records acknowledged, by topic",
+            m.produce_records.clone(),
+        );
+        r.register_with_unit(
+            "produce",
+            "Record-batch bytes acknowledged, by topic",
+            Unit::Bytes,
+            m.produce_bytes.clone(),
+        );
+        r.register(
+            "fetch_records",
+            "Records returned to consumers, by topic",
+            m.fetch_records.clone(),
+        );
+        r.register_with_unit(
+            "fetch",
+            "Record-batch bytes returned to consumers, by topic",
+            Unit::Bytes,
+            m.fetch_bytes.clone(),
+        );
+        r.register_with_unit(
+            "produce_ack_duration",
+            "Time from offset assignment to durable acknowledgement (acks=1/-1)",
+            Unit::Seconds,
+            m.produce_ack_duration.clone(),
+        );
+        r.register_with_unit(
+            "flush_size",
+            "Bytes per group-commit upload (one segment)",
+            Unit::Bytes,
+            m.flush_bytes.clone(),
+        );
+        r.register(
+            "flush_records",
+            "Records per group-commit upload",
+            m.flush_records.clone(),
+        );
+        r.register(
+            "flush_failures",
+            "Group-commit uploads that failed",
+            m.flush_failures.clone(),
+        );
+        r.register(
+            "produce_rejected",
+            "Partition produces refused at once because object storage is unavailable or too much is pending",
+            m.produce_rejected.clone(),
+        );
+        r.register_with_unit(
+            "memory_log",
+            "Durable record bytes held in memory for tail reads",
+            Unit::Bytes,
+            m.memory_log_bytes.clone(),
+        );
+        r.register(
+            "partitions_led",
+            "Partitions this broker leads",
+            m.partitions_led.clone(),
+        );
+        r.register(
+            "groups",
+            "Consumer groups this broker coordinates (loaded)",
+            m.groups.clone(),
+        );
+        r.register(
+            "group_rebalances",
+            "Completed consumer-group rebalances",
+            m.rebalances.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "High watermark minus committed offset, by group and partition",
+            m.consumer_lag.clone(),
+        );
+        r.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        r.register_with_unit(
+            "metadata_request_duration",
+            "Metadata-store (etcd) request latency by operation",
+            Unit::Seconds,
+            m.metadata_duration.clone(),
+        );
+        r.register(
+            "metadata_request_errors",
+            "Failed metadata-store requests by operation",
+            m.metadata_errors.clone(),
+        );
+        r.register(
+            "object_store_state",
+            "Object-store health as the flusher reports it: 0 healthy, 1 degraded, 2 unavailable, 3 flusher unreachable",
+            m.storage_state.clone(),
+        );
+        m
+    }
+
+    /// Metrics registered nowhere.
+    pub fn detached() -> Arc<Self> {
+        Self::new(&mut Registry::default())
+    }
+
+    pub fn observe_request(&self, api: &str, started: Instant, response: Option<&ResponseKind>) {
+        self.request_duration
+            .get_or_create(&ApiLabels {
+                api: api.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let codes = response.map(error_codes).unwrap_or_default();
+        if codes.is_empty() {
+            self.requests
+                .get_or_create(&ApiErrorLabels {
+                    api: api.to_string(),
+                    error: 0,
+                })
+                .inc();
+        }
+        for error in codes {
+            self.requests
+                .get_or_create(&ApiErrorLabels {
+                    api: api.to_string(),
+                    error,
+                })
+                .inc();
+        }
+    }
+}
+
+fn prometheus_buckets_records() -> impl Iterator<Item = f64> {
+    kafscale_telemetry::prometheus_client::metrics::histogram::exponential_buckets(1.0, 4.0, 12)
+}
+
+/// The distinct error codes in a response (top level and per partition or
+/// resource); empty for APIs without any.
+fn error_codes(r: &ResponseKind) -> Vec<i16> {
+    let mut codes: Vec<i16> = match r {
+        ResponseKind::Produce(x) => x
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::Fetch(x) => std::iter::once(x.error_code)
+            .chain(
+                x.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            )
+            .collect(),
+        ResponseKind::ListOffsets(x) => x
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::Metadata(x) => x.topics.iter().map(|t| t.error_code).collect(),
+        ResponseKind::CreateTopics(x) => x.topics.iter().map(|t| t.error_code).collect(),
+        ResponseKind::DeleteTopics(x) => x.responses.iter().map(|t| t.error_code).collect(),
+        ResponseKind::InitProducerId(x) => vec![x.error_code],
+        ResponseKind::FindCoordinator(x) => std::iter::once(x.error_code)
+            .chain(x.coordinators.iter().map(|c| c.error_code))
+            .collect(),
+        ResponseKind::JoinGroup(x) => vec![x.error_code],
+        ResponseKind::SyncGroup(x) => vec![x.error_code],
+        ResponseKind::Heartbeat(x) => vec![x.error_code],
+        ResponseKind::LeaveGroup(x) => std::iter::once(x.error_code)
+            .chain(x.members.iter().map(|m| m.error_code))
+            .collect(),
+        ResponseKind::OffsetCommit(x) => x
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::OffsetFetch(x) => std::iter::once(x.error_code)
+            .chain(x.groups.iter().map(|g| g.error_code))
+            .collect(),
+        ResponseKind::DescribeGroups(x) => x.groups.iter().map(|g| g.error_code).collect(),
+        ResponseKind::ListGroups(x) => vec![x.error_code],
+        ResponseKind::DeleteGroups(x) => x.results.iter().map(|g| g.error_code).collect(),
+        ResponseKind::CreatePartitions(x) => x.results.iter().map(|t| t.error_code).collect(),
+        ResponseKind::DescribeConfigs(x) => x.results.iter().map(|t| t.error_code).collect(),
+        ResponseKind::AlterConfigs(x) => x.responses.iter().map(|t| t.error_code).collect(),
+        ResponseKind::IncrementalAlterConfigs(x) => {
+            x.responses.iter().map(|t| t.error_code).collect()
+        }
+        ResponseKind::DeleteRecords(x) => x
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::ApiVersions(x) => vec![x.error_code],
+        _ => Vec::new(),
+    };
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+}
+
+/// A metadata-store backend that times every request and counts failures.
+pub struct InstrumentedKv {
+    inner: Arc<dyn KvBackend>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+impl InstrumentedKv {
+    pub fn new(inner: Arc<dyn KvBackend>, metrics: Arc<BrokerMetrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    fn observe<T>(&self, op: &'static str, started: Instant, r: &Result<T, MetadataError>) {
+        let labels = OpLabels { op };
+        self.metrics
+            .metadata_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if r.is_err() {
+            self.metrics.metadata_errors.get_or_create(&labels).inc();
+        }
+    }
+}
+
+#[async_trait]
+impl KvBackend for InstrumentedKv {
+    async fn get_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.get_prefix(prefix).await;
+        self.observe("get", started, &r);
+        r
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, writes: Vec<Write>) -> Result<bool, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.txn(compares, writes).await;
+        self.observe("txn", started, &r);
+        r
+    }
+
+    fn watch(&self, prefix: &str) -> broadcast::Receiver<WatchEvent> {
+        self.inner.watch(prefix)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
