@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,11 +145,13 @@ class MinIO:
 class Flusher:
     def __init__(self, workdir: Path, minio: MinIO, prefix: str, bucket: str = "kafscale"):
         self.socket = workdir / "run" / "flusher.sock"
+        self.http_port = free_port()
         self.proc = Proc(
             "flusher",
             [str(TARGET / "kafscale-flusher"), "--socket", str(self.socket), "--bucket", bucket,
              "--endpoint", minio.endpoint, "--path-style", "--create-bucket", "--prefix", prefix,
-             "--s3-attempt-timeout-ms", "2000", "--s3-max-attempts", "3"],
+             "--s3-attempt-timeout-ms", "2000", "--s3-max-attempts", "3",
+             "--http-listen", f"127.0.0.1:{self.http_port}"],
             workdir / "flusher.log",
             env={"AWS_ACCESS_KEY_ID": MINIO_USER, "AWS_SECRET_ACCESS_KEY": MINIO_PASSWORD,
                  "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "info"},
@@ -171,12 +174,14 @@ class Flusher:
 class Broker:
     def __init__(self, workdir: Path, etcd: Etcd, flusher: Flusher, cluster_id: str, extra: list[str] | None = None):
         self.port = free_port()
+        self.http_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.proc = Proc(
             "broker",
             [str(TARGET / "kafscale-broker"), "--mode", "production", "--listen", self.bootstrap,
              "--etcd-endpoints", etcd.endpoint, "--flusher-socket", str(flusher.socket),
-             "--cluster-id", cluster_id, "--default-partitions", "3", *(extra or [])],
+             "--cluster-id", cluster_id, "--default-partitions", "3",
+             "--http-listen", f"127.0.0.1:{self.http_port}", *(extra or [])],
             workdir / "broker.log",
             env={"RUST_LOG": "info"},
         )
@@ -220,3 +225,24 @@ class Cluster:
         """Segment files MinIO holds for a topic (MinIO's single-drive layout keeps key paths)."""
         root = self.minio.data / "kafscale" / self.prefix / topic
         return sorted(p for p in root.rglob("segment-*") if p.name.endswith((".kfs", ".index"))) if root.exists() else []
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET on 127.0.0.1:port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text from /metrics as {'name{labels}': value}."""
+    status, body = http_get(port, "/metrics")
+    assert status == 200, body
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out

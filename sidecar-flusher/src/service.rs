@@ -266,6 +266,8 @@ impl FlusherService {
             Err(StoreError::AlreadyExists(_)) if self.same_object(&key, &body).await => {}
             Err(e) => return Err(e.into()),
         }
+        self.metrics.segments_written.inc();
+        self.metrics.segment_bytes.observe(size as f64);
         // The .kfs is the durability point. The index only speeds up range reads,
         // and readers fall back to scanning, so its failure is logged, not returned.
         let index_key = segment::index_key(p, topic, partition, seg.base_offset);
