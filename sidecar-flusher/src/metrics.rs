@@ -181,10 +181,14 @@ impl Default for HealthSettings {
     }
 }
 
+/// Recent outcomes (when, how long, whether the store answered) and the
+/// number of failures in a row.
+type Window = (VecDeque<(Instant, Duration, bool)>, u32);
+
 /// Sliding window of recent request outcomes.
 pub struct StoreHealth {
     settings: HealthSettings,
-    samples: Mutex<(VecDeque<(Instant, Duration, bool)>, u32)>,
+    samples: Mutex<Window>,
 }
 
 impl StoreHealth {
