@@ -15,7 +15,6 @@ pub mod retention;
 pub mod server;
 pub mod storage_health;
 pub mod topics;
-pub mod validation;
 
 use std::sync::Arc;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use kafscale_flusher::protocol::{Request, Response};
 
 use crate::partition_log::PartitionLog;
-use crate::validation::topic_config_value;
 use crate::Broker;
+use kafscale_metadata::topic_rules::topic_config_value;
 
 /// Persists a new log start, applies it to the log, then deletes the segments
 /// below it (best effort: leftovers are retried on the next pass).

@@ -102,7 +102,42 @@ impl TopicRegistry {
 
     /// Installs or updates a topic. Logs of partitions that already exist are
     /// kept; a topic re-created under the same name (new id) starts fresh.
-    pub fn upsert(&self, record: TopicRecord) -> Arc<Topic> {
+    pub fn upsert(self: &Arc<Self>, record: TopicRecord) -> Option<Arc<Topic>> {
+        if record.deleting {
+            self.remove(&record.name);
+            self.spawn_deletion(record);
+            return None;
+        }
+        Some(self.install(record))
+    }
+
+    /// Carries out a deletion requested through the metadata store: objects
+    /// first, then the record, so a re-created topic starts empty.
+    fn spawn_deletion(self: &Arc<Self>, record: TopicRecord) {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let deleted = registry
+                .logs
+                .flusher
+                .call(kafscale_flusher::protocol::Request::DeleteTopic {
+                    topic: record.name.clone(),
+                })
+                .await;
+            match deleted {
+                Ok(_) => match registry.metadata.delete_topic(&record).await {
+                    Ok(_) => tracing::info!(topic = %record.name, "topic deleted on request"),
+                    Err(e) => {
+                        tracing::warn!(topic = %record.name, error = %e, "removing the topic record failed; will retry on the next re-read")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(topic = %record.name, error = %e.message, "deleting the topic's objects failed; will retry on the next re-read")
+                }
+            }
+        });
+    }
+
+    fn install(&self, record: TopicRecord) -> Arc<Topic> {
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         let existing = topics.get(&record.name).cloned();
         let mut partitions = match &existing {
@@ -141,7 +176,7 @@ impl TopicRegistry {
     /// a concurrent change) and installs the result. With `validate_only` the
     /// change is checked but not stored.
     pub async fn modify<F>(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         validate_only: bool,
         change: F,
@@ -170,16 +205,19 @@ impl TopicRegistry {
                 .await
                 .map_err(ModifyError::Store)?
             {
-                return Ok(self.upsert(record));
+                return Ok(self.install(record));
             }
         }
     }
 
     /// Replaces the cache with a full read of the store.
-    pub async fn resync(&self) -> Result<(), kafscale_metadata::MetadataError> {
+    pub async fn resync(self: &Arc<Self>) -> Result<(), kafscale_metadata::MetadataError> {
         let records = self.metadata.list_topics().await?;
-        let names: std::collections::HashSet<String> =
-            records.iter().map(|r| r.name.clone()).collect();
+        let names: std::collections::HashSet<String> = records
+            .iter()
+            .filter(|r| !r.deleting)
+            .map(|r| r.name.clone())
+            .collect();
         for r in records {
             self.upsert(r);
         }

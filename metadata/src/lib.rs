@@ -19,6 +19,7 @@
 
 pub mod etcd;
 pub mod kv;
+pub mod topic_rules;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +55,10 @@ pub struct TopicRecord {
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     pub created_ms: i64,
+    /// Set by a deletion request (the operator's finalizer): a broker deletes
+    /// the topic's objects, then the record. Clients no longer see the topic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// Per-partition state in `partitions/{name}/{partition}`.
@@ -300,6 +305,24 @@ impl MetadataStore {
             .await
     }
 
+    /// Marks a topic for deletion by the brokers (who hold object-storage
+    /// access). Returns false if the topic does not exist.
+    pub async fn request_topic_deletion(&self, name: &str) -> Result<bool, MetadataError> {
+        loop {
+            let Some((mut record, revision)) = self.get_topic(name).await? else {
+                return Ok(false);
+            };
+            if record.deleting {
+                return Ok(true);
+            }
+            record.deleting = true;
+            let partitions = record.partitions;
+            if self.update_topic(&record, revision, partitions).await? {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Raises a partition's log start offset (never lowers it); returns the
     /// stored value afterwards.
     pub async fn advance_log_start(
@@ -481,6 +504,7 @@ mod tests {
             replication_factor: 1,
             config: BTreeMap::new(),
             created_ms: 1,
+            deleting: false,
         }
     }
 

@@ -9,8 +9,8 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{modify_error, str_bytes};
-use crate::validation::validate_topic_configs;
 use crate::Broker;
+use kafscale_metadata::topic_rules::validate_topic_configs;
 
 pub async fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());

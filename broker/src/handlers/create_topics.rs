@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::topics::Topic;
-use crate::validation::{validate_topic_configs, validate_topic_name, TOPIC_CONFIGS};
 use crate::Broker;
+use kafscale_metadata::topic_rules::{validate_topic_configs, validate_topic_name, TOPIC_CONFIGS};
 
 /// Most partitions one topic may have; a guard against typos, not a design limit.
 pub const MAX_PARTITIONS: i32 = 10_000;
@@ -83,6 +83,7 @@ pub async fn create(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
+        deleting: false,
     };
     if validate_only {
         return Ok(Arc::new(Topic {
@@ -93,7 +94,12 @@ pub async fn create(
     match broker.metadata.create_topic(&record).await {
         Ok(()) => {
             tracing::info!(topic = name, partitions, id = %record.id, "topic created");
-            Ok(broker.topics.upsert(record))
+            broker.topics.upsert(record).ok_or_else(|| {
+                err(
+                    ResponseError::UnknownServerError,
+                    "the topic was marked for deletion at once",
+                )
+            })
         }
         Err(MetadataError::TopicExists(_)) => Err(err(
             ResponseError::TopicAlreadyExists,

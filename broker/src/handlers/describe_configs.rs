@@ -10,8 +10,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::str_bytes;
-use crate::validation::{ConfigType, TOPIC_CONFIGS};
 use crate::Broker;
+use kafscale_metadata::topic_rules::{ConfigType, TOPIC_CONFIGS};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;

@@ -11,8 +11,10 @@ use kafscale_metadata::TopicRecord;
 use super::alter_configs::static_broker_configs;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{modify_error, str_bytes};
-use crate::validation::{topic_config_def, topic_config_value, validate_topic_config, ConfigType};
 use crate::Broker;
+use kafscale_metadata::topic_rules::{
+    topic_config_def, topic_config_value, validate_topic_config, ConfigType,
+};
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -126,6 +128,7 @@ mod tests {
             replication_factor: 1,
             config: Default::default(),
             created_ms: 0,
+            deleting: false,
         }
     }
 

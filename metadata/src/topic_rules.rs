@@ -1,4 +1,5 @@
-//! Validation of topic names and topic configs, with messages that say what to do.
+//! The rules for topic names and topic configs, shared by everything that
+//! creates or changes topics (broker and operator). Messages say what to do.
 
 use std::collections::BTreeMap;
 
