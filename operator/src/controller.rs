@@ -1,0 +1,376 @@
+//! The two reconcilers. Every object is written with server-side apply under
+//! one field manager, so a reconcile that finds everything in place changes
+//! nothing (resourceVersions stay as they are).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kafscale_metadata::etcd::EtcdKv;
+use kafscale_metadata::topic_rules::{validate_topic_configs, validate_topic_name};
+use kafscale_metadata::{MetadataError, MetadataStore, TopicRecord};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::crd::{KafscaleCluster, KafscaleClusterStatus, KafscaleTopic, KafscaleTopicStatus};
+use crate::resources;
+
+pub const FIELD_MANAGER: &str = "kafscale-operator";
+pub const TOPIC_FINALIZER: &str = "kafscale.io/topic";
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("metadata store: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("{0}")]
+    NotYet(String),
+}
+
+pub struct Context {
+    pub client: Client,
+    /// One metadata-store connection per etcd endpoint list.
+    stores: Mutex<HashMap<String, MetadataStore>>,
+    pub metrics: Arc<crate::metrics::OperatorMetrics>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<crate::metrics::OperatorMetrics>) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            stores: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    async fn store(&self, cluster: &KafscaleCluster) -> Result<MetadataStore, Error> {
+        let endpoints = resources::etcd_endpoints(cluster);
+        let key = format!("{}|{}", endpoints.join(","), resources::cluster_id(cluster));
+        if let Some(s) = self.stores.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(s.clone());
+        }
+        let kv = EtcdKv::connect(&endpoints, Duration::from_secs(5)).await?;
+        let store = MetadataStore::new(Arc::new(kv), &resources::cluster_id(cluster));
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, store.clone());
+        Ok(store)
+    }
+}
+
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await?)
+}
+
+/// A condition, keeping the old transition time when nothing changed.
+fn condition(old: &[Condition], type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let previous = old.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Conditions equal but for their transition times.
+fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (&x.type_, &x.status, &x.reason, &x.message, x.observed_generation)
+                == (&y.type_, &y.status, &y.reason, &y.message, y.observed_generation)
+        })
+}
+
+async fn etcd_reachable(endpoints: &[String]) -> Result<(), String> {
+    for ep in endpoints {
+        let hostport = ep.trim_start_matches("http://").trim_start_matches("https://");
+        let hostport = hostport.split('/').next().unwrap_or(hostport);
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(hostport)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => tracing::debug!(endpoint = %ep, error = %e, "etcd endpoint not reachable"),
+            Err(_) => tracing::debug!(endpoint = %ep, "etcd endpoint timed out"),
+        }
+    }
+    Err(format!("none of {} answered", endpoints.join(", ")))
+}
+
+pub async fn reconcile_cluster(c: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.get_or_create(&crate::metrics::KindLabels { kind: "KafscaleCluster" }).inc();
+    let ns = c.namespace().unwrap_or_else(|| "default".into());
+    let client = &ctx.client;
+    let generation = c.metadata.generation;
+
+    apply(client, &ns, &resources::config_map(&c)).await?;
+    apply(client, &ns, &resources::headless_service(&c)).await?;
+    apply(client, &ns, &resources::client_service(&c)).await?;
+    apply(client, &ns, &resources::broker_pdb(&c)).await?;
+    let sts = apply(client, &ns, &resources::broker_statefulset(&c)).await?;
+    let hpa_api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    match resources::broker_hpa(&c) {
+        Some(hpa) => {
+            apply(client, &ns, &hpa).await?;
+        }
+        None => {
+            let name = resources::names(&c).brokers;
+            if hpa_api.get_opt(&name).await?.is_some() {
+                hpa_api.delete(&name, &DeleteParams::default()).await?;
+            }
+        }
+    }
+    let etcd_ready = match resources::etcd_objects(&c) {
+        Some((etcd_sts, headless, client_svc, pdb)) => {
+            apply(client, &ns, &headless).await?;
+            apply(client, &ns, &client_svc).await?;
+            apply(client, &ns, &pdb).await?;
+            let etcd = apply(client, &ns, &etcd_sts).await?;
+            let ready = etcd.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+            if ready >= 2 {
+                Ok(format!("{ready} of {} managed etcd members ready", resources::ETCD_REPLICAS))
+            } else {
+                Err(format!("{ready} of {} managed etcd members ready; a quorum needs 2", resources::ETCD_REPLICAS))
+            }
+        }
+        None => etcd_reachable(&c.spec.etcd.endpoints)
+            .await
+            .map(|_| "external etcd reachable".to_string()),
+    };
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let s3 = match &c.spec.s3.credentials_secret {
+        Some(name) => match secrets.get_opt(name).await? {
+            Some(s) => {
+                let data = s.data.unwrap_or_default();
+                let missing: Vec<&str> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                    .into_iter()
+                    .filter(|k| !data.contains_key(*k))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(format!("credentials from Secret {name}"))
+                } else {
+                    Err(format!("Secret {name} lacks {}", missing.join(" and ")))
+                }
+            }
+            None => Err(format!("Secret {name} does not exist; create it with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")),
+        },
+        None => Ok("no credentials Secret: the pods' own identity is used".to_string()),
+    };
+
+    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(c.spec.brokers.replicas);
+    let ready = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let old = c.status.clone().unwrap_or_default();
+    let mut conditions = vec![
+        condition(
+            &old.conditions,
+            "Ready",
+            ready >= desired && desired > 0,
+            if ready >= desired { "BrokersReady" } else { "BrokersNotReady" },
+            format!("{ready} of {desired} brokers ready"),
+            generation,
+        ),
+        match &etcd_ready {
+            Ok(m) => condition(&old.conditions, "EtcdReachable", true, "Reachable", m.clone(), generation),
+            Err(m) => condition(&old.conditions, "EtcdReachable", false, "Unreachable", m.clone(), generation),
+        },
+        match &s3 {
+            Ok(m) => condition(&old.conditions, "S3CredentialsReady", true, "CredentialsFound", m.clone(), generation),
+            Err(m) => condition(&old.conditions, "S3CredentialsReady", false, "CredentialsMissing", m.clone(), generation),
+        },
+    ];
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    let status = KafscaleClusterStatus {
+        conditions,
+        observed_generation: generation,
+        ready_replicas: ready,
+        bootstrap_servers: Some(resources::bootstrap_servers(&c)),
+    };
+    let unchanged = same_conditions(&old.conditions, &status.conditions)
+        && old.observed_generation == status.observed_generation
+        && old.ready_replicas == status.ready_replicas
+        && old.bootstrap_servers == status.bootstrap_servers;
+    if !unchanged {
+        let api: Api<KafscaleCluster> = Api::namespaced(client.clone(), &ns);
+        api.patch_status(
+            &c.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": status})),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+pub async fn reconcile_topic(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.get_or_create(&crate::metrics::KindLabels { kind: "KafscaleTopic" }).inc();
+    let ns = t.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<KafscaleTopic> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, TOPIC_FINALIZER, t, |event| async {
+        match event {
+            FinalizerEvent::Apply(t) => apply_topic(&t, &ctx, &api).await,
+            FinalizerEvent::Cleanup(t) => cleanup_topic(&t, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+async fn cluster_of(t: &KafscaleTopic, ctx: &Context) -> Result<Option<KafscaleCluster>, Error> {
+    let ns = t.namespace().unwrap_or_else(|| "default".into());
+    let clusters: Api<KafscaleCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    Ok(clusters.get_opt(&t.spec.cluster_ref).await?)
+}
+
+async fn set_topic_status(api: &Api<KafscaleTopic>, t: &KafscaleTopic, status: KafscaleTopicStatus) -> Result<(), Error> {
+    let old = t.status.clone().unwrap_or_default();
+    if same_conditions(&old.conditions, &status.conditions)
+        && old.observed_generation == status.observed_generation
+        && old.partitions == status.partitions
+        && old.topic_id == status.topic_id
+    {
+        return Ok(());
+    }
+    api.patch_status(&t.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+        .await?;
+    Ok(())
+}
+
+async fn apply_topic(t: &KafscaleTopic, ctx: &Context, api: &Api<KafscaleTopic>) -> Result<Action, Error> {
+    let old = t.status.clone().unwrap_or_default();
+    let generation = t.metadata.generation;
+    let not_ready = |reason: &str, message: String| KafscaleTopicStatus {
+        conditions: vec![condition(&old.conditions, "Ready", false, reason, message, generation)],
+        observed_generation: generation,
+        partitions: old.partitions,
+        topic_id: old.topic_id.clone(),
+    };
+    let name = t.topic_name();
+    let configs = t.configs();
+    if let Err(m) = validate_topic_name(&name).and_then(|_| validate_topic_configs(&configs)) {
+        set_topic_status(api, t, not_ready("InvalidSpec", m)).await?;
+        return Ok(Action::await_change());
+    }
+    let Some(cluster) = cluster_of(t, ctx).await? else {
+        set_topic_status(api, t, not_ready("ClusterNotFound", format!("KafscaleCluster {} does not exist in this namespace", t.spec.cluster_ref))).await?;
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    };
+    let store = ctx.store(&cluster).await?;
+    let record = loop {
+        match store.get_topic(&name).await? {
+            None => {
+                let record = TopicRecord {
+                    name: name.clone(),
+                    id: uuid::Uuid::new_v4(),
+                    partitions: t.spec.partitions,
+                    replication_factor: 1,
+                    config: configs.clone(),
+                    created_ms: Timestamp::now().as_millisecond(),
+                    deleting: false,
+                };
+                match store.create_topic(&record).await {
+                    Ok(()) => break record,
+                    Err(MetadataError::TopicExists(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some((existing, revision)) => {
+                if existing.deleting {
+                    return Err(Error::NotYet(format!("topic {name} is still being deleted")));
+                }
+                if t.spec.partitions < existing.partitions {
+                    set_topic_status(
+                        api,
+                        t,
+                        not_ready(
+                            "PartitionsDecrease",
+                            format!("topic has {} partitions; partitions can only be increased", existing.partitions),
+                        ),
+                    )
+                    .await?;
+                    return Ok(Action::await_change());
+                }
+                if existing.partitions == t.spec.partitions && existing.config == configs {
+                    break existing;
+                }
+                let mut updated = existing.clone();
+                updated.partitions = t.spec.partitions;
+                updated.config = configs.clone();
+                if store.update_topic(&updated, revision, existing.partitions).await? {
+                    break updated;
+                }
+            }
+        }
+    };
+    let status = KafscaleTopicStatus {
+        conditions: vec![condition(
+            &old.conditions,
+            "Ready",
+            true,
+            "TopicReady",
+            format!("topic {name} has {} partitions", record.partitions),
+            generation,
+        )],
+        observed_generation: generation,
+        partitions: record.partitions,
+        topic_id: Some(record.id.to_string()),
+    };
+    set_topic_status(api, t, status).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Asks the brokers to delete the topic (they hold object-storage access) and
+/// waits until its record is gone.
+async fn cleanup_topic(t: &KafscaleTopic, ctx: &Context) -> Result<Action, Error> {
+    let Some(cluster) = cluster_of(t, ctx).await? else {
+        // The cluster is gone with its data; nothing left to delete.
+        return Ok(Action::await_change());
+    };
+    let store = ctx.store(&cluster).await?;
+    let name = t.topic_name();
+    if !store.request_topic_deletion(&name).await? {
+        return Ok(Action::await_change());
+    }
+    for _ in 0..60 {
+        if store.get_topic(&name).await?.is_none() {
+            return Ok(Action::await_change());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(Error::NotYet(format!("topic {name} is not deleted yet; is a broker running?")))
+}
+
+pub fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    ctx.metrics.reconcile_errors.inc();
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,293 @@
+//! The custom resources: `KafscaleCluster` (short name `kfs`) and
+//! `KafscaleTopic` (`kt`), group `kafscale.io`, version `v1alpha1`.
+//! `cargo run -p kafscale-operator --bin crdgen` writes them to `crds/`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Kafscale cluster: brokers with their flusher sidecars, backed by S3 and
+/// etcd (external, or managed by the operator when no endpoints are given).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kafscale.io",
+    version = "v1alpha1",
+    kind = "KafscaleCluster",
+    namespaced,
+    shortname = "kfs",
+    status = "KafscaleClusterStatus",
+    doc = "A Kafscale cluster: stateless Kafka-compatible brokers with their data in S3",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.brokers.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafscaleClusterSpec {
+    #[serde(default)]
+    pub brokers: BrokerSpec,
+    pub s3: S3Spec,
+    #[serde(default)]
+    pub etcd: EtcdSpec,
+    #[serde(default)]
+    pub config: ClusterConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Images>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// Broker pods (ignored while `autoscaling` is set: the HPA owns it).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 256))]
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flusher_resources: Option<ResourceRequirements>,
+    /// Host clients connect to; defaults to the client Service's DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_host: Option<String>,
+    #[serde(default = "default_kafka_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub advertised_port: i32,
+    #[serde(default)]
+    pub service: ServiceSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+impl Default for BrokerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            resources: None,
+            flusher_resources: None,
+            advertised_host: None,
+            advertised_port: default_kafka_port(),
+            service: ServiceSpec::default(),
+            autoscaling: None,
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+fn default_kafka_port() -> i32 {
+    9092
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+/// The client Service in front of the brokers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+    /// Node port for the Kafka listener when `type` is NodePort or LoadBalancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.maxReplicas >= self.minReplicas").message("maxReplicas must be at least minReplicas"))]
+pub struct AutoscalingSpec {
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// S3-compatible endpoint (MinIO, Ceph, ...); empty for AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_replica: Option<S3ReadReplica>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, mounted only
+    /// into the flusher container. Empty: the pod's own identity (IRSA, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3ReadReplica {
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdSpec {
+    /// etcd client URLs. Empty: the operator runs a 3-node etcd for the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub segment_bytes: Option<i64>,
+    /// Group-commit window in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub flush_interval_ms: Option<i64>,
+    /// Flusher segment cache for cold reads, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub cache_bytes: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Images {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flusher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafscaleClusterStatus {
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Where clients connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+}
+
+/// A topic of a KafscaleCluster in the same namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kafscale.io",
+    version = "v1alpha1",
+    kind = "KafscaleTopic",
+    namespaced,
+    shortname = "kt",
+    status = "KafscaleTopicStatus",
+    doc = "A topic of a Kafscale cluster",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef"),
+    printcolumn(name = "Partitions", type_ = "integer", json_path = ".spec.partitions"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.partitions >= oldSelf.partitions").message("partitions can only be increased"))]
+#[x_kube(validation = Rule::new("self.clusterRef == oldSelf.clusterRef").message("clusterRef cannot be changed"))]
+pub struct KafscaleTopicSpec {
+    /// Name of the KafscaleCluster in this namespace.
+    #[schemars(length(min = 1))]
+    pub cluster_ref: String,
+    /// Topic name in Kafka; defaults to the resource name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic_name: Option<String>,
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1))]
+    pub retention_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1))]
+    pub retention_bytes: Option<i64>,
+    /// Further topic configs (validated: see the README's topic configs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafscaleTopicStatus {
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub partitions: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
+}
+
+impl KafscaleTopic {
+    /// The topic's name in Kafka.
+    pub fn topic_name(&self) -> String {
+        self.spec
+            .topic_name
+            .clone()
+            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+
+    /// The topic configs to store: `config` plus the retention fields.
+    pub fn configs(&self) -> BTreeMap<String, String> {
+        let mut c = self.spec.config.clone();
+        if let Some(ms) = self.spec.retention_ms {
+            c.insert("retention.ms".into(), ms.to_string());
+        }
+        if let Some(bytes) = self.spec.retention_bytes {
+            c.insert("retention.bytes".into(), bytes.to_string());
+        }
+        c
+    }
+}

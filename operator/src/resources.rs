@@ -1,0 +1,614 @@
+//! The Kubernetes objects a KafscaleCluster becomes. Pure functions of the
+//! cluster resource, so every field is unit-tested without an API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretEnvSource, Service,
+    ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{KafscaleCluster, ServiceType, TrafficPolicy};
+
+pub const DEFAULT_BROKER_IMAGE: &str = "kafscale-broker:latest";
+pub const DEFAULT_FLUSHER_IMAGE: &str = "kafscale-flusher:latest";
+pub const DEFAULT_ETCD_IMAGE: &str = "quay.io/coreos/etcd:v3.5.21";
+pub const SOCKET_DIR: &str = "/var/run/kafscale";
+pub const KAFKA_PORT: i32 = 9092;
+pub const BROKER_HTTP_PORT: i32 = 9094;
+pub const FLUSHER_HTTP_PORT: i32 = 9095;
+pub const ETCD_CLIENT_PORT: i32 = 2379;
+pub const ETCD_PEER_PORT: i32 = 2380;
+pub const ETCD_REPLICAS: i32 = 3;
+
+/// Names of the objects owned by one cluster.
+pub struct Names {
+    pub brokers: String,
+    pub headless: String,
+    pub client: String,
+    pub config: String,
+    pub etcd: String,
+    pub etcd_client: String,
+}
+
+pub fn names(c: &KafscaleCluster) -> Names {
+    let n = c.name_any();
+    Names {
+        brokers: format!("{n}-broker"),
+        headless: format!("{n}-broker-headless"),
+        client: format!("{n}-kafka"),
+        config: format!("{n}-config"),
+        etcd: format!("{n}-etcd"),
+        etcd_client: format!("{n}-etcd-client"),
+    }
+}
+
+/// The cluster id brokers report and their etcd key root: unique per
+/// namespace and cluster.
+pub fn cluster_id(c: &KafscaleCluster) -> String {
+    format!("{}-{}", c.namespace().unwrap_or_else(|| "default".into()), c.name_any())
+}
+
+/// The S3 key prefix: `{namespace}/{cluster}`, never just the namespace.
+pub fn s3_prefix(c: &KafscaleCluster) -> String {
+    format!("{}/{}", c.namespace().unwrap_or_else(|| "default".into()), c.name_any())
+}
+
+/// etcd endpoints brokers and the operator use.
+pub fn etcd_endpoints(c: &KafscaleCluster) -> Vec<String> {
+    if c.spec.etcd.endpoints.is_empty() {
+        let ns = c.namespace().unwrap_or_else(|| "default".into());
+        vec![format!("http://{}.{ns}.svc:{ETCD_CLIENT_PORT}", names(c).etcd_client)]
+    } else {
+        c.spec.etcd.endpoints.clone()
+    }
+}
+
+pub fn bootstrap_servers(c: &KafscaleCluster) -> String {
+    let ns = c.namespace().unwrap_or_else(|| "default".into());
+    format!("{}.{ns}.svc:{}", names(c).client, c.spec.brokers.advertised_port)
+}
+
+fn labels(c: &KafscaleCluster, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "kafscale".to_string()),
+        ("app.kubernetes.io/instance".to_string(), c.name_any()),
+        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "kafscale-operator".to_string()),
+    ])
+}
+
+fn owner(c: &KafscaleCluster) -> Vec<OwnerReference> {
+    c.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn meta(c: &KafscaleCluster, name: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: c.namespace(),
+        labels: Some(labels(c, component)),
+        owner_references: Some(owner(c)),
+        ..ObjectMeta::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// Settings both containers read from the ConfigMap.
+pub fn config_map(c: &KafscaleCluster) -> ConfigMap {
+    let n = names(c);
+    let mut data = BTreeMap::from([
+        ("KAFSCALE_MODE".to_string(), "production".to_string()),
+        ("KAFSCALE_CLUSTER_ID".to_string(), cluster_id(c)),
+        ("KAFSCALE_ETCD_ENDPOINTS".to_string(), etcd_endpoints(c).join(",")),
+        ("KAFSCALE_FLUSHER_SOCKET".to_string(), format!("{SOCKET_DIR}/flusher.sock")),
+        ("KAFSCALE_LISTEN".to_string(), format!("0.0.0.0:{KAFKA_PORT}")),
+        ("KAFSCALE_HTTP_LISTEN".to_string(), format!("0.0.0.0:{BROKER_HTTP_PORT}")),
+        ("KAFSCALE_FLUSHER_HTTP_LISTEN".to_string(), format!("0.0.0.0:{FLUSHER_HTTP_PORT}")),
+        ("KAFSCALE_S3_BUCKET".to_string(), c.spec.s3.bucket.clone()),
+        ("KAFSCALE_S3_REGION".to_string(), c.spec.s3.region.clone()),
+        ("KAFSCALE_S3_PATH_STYLE".to_string(), c.spec.s3.path_style.to_string()),
+        ("KAFSCALE_S3_PREFIX".to_string(), s3_prefix(c)),
+        ("KAFSCALE_ADVERTISED_PORT".to_string(), c.spec.brokers.advertised_port.to_string()),
+    ]);
+    if let Some(ep) = &c.spec.s3.endpoint {
+        data.insert("KAFSCALE_S3_ENDPOINT".into(), ep.clone());
+    }
+    if let Some(ms) = c.spec.config.flush_interval_ms {
+        data.insert("KAFSCALE_FLUSH_WINDOW_MS".into(), ms.to_string());
+    }
+    if let Some(bytes) = c.spec.config.cache_bytes {
+        data.insert("KAFSCALE_FLUSHER_CACHE_BYTES".into(), bytes.to_string());
+    }
+    ConfigMap {
+        metadata: meta(c, &n.config, "config"),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// Brokers: each pod runs `broker` and `sidecar-flusher` sharing an emptyDir
+/// for the socket. Only the flusher sees the S3 credentials.
+pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
+    let n = names(c);
+    let images = c.spec.images.clone().unwrap_or_default();
+    let from_config = vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: n.config.clone(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }];
+    let socket_mount = vec![VolumeMount {
+        name: "socket".into(),
+        mount_path: SOCKET_DIR.into(),
+        ..VolumeMount::default()
+    }];
+    // The pod name's ordinal is the broker id; the advertised host is the
+    // pod's stable DNS name unless the spec overrides it.
+    let ns = c.namespace().unwrap_or_else(|| "default".into());
+    let mut broker_env = vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        env(
+            "KAFSCALE_ADVERTISED_HOST",
+            c.spec
+                .brokers
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| format!("$(POD_NAME).{}.{ns}.svc", n.headless)),
+        ),
+    ];
+    broker_env.push(EnvVar {
+        name: "KAFSCALE_NODE_ID".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.labels['apps.kubernetes.io/pod-index']".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    });
+    let broker = Container {
+        name: "broker".into(),
+        image: Some(images.broker.unwrap_or_else(|| DEFAULT_BROKER_IMAGE.into())),
+        env_from: Some(from_config.clone()),
+        env: Some(broker_env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("kafka".into()),
+                container_port: KAFKA_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: BROKER_HTTP_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", BROKER_HTTP_PORT, 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", BROKER_HTTP_PORT, 10, 6)),
+        resources: c.spec.brokers.resources.clone(),
+        volume_mounts: Some(socket_mount.clone()),
+        ..Container::default()
+    };
+    let mut flusher_env_from = from_config;
+    if let Some(secret) = &c.spec.s3.credentials_secret {
+        flusher_env_from.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: secret.clone(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        });
+    }
+    let mut flusher_env = Vec::new();
+    if let Some(kms) = &c.spec.s3.kms_key_id {
+        flusher_env.push(env("KAFSCALE_S3_KMS_KEY_ID", kms.clone()));
+    }
+    let flusher = Container {
+        name: "sidecar-flusher".into(),
+        image: Some(images.flusher.unwrap_or_else(|| DEFAULT_FLUSHER_IMAGE.into())),
+        env_from: Some(flusher_env_from),
+        env: (!flusher_env.is_empty()).then_some(flusher_env),
+        ports: Some(vec![ContainerPort {
+            name: Some("flusher-http".into()),
+            container_port: FLUSHER_HTTP_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/readyz", FLUSHER_HTTP_PORT, 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", FLUSHER_HTTP_PORT, 10, 6)),
+        resources: c.spec.brokers.flusher_resources.clone(),
+        volume_mounts: Some(socket_mount),
+        ..Container::default()
+    };
+    let selector = labels(c, "broker");
+    StatefulSet {
+        metadata: meta(c, &n.brokers, "broker"),
+        spec: Some(StatefulSetSpec {
+            // With an HPA the replica count is left out, so the HPA owns it.
+            replicas: c.spec.brokers.autoscaling.is_none().then_some(c.spec.brokers.replicas),
+            service_name: Some(n.headless.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![broker, flusher],
+                    volumes: Some(vec![Volume {
+                        name: "socket".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        ..ServicePort::default()
+    }
+}
+
+/// The headless Service giving each broker a stable DNS name.
+pub fn headless_service(c: &KafscaleCluster) -> Service {
+    let n = names(c);
+    Service {
+        metadata: meta(c, &n.headless, "broker"),
+        spec: Some(K8sServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(labels(c, "broker")),
+            ports: Some(vec![port("kafka", KAFKA_PORT), port("http", BROKER_HTTP_PORT)]),
+            ..K8sServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The client (bootstrap) Service, shaped by `spec.brokers.service`.
+pub fn client_service(c: &KafscaleCluster) -> Service {
+    let n = names(c);
+    let s = &c.spec.brokers.service;
+    let mut kafka = port("kafka", c.spec.brokers.advertised_port);
+    kafka.target_port = Some(IntOrString::Int(KAFKA_PORT));
+    if s.type_ != ServiceType::ClusterIP {
+        kafka.node_port = s.node_port;
+    }
+    let mut metadata = meta(c, &n.client, "broker");
+    if !s.annotations.is_empty() {
+        metadata.annotations = Some(s.annotations.clone());
+    }
+    Service {
+        metadata,
+        spec: Some(K8sServiceSpec {
+            type_: Some(
+                match s.type_ {
+                    ServiceType::ClusterIP => "ClusterIP",
+                    ServiceType::NodePort => "NodePort",
+                    ServiceType::LoadBalancer => "LoadBalancer",
+                }
+                .into(),
+            ),
+            selector: Some(labels(c, "broker")),
+            ports: Some(vec![kafka]),
+            load_balancer_ip: s.load_balancer_ip.clone(),
+            load_balancer_source_ranges: (!s.load_balancer_source_ranges.is_empty())
+                .then(|| s.load_balancer_source_ranges.clone()),
+            external_traffic_policy: match (&s.type_, &s.external_traffic_policy) {
+                (ServiceType::ClusterIP, _) | (_, None) => None,
+                (_, Some(TrafficPolicy::Cluster)) => Some("Cluster".into()),
+                (_, Some(TrafficPolicy::Local)) => Some("Local".into()),
+            },
+            ..K8sServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// At most one broker down at a time for voluntary disruptions.
+pub fn broker_pdb(c: &KafscaleCluster) -> PodDisruptionBudget {
+    let n = names(c);
+    PodDisruptionBudget {
+        metadata: meta(c, &n.brokers, "broker"),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels(c, "broker")),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+pub fn broker_hpa(c: &KafscaleCluster) -> Option<HorizontalPodAutoscaler> {
+    let a = c.spec.brokers.autoscaling.as_ref()?;
+    let n = names(c);
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(c, &n.brokers, "broker"),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "StatefulSet".into(),
+                name: n.brokers.clone(),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(a.target_cpu_utilization),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
+}
+
+/// Operator-managed etcd: three members with stable names and their own PDB.
+pub fn etcd_objects(c: &KafscaleCluster) -> Option<(StatefulSet, Service, Service, PodDisruptionBudget)> {
+    if !c.spec.etcd.endpoints.is_empty() {
+        return None;
+    }
+    let n = names(c);
+    let ns = c.namespace().unwrap_or_else(|| "default".into());
+    let selector = labels(c, "etcd");
+    let peers: Vec<String> = (0..ETCD_REPLICAS)
+        .map(|i| format!("{0}-{i}=http://{0}-{i}.{0}.{ns}.svc:{ETCD_PEER_PORT}", n.etcd))
+        .collect();
+    let image = c
+        .spec
+        .images
+        .as_ref()
+        .and_then(|i| i.etcd.clone())
+        .unwrap_or_else(|| DEFAULT_ETCD_IMAGE.into());
+    let container = Container {
+        name: "etcd".into(),
+        image: Some(image),
+        command: Some(vec!["/usr/local/bin/etcd".into()]),
+        args: Some(vec![
+            "--name=$(POD_NAME)".into(),
+            "--data-dir=/var/lib/etcd".into(),
+            format!("--listen-client-urls=http://0.0.0.0:{ETCD_CLIENT_PORT}"),
+            format!("--advertise-client-urls=http://$(POD_NAME).{}.{ns}.svc:{ETCD_CLIENT_PORT}", n.etcd),
+            format!("--listen-peer-urls=http://0.0.0.0:{ETCD_PEER_PORT}"),
+            format!("--initial-advertise-peer-urls=http://$(POD_NAME).{}.{ns}.svc:{ETCD_PEER_PORT}", n.etcd),
+            format!("--initial-cluster={}", peers.join(",")),
+            "--initial-cluster-state=new".into(),
+            format!("--initial-cluster-token={}", cluster_id(c)),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("client".into()),
+                container_port: ETCD_CLIENT_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("peer".into()),
+                container_port: ETCD_PEER_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/health", ETCD_CLIENT_PORT, 5, 3)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/var/lib/etcd".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    let sts = StatefulSet {
+        metadata: meta(c, &n.etcd, "etcd"),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(ETCD_REPLICAS),
+            service_name: Some(n.etcd.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "data".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+    let headless = Service {
+        metadata: meta(c, &n.etcd, "etcd"),
+        spec: Some(K8sServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector.clone()),
+            ports: Some(vec![port("client", ETCD_CLIENT_PORT), port("peer", ETCD_PEER_PORT)]),
+            ..K8sServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let client = Service {
+        metadata: meta(c, &n.etcd_client, "etcd"),
+        spec: Some(K8sServiceSpec {
+            selector: Some(selector.clone()),
+            ports: Some(vec![port("client", ETCD_CLIENT_PORT)]),
+            ..K8sServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let pdb = PodDisruptionBudget {
+        metadata: meta(c, &n.etcd, "etcd"),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+    Some((sts, headless, client, pdb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{AutoscalingSpec, KafscaleClusterSpec};
+
+    fn cluster(etcd: Vec<String>) -> KafscaleCluster {
+        let mut c = KafscaleCluster::new(
+            "prod",
+            serde_json::from_value::<KafscaleClusterSpec>(serde_json::json!({
+                "s3": {"bucket": "data", "endpoint": "http://minio:9000", "pathStyle": true, "credentialsSecret": "s3-creds"},
+                "etcd": {"endpoints": etcd},
+            }))
+            .unwrap(),
+        );
+        c.metadata.namespace = Some("team-a".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    #[test]
+    fn brokers_run_two_containers_sharing_the_socket_and_only_the_flusher_has_credentials() {
+        let c = cluster(vec![]);
+        let sts = broker_statefulset(&c);
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.unwrap();
+        let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["broker", "sidecar-flusher"]);
+        for container in &pod.containers {
+            let mounts = container.volume_mounts.as_ref().unwrap();
+            assert_eq!(mounts[0].mount_path, SOCKET_DIR);
+            assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+        }
+        let secret_refs = |c: &Container| {
+            c.env_from
+                .iter()
+                .flatten()
+                .filter(|e| e.secret_ref.is_some())
+                .count()
+        };
+        assert_eq!(secret_refs(&pod.containers[0]), 0, "the broker never sees S3 credentials");
+        assert_eq!(secret_refs(&pod.containers[1]), 1);
+        assert_eq!(sts.metadata.owner_references.unwrap()[0].uid, "uid-1");
+    }
+
+    #[test]
+    fn prefix_and_cluster_id_are_unique_per_namespace_and_cluster() {
+        let c = cluster(vec![]);
+        assert_eq!(s3_prefix(&c), "team-a/prod");
+        let data = config_map(&c).data.unwrap();
+        assert_eq!(data["KAFSCALE_S3_PREFIX"], "team-a/prod");
+        assert_eq!(data["KAFSCALE_CLUSTER_ID"], "team-a-prod");
+        assert_eq!(data["KAFSCALE_ETCD_ENDPOINTS"], "http://prod-etcd-client.team-a.svc:2379");
+    }
+
+    #[test]
+    fn managed_etcd_only_without_endpoints() {
+        assert!(etcd_objects(&cluster(vec!["http://etcd:2379".into()])).is_none());
+        let (sts, headless, client, _pdb) = etcd_objects(&cluster(vec![])).unwrap();
+        assert_eq!(sts.spec.unwrap().replicas, Some(3));
+        assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+        assert_eq!(client.metadata.name.as_deref(), Some("prod-etcd-client"));
+    }
+
+    #[test]
+    fn an_hpa_owns_the_replica_count() {
+        let mut c = cluster(vec![]);
+        assert!(broker_hpa(&c).is_none());
+        c.spec.brokers.autoscaling = Some(AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 6,
+            target_cpu_utilization: 60,
+        });
+        assert_eq!(broker_hpa(&c).unwrap().spec.unwrap().max_replicas, 6);
+        assert_eq!(broker_statefulset(&c).spec.unwrap().replicas, None);
+    }
+}
