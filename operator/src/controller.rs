@@ -58,7 +58,12 @@ impl Context {
     async fn store(&self, cluster: &KafscaleCluster) -> Result<MetadataStore, Error> {
         let endpoints = resources::etcd_endpoints(cluster);
         let key = format!("{}|{}", endpoints.join(","), resources::cluster_id(cluster));
-        if let Some(s) = self.stores.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(s) = self
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(s.clone());
         }
         let kv = EtcdKv::connect(&endpoints, Duration::from_secs(5)).await?;
@@ -73,18 +78,33 @@ impl Context {
 
 async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let name = obj.meta().name.clone().unwrap_or_default();
     Ok(api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
         .await?)
 }
 
 /// A condition, keeping the old transition time when nothing changed.
-fn condition(old: &[Condition], type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
     let status = if ok { "True" } else { "False" };
     let previous = old.iter().find(|c| c.type_ == type_);
     let last_transition_time = match previous {
@@ -105,26 +125,54 @@ fn condition(old: &[Condition], type_: &str, ok: bool, reason: &str, message: St
 fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            (&x.type_, &x.status, &x.reason, &x.message, x.observed_generation)
-                == (&y.type_, &y.status, &y.reason, &y.message, y.observed_generation)
+            (
+                &x.type_,
+                &x.status,
+                &x.reason,
+                &x.message,
+                x.observed_generation,
+            ) == (
+                &y.type_,
+                &y.status,
+                &y.reason,
+                &y.message,
+                y.observed_generation,
+            )
         })
 }
 
 async fn etcd_reachable(endpoints: &[String]) -> Result<(), String> {
     for ep in endpoints {
-        let hostport = ep.trim_start_matches("http://").trim_start_matches("https://");
+        let hostport = ep
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
         let hostport = hostport.split('/').next().unwrap_or(hostport);
-        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(hostport)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(hostport),
+        )
+        .await
+        {
             Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => tracing::debug!(endpoint = %ep, error = %e, "etcd endpoint not reachable"),
+            Ok(Err(e)) => {
+                tracing::debug!(endpoint = %ep, error = %e, "etcd endpoint not reachable")
+            }
             Err(_) => tracing::debug!(endpoint = %ep, "etcd endpoint timed out"),
         }
     }
     Err(format!("none of {} answered", endpoints.join(", ")))
 }
 
-pub async fn reconcile_cluster(c: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics.reconciles.get_or_create(&crate::metrics::KindLabels { kind: "KafscaleCluster" }).inc();
+pub async fn reconcile_cluster(
+    c: Arc<KafscaleCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::KindLabels {
+            kind: "KafscaleCluster",
+        })
+        .inc();
     let ns = c.namespace().unwrap_or_else(|| "default".into());
     let client = &ctx.client;
     let generation = c.metadata.generation;
@@ -154,9 +202,15 @@ pub async fn reconcile_cluster(c: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Re
             let etcd = apply(client, &ns, &etcd_sts).await?;
             let ready = etcd.status.and_then(|s| s.ready_replicas).unwrap_or(0);
             if ready >= 2 {
-                Ok(format!("{ready} of {} managed etcd members ready", resources::ETCD_REPLICAS))
+                Ok(format!(
+                    "{ready} of {} managed etcd members ready",
+                    resources::ETCD_REPLICAS
+                ))
             } else {
-                Err(format!("{ready} of {} managed etcd members ready; a quorum needs 2", resources::ETCD_REPLICAS))
+                Err(format!(
+                    "{ready} of {} managed etcd members ready; a quorum needs 2",
+                    resources::ETCD_REPLICAS
+                ))
             }
         }
         None => etcd_reachable(&c.spec.etcd.endpoints)
@@ -184,25 +238,65 @@ pub async fn reconcile_cluster(c: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Re
         None => Ok("no credentials Secret: the pods' own identity is used".to_string()),
     };
 
-    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(c.spec.brokers.replicas);
-    let ready = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let desired = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(c.spec.brokers.replicas);
+    let ready = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     let old = c.status.clone().unwrap_or_default();
     let mut conditions = vec![
         condition(
             &old.conditions,
             "Ready",
             ready >= desired && desired > 0,
-            if ready >= desired { "BrokersReady" } else { "BrokersNotReady" },
+            if ready >= desired {
+                "BrokersReady"
+            } else {
+                "BrokersNotReady"
+            },
             format!("{ready} of {desired} brokers ready"),
             generation,
         ),
         match &etcd_ready {
-            Ok(m) => condition(&old.conditions, "EtcdReachable", true, "Reachable", m.clone(), generation),
-            Err(m) => condition(&old.conditions, "EtcdReachable", false, "Unreachable", m.clone(), generation),
+            Ok(m) => condition(
+                &old.conditions,
+                "EtcdReachable",
+                true,
+                "Reachable",
+                m.clone(),
+                generation,
+            ),
+            Err(m) => condition(
+                &old.conditions,
+                "EtcdReachable",
+                false,
+                "Unreachable",
+                m.clone(),
+                generation,
+            ),
         },
         match &s3 {
-            Ok(m) => condition(&old.conditions, "S3CredentialsReady", true, "CredentialsFound", m.clone(), generation),
-            Err(m) => condition(&old.conditions, "S3CredentialsReady", false, "CredentialsMissing", m.clone(), generation),
+            Ok(m) => condition(
+                &old.conditions,
+                "S3CredentialsReady",
+                true,
+                "CredentialsFound",
+                m.clone(),
+                generation,
+            ),
+            Err(m) => condition(
+                &old.conditions,
+                "S3CredentialsReady",
+                false,
+                "CredentialsMissing",
+                m.clone(),
+                generation,
+            ),
         },
     ];
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
@@ -229,7 +323,12 @@ pub async fn reconcile_cluster(c: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Re
 }
 
 pub async fn reconcile_topic(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics.reconciles.get_or_create(&crate::metrics::KindLabels { kind: "KafscaleTopic" }).inc();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::KindLabels {
+            kind: "KafscaleTopic",
+        })
+        .inc();
     let ns = t.namespace().unwrap_or_else(|| "default".into());
     let api: Api<KafscaleTopic> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, TOPIC_FINALIZER, t, |event| async {
@@ -240,7 +339,8 @@ pub async fn reconcile_topic(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     })
 }
@@ -251,7 +351,11 @@ async fn cluster_of(t: &KafscaleTopic, ctx: &Context) -> Result<Option<KafscaleC
     Ok(clusters.get_opt(&t.spec.cluster_ref).await?)
 }
 
-async fn set_topic_status(api: &Api<KafscaleTopic>, t: &KafscaleTopic, status: KafscaleTopicStatus) -> Result<(), Error> {
+async fn set_topic_status(
+    api: &Api<KafscaleTopic>,
+    t: &KafscaleTopic,
+    status: KafscaleTopicStatus,
+) -> Result<(), Error> {
     let old = t.status.clone().unwrap_or_default();
     if same_conditions(&old.conditions, &status.conditions)
         && old.observed_generation == status.observed_generation
@@ -260,16 +364,31 @@ async fn set_topic_status(api: &Api<KafscaleTopic>, t: &KafscaleTopic, status: K
     {
         return Ok(());
     }
-    api.patch_status(&t.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
-        .await?;
+    api.patch_status(
+        &t.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": status})),
+    )
+    .await?;
     Ok(())
 }
 
-async fn apply_topic(t: &KafscaleTopic, ctx: &Context, api: &Api<KafscaleTopic>) -> Result<Action, Error> {
+async fn apply_topic(
+    t: &KafscaleTopic,
+    ctx: &Context,
+    api: &Api<KafscaleTopic>,
+) -> Result<Action, Error> {
     let old = t.status.clone().unwrap_or_default();
     let generation = t.metadata.generation;
     let not_ready = |reason: &str, message: String| KafscaleTopicStatus {
-        conditions: vec![condition(&old.conditions, "Ready", false, reason, message, generation)],
+        conditions: vec![condition(
+            &old.conditions,
+            "Ready",
+            false,
+            reason,
+            message,
+            generation,
+        )],
         observed_generation: generation,
         partitions: old.partitions,
         topic_id: old.topic_id.clone(),
@@ -281,7 +400,18 @@ async fn apply_topic(t: &KafscaleTopic, ctx: &Context, api: &Api<KafscaleTopic>)
         return Ok(Action::await_change());
     }
     let Some(cluster) = cluster_of(t, ctx).await? else {
-        set_topic_status(api, t, not_ready("ClusterNotFound", format!("KafscaleCluster {} does not exist in this namespace", t.spec.cluster_ref))).await?;
+        set_topic_status(
+            api,
+            t,
+            not_ready(
+                "ClusterNotFound",
+                format!(
+                    "KafscaleCluster {} does not exist in this namespace",
+                    t.spec.cluster_ref
+                ),
+            ),
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(15)));
     };
     let store = ctx.store(&cluster).await?;
@@ -305,7 +435,9 @@ async fn apply_topic(t: &KafscaleTopic, ctx: &Context, api: &Api<KafscaleTopic>)
             }
             Some((existing, revision)) => {
                 if existing.deleting {
-                    return Err(Error::NotYet(format!("topic {name} is still being deleted")));
+                    return Err(Error::NotYet(format!(
+                        "topic {name} is still being deleted"
+                    )));
                 }
                 if t.spec.partitions < existing.partitions {
                     set_topic_status(
@@ -313,7 +445,10 @@ async fn apply_topic(t: &KafscaleTopic, ctx: &Context, api: &Api<KafscaleTopic>)
                         t,
                         not_ready(
                             "PartitionsDecrease",
-                            format!("topic has {} partitions; partitions can only be increased", existing.partitions),
+                            format!(
+                                "topic has {} partitions; partitions can only be increased",
+                                existing.partitions
+                            ),
                         ),
                     )
                     .await?;
@@ -325,7 +460,10 @@ async fn apply_topic(t: &KafscaleTopic, ctx: &Context, api: &Api<KafscaleTopic>)
                 let mut updated = existing.clone();
                 updated.partitions = t.spec.partitions;
                 updated.config = configs.clone();
-                if store.update_topic(&updated, revision, existing.partitions).await? {
+                if store
+                    .update_topic(&updated, revision, existing.partitions)
+                    .await?
+                {
                     break updated;
                 }
             }
@@ -366,7 +504,9 @@ async fn cleanup_topic(t: &KafscaleTopic, ctx: &Context) -> Result<Action, Error
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(Error::NotYet(format!("topic {name} is not deleted yet; is a broker running?")))
+    Err(Error::NotYet(format!(
+        "topic {name} is not deleted yet; is a broker running?"
+    )))
 }
 
 pub fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// A Kafscale cluster: brokers with their flusher sidecars, backed by S3 and
 /// etcd (external, or managed by the operator when no endpoints are given).
+// kube's derive takes one `printcolumn(...)` per column.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kafscale.io",
@@ -21,9 +23,17 @@ use serde::{Deserialize, Serialize};
     shortname = "kfs",
     status = "KafscaleClusterStatus",
     doc = "A Kafscale cluster: stateless Kafka-compatible brokers with their data in S3",
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.brokers.replicas"),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.brokers.replicas"
+    ),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KafscaleClusterSpec {
@@ -220,6 +230,7 @@ pub struct KafscaleClusterStatus {
 }
 
 /// A topic of a KafscaleCluster in the same namespace.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kafscale.io",
@@ -231,7 +242,11 @@ pub struct KafscaleClusterStatus {
     doc = "A topic of a Kafscale cluster",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef"),
     printcolumn(name = "Partitions", type_ = "integer", json_path = ".spec.partitions"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.partitions >= oldSelf.partitions").message("partitions can only be increased"))]

@@ -20,7 +20,13 @@ pub struct LeaderElection {
 }
 
 impl LeaderElection {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.into(),
@@ -67,12 +73,22 @@ impl LeaderElection {
                     return Ok(false);
                 }
                 lease.spec = Some(LeaseSpec {
-                    acquire_time: if ours { current.acquire_time } else { Some(MicroTime(now)) },
-                    lease_transitions: Some(current.lease_transitions.unwrap_or(0) + i32::from(!ours)),
+                    acquire_time: if ours {
+                        current.acquire_time
+                    } else {
+                        Some(MicroTime(now))
+                    },
+                    lease_transitions: Some(
+                        current.lease_transitions.unwrap_or(0) + i32::from(!ours),
+                    ),
                     ..spec
                 });
                 // The resourceVersion in `lease` makes this a compare-and-swap.
-                match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                match self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                     Err(e) => Err(e),

@@ -20,12 +20,20 @@ use kube::runtime::Controller;
 use kube::{Api, Client};
 
 #[derive(Parser, Debug)]
-#[command(name = "kafscale-operator", version, about = "Kafscale operator: runs Kafscale clusters and topics from CRDs")]
+#[command(
+    name = "kafscale-operator",
+    version,
+    about = "Kafscale operator: runs Kafscale clusters and topics from CRDs"
+)]
 struct Args {
     /// Namespace of the leader-election Lease (usually the operator's own).
     #[arg(long, env = "KAFSCALE_OPERATOR_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    #[arg(long, env = "KAFSCALE_OPERATOR_LEASE", default_value = "kafscale-operator")]
+    #[arg(
+        long,
+        env = "KAFSCALE_OPERATOR_LEASE",
+        default_value = "kafscale-operator"
+    )]
     lease_name: String,
     /// This replica's identity in the Lease (the pod name in Kubernetes).
     #[arg(long, env = "POD_NAME")]
@@ -34,7 +42,11 @@ struct Args {
     #[arg(long, env = "KAFSCALE_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
     /// Address of /metrics, /healthz, /readyz.
-    #[arg(long, env = "KAFSCALE_OPERATOR_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "KAFSCALE_OPERATOR_HTTP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     http_listen: std::net::SocketAddr,
     #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -49,7 +61,11 @@ impl ReadinessProbe for Ready {
             Readiness::from_checks(vec![Check {
                 name: "kubernetes_api",
                 ok,
-                detail: if ok { "connected".into() } else { "not connected yet".into() },
+                detail: if ok {
+                    "connected".into()
+                } else {
+                    "not connected yet".into()
+                },
             }])
         }
         .boxed()
@@ -81,7 +97,13 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("kafscale-operator-{}", uuid::Uuid::new_v4()));
     let lease_duration = Duration::from_secs(args.lease_seconds.max(3));
-    let election = LeaderElection::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity, lease_duration);
+    let election = LeaderElection::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        lease_duration,
+    );
     tracing::info!(%identity, http = %http, "waiting for the leader lease");
     while !election.try_acquire().await.unwrap_or(false) {
         tokio::time::sleep(lease_duration / 3).await;
@@ -100,25 +122,44 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let ctx = Context::new(client.clone(), metrics);
-    let clusters = Controller::new(Api::<KafscaleCluster>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(controller::reconcile_cluster, controller::error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cluster reconcile");
-            }
-        });
-    let topics = Controller::new(Api::<KafscaleTopic>::all(client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(controller::reconcile_topic, controller::error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "topic reconcile");
-            }
-        });
+    let clusters = Controller::new(
+        Api::<KafscaleCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        controller::reconcile_cluster,
+        controller::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "cluster reconcile");
+        }
+    });
+    let topics = Controller::new(
+        Api::<KafscaleTopic>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(controller::reconcile_topic, controller::error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "topic reconcile");
+        }
+    });
     tokio::select! {
         _ = futures::future::join(clusters, topics) => tracing::info!("controllers stopped"),
         lost = renew => {

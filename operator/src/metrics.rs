@@ -27,9 +27,21 @@ impl OperatorMetrics {
             leader: Gauge::default(),
         });
         let r = registry.sub_registry_with_prefix("kafscale_operator");
-        r.register("reconciles", "Reconciles started, by resource kind", m.reconciles.clone());
-        r.register("reconcile_errors", "Reconciles that failed and were retried", m.reconcile_errors.clone());
-        r.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
+        r.register(
+            "reconciles",
+            "Reconciles started, by resource kind",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Reconciles that failed and were retried",
+            m.reconcile_errors.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            m.leader.clone(),
+        );
         m
     }
 }

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
-    ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretEnvSource, Service,
-    ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    SecretEnvSource, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -56,19 +56,30 @@ pub fn names(c: &KafscaleCluster) -> Names {
 /// The cluster id brokers report and their etcd key root: unique per
 /// namespace and cluster.
 pub fn cluster_id(c: &KafscaleCluster) -> String {
-    format!("{}-{}", c.namespace().unwrap_or_else(|| "default".into()), c.name_any())
+    format!(
+        "{}-{}",
+        c.namespace().unwrap_or_else(|| "default".into()),
+        c.name_any()
+    )
 }
 
 /// The S3 key prefix: `{namespace}/{cluster}`, never just the namespace.
 pub fn s3_prefix(c: &KafscaleCluster) -> String {
-    format!("{}/{}", c.namespace().unwrap_or_else(|| "default".into()), c.name_any())
+    format!(
+        "{}/{}",
+        c.namespace().unwrap_or_else(|| "default".into()),
+        c.name_any()
+    )
 }
 
 /// etcd endpoints brokers and the operator use.
 pub fn etcd_endpoints(c: &KafscaleCluster) -> Vec<String> {
     if c.spec.etcd.endpoints.is_empty() {
         let ns = c.namespace().unwrap_or_else(|| "default".into());
-        vec![format!("http://{}.{ns}.svc:{ETCD_CLIENT_PORT}", names(c).etcd_client)]
+        vec![format!(
+            "http://{}.{ns}.svc:{ETCD_CLIENT_PORT}",
+            names(c).etcd_client
+        )]
     } else {
         c.spec.etcd.endpoints.clone()
     }
@@ -76,15 +87,25 @@ pub fn etcd_endpoints(c: &KafscaleCluster) -> Vec<String> {
 
 pub fn bootstrap_servers(c: &KafscaleCluster) -> String {
     let ns = c.namespace().unwrap_or_else(|| "default".into());
-    format!("{}.{ns}.svc:{}", names(c).client, c.spec.brokers.advertised_port)
+    format!(
+        "{}.{ns}.svc:{}",
+        names(c).client,
+        c.spec.brokers.advertised_port
+    )
 }
 
 fn labels(c: &KafscaleCluster, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "kafscale".to_string()),
         ("app.kubernetes.io/instance".to_string(), c.name_any()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
-        ("app.kubernetes.io/managed-by".to_string(), "kafscale-operator".to_string()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "kafscale-operator".to_string(),
+        ),
     ])
 }
 
@@ -129,16 +150,37 @@ pub fn config_map(c: &KafscaleCluster) -> ConfigMap {
     let mut data = BTreeMap::from([
         ("KAFSCALE_MODE".to_string(), "production".to_string()),
         ("KAFSCALE_CLUSTER_ID".to_string(), cluster_id(c)),
-        ("KAFSCALE_ETCD_ENDPOINTS".to_string(), etcd_endpoints(c).join(",")),
-        ("KAFSCALE_FLUSHER_SOCKET".to_string(), format!("{SOCKET_DIR}/flusher.sock")),
-        ("KAFSCALE_LISTEN".to_string(), format!("0.0.0.0:{KAFKA_PORT}")),
-        ("KAFSCALE_HTTP_LISTEN".to_string(), format!("0.0.0.0:{BROKER_HTTP_PORT}")),
-        ("KAFSCALE_FLUSHER_HTTP_LISTEN".to_string(), format!("0.0.0.0:{FLUSHER_HTTP_PORT}")),
+        (
+            "KAFSCALE_ETCD_ENDPOINTS".to_string(),
+            etcd_endpoints(c).join(","),
+        ),
+        (
+            "KAFSCALE_FLUSHER_SOCKET".to_string(),
+            format!("{SOCKET_DIR}/flusher.sock"),
+        ),
+        (
+            "KAFSCALE_LISTEN".to_string(),
+            format!("0.0.0.0:{KAFKA_PORT}"),
+        ),
+        (
+            "KAFSCALE_HTTP_LISTEN".to_string(),
+            format!("0.0.0.0:{BROKER_HTTP_PORT}"),
+        ),
+        (
+            "KAFSCALE_FLUSHER_HTTP_LISTEN".to_string(),
+            format!("0.0.0.0:{FLUSHER_HTTP_PORT}"),
+        ),
         ("KAFSCALE_S3_BUCKET".to_string(), c.spec.s3.bucket.clone()),
         ("KAFSCALE_S3_REGION".to_string(), c.spec.s3.region.clone()),
-        ("KAFSCALE_S3_PATH_STYLE".to_string(), c.spec.s3.path_style.to_string()),
+        (
+            "KAFSCALE_S3_PATH_STYLE".to_string(),
+            c.spec.s3.path_style.to_string(),
+        ),
         ("KAFSCALE_S3_PREFIX".to_string(), s3_prefix(c)),
-        ("KAFSCALE_ADVERTISED_PORT".to_string(), c.spec.brokers.advertised_port.to_string()),
+        (
+            "KAFSCALE_ADVERTISED_PORT".to_string(),
+            c.spec.brokers.advertised_port.to_string(),
+        ),
     ]);
     if let Some(ep) = &c.spec.s3.endpoint {
         data.insert("KAFSCALE_S3_ENDPOINT".into(), ep.clone());
@@ -247,7 +289,11 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
     }
     let flusher = Container {
         name: "sidecar-flusher".into(),
-        image: Some(images.flusher.unwrap_or_else(|| DEFAULT_FLUSHER_IMAGE.into())),
+        image: Some(
+            images
+                .flusher
+                .unwrap_or_else(|| DEFAULT_FLUSHER_IMAGE.into()),
+        ),
         env_from: Some(flusher_env_from),
         env: (!flusher_env.is_empty()).then_some(flusher_env),
         ports: Some(vec![ContainerPort {
@@ -266,7 +312,12 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
         metadata: meta(c, &n.brokers, "broker"),
         spec: Some(StatefulSetSpec {
             // With an HPA the replica count is left out, so the HPA owns it.
-            replicas: c.spec.brokers.autoscaling.is_none().then_some(c.spec.brokers.replicas),
+            replicas: c
+                .spec
+                .brokers
+                .autoscaling
+                .is_none()
+                .then_some(c.spec.brokers.replicas),
             service_name: Some(n.headless.clone()),
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
@@ -313,7 +364,10 @@ pub fn headless_service(c: &KafscaleCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(labels(c, "broker")),
-            ports: Some(vec![port("kafka", KAFKA_PORT), port("http", BROKER_HTTP_PORT)]),
+            ports: Some(vec![
+                port("kafka", KAFKA_PORT),
+                port("http", BROKER_HTTP_PORT),
+            ]),
             ..K8sServiceSpec::default()
         }),
         ..Service::default()
@@ -409,7 +463,9 @@ pub fn broker_hpa(c: &KafscaleCluster) -> Option<HorizontalPodAutoscaler> {
 }
 
 /// Operator-managed etcd: three members with stable names and their own PDB.
-pub fn etcd_objects(c: &KafscaleCluster) -> Option<(StatefulSet, Service, Service, PodDisruptionBudget)> {
+pub fn etcd_objects(
+    c: &KafscaleCluster,
+) -> Option<(StatefulSet, Service, Service, PodDisruptionBudget)> {
     if !c.spec.etcd.endpoints.is_empty() {
         return None;
     }
@@ -417,7 +473,12 @@ pub fn etcd_objects(c: &KafscaleCluster) -> Option<(StatefulSet, Service, Servic
     let ns = c.namespace().unwrap_or_else(|| "default".into());
     let selector = labels(c, "etcd");
     let peers: Vec<String> = (0..ETCD_REPLICAS)
-        .map(|i| format!("{0}-{i}=http://{0}-{i}.{0}.{ns}.svc:{ETCD_PEER_PORT}", n.etcd))
+        .map(|i| {
+            format!(
+                "{0}-{i}=http://{0}-{i}.{0}.{ns}.svc:{ETCD_PEER_PORT}",
+                n.etcd
+            )
+        })
         .collect();
     let image = c
         .spec
@@ -433,9 +494,15 @@ pub fn etcd_objects(c: &KafscaleCluster) -> Option<(StatefulSet, Service, Servic
             "--name=$(POD_NAME)".into(),
             "--data-dir=/var/lib/etcd".into(),
             format!("--listen-client-urls=http://0.0.0.0:{ETCD_CLIENT_PORT}"),
-            format!("--advertise-client-urls=http://$(POD_NAME).{}.{ns}.svc:{ETCD_CLIENT_PORT}", n.etcd),
+            format!(
+                "--advertise-client-urls=http://$(POD_NAME).{}.{ns}.svc:{ETCD_CLIENT_PORT}",
+                n.etcd
+            ),
             format!("--listen-peer-urls=http://0.0.0.0:{ETCD_PEER_PORT}"),
-            format!("--initial-advertise-peer-urls=http://$(POD_NAME).{}.{ns}.svc:{ETCD_PEER_PORT}", n.etcd),
+            format!(
+                "--initial-advertise-peer-urls=http://$(POD_NAME).{}.{ns}.svc:{ETCD_PEER_PORT}",
+                n.etcd
+            ),
             format!("--initial-cluster={}", peers.join(",")),
             "--initial-cluster-state=new".into(),
             format!("--initial-cluster-token={}", cluster_id(c)),
@@ -506,7 +573,10 @@ pub fn etcd_objects(c: &KafscaleCluster) -> Option<(StatefulSet, Service, Servic
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector.clone()),
-            ports: Some(vec![port("client", ETCD_CLIENT_PORT), port("peer", ETCD_PEER_PORT)]),
+            ports: Some(vec![
+                port("client", ETCD_CLIENT_PORT),
+                port("peer", ETCD_PEER_PORT),
+            ]),
             ..K8sServiceSpec::default()
         }),
         ..Service::default()
@@ -575,7 +645,11 @@ mod tests {
                 .filter(|e| e.secret_ref.is_some())
                 .count()
         };
-        assert_eq!(secret_refs(&pod.containers[0]), 0, "the broker never sees S3 credentials");
+        assert_eq!(
+            secret_refs(&pod.containers[0]),
+            0,
+            "the broker never sees S3 credentials"
+        );
         assert_eq!(secret_refs(&pod.containers[1]), 1);
         assert_eq!(sts.metadata.owner_references.unwrap()[0].uid, "uid-1");
     }
@@ -587,7 +661,10 @@ mod tests {
         let data = config_map(&c).data.unwrap();
         assert_eq!(data["KAFSCALE_S3_PREFIX"], "team-a/prod");
         assert_eq!(data["KAFSCALE_CLUSTER_ID"], "team-a-prod");
-        assert_eq!(data["KAFSCALE_ETCD_ENDPOINTS"], "http://prod-etcd-client.team-a.svc:2379");
+        assert_eq!(
+            data["KAFSCALE_ETCD_ENDPOINTS"],
+            "http://prod-etcd-client.team-a.svc:2379"
+        );
     }
 
     #[test]

@@ -1,0 +1,187 @@
+"""The operator against a real kube-apiserver (and etcd): the committed CRDs
+install and reject invalid resources, a cluster becomes its StatefulSet,
+Services, PDB and ConfigMap with status conditions, reconciles are idempotent,
+scaling works, and a KafscaleTopic appears in etcd and is served by a running
+broker (started here, since no kubelet runs) until the resource is deleted."""
+
+import json
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from harness import REPO, TARGET, Broker, Etcd, Flusher, MinIO, Proc, free_port, http_get
+from kube import KubeApiServer, condition
+
+NS = "/apis/kafscale.io/v1alpha1/namespaces/default"
+CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("operator")
+    kube = KubeApiServer(work).start()
+    data_etcd = Etcd(work / "data-etcd")
+    (work / "data-etcd").mkdir()
+    data_etcd.start()
+    operator = None
+    try:
+        for f in ["kafscaleclusters.kafscale.io.yaml", "kafscaletopics.kafscale.io.yaml"]:
+            status, body = kube.apply(f"{CRD}/{f.removesuffix('.yaml')}", (REPO / "crds" / f).read_text())
+            assert status in (200, 201), body
+        for name in ["kafscaleclusters.kafscale.io", "kafscaletopics.kafscale.io"]:
+            kube.wait_for(lambda: (c := condition(kube.get(f"{CRD}/{name}"), "Established")) and c["status"] == "True",
+                          what=f"{name} established")
+        http_port = free_port()
+        operator = Proc("operator", [str(TARGET / "kafscale-operator"), "--http-listen", f"127.0.0.1:{http_port}",
+                                     "--lease-seconds", "6"],
+                        work / "operator.log", env={"KUBECONFIG": str(kube.kubeconfig), "RUST_LOG": "info"}).start()
+        operator.http_port = http_port
+        yield kube, data_etcd, operator, work
+    finally:
+        if operator:
+            operator.stop()
+        data_etcd.stop()
+        kube.stop()
+
+
+def cluster_doc(name, etcd_endpoint, replicas=2, secret="s3-creds"):
+    return {
+        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": name},
+        "spec": {"brokers": {"replicas": replicas}, "etcd": {"endpoints": [etcd_endpoint]},
+                 "s3": {"bucket": "kafscale", "endpoint": "http://minio:9000", "pathStyle": True,
+                        "credentialsSecret": secret}},
+    }
+
+
+def test_invalid_resources_are_rejected_with_readable_messages(env):
+    kube, *_ = env
+    status, body = kube.apply(f"{NS}/kafscaletopics/bad", {
+        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic", "metadata": {"name": "bad"},
+        "spec": {"clusterRef": "x", "partitions": 0}})
+    assert status == 422 and "spec.partitions" in json.dumps(body), body
+    status, body = kube.apply(f"{NS}/kafscaleclusters/bad", {
+        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": "bad"},
+        "spec": {"brokers": {"replicas": 1, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "s3": {"bucket": "b1b"}}})
+    assert status == 422 and "maxReplicas must be at least minReplicas" in json.dumps(body), body
+    status, body = kube.apply(f"{NS}/kafscaleclusters/bad", {
+        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": "bad"}, "spec": {}})
+    assert status == 422 and "s3" in json.dumps(body), body
+
+
+def test_cluster_becomes_its_objects_with_status_and_idempotent_reconciles(env):
+    kube, data_etcd, operator, _ = env
+    kube.apply("/api/v1/namespaces/default/secrets/s3-creds", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}})
+    status, body = kube.apply(f"{NS}/kafscaleclusters/prod", cluster_doc("prod", data_etcd.endpoint))
+    assert status in (200, 201), body
+    apps = "/apis/apps/v1/namespaces/default/statefulsets"
+    sts = kube.wait_for(lambda: kube.get(f"{apps}/prod-broker"), what="the broker StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["broker", "sidecar-flusher"]
+    broker, flusher = pod["containers"]
+    assert all(c["volumeMounts"][0]["mountPath"] == "/var/run/kafscale" for c in pod["containers"])
+    assert broker["readinessProbe"]["httpGet"]["path"] == "/readyz" and flusher["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert not any("secretRef" in e for e in broker["envFrom"]), "the broker must not see S3 credentials"
+    assert any(e.get("secretRef", {}).get("name") == "s3-creds" for e in flusher["envFrom"])
+    assert sts["spec"]["replicas"] == 2
+    assert sts["metadata"]["ownerReferences"][0]["kind"] == "KafscaleCluster"
+    core = "/api/v1/namespaces/default"
+    cm = kube.get(f"{core}/configmaps/prod-config")
+    assert cm["data"]["KAFSCALE_S3_PREFIX"] == "default/prod" and cm["data"]["KAFSCALE_CLUSTER_ID"] == "default-prod"
+    assert kube.get(f"{core}/services/prod-broker-headless")["spec"]["clusterIP"] == "None"
+    assert kube.get(f"{core}/services/prod-kafka") is not None
+    assert kube.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/prod-broker") is not None
+
+    def reconciled():
+        c = kube.get(f"{NS}/kafscaleclusters/prod")
+        return c if c.get("status", {}).get("observedGeneration") == c["metadata"]["generation"] else None
+    c = kube.wait_for(reconciled, what="status with observedGeneration")
+    assert condition(c, "Ready")["status"] == "False", "no kubelet: no broker is ready"
+    assert condition(c, "EtcdReachable")["status"] == "True"
+    assert condition(c, "S3CredentialsReady")["status"] == "True"
+    assert c["status"]["bootstrapServers"] == "prod-kafka.default.svc:9092"
+
+    # A reconcile that finds everything in place writes nothing.
+    versions = lambda: [kube.get(p)["metadata"]["resourceVersion"] for p in
+                        (f"{apps}/prod-broker", f"{core}/configmaps/prod-config", f"{core}/services/prod-kafka")]
+    before = versions()
+    reconciles = lambda: float(http_get(operator.http_port, "/metrics")[1].split('kafscale_operator_reconciles_total{kind="KafscaleCluster"} ')[1].split()[0])
+    count = reconciles()
+    kube.request("PATCH", f"{NS}/kafscaleclusters/prod", json.dumps({"metadata": {"annotations": {"poke": str(time.time())}}}),
+                 "application/merge-patch+json")
+    kube.wait_for(lambda: reconciles() > count, what="another reconcile")
+    assert versions() == before
+
+    # Scaling.
+    kube.request("PATCH", f"{NS}/kafscaleclusters/prod", json.dumps({"spec": {"brokers": {"replicas": 4}}}),
+                 "application/merge-patch+json")
+    kube.wait_for(lambda: kube.get(f"{apps}/prod-broker")["spec"]["replicas"] == 4, what="scale to 4")
+    kube.wait_for(lambda: (reconciled() or {}).get("metadata", {}).get("generation") == 2, what="generation 2 observed")
+
+
+def test_missing_secret_and_managed_etcd(env):
+    kube, *_ = env
+    doc = cluster_doc("managed", "unused", replicas=1, secret="nope")
+    doc["spec"]["etcd"] = {}
+    kube.apply(f"{NS}/kafscaleclusters/managed", doc)
+    c = kube.wait_for(lambda: (x := kube.get(f"{NS}/kafscaleclusters/managed")) and condition(x, "S3CredentialsReady") and x,
+                      what="conditions")
+    s3 = condition(c, "S3CredentialsReady")
+    assert s3["status"] == "False" and "Secret nope does not exist" in s3["message"]
+    etcd = kube.wait_for(lambda: kube.get("/apis/apps/v1/namespaces/default/statefulsets/managed-etcd"), what="managed etcd")
+    assert etcd["spec"]["replicas"] == 3
+    assert condition(c, "EtcdReachable")["status"] == "False"
+    status, _ = kube.request("DELETE", f"{NS}/kafscaleclusters/managed")
+    assert status == 200
+
+
+def test_topic_is_created_served_grown_and_deleted(env):
+    kube, data_etcd, _, work = env
+    minio = MinIO(work / "topic-minio")
+    (work / "topic-minio").mkdir()
+    minio.start()
+    flusher = Flusher(work / "topic-flusher", minio, "default/prod")
+    (work / "topic-flusher").mkdir()
+    flusher.start()
+    broker = Broker(work / "topic-broker", data_etcd, flusher, "default-prod")
+    (work / "topic-broker").mkdir()
+    broker.start()
+    try:
+        topic = {"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic", "metadata": {"name": "orders"},
+                 "spec": {"clusterRef": "prod", "partitions": 3, "retentionMs": 3600000}}
+        status, body = kube.apply(f"{NS}/kafscaletopics/orders", topic)
+        assert status in (200, 201), body
+        t = kube.wait_for(lambda: (x := kube.get(f"{NS}/kafscaletopics/orders")) and
+                          (condition(x, "Ready") or {}).get("status") == "True" and x, what="topic Ready")
+        assert t["status"]["partitions"] == 3 and t["metadata"]["finalizers"] == ["kafscale.io/topic"]
+
+        def partitions():
+            c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "op"})
+            try:
+                md = c.list_topics("orders", timeout=10).topics["orders"]
+                return len(md.partitions) if md.error is None else 0
+            finally:
+                c.close()
+        kube.wait_for(lambda: partitions() == 3, what="the broker to serve the topic")
+        p = Producer({"bootstrap.servers": broker.bootstrap})
+        p.produce("orders", b"from the operator's topic")
+        assert p.flush(30) == 0
+
+        # Partitions only grow; the API server refuses a decrease.
+        status, body = kube.request("PATCH", f"{NS}/kafscaletopics/orders", json.dumps({"spec": {"partitions": 2}}),
+                                    "application/merge-patch+json")
+        assert status == 422 and "partitions can only be increased" in json.dumps(body)
+        kube.request("PATCH", f"{NS}/kafscaletopics/orders", json.dumps({"spec": {"partitions": 5}}),
+                     "application/merge-patch+json")
+        kube.wait_for(lambda: partitions() == 5, what="5 partitions")
+
+        status, _ = kube.request("DELETE", f"{NS}/kafscaletopics/orders")
+        assert status == 200
+        kube.wait_for(lambda: kube.get(f"{NS}/kafscaletopics/orders") is None, what="the resource to go")
+        kube.wait_for(lambda: partitions() == 0, what="the broker to drop the topic")
+    finally:
+        broker.proc.stop()
+        flusher.proc.stop()
+        minio.stop()
