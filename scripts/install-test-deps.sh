@@ -14,6 +14,8 @@ export GOCACHE="${GOCACHE:-$HOME/.cache/go-build}"
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 KAFKA_VERSIONS="3.9.1 4.1.1"
 CONFLUENT_KAFKA_VERSION=2.12.2
+HELM_VERSION=v3.19.0
+KUBE_VERSION=1.34.3
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -33,10 +35,10 @@ if [ ! -x "$cache/bin/minio" ]; then
   go install "github.com/minio/minio@$MINIO_VERSION"
 fi
 
-if [ ! -x "$cache/venv/bin/pytest" ] || ! "$cache/venv/bin/python" -c "import confluent_kafka" 2>/dev/null; then
+if [ ! -x "$cache/venv/bin/pytest" ] || ! "$cache/venv/bin/python" -c "import confluent_kafka, yaml" 2>/dev/null; then
   log "python venv with pytest and confluent-kafka"
   python3 -m venv "$cache/venv"
-  "$cache/venv/bin/pip" install -q --disable-pip-version-check pytest "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+  "$cache/venv/bin/pip" install -q --disable-pip-version-check pytest pyyaml "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
 fi
 
 pom="$here/e2e/clients/java/pom.xml"
@@ -50,6 +52,14 @@ for v in $KAFKA_VERSIONS; do
     touch "$cache/jars/kafka-$v/.complete-$pom_hash"
   fi
 done
+
+if [ ! -x "$cache/bin/helm" ]; then
+  log "helm (first run only)"
+  go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
+log "kube-apiserver $KUBE_VERSION (first run only; several minutes)"
+KUBE_VERSION=$KUBE_VERSION "$here/scripts/install-kube-apiserver.sh" >/dev/null
 
 log "franz-go test client"
 (cd "$here/e2e/clients/franz" && go build -o "$cache/bin/franz-client" .)

@@ -185,3 +185,62 @@ def test_topic_is_created_served_grown_and_deleted(env):
         broker.proc.stop()
         flusher.proc.stop()
         minio.stop()
+
+
+PLURALS = {"Deployment": "deployments", "ServiceAccount": "serviceaccounts", "Service": "services",
+           "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings", "Role": "roles",
+           "RoleBinding": "rolebindings", "CustomResourceDefinition": "customresourcedefinitions",
+           "Secret": "secrets", "KafscaleCluster": "kafscaleclusters", "KafscaleTopic": "kafscaletopics"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+
+
+def object_path(doc):
+    api = doc["apiVersion"]
+    base = "/api/v1" if api == "v1" else f"/apis/{api}"
+    kind, name = doc["kind"], doc["metadata"]["name"]
+    if kind in CLUSTER_SCOPED:
+        return f"{base}/{PLURALS[kind]}/{name}"
+    return f"{base}/namespaces/{doc['metadata'].get('namespace', 'default')}/{PLURALS[kind]}/{name}"
+
+
+def dry_run(kube, docs):
+    for doc in docs:
+        status, body = kube.request("PATCH", object_path(doc) + "?fieldManager=e2e&force=true&dryRun=All",
+                                    json.dumps(doc), "application/apply-patch+yaml")
+        assert status in (200, 201), f"{doc['kind']}/{doc['metadata']['name']}: {body}"
+
+
+def test_helm_chart_lints_and_its_output_is_accepted(env):
+    import subprocess
+    import yaml
+    from harness import CACHE
+
+    kube, *_ = env
+    helm = str(CACHE / "bin" / "helm")
+    chart = str(REPO / "charts" / "kafscale")
+    for extra in ([], ["--set", "metrics.serviceMonitor.enabled=true"]):
+        out = subprocess.run([helm, "lint", "--strict", chart, *extra], capture_output=True, text=True)
+        assert out.returncode == 0 and "0 chart(s) failed" in out.stdout, out.stdout + out.stderr
+    bad = subprocess.run([helm, "template", "t", chart, "--set", "replicaCount=0"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "replicaCount" in bad.stderr, "values.schema.json must refuse replicaCount=0"
+    out = subprocess.run([helm, "template", "kafscale", chart, "--namespace", "default", "--include-crds"],
+                         capture_output=True, text=True, check=True)
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert {d["kind"] for d in docs} >= {"Deployment", "ClusterRole", "CustomResourceDefinition", "ServiceAccount"}
+    dry_run(kube, docs)
+
+
+def test_sample_resources_are_valid(env):
+    import yaml
+
+    kube, *_ = env
+    for sample in sorted((REPO / "crds" / "samples").glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(sample.read_text()) if d]
+        dry_run(kube, docs)
+
+
+def test_flake_parses():
+    import subprocess
+
+    out = subprocess.run(["nix-instantiate", "--parse", str(REPO / "flake.nix")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -76,6 +76,8 @@ impl ReadinessProbe for Ready {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init(&args.log_format);
+    // Both rustls providers end up linked in a workspace build; pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
