@@ -133,6 +133,11 @@ def test_missing_secret_and_managed_etcd(env):
     etcd = kube.wait_for(lambda: kube.get("/apis/apps/v1/namespaces/default/statefulsets/managed-etcd"), what="managed etcd")
     assert etcd["spec"]["replicas"] == 3
     assert condition(c, "EtcdReachable")["status"] == "False"
+    # Condition changes are announced as events on the resource.
+    events = lambda: [e for e in kube.get("/apis/events.k8s.io/v1/namespaces/default/events")["items"]
+                      if e["regarding"]["name"] == "managed"]
+    warnings = kube.wait_for(lambda: [e for e in events() if e["reason"] == "CredentialsMissing"], what="an event")
+    assert warnings[0]["type"] == "Warning" and "Secret nope does not exist" in warnings[0]["note"]
     status, _ = kube.request("DELETE", f"{NS}/kafscaleclusters/managed")
     assert status == 200
 

@@ -15,6 +15,7 @@ use kafscale_metadata::topic_rules::{validate_topic_configs, validate_topic_name
 use kafscale_metadata::{MetadataError, MetadataStore, TopicRecord};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -41,6 +42,7 @@ pub enum Error {
 
 pub struct Context {
     pub client: Client,
+    recorder: Recorder,
     /// One metadata-store connection per etcd endpoint list.
     stores: Mutex<HashMap<String, MetadataStore>>,
     pub metrics: Arc<crate::metrics::OperatorMetrics>,
@@ -48,8 +50,16 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<crate::metrics::OperatorMetrics>) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
         Arc::new(Self {
             client,
+            recorder,
             stores: Mutex::new(HashMap::new()),
             metrics,
         })
@@ -118,6 +128,37 @@ fn condition(
         message,
         observed_generation: generation,
         last_transition_time,
+    }
+}
+
+/// Publishes an event for every condition whose status changed, so
+/// `kubectl describe` shows the history.
+async fn announce<K>(ctx: &Context, obj: &K, old: &[Condition], new: &[Condition])
+where
+    K: Resource<DynamicType = ()>,
+{
+    for c in new {
+        let before = old
+            .iter()
+            .find(|o| o.type_ == c.type_)
+            .map(|o| o.status.as_str());
+        if before == Some(c.status.as_str()) {
+            continue;
+        }
+        let event = Event {
+            type_: if c.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: c.reason.clone(),
+            note: Some(format!("{} is {}: {}", c.type_, c.status, c.message)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!(error = %e, "publishing an event failed");
+        }
     }
 }
 
@@ -311,6 +352,7 @@ pub async fn reconcile_cluster(
         && old.ready_replicas == status.ready_replicas
         && old.bootstrap_servers == status.bootstrap_servers;
     if !unchanged {
+        announce(&ctx, c.as_ref(), &old.conditions, &status.conditions).await;
         let api: Api<KafscaleCluster> = Api::namespaced(client.clone(), &ns);
         api.patch_status(
             &c.name_any(),
@@ -352,6 +394,7 @@ async fn cluster_of(t: &KafscaleTopic, ctx: &Context) -> Result<Option<KafscaleC
 }
 
 async fn set_topic_status(
+    ctx: &Context,
     api: &Api<KafscaleTopic>,
     t: &KafscaleTopic,
     status: KafscaleTopicStatus,
@@ -364,6 +407,7 @@ async fn set_topic_status(
     {
         return Ok(());
     }
+    announce(ctx, t, &old.conditions, &status.conditions).await;
     api.patch_status(
         &t.name_any(),
         &PatchParams::default(),
@@ -396,11 +440,12 @@ async fn apply_topic(
     let name = t.topic_name();
     let configs = t.configs();
     if let Err(m) = validate_topic_name(&name).and_then(|_| validate_topic_configs(&configs)) {
-        set_topic_status(api, t, not_ready("InvalidSpec", m)).await?;
+        set_topic_status(ctx, api, t, not_ready("InvalidSpec", m)).await?;
         return Ok(Action::await_change());
     }
     let Some(cluster) = cluster_of(t, ctx).await? else {
         set_topic_status(
+            ctx,
             api,
             t,
             not_ready(
@@ -441,6 +486,7 @@ async fn apply_topic(
                 }
                 if t.spec.partitions < existing.partitions {
                     set_topic_status(
+                        ctx,
                         api,
                         t,
                         not_ready(
@@ -482,7 +528,7 @@ async fn apply_topic(
         partitions: record.partitions,
         topic_id: Some(record.id.to_string()),
     };
-    set_topic_status(api, t, status).await?;
+    set_topic_status(ctx, api, t, status).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 

@@ -53,6 +53,9 @@ struct Args {
     /// Timeout of one S3 request attempt, in milliseconds.
     #[arg(long, env = "KAFSCALE_S3_ATTEMPT_TIMEOUT_MS", default_value_t = 5000)]
     s3_attempt_timeout_ms: u64,
+    /// KMS key for server-side encryption of segments (SSE-KMS).
+    #[arg(long, env = "KAFSCALE_S3_KMS_KEY_ID")]
+    kms_key_id: Option<String>,
     /// Records between `.index` entries.
     #[arg(long, env = "KAFSCALE_INDEX_INTERVAL", default_value_t = 4096)]
     index_interval: u32,
@@ -98,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         path_style: args.path_style,
         max_attempts: args.s3_max_attempts,
         attempt_timeout: Duration::from_millis(args.s3_attempt_timeout_ms),
+        kms_key_id: args.kms_key_id.clone(),
     })
     .await;
     if args.create_bucket {

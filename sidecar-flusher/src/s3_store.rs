@@ -10,7 +10,7 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, ServerSideEncryption};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
@@ -27,11 +27,14 @@ pub struct S3Settings {
     pub max_attempts: u32,
     /// Upper bound for one attempt; the whole operation gets `max_attempts` of them.
     pub attempt_timeout: Duration,
+    /// Encrypt segments with this KMS key (SSE-KMS); None: the bucket's default.
+    pub kms_key_id: Option<String>,
 }
 
 pub struct S3Store {
     client: Client,
     bucket: String,
+    kms_key_id: Option<String>,
     endpoint: String,
 }
 
@@ -62,6 +65,7 @@ impl S3Store {
         Self {
             client: Client::from_conf(b.build()),
             bucket: s.bucket.clone(),
+            kms_key_id: s.kms_key_id.clone(),
             endpoint: s.endpoint.clone().unwrap_or_else(|| "aws".into()),
         }
     }
@@ -140,16 +144,19 @@ where
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.client
+        let mut put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .if_none_match("*")
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| map_err(key, e))
+            .body(ByteStream::from(body));
+        if let Some(kms) = &self.kms_key_id {
+            put = put
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        put.send().await.map(|_| ()).map_err(|e| map_err(key, e))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
