@@ -58,7 +58,6 @@ def committed(bootstrap, group, topic):
         c.close()
 
 
-@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
 def assert_committed_at_log_end(bootstrap, group, topic, partitions):
     """Every partition holding records has its log end committed."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
@@ -71,6 +70,7 @@ def assert_committed_at_log_end(bootstrap, group, topic, partitions):
     assert {q: committed[q] for q, h in highs.items() if h > 0} == {q: h for q, h in highs.items() if h > 0}
 
 
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
 def test_java_members_join_and_leave_one_at_a_time(cluster, assignor):
     topic, group = f"g-{assignor}", f"group-{assignor}"
     create_topic(cluster.bootstrap, topic, PARTITIONS)

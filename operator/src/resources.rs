@@ -131,6 +131,21 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+/// An environment variable taken from the pod's own metadata.
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -219,17 +234,7 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
     // pod's stable DNS name unless the spec overrides it.
     let ns = c.namespace().unwrap_or_else(|| "default".into());
     let mut broker_env = vec![
-        EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        },
+        field_env("POD_NAME", "metadata.name"),
         env(
             "KAFSCALE_ADVERTISED_HOST",
             c.spec
@@ -239,17 +244,10 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
                 .unwrap_or_else(|| format!("$(POD_NAME).{}.{ns}.svc", n.headless)),
         ),
     ];
-    broker_env.push(EnvVar {
-        name: "KAFSCALE_NODE_ID".into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.labels['apps.kubernetes.io/pod-index']".into(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    });
+    broker_env.push(field_env(
+        "KAFSCALE_NODE_ID",
+        "metadata.labels['apps.kubernetes.io/pod-index']",
+    ));
     let broker = Container {
         name: "broker".into(),
         image: Some(images.broker.unwrap_or_else(|| DEFAULT_BROKER_IMAGE.into())),
@@ -507,17 +505,7 @@ pub fn etcd_objects(
             "--initial-cluster-state=new".into(),
             format!("--initial-cluster-token={}", cluster_id(c)),
         ]),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![field_env("POD_NAME", "metadata.name")]),
         ports: Some(vec![
             ContainerPort {
                 name: Some("client".into()),

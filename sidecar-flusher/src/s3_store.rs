@@ -141,6 +141,13 @@ where
     }
 }
 
+async fn read_body(key: &str, body: ByteStream) -> Result<Bytes, StoreError> {
+    body.collect()
+        .await
+        .map(|b| b.into_bytes())
+        .map_err(|e| StoreError::Unavailable(format!("{key}: reading body: {e}")))
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
@@ -168,11 +175,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_err(key, e))?;
-        out.body
-            .collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| StoreError::Unavailable(format!("{key}: reading body: {e}")))
+        read_body(key, out.body).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
@@ -188,11 +191,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_err(key, e))?;
-        out.body
-            .collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| StoreError::Unavailable(format!("{key}: reading body: {e}")))
+        read_body(key, out.body).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {

@@ -191,14 +191,7 @@ impl GroupCoordinator {
                 out.push(h);
             }
         }
-        let cached: Vec<Arc<GroupHandle>> = self
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for h in cached {
+        for h in self.loaded() {
             if !out.iter().any(|o| o.id == h.id) && h.lock().protocol_type.is_some() {
                 out.push(h);
             }
@@ -224,14 +217,7 @@ impl GroupCoordinator {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tick.tick().await;
-                let handles: Vec<Arc<GroupHandle>> = this
-                    .groups
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .cloned()
-                    .collect();
-                for h in handles {
+                for h in this.loaded() {
                     let dirty = h.update(&this.rebalances, |g| {
                         g.tick(Instant::now());
                         g.dirty
