@@ -1,0 +1,206 @@
+"""Kafscale and Apache Kafka side by side on this machine, measured with Kafka's
+own tools (ProducerPerformance, ConsumerPerformance, EndToEndLatency). Prints
+one Markdown table: each metric for both systems and the ratio Kafscale/Kafka.
+
+    bench/run.sh [--records N] [--backlog-mib M]
+
+Kafscale runs as release builds of broker + flusher with MinIO and etcd and
+acknowledges only what is in MinIO. Kafka runs as one KRaft node (jars from
+Maven Central) with its data in a temp dir. Numbers are printed; nothing is
+asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e" / "tests"))
+os.environ.setdefault("KAFSCALE_PROFILE", "release")
+
+from conftest import create_topic  # noqa: E402
+from harness import CACHE, Cluster, Proc, free_port, scrape, wait_for_port  # noqa: E402
+
+KAFKA_VERSION = "4.1.1"
+JARS = CACHE / "jars" / f"kafka-{KAFKA_VERSION}" / "*"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def java(main_class: str, *args: str, timeout: float = 1800) -> str:
+    out = subprocess.run(["java", "-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", str(JARS),
+                          main_class, *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{main_class} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK_TCK
+
+
+def peak_rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+class KafkaNode:
+    """Apache Kafka as a single KRaft broker+controller."""
+
+    def __init__(self, work: Path):
+        self.port, controller = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        props = work / "server.properties"
+        props.write_text("\n".join([
+            "process.roles=broker,controller", "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={work / 'data'}", "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0", "num.partitions=6",
+        ]) + "\n")
+        java("kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()).replace("-", "")[:22], "-c", str(props))
+        self.proc = Proc("kafka", ["java", "-Xmx1g", "-cp", str(JARS), "kafka.Kafka", str(props)], work / "kafka.log")
+
+    def start(self) -> "KafkaNode":
+        self.proc.start()
+        wait_for_port(self.port, self.proc, timeout=90)
+        return self
+
+    def restart(self) -> None:
+        self.proc.stop(30)
+        self.start()
+
+    def pids(self) -> list[int]:
+        return [self.proc.popen.pid]
+
+    def stop(self) -> None:
+        self.proc.stop(30)
+
+
+def producer_perf(bootstrap, topic, records, throughput=-1, size=1024):
+    out = java("org.apache.kafka.tools.ProducerPerformance", "--topic", topic, "--num-records", str(records),
+               "--record-size", str(size), "--throughput", str(throughput), "--producer-props",
+               f"bootstrap.servers={bootstrap}", "acks=all", "linger.ms=5", "batch.size=262144")
+    line = [l for l in out.splitlines() if "records sent" in l][-1]
+    m = re.search(r"\(([\d.]+) MB/sec\).*?(\d+) ms 50th, \d+ ms 95th, (\d+) ms 99th, (\d+) ms 99.9th", line)
+    return {"mb_s": float(m.group(1)), "p50": float(m.group(2)), "p99": float(m.group(3)), "p999": float(m.group(4))}
+
+
+def consumer_perf(bootstrap, topic, messages):
+    out = java("org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server", bootstrap, "--topic", topic,
+               "--messages", str(messages), "--timeout", "60000")
+    row = [l for l in out.splitlines() if re.match(r"^\d{4}-", l)][-1].split(",")
+    return float(row[3])  # MB.sec
+
+
+def end_to_end(bootstrap, topic):
+    out = java("org.apache.kafka.tools.EndToEndLatency", bootstrap, topic, "3000", "all", "1024")
+    m = re.search(r"50th = ([\d.]+), 99th = ([\d.]+)", out)
+    return float(m.group(1)), float(m.group(2))
+
+
+def idle_connections(host_port, n=1000):
+    host, port = host_port.split(":")
+    socks = []
+    for _ in range(n):
+        socks.append(socket.create_connection((host, int(port))))
+    return socks
+
+
+def run_suite(name, bootstrap, pids_fn, restart_fn, args, extra=None):
+    r = {}
+    create_topic(bootstrap, "w1", 6)
+    cpu0 = cpu_seconds(pids_fn())
+    p = producer_perf(bootstrap, "w1", args.records)
+    cpu1 = cpu_seconds(pids_fn())
+    gib = args.records * 1024 / 2**30
+    r["produce MB/s (w1)"] = p["mb_s"]
+    r["CPU s per GiB produced"] = (cpu1 - cpu0) / gib
+    r["peak RSS MiB"] = peak_rss_mib(pids_fn())
+    create_topic(bootstrap, "w2", 6)
+    p = producer_perf(bootstrap, "w2", 20 * 20 * 1024, throughput=20 * 1024)  # 20 s at 20 MB/s
+    r["produce p50 ms @20MB/s"], r["produce p99 ms @20MB/s"], r["produce p99.9 ms @20MB/s"] = p["p50"], p["p99"], p["p999"]
+    create_topic(bootstrap, "w3", 1)
+    r["e2e p50 ms"], r["e2e p99 ms"] = end_to_end(bootstrap, "w3")
+    r["consume MB/s (tail)"] = consumer_perf(bootstrap, "w1", args.records)
+    backlog = args.backlog_mib * 1024
+    create_topic(bootstrap, "w4", 6)
+    producer_perf(bootstrap, "w4", backlog)
+    restart_fn()
+    r["catch-up MB/s after restart"] = consumer_perf(bootstrap, "w4", backlog)
+    create_topic(bootstrap, "w5", 1000)
+    r["produce MB/s, 1000 partitions"] = producer_perf(bootstrap, "w5", args.records // 3)["mb_s"]
+    socks = idle_connections(bootstrap)
+    time.sleep(2)
+    r["RSS MiB with 1000 idle connections"] = sum(
+        int(l.split()[1]) for pid in pids_fn() for l in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if l.startswith("VmRSS:")) / 1024
+    for s in socks:
+        s.close()
+    if extra:
+        r.update(extra())
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=500_000, help="1 KiB records for workload 1")
+    ap.add_argument("--backlog-mib", type=int, default=2048, help="backlog read back cold after a restart")
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "kafscale").mkdir()
+        cluster = Cluster(work / "kafscale", "bench")
+        try:
+            pids = lambda: [cluster.broker.proc.popen.pid, cluster.flusher.proc.popen.pid]
+            before = scrape(cluster.flusher.http_port)
+
+            def restart():
+                cluster.restart_broker_and_flusher(kill=False)
+
+            def s3_costs():
+                after = scrape(cluster.flusher.http_port)
+                written = after.get("kafscale_flusher_s3_transferred_bytes_total{op=\"put\"}", 0) - \
+                    before.get("kafscale_flusher_s3_transferred_bytes_total{op=\"put\"}", 0)
+                puts = after.get('kafscale_flusher_s3_requests_total{op="put"}', 0) - before.get('kafscale_flusher_s3_requests_total{op="put"}', 0)
+                gets = after.get('kafscale_flusher_s3_requests_total{op="get"}', 0)
+                gib = max(written, 1) / 2**30
+                return {"S3 PUTs per GiB": puts / gib, "S3 GETs per GiB (since restart)": gets / gib}
+            results["kafscale"] = run_suite("kafscale", cluster.bootstrap, pids, restart, args, s3_costs)
+        finally:
+            cluster.close()
+        (work / "kafka").mkdir()
+        kafka = KafkaNode(work / "kafka").start()
+        try:
+            results["kafka"] = run_suite("kafka", kafka.bootstrap, kafka.pids, kafka.restart, args)
+        finally:
+            kafka.stop()
+    print(f"\n| metric | Kafscale | Kafka {KAFKA_VERSION} | Kafscale/Kafka |\n|---|---|---|---|")
+    for metric, value in results["kafscale"].items():
+        other = results["kafka"].get(metric)
+        ratio = f"{value / other:.2f}" if other else "—"
+        print(f"| {metric} | {value:.1f} | {other:.1f} | {ratio} |" if other is not None else f"| {metric} | {value:.1f} | — | — |")
+
+
+if __name__ == "__main__":
+    main()
