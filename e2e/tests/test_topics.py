@@ -94,3 +94,16 @@ def test_waiting_fetch_is_woken_when_data_becomes_durable(cluster):
         assert time.monotonic() - sent < 10
     finally:
         c.close()
+
+
+def test_topics_with_more_partitions_than_an_etcd_transaction_holds(cluster):
+    # etcd allows 128 operations per transaction; partition states are written in chunks.
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create_topic(cluster.bootstrap, "wide", 1000)
+    from confluent_kafka.admin import NewPartitions
+    for f in admin.create_partitions([NewPartitions("wide", 1200)]).values():
+        f.result(timeout=30)
+    md = admin.list_topics("wide", timeout=10)
+    assert len(md.topics["wide"].partitions) == 1200
+    produce(cluster.bootstrap, "wide", [b"last"], partition=1199)
+    assert watermarks(cluster.bootstrap, "wide", 1199) == (0, 1)

@@ -199,24 +199,55 @@ impl MetadataStore {
     /// if the topic exists.
     pub async fn create_topic(&self, topic: &TopicRecord) -> Result<(), MetadataError> {
         let key = self.topic_key(&topic.name);
-        let mut writes = vec![Write::Put(key.clone(), encode(topic))];
-        // Partition keys of a deleted topic went with it in the same transaction,
-        // so none can be left over here.
-        let parts = self.partitions_prefix(&topic.name);
-        for p in 0..topic.partitions {
-            writes.push(Write::Put(
-                format!("{parts}{p}"),
-                encode(&PartitionState::default()),
-            ));
+        let created = self
+            .kv
+            .txn(
+                vec![Compare::Absent(key.clone())],
+                vec![Write::Put(key, encode(topic))],
+            )
+            .await?;
+        if !created {
+            return Err(MetadataError::TopicExists(topic.name.clone()));
         }
-        if self.kv.txn(vec![Compare::Absent(key)], writes).await? {
-            Ok(())
-        } else {
-            Err(MetadataError::TopicExists(topic.name.clone()))
-        }
+        self.add_partition_states(&topic.name, 0, topic.partitions)
+            .await
     }
 
-    /// Deletes the topic and its partition states; false if it did not exist.
+    /// Writes default states for partitions `from..to`, never overwriting an
+    /// existing one, in transactions small enough for etcd's operation limit.
+    /// A missing state reads as the default, so a crash part-way leaves
+    /// nothing wrong behind.
+    async fn add_partition_states(
+        &self,
+        topic: &str,
+        from: i32,
+        to: i32,
+    ) -> Result<(), MetadataError> {
+        let parts = self.partitions_prefix(topic);
+        let keys: Vec<String> = (from..to).map(|p| format!("{parts}{p}")).collect();
+        for chunk in keys.chunks(MAX_TXN_OPS / 2) {
+            let compares = chunk.iter().map(|k| Compare::Absent(k.clone())).collect();
+            let writes = chunk
+                .iter()
+                .map(|k| Write::Put(k.clone(), encode(&PartitionState::default())))
+                .collect();
+            if !self.kv.txn(compares, writes).await? {
+                // Some already exist: add the others one by one.
+                for k in chunk {
+                    self.kv
+                        .txn(
+                            vec![Compare::Absent(k.clone())],
+                            vec![Write::Put(k.clone(), encode(&PartitionState::default()))],
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the topic and its partition states (one prefix delete, within
+    /// etcd's operation limit at any partition count); false if it did not exist.
     pub async fn delete_topic(&self, topic: &TopicRecord) -> Result<bool, MetadataError> {
         let key = self.topic_key(&topic.name);
         let current = self.kv.get_prefix(&key).await?;
@@ -292,17 +323,18 @@ impl MetadataStore {
         old_partitions: i32,
     ) -> Result<bool, MetadataError> {
         let key = self.topic_key(&topic.name);
-        let parts = self.partitions_prefix(&topic.name);
-        let mut writes = vec![Write::Put(key.clone(), encode(topic))];
-        for p in old_partitions..topic.partitions {
-            writes.push(Write::Put(
-                format!("{parts}{p}"),
-                encode(&PartitionState::default()),
-            ));
+        let updated = self
+            .kv
+            .txn(
+                vec![Compare::ModRevision(key.clone(), revision)],
+                vec![Write::Put(key, encode(topic))],
+            )
+            .await?;
+        if updated && topic.partitions > old_partitions {
+            self.add_partition_states(&topic.name, old_partitions, topic.partitions)
+                .await?;
         }
-        self.kv
-            .txn(vec![Compare::ModRevision(key, revision)], writes)
-            .await
+        Ok(updated)
     }
 
     /// Marks a topic for deletion by the brokers (who hold object-storage
@@ -568,6 +600,11 @@ mod tests {
             store.partition_states("grow").await.unwrap()[&1].log_start_offset,
             10
         );
+
+        // More partitions than etcd allows operations in one transaction.
+        let big = topic("big", 1000);
+        store.create_topic(&big).await.unwrap();
+        assert_eq!(store.partition_states("big").await.unwrap().len(), 1000);
 
         let a = store.allocate_producer_ids(100).await.unwrap();
         let b = store.allocate_producer_ids(100).await.unwrap();
