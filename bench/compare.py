@@ -126,16 +126,21 @@ def idle_connections(host_port, n=1000):
     return socks
 
 
-def run_suite(name, bootstrap, pids_fn, restart_fn, args, extra=None):
+def run_suite(bootstrap, pids_fn, restart_fn, args, s3=None):
+    """`s3()` returns the flusher's request counters (Kafscale only); they are
+    read per workload because a restart resets them."""
     r = {}
     create_topic(bootstrap, "w1", 6)
     cpu0 = cpu_seconds(pids_fn())
+    s3_before = s3() if s3 else None
     p = producer_perf(bootstrap, "w1", args.records)
     cpu1 = cpu_seconds(pids_fn())
     gib = args.records * 1024 / 2**30
     r["produce MB/s (w1)"] = p["mb_s"]
     r["CPU s per GiB produced"] = (cpu1 - cpu0) / gib
     r["peak RSS MiB"] = peak_rss_mib(pids_fn())
+    if s3:
+        r["S3 PUTs per GiB produced (w1)"] = (s3()["puts"] - s3_before["puts"]) / gib
     create_topic(bootstrap, "w2", 6)
     p = producer_perf(bootstrap, "w2", 20 * 20 * 1024, throughput=20 * 1024)  # 20 s at 20 MB/s
     r["produce p50 ms @20MB/s"], r["produce p99 ms @20MB/s"], r["produce p99.9 ms @20MB/s"] = p["p50"], p["p99"], p["p999"]
@@ -146,18 +151,19 @@ def run_suite(name, bootstrap, pids_fn, restart_fn, args, extra=None):
     create_topic(bootstrap, "w4", 6)
     producer_perf(bootstrap, "w4", backlog)
     restart_fn()
+    s3_before = s3() if s3 else None
     r["catch-up MB/s after restart"] = consumer_perf(bootstrap, "w4", backlog)
+    if s3:
+        r["S3 GETs per GiB read cold"] = (s3()["gets"] - s3_before["gets"]) / (backlog * 1024 / 2**30)
     create_topic(bootstrap, "w5", 1000)
     r["produce MB/s, 1000 partitions"] = producer_perf(bootstrap, "w5", args.records // 3)["mb_s"]
     socks = idle_connections(bootstrap)
     time.sleep(2)
     r["RSS MiB with 1000 idle connections"] = sum(
-        int(l.split()[1]) for pid in pids_fn() for l in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if l.startswith("VmRSS:")) / 1024
+        int(line.split()[1]) for pid in pids_fn() for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")) / 1024
     for s in socks:
         s.close()
-    if extra:
-        r.update(extra())
     return r
 
 
@@ -173,26 +179,21 @@ def main():
         cluster = Cluster(work / "kafscale", "bench")
         try:
             pids = lambda: [cluster.broker.proc.popen.pid, cluster.flusher.proc.popen.pid]
-            before = scrape(cluster.flusher.http_port)
 
             def restart():
                 cluster.restart_broker_and_flusher(kill=False)
 
-            def s3_costs():
-                after = scrape(cluster.flusher.http_port)
-                written = after.get("kafscale_flusher_s3_transferred_bytes_total{op=\"put\"}", 0) - \
-                    before.get("kafscale_flusher_s3_transferred_bytes_total{op=\"put\"}", 0)
-                puts = after.get('kafscale_flusher_s3_requests_total{op="put"}', 0) - before.get('kafscale_flusher_s3_requests_total{op="put"}', 0)
-                gets = after.get('kafscale_flusher_s3_requests_total{op="get"}', 0)
-                gib = max(written, 1) / 2**30
-                return {"S3 PUTs per GiB": puts / gib, "S3 GETs per GiB (since restart)": gets / gib}
-            results["kafscale"] = run_suite("kafscale", cluster.bootstrap, pids, restart, args, s3_costs)
+            def s3_counters():
+                m = scrape(cluster.flusher.http_port)
+                return {"puts": m.get('kafscale_flusher_s3_requests_total{op="put"}', 0),
+                        "gets": m.get('kafscale_flusher_s3_requests_total{op="get"}', 0)}
+            results["kafscale"] = run_suite(cluster.bootstrap, pids, restart, args, s3_counters)
         finally:
             cluster.close()
         (work / "kafka").mkdir()
         kafka = KafkaNode(work / "kafka").start()
         try:
-            results["kafka"] = run_suite("kafka", kafka.bootstrap, kafka.pids, kafka.restart, args)
+            results["kafka"] = run_suite(kafka.bootstrap, kafka.pids, kafka.restart, args)
         finally:
             kafka.stop()
     print(f"\n| metric | Kafscale | Kafka {KAFKA_VERSION} | Kafscale/Kafka |\n|---|---|---|---|")
