@@ -234,6 +234,8 @@ def http_get(port: int, path: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+    except urllib.error.URLError as e:
+        return 0, str(e.reason)  # not listening (yet)
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from harness import REPO, TARGET, Broker, Etcd, Flusher, MinIO, Proc, free_port, http_get
+from harness import REPO, TARGET, Broker, Etcd, Flusher, MinIO, Proc, free_port, http_get, scrape
 from kube import KubeApiServer, condition
 
 NS = "/apis/kafscale.io/v1alpha1/namespaces/default"
@@ -107,7 +107,7 @@ def test_cluster_becomes_its_objects_with_status_and_idempotent_reconciles(env):
     versions = lambda: [kube.get(p)["metadata"]["resourceVersion"] for p in
                         (f"{apps}/prod-broker", f"{core}/configmaps/prod-config", f"{core}/services/prod-kafka")]
     before = versions()
-    reconciles = lambda: float(http_get(operator.http_port, "/metrics")[1].split('kafscale_operator_reconciles_total{kind="KafscaleCluster"} ')[1].split()[0])
+    reconciles = lambda: scrape(operator.http_port)['kafscale_operator_reconciles_total{kind="KafscaleCluster"}']
     count = reconciles()
     kube.request("PATCH", f"{NS}/kafscaleclusters/prod", json.dumps({"metadata": {"annotations": {"poke": str(time.time())}}}),
                  "application/merge-patch+json")
@@ -249,3 +249,23 @@ def test_flake_parses():
 
     out = subprocess.run(["nix-instantiate", "--parse", str(REPO / "flake.nix")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_second_replica_waits_and_takes_over_when_the_leader_goes(env):
+    kube, _, operator, work = env
+    lease = "/apis/coordination.k8s.io/v1/namespaces/default/leases/kafscale-operator"
+    first = kube.wait_for(lambda: (kube.get(lease) or {}).get("spec", {}).get("holderIdentity"), what="a leader")
+    port = free_port()
+    second = Proc("operator-2", [str(TARGET / "kafscale-operator"), "--http-listen", f"127.0.0.1:{port}",
+                                 "--lease-seconds", "6", "--identity", "replica-2"],
+                  work / "operator-2.log", env={"KUBECONFIG": str(kube.kubeconfig), "RUST_LOG": "info"}).start()
+    leader = lambda: scrape(port).get("kafscale_operator_leader")
+    try:
+        kube.wait_for(lambda: http_get(port, "/healthz")[0] == 200, what="the second replica to serve HTTP")
+        time.sleep(4)
+        assert leader() == 0 and kube.get(lease)["spec"]["holderIdentity"] == first, "two leaders at once"
+        operator.stop()
+        kube.wait_for(lambda: leader() == 1, timeout=30, what="the second replica to take over")
+        assert kube.get(lease)["spec"]["holderIdentity"] == "replica-2"
+    finally:
+        second.stop()

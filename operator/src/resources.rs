@@ -131,6 +131,14 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        ..ContainerPort::default()
+    }
+}
+
 /// An environment variable taken from the pod's own metadata.
 fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
@@ -254,16 +262,8 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
         env_from: Some(from_config.clone()),
         env: Some(broker_env),
         ports: Some(vec![
-            ContainerPort {
-                name: Some("kafka".into()),
-                container_port: KAFKA_PORT,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: BROKER_HTTP_PORT,
-                ..ContainerPort::default()
-            },
+            container_port("kafka", KAFKA_PORT),
+            container_port("http", BROKER_HTTP_PORT),
         ]),
         readiness_probe: Some(http_probe("/readyz", BROKER_HTTP_PORT, 5, 3)),
         liveness_probe: Some(http_probe("/healthz", BROKER_HTTP_PORT, 10, 6)),
@@ -294,11 +294,7 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
         ),
         env_from: Some(flusher_env_from),
         env: (!flusher_env.is_empty()).then_some(flusher_env),
-        ports: Some(vec![ContainerPort {
-            name: Some("flusher-http".into()),
-            container_port: FLUSHER_HTTP_PORT,
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![container_port("flusher-http", FLUSHER_HTTP_PORT)]),
         readiness_probe: Some(http_probe("/readyz", FLUSHER_HTTP_PORT, 5, 3)),
         liveness_probe: Some(http_probe("/healthz", FLUSHER_HTTP_PORT, 10, 6)),
         resources: c.spec.brokers.flusher_resources.clone(),
@@ -507,16 +503,8 @@ pub fn etcd_objects(
         ]),
         env: Some(vec![field_env("POD_NAME", "metadata.name")]),
         ports: Some(vec![
-            ContainerPort {
-                name: Some("client".into()),
-                container_port: ETCD_CLIENT_PORT,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("peer".into()),
-                container_port: ETCD_PEER_PORT,
-                ..ContainerPort::default()
-            },
+            container_port("client", ETCD_CLIENT_PORT),
+            container_port("peer", ETCD_PEER_PORT),
         ]),
         readiness_probe: Some(http_probe("/health", ETCD_CLIENT_PORT, 5, 3)),
         volume_mounts: Some(vec![VolumeMount {
