@@ -22,6 +22,10 @@ pub struct BrokerConfig {
     pub max_in_flight_per_connection: usize,
     /// How often retention looks for segments to delete.
     pub retention_check_interval: Duration,
+    /// Time to live of the broker's session lease: how long after a broker
+    /// stops renewing (crash, pause, partition from etcd) its partitions and
+    /// groups move to other brokers.
+    pub session_timeout: Duration,
     pub log: LogSettings,
     pub groups: GroupSettings,
 }
@@ -38,6 +42,7 @@ impl Default for BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 16,
             retention_check_interval: Duration::from_secs(60),
+            session_timeout: Duration::from_secs(6),
             log: LogSettings {
                 flush_window: Duration::from_millis(5),
                 flush_bytes: 8 * 1024 * 1024,

@@ -2,8 +2,10 @@
 //! in-memory partition logs whose durable copy lives in object storage behind
 //! the sidecar flusher.
 
+pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod controller;
 pub mod groups;
 pub mod handlers;
 pub mod metrics;
@@ -19,7 +21,7 @@ pub mod topics;
 use std::sync::Arc;
 
 use kafscale_flusher::FlusherClient;
-use kafscale_metadata::MetadataStore;
+use kafscale_metadata::{LeadershipKey, MetadataStore};
 
 pub use config::BrokerConfig;
 use topics::TopicRegistry;
@@ -34,6 +36,7 @@ pub struct Broker {
     pub groups: Arc<groups::GroupCoordinator>,
     pub metrics: Arc<metrics::BrokerMetrics>,
     pub storage: Arc<storage_health::StorageHealth>,
+    pub cluster: Arc<cluster::ClusterView>,
 }
 
 impl Broker {
@@ -44,11 +47,20 @@ impl Broker {
         flusher: Arc<FlusherClient>,
         metrics: Arc<metrics::BrokerMetrics>,
     ) -> Result<Arc<Self>, kafscale_metadata::MetadataError> {
+        let me = kafscale_metadata::BrokerRecord {
+            id: config.node_id,
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            draining: false,
+        };
+        let cluster =
+            cluster::ClusterView::start(metadata.clone(), me, config.session_timeout).await?;
         let topics = TopicRegistry::new(
             metadata.clone(),
             flusher.clone(),
             config.log.clone(),
             metrics.clone(),
+            cluster.clone(),
         );
         topics.spawn_watch();
         topics.resync().await?;
@@ -56,18 +68,111 @@ impl Broker {
             metadata.clone(),
             config.groups.clone(),
             metrics.rebalances.clone(),
+            cluster.clone(),
         );
         let storage = storage_health::StorageHealth::spawn(flusher.clone(), metrics.clone());
         groups.spawn_ticker();
-        Ok(Arc::new(Self {
+        controller::spawn(cluster.clone(), metadata.clone());
+        let broker = Arc::new(Self {
             config,
             groups,
             metrics,
             storage,
+            cluster,
             producer_ids: producer_ids::ProducerIdAllocator::new(metadata.clone()),
             metadata,
             flusher,
             topics,
-        }))
+        });
+        broker.clone().spawn_leadership_sync();
+        Ok(broker)
+    }
+
+    /// The leadership of `topic`-`partition` as this broker sees it.
+    pub fn partition_leader(&self, topic: &str, partition: i32) -> cluster::Leader {
+        self.cluster
+            .leader(&LeadershipKey::Partition(topic.to_string(), partition))
+    }
+
+    /// Waits (up to `timeout`) until the controller has given every partition
+    /// of `topic` below `partitions` a live leader, so that clients that act on
+    /// a CreateTopics or CreatePartitions answer find leaders at once.
+    pub async fn await_leaders(&self, topic: &str, partitions: i32, timeout: std::time::Duration) {
+        let mut changes = self.cluster.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while (0..partitions).any(|p| self.partition_leader(topic, p).broker.is_none()) {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    topic,
+                    "partitions still have no leader; is a controller running?"
+                );
+                return;
+            }
+        }
+    }
+
+    /// The epoch at which this broker leads the partition, if it does.
+    pub fn leads(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.cluster
+            .my_epoch(&LeadershipKey::Partition(topic.to_string(), partition))
+    }
+
+    /// Applies every change of leadership to the partition logs and groups
+    /// (requests also check on use; this releases what is no longer ours
+    /// promptly, failing waiting producers and members with retriable errors).
+    fn spawn_leadership_sync(self: Arc<Self>) {
+        let mut changes = self.cluster.subscribe();
+        tokio::spawn(async move {
+            loop {
+                for topic in self.topics.all() {
+                    for log in &topic.partitions {
+                        log.sync_leadership(self.leads(&log.topic, log.partition));
+                    }
+                }
+                self.groups.release_unowned();
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+            }
+        });
+    }
+
+    /// Graceful shutdown: stop taking writes, make everything pending
+    /// durable, hand leadership to other brokers, then end the session.
+    pub async fn shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + self.config.session_timeout * 2;
+        self.cluster.stop_writes();
+        let all_logs = || {
+            self.topics
+                .all()
+                .iter()
+                .flat_map(|t| t.partitions.clone())
+                .collect::<Vec<_>>()
+        };
+        while !all_logs().iter().all(|l| l.quiet()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if let Err(e) = self.cluster.start_draining().await {
+            tracing::warn!(error = %e, "announcing the shutdown failed; leadership moves when the session ends");
+        }
+        let others = self
+            .cluster
+            .live_brokers()
+            .iter()
+            .any(|b| b.id != self.cluster.me.id && !b.draining);
+        if others {
+            while self.cluster.leads_anything() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        self.cluster.end_session().await;
+        tracing::info!(
+            handed_over = !self.cluster.leads_anything(),
+            "leadership handed over; session ended"
+        );
     }
 }

@@ -46,8 +46,13 @@ struct Args {
     /// Port clients are told to connect to (defaults to the bound port).
     #[arg(long, env = "KAFSCALE_ADVERTISED_PORT")]
     advertised_port: Option<u16>,
+    /// This broker's id, unique in the cluster (in Kubernetes: the pod's ordinal).
     #[arg(long, env = "KAFSCALE_NODE_ID", default_value_t = 0)]
     node_id: i32,
+    /// How long after a broker stops renewing its etcd session (crash, pause,
+    /// network cut) its partitions and groups move to other brokers.
+    #[arg(long, env = "KAFSCALE_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    session_timeout_ms: u64,
     /// Cluster id reported to clients; also the etcd key root `/kafscale/{cluster_id}/`.
     #[arg(long, env = "KAFSCALE_CLUSTER_ID", default_value = "kafscale")]
     cluster_id: String,
@@ -207,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
         default_partitions: args.default_partitions,
         max_request_bytes: args.max_request_bytes,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
         groups: kafscale_broker::groups::GroupSettings {
             initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
@@ -236,7 +242,10 @@ async fn main() -> anyhow::Result<()> {
     .with_context(|| format!("binding the HTTP endpoint on {}", args.http_listen))?;
     kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
     tracing::info!(listen = %bound, http = %http, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
-    server::serve(broker, listener, logging::shutdown_signal()).await;
+    server::serve(broker.clone(), listener, logging::shutdown_signal()).await;
+    // Connections already open keep being served while the broker hands over.
+    tracing::info!("shutting down: making pending data durable and handing leadership over");
+    broker.shutdown().await;
     tracing::info!("broker stopped");
     Ok(())
 }

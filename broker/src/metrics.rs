@@ -349,4 +349,25 @@ impl KvBackend for InstrumentedKv {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+
+    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<i64, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.grant_lease(ttl).await;
+        self.observe("lease_grant", started, &r);
+        r
+    }
+
+    async fn keep_alive(&self, lease: i64) -> Result<bool, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.keep_alive(lease).await;
+        self.observe("lease_keep_alive", started, &r);
+        r
+    }
+
+    async fn revoke_lease(&self, lease: i64) -> Result<(), MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.revoke_lease(lease).await;
+        self.observe("lease_revoke", started, &r);
+        r
+    }
 }

@@ -18,8 +18,9 @@ use crate::storage_health::{FLUSHER_UNREACHABLE, UNAVAILABLE};
 use crate::topics::Topic;
 use crate::Broker;
 
-/// Ready when the metadata store answers, the flusher answers, and object
-/// storage is not unavailable.
+/// Ready when the broker is registered in the cluster (its session is valid),
+/// the metadata store answers, the flusher answers, and object storage is not
+/// unavailable.
 pub struct BrokerReadiness(pub Arc<Broker>);
 
 impl ReadinessProbe for BrokerReadiness {
@@ -38,6 +39,19 @@ impl ReadinessProbe for BrokerReadiness {
             };
             let state = b.storage.state();
             Readiness::from_checks(vec![
+                Check {
+                    name: "cluster_session",
+                    ok: b.cluster.session_valid(),
+                    detail: format!(
+                        "broker {}{}",
+                        b.cluster.me.id,
+                        if b.cluster.draining() {
+                            ", shutting down"
+                        } else {
+                            ""
+                        }
+                    ),
+                },
                 Check {
                     name: "metadata_store",
                     ok: meta_ok,
@@ -66,8 +80,13 @@ pub fn scrape_hook(broker: Arc<Broker>) -> ScrapeHook {
         let m = &broker.metrics;
         m.memory_log_bytes.set(broker.topics.memory_used() as i64);
         let topics = broker.topics.all();
-        m.partitions_led
-            .set(topics.iter().map(|t| t.partitions.len() as i64).sum());
+        m.partitions_led.set(
+            topics
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| broker.leads(&p.topic, p.partition).is_some())
+                .count() as i64,
+        );
         let groups = broker.groups.loaded();
         m.groups.set(groups.len() as i64);
         m.consumer_lag.clear();

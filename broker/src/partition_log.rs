@@ -17,6 +17,11 @@
 //!   upload that failed on our side may still have landed, and the recovered
 //!   log end adopts it, so no offset is ever handed out twice.
 //! * acks=0 appends use the same path; only the producer does not wait.
+//! * Only the partition's leader appends, and only while its session is
+//!   valid: a confirmed upload is acknowledged only if the session is still
+//!   valid when the confirmation arrives. Each change of leadership re-reads the
+//!   log end from object storage; conditional segment keys make a writer with a
+//!   stale view fail instead of overwriting (see docs/architecture.md).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +34,7 @@ use kafscale_flusher::protocol::{ErrorKind, RemoteError, Request, Response};
 use kafscale_flusher::FlusherClient;
 use kafscale_metadata::MetadataStore;
 
+use crate::cluster::ClusterView;
 use crate::metrics::BrokerMetrics;
 use thiserror::Error;
 
@@ -46,6 +52,9 @@ pub enum LogError {
     /// The segment's key was taken by another writer: this broker is fenced.
     #[error("{0}")]
     Fenced(String),
+    /// This broker does not (or no longer) lead the partition.
+    #[error("{0}")]
+    NotLeader(String),
     #[error("offset {offset} is out of range [{log_start}, {high_watermark}]")]
     OffsetOutOfRange {
         offset: i64,
@@ -92,6 +101,7 @@ pub struct LogContext {
     pub flusher: Arc<FlusherClient>,
     pub metadata: MetadataStore,
     pub metrics: Arc<BrokerMetrics>,
+    pub cluster: Arc<ClusterView>,
     /// Bytes of in-memory tail across the broker, for the budget.
     pub memory_used: AtomicUsize,
 }
@@ -126,9 +136,11 @@ struct LogState {
     pending: Vec<Chunk>,
     pending_bytes: usize,
     waiters: Vec<Waiter>,
-    /// A segment upload is in flight.
-    uploading: bool,
+    /// A segment upload is in flight, ending at this offset.
+    uploading_end: Option<i64>,
     producers: ProducerStateTable,
+    /// The epoch at which this broker leads the partition; `None`: not leader.
+    leader_epoch: Option<i32>,
 }
 
 /// What a read from the log returns.
@@ -183,8 +195,9 @@ impl PartitionLog {
                 pending: Vec::new(),
                 pending_bytes: 0,
                 waiters: Vec::new(),
-                uploading: false,
+                uploading_end: None,
                 producers: ProducerStateTable::default(),
+                leader_epoch: None,
             }),
             recovery: tokio::sync::Mutex::new(()),
             hw_tx,
@@ -233,7 +246,7 @@ impl PartitionLog {
             return Ok(());
         }
         // Let an upload that is still in flight finish first, so the listing sees it.
-        while self.lock().uploading {
+        while self.lock().uploading_end.is_some() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let resp = self
@@ -301,6 +314,52 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Follows this broker's leadership of the partition. Any change (gained,
+    /// lost, new epoch) drops what was not yet handed to the flusher, failing
+    /// its producers with a retriable error, and re-reads the log end from
+    /// object storage before the next use: another leader may have written.
+    pub fn sync_leadership(&self, epoch: Option<i32>) {
+        let mut s = self.lock();
+        if s.leader_epoch == epoch {
+            return;
+        }
+        tracing::info!(topic = %self.topic, partition = self.partition, from = ?s.leader_epoch, to = ?epoch, "partition leadership changed");
+        s.leader_epoch = epoch;
+        s.needs_recovery = true;
+        s.pending.clear();
+        s.pending_bytes = 0;
+        // An upload in flight decides its own producers' fate.
+        let kept = s.uploading_end.unwrap_or(s.high_watermark);
+        s.log_end = kept;
+        let (failed, kept_waiters): (Vec<_>, Vec<_>) =
+            s.waiters.drain(..).partition(|w| w.end_offset > kept);
+        s.waiters = kept_waiters;
+        if epoch.is_none() {
+            let freed = s.memory_bytes;
+            s.memory.clear();
+            s.memory_bytes = 0;
+            self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
+        }
+        drop(s);
+        let err = self.not_leader();
+        for w in failed {
+            let _ = w.done.send(Err(err.clone()));
+        }
+    }
+
+    fn not_leader(&self) -> LogError {
+        LogError::NotLeader(format!(
+            "broker {} is not the leader of {}-{} (leadership moved or its session ended); refresh metadata and retry",
+            self.ctx.cluster.me.id, self.topic, self.partition
+        ))
+    }
+
+    /// Whether nothing waits for upload (for shutdown).
+    pub fn quiet(&self) -> bool {
+        let s = self.lock();
+        s.pending.is_empty() && s.uploading_end.is_none()
+    }
+
     /// Raises the log start offset (retention, DeleteRecords, metadata).
     pub fn advance_log_start(&self, offset: i64) {
         let mut s = self.lock();
@@ -328,6 +387,9 @@ impl PartitionLog {
         }
         if s.deleted {
             return Err(LogError::Deleted);
+        }
+        if s.leader_epoch != Some(leader_epoch) {
+            return Err(self.not_leader());
         }
         if s.pending_bytes + size > self.ctx.settings.max_pending_bytes && !s.pending.is_empty() {
             self.ctx.metrics.produce_rejected.inc();
@@ -453,6 +515,9 @@ impl PartitionLog {
         self.ensure_recovered().await?;
         let (hw, log_start, from_memory) = {
             let s = self.lock();
+            if s.leader_epoch.is_none() {
+                return Err(self.not_leader());
+            }
             let hw = s.high_watermark;
             if offset < s.log_start || offset > hw {
                 return Err(LogError::OffsetOutOfRange {
@@ -534,12 +599,12 @@ impl PartitionLog {
     async fn flush_once(&self) -> bool {
         let (chunks, batches) = {
             let mut s = self.lock();
-            if s.pending.is_empty() || s.deleted || s.needs_recovery {
+            if s.pending.is_empty() || s.deleted || s.needs_recovery || s.leader_epoch.is_none() {
                 return false;
             }
             let chunks = std::mem::take(&mut s.pending);
             s.pending_bytes = 0;
-            s.uploading = true;
+            s.uploading_end = chunks.last().map(|c| c.end_offset);
             let batches: Vec<Bytes> = chunks
                 .iter()
                 .flat_map(|c| {
@@ -559,8 +624,15 @@ impl PartitionLog {
                 batches,
             })
             .await;
+        // A broker whose session ended must not acknowledge: a new leader may
+        // already be serving the partition.
+        let result = match result {
+            Ok(_) if !self.ctx.cluster.session_valid() => Err(None),
+            Ok(r) => Ok(r),
+            Err(e) => Err(Some(e)),
+        };
         let mut s = self.lock();
-        s.uploading = false;
+        s.uploading_end = None;
         match result {
             Ok(_) if !s.deleted => {
                 let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
@@ -593,7 +665,7 @@ impl PartitionLog {
             Ok(_) => {}
             Err(e) => {
                 self.ctx.metrics.flush_failures.inc();
-                let err = LogError::from(e);
+                let err = e.map_or_else(|| self.not_leader(), LogError::from);
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "segment upload failed; failing pending produces");
                 // Everything after the failed batches was numbered after them: fail it all
                 // and re-learn the log end from object storage before the next append.

@@ -47,7 +47,8 @@ async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64)
     }
 }
 
-/// One retention pass over every partition.
+/// One retention pass over every partition this broker leads (only a
+/// partition's leader enforces its retention).
 pub async fn enforce_once(broker: &Broker) {
     for topic in broker.topics.all() {
         let config = &topic.record.config;
@@ -58,6 +59,9 @@ pub async fn enforce_once(broker: &Broker) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(-1);
         for log in &topic.partitions {
+            if crate::handlers::lead(broker, log).is_err() {
+                continue;
+            }
             let Ok((log_start, _)) = log.offsets().await else {
                 continue;
             };

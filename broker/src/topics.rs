@@ -50,12 +50,14 @@ impl TopicRegistry {
         flusher: Arc<FlusherClient>,
         settings: LogSettings,
         metrics: Arc<BrokerMetrics>,
+        cluster: Arc<crate::cluster::ClusterView>,
     ) -> Arc<Self> {
         let logs = Arc::new(LogContext {
             settings,
             flusher,
             metadata: metadata.clone(),
             metrics,
+            cluster,
             memory_used: AtomicUsize::new(0),
         });
         Arc::new(Self {

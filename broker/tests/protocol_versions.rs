@@ -457,7 +457,9 @@ async fn admin_apis_at_every_advertised_version() {
         assert_eq!(r.brokers.len(), 1, "v{v}");
     }
 
-    for v in range(ApiKey::OffsetForLeaderEpoch) {
+    let epoch = broker.partition_leader("admin", 0).epoch;
+    assert!(epoch > 0, "the controller assigned a leader");
+    let epoch_query = |v: i16, current: i32| {
         let req = OffsetForLeaderEpochRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![OffsetForLeaderTopic::default()
@@ -465,17 +467,31 @@ async fn admin_apis_at_every_advertised_version() {
                 .with_partitions(vec![OffsetForLeaderPartition::default()
                     .with_partition(0)
                     .with_leader_epoch(0)
-                    .with_current_leader_epoch(0)])]);
-        let Some(ResponseKind::OffsetForLeaderEpoch(r)) =
-            call(&broker, ApiKey::OffsetForLeaderEpoch, v, req.into()).await
-        else {
-            panic!()
-        };
-        let p = &r.topics[0].partitions[0];
+                    .with_current_leader_epoch(current)])]);
+        let broker = broker.clone();
+        async move {
+            let Some(ResponseKind::OffsetForLeaderEpoch(r)) =
+                call(&broker, ApiKey::OffsetForLeaderEpoch, v, req.into()).await
+            else {
+                panic!()
+            };
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        }
+    };
+    for v in range(ApiKey::OffsetForLeaderEpoch) {
+        // Epoch 0 ended where the log ends now: no truncation.
+        assert_eq!(epoch_query(v, epoch).await, (0, 0, 3), "v{v}");
+        // A client behind the current leader epoch is fenced; one ahead waits.
         assert_eq!(
-            (p.error_code, p.leader_epoch, p.end_offset),
-            (0, 0, 3),
-            "v{v}"
+            epoch_query(v, epoch - 1).await.0,
+            74,
+            "v{v} FENCED_LEADER_EPOCH"
+        );
+        assert_eq!(
+            epoch_query(v, epoch + 1).await.0,
+            75,
+            "v{v} UNKNOWN_LEADER_EPOCH"
         );
     }
 

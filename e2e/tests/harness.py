@@ -227,6 +227,56 @@ class Cluster:
         return sorted(p for p in root.rglob("segment-*") if p.name.endswith((".kfs", ".index"))) if root.exists() else []
 
 
+class Node:
+    """One broker pod's worth of processes: a flusher and a broker with its own
+    id, ports and directory."""
+
+    def __init__(self, workdir: Path, etcd: Etcd, minio: MinIO, prefix: str, name: str, node_id: int,
+                 broker_args: list[str]):
+        self.id = node_id
+        self.dir = workdir / f"node{node_id}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.flusher = Flusher(self.dir, minio, prefix)
+        self.broker = Broker(self.dir, etcd, self.flusher, name, ["--node-id", str(node_id), *broker_args])
+
+    def start(self) -> "Node":
+        if not self.flusher.proc.alive():
+            self.flusher.start()
+        self.broker.start()
+        return self
+
+    def signal(self, sig: int) -> None:
+        self.broker.proc.popen.send_signal(sig)
+
+
+class MultiCluster:
+    """etcd + MinIO + several (flusher, broker) nodes sharing one cluster."""
+
+    def __init__(self, workdir: Path, name: str = "multi", nodes: int = 3, broker_args: list[str] | None = None):
+        self.workdir = workdir
+        self.etcd = Etcd(workdir).start()
+        self.minio = MinIO(workdir).start()
+        self.prefix = f"test/{name}"
+        self.nodes = [Node(workdir, self.etcd, self.minio, self.prefix, name, i, broker_args or [])
+                      for i in range(nodes)]
+
+    def bootstrap(self, nodes: list[int] | None = None) -> str:
+        return ",".join(self.nodes[i].broker.bootstrap for i in (nodes if nodes is not None else range(len(self.nodes))))
+
+    def logs(self) -> str:
+        procs = [p for n in self.nodes for p in (n.broker.proc, n.flusher.proc)]
+        return "\n".join(f"--- node log {p.log}\n{p.tail()}" for p in procs)
+
+    def close(self) -> None:
+        for n in self.nodes:
+            if n.broker.proc.alive():
+                n.signal(signal.SIGCONT)
+            n.broker.proc.kill()
+            n.flusher.proc.stop()
+        self.minio.stop()
+        self.etcd.stop()
+
+
 def http_get(port: int, path: str) -> tuple[int, str]:
     """(status, body) of a GET on 127.0.0.1:port."""
     try:

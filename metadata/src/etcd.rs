@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, EventType,
-    GetOptions, Txn, TxnOp, WatchOptions,
+    GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio::sync::broadcast;
 
@@ -96,6 +96,9 @@ impl KvBackend for EtcdKv {
             .into_iter()
             .map(|w| match w {
                 Write::Put(k, v) => TxnOp::put(k, v, None),
+                Write::PutLeased(k, v, lease) => {
+                    TxnOp::put(k, v, Some(PutOptions::new().with_lease(lease)))
+                }
                 Write::Delete(k) => TxnOp::delete(k, None),
                 Write::DeletePrefix(p) => {
                     TxnOp::delete(p, Some(DeleteOptions::new().with_prefix()))
@@ -150,6 +153,54 @@ impl KvBackend for EtcdKv {
 
     fn describe(&self) -> String {
         format!("etcd {}", self.endpoints.join(","))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<i64, MetadataError> {
+        // etcd counts in whole seconds; never round a lease down to nothing.
+        let secs = i64::try_from(ttl.as_millis().div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let resp = self
+            .client
+            .lease_client()
+            .grant(secs, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.id())
+    }
+
+    async fn keep_alive(&self, lease: i64) -> Result<bool, MetadataError> {
+        // etcd reports an ended lease either as an error or as a TTL of zero.
+        let ended = |e: etcd_client::Error| match e {
+            etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found") => Ok(false),
+            e => Err(unavailable(e)),
+        };
+        let (mut keeper, mut stream) = match self.client.lease_client().keep_alive(lease).await {
+            Ok(s) => s,
+            Err(e) => return ended(e),
+        };
+        if let Err(e) = keeper.keep_alive().await {
+            return ended(e);
+        }
+        let message = match stream.message().await {
+            Ok(m) => m,
+            Err(e) => return ended(e),
+        };
+        match message {
+            Some(resp) => Ok(resp.ttl() > 0),
+            None => Err(MetadataError::Unavailable(
+                "etcd closed the lease keep-alive stream".into(),
+            )),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: i64) -> Result<(), MetadataError> {
+        match self.client.lease_client().revoke(lease).await {
+            Ok(_) => Ok(()),
+            // Already ended: nothing left to revoke.
+            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 

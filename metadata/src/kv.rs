@@ -2,9 +2,10 @@
 //! reads, compare-and-swap transactions and prefix watches. etcd provides it in
 //! production; [`FileKv`] provides the same semantics in one process for dev mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub enum Compare {
 #[derive(Debug, Clone)]
 pub enum Write {
     Put(String, Vec<u8>),
+    /// A put whose key disappears when the lease ends (expiry or revocation).
+    PutLeased(String, Vec<u8>, i64),
     Delete(String),
     DeletePrefix(String),
 }
@@ -51,12 +54,22 @@ pub trait KvBackend: Send + Sync + 'static {
     /// Events for keys under `prefix`, from now on.
     fn watch(&self, prefix: &str) -> broadcast::Receiver<WatchEvent>;
     fn describe(&self) -> String;
+    /// A lease that ends `ttl` after its last renewal.
+    async fn grant_lease(&self, ttl: Duration) -> Result<i64, MetadataError>;
+    /// Renews the lease once; false when it has already ended.
+    async fn keep_alive(&self, lease: i64) -> Result<bool, MetadataError>;
+    /// Ends the lease now, deleting its keys.
+    async fn revoke_lease(&self, lease: i64) -> Result<(), MetadataError>;
 }
 
 #[derive(Default, Serialize, Deserialize)]
 struct FileState {
     revision: i64,
     entries: BTreeMap<String, (i64, Vec<u8>)>,
+    /// Keys bound to a lease, with it. Leases live only as long as the
+    /// process, so these keys are dropped when the file is opened again.
+    #[serde(default)]
+    leased: BTreeMap<String, i64>,
 }
 
 /// A single-process store persisted as one JSON file, rewritten atomically
@@ -64,13 +77,14 @@ struct FileState {
 pub struct FileKv {
     path: PathBuf,
     state: Mutex<FileState>,
+    live_leases: Mutex<BTreeSet<i64>>,
     events: broadcast::Sender<(String, WatchEvent)>,
 }
 
 impl FileKv {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, MetadataError> {
         let path = path.into();
-        let state = match std::fs::read(&path) {
+        let mut state: FileState = match std::fs::read(&path) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
                 MetadataError::Store(format!(
                     "metadata file {} is unreadable ({e}); restore it or move it away to start empty",
@@ -80,10 +94,14 @@ impl FileKv {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::default(),
             Err(e) => return Err(MetadataError::Store(format!("{}: {e}", path.display()))),
         };
+        for key in std::mem::take(&mut state.leased).into_keys() {
+            state.entries.remove(&key);
+        }
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             path,
             state: Mutex::new(state),
+            live_leases: Mutex::default(),
             events,
         })
     }
@@ -133,11 +151,24 @@ impl KvBackend for FileKv {
         let mut next = FileState {
             revision: state.revision + 1,
             entries: state.entries.clone(),
+            leased: state.leased.clone(),
         };
         let rev = next.revision;
         let mut events = Vec::new();
         for w in writes {
+            let w = match w {
+                Write::PutLeased(k, v, lease) => {
+                    next.leased.insert(k.clone(), lease);
+                    Write::Put(k, v)
+                }
+                Write::Put(k, v) => {
+                    next.leased.remove(&k);
+                    Write::Put(k, v)
+                }
+                other => other,
+            };
             match w {
+                Write::PutLeased(..) => {}
                 Write::Put(k, v) => {
                     next.entries.insert(k.clone(), (rev, v.clone()));
                     events.push((
@@ -150,6 +181,7 @@ impl KvBackend for FileKv {
                     ));
                 }
                 Write::Delete(k) => {
+                    next.leased.remove(&k);
                     if next.entries.remove(&k).is_some() {
                         events.push((k.clone(), WatchEvent::Delete(k)));
                     }
@@ -163,6 +195,7 @@ impl KvBackend for FileKv {
                         .collect();
                     for k in keys {
                         next.entries.remove(&k);
+                        next.leased.remove(&k);
                         events.push((k.clone(), WatchEvent::Delete(k)));
                     }
                 }
@@ -204,5 +237,41 @@ impl KvBackend for FileKv {
 
     fn describe(&self) -> String {
         format!("embedded file store {}", self.path.display())
+    }
+
+    /// Leases of the embedded store end only when revoked or when the process
+    /// ends: one process is the only client, so it is alive while it asks.
+    async fn grant_lease(&self, _ttl: Duration) -> Result<i64, MetadataError> {
+        let mut live = self.live_leases.lock().unwrap_or_else(|e| e.into_inner());
+        let id = live.last().map_or(1, |l| l + 1);
+        live.insert(id);
+        Ok(id)
+    }
+
+    async fn keep_alive(&self, lease: i64) -> Result<bool, MetadataError> {
+        Ok(self
+            .live_leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&lease))
+    }
+
+    async fn revoke_lease(&self, lease: i64) -> Result<(), MetadataError> {
+        self.live_leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&lease);
+        let keys: Vec<String> = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state
+                .leased
+                .iter()
+                .filter(|(_, l)| **l == lease)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        self.txn(Vec::new(), keys.into_iter().map(Write::Delete).collect())
+            .await
+            .map(|_| ())
     }
 }

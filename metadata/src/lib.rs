@@ -11,12 +11,14 @@
 //! | `group-index/{group}` | empty: the group exists |
 //! | `groups/{group}/metadata` | [`GroupRecord`]: generation, protocol, members, assignments |
 //! | `groups/{group}/offsets/{topic}/{partition}` | [`CommittedOffset`] |
+//! | `brokers/`, `controller`, `coordinators/` | see [`cluster`] |
 //!
 //! Group ids may contain any character, so they are escaped in keys
 //! (`%` → `%25`, `/` → `%2F`).
 //!
 //! Writes that can race go through compare-and-swap transactions.
 
+pub mod cluster;
 pub mod etcd;
 pub mod kv;
 pub mod topic_rules;
@@ -29,6 +31,10 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use cluster::{
+    BrokerRecord, ControllerFence, ControllerRecord, CoordinatorState, LeadershipEntry,
+    LeadershipKey,
+};
 pub use kv::{Compare, FileKv, KeyValue, KvBackend, WatchEvent, Write};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -64,6 +70,9 @@ pub struct TopicRecord {
 /// Per-partition state in `partitions/{name}/{partition}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
+    /// The broker leading the partition; none until the controller assigns one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<i32>,
     pub leader_epoch: i32,
     pub log_start_offset: i64,
 }
@@ -609,6 +618,81 @@ mod tests {
         let a = store.allocate_producer_ids(100).await.unwrap();
         let b = store.allocate_producer_ids(100).await.unwrap();
         assert_eq!((a, b), (0..100, 100..200));
+    }
+
+    #[tokio::test]
+    async fn leased_keys_end_with_their_lease_and_with_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        let store = MetadataStore::new(Arc::new(FileKv::open(&path).unwrap()), "c");
+        let lease = store
+            .grant_lease(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let me = BrokerRecord {
+            id: 1,
+            host: "h".into(),
+            port: 9092,
+            draining: false,
+        };
+        assert!(store.register_broker(&me, lease).await.unwrap());
+        assert!(
+            !store.register_broker(&me, lease).await.unwrap(),
+            "one live holder per broker id"
+        );
+        let fence = store
+            .campaign(1, lease)
+            .await
+            .unwrap()
+            .expect("first campaign wins");
+        assert_eq!(store.campaign(2, lease).await.unwrap(), None);
+        assert_eq!(store.controller().await.unwrap(), Some(1));
+
+        // Leadership changes carry the controller's fence.
+        let entry = LeadershipEntry {
+            key: LeadershipKey::CoordinatorSlot(3),
+            leader: None,
+            leader_epoch: 0,
+            log_start_offset: 0,
+            revision: None,
+        };
+        assert_eq!(
+            store
+                .apply_leadership(fence, &[entry.moved_to(1)])
+                .await
+                .unwrap(),
+            1
+        );
+        let stored = store.coordinator_leaderships().await.unwrap();
+        assert_eq!((stored[0].leader, stored[0].leader_epoch), (Some(1), 1));
+        assert_eq!(
+            store
+                .apply_leadership(fence, &[entry.moved_to(1)])
+                .await
+                .unwrap(),
+            0,
+            "a change based on a stale read is refused"
+        );
+
+        // A new process starts without the old one's leased keys.
+        let reopened = MetadataStore::new(Arc::new(FileKv::open(&path).unwrap()), "c");
+        assert!(reopened.list_brokers().await.unwrap().is_empty());
+        assert_eq!(reopened.controller().await.unwrap(), None);
+        assert_eq!(reopened.coordinator_leaderships().await.unwrap().len(), 1);
+
+        // Revoking ends the keys at once, and a revoked lease cannot be renewed.
+        assert!(store.keep_alive(lease).await.unwrap());
+        store.revoke_lease(lease).await.unwrap();
+        assert!(!store.keep_alive(lease).await.unwrap());
+        assert!(store.list_brokers().await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .apply_leadership(fence, &[stored[0].moved_to(2)])
+                .await
+                .unwrap(),
+            0,
+            "a controller whose key is gone changes nothing"
+        );
     }
 
     #[tokio::test]

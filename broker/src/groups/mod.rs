@@ -13,7 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafscale_metadata::{CommittedOffset, MetadataError, MetadataStore};
+use kafscale_metadata::{
+    BrokerRecord, CommittedOffset, LeadershipKey, MetadataError, MetadataStore,
+};
+
+use crate::cluster::{coordinator_slot, ClusterView};
 use kafscale_telemetry::prometheus_client::metrics::counter::Counter;
 
 pub use group::{
@@ -53,6 +57,7 @@ impl GroupHandle {
 
 pub struct GroupCoordinator {
     metadata: MetadataStore,
+    cluster: Arc<ClusterView>,
     pub settings: GroupSettings,
     rebalances: Counter,
     groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
@@ -60,9 +65,15 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    pub fn new(metadata: MetadataStore, settings: GroupSettings, rebalances: Counter) -> Arc<Self> {
+    pub fn new(
+        metadata: MetadataStore,
+        settings: GroupSettings,
+        rebalances: Counter,
+        cluster: Arc<ClusterView>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             metadata,
+            cluster,
             settings,
             rebalances,
             groups: Mutex::new(HashMap::new()),
@@ -70,11 +81,37 @@ impl GroupCoordinator {
         })
     }
 
-    /// Whether this broker coordinates `group_id`. With one broker it
-    /// coordinates every group; requests for groups it does not own are
-    /// answered NOT_COORDINATOR.
-    pub fn owns(&self, _group_id: &str) -> bool {
-        true
+    /// Whether this broker coordinates `group_id`: it leads the group's
+    /// coordinator slot. Requests for groups it does not own are answered
+    /// NOT_COORDINATOR.
+    pub fn owns(&self, group_id: &str) -> bool {
+        self.cluster
+            .my_epoch(&LeadershipKey::CoordinatorSlot(coordinator_slot(group_id)))
+            .is_some()
+    }
+
+    /// The live broker coordinating `group_id`, if its slot has one.
+    pub fn coordinator_of(&self, group_id: &str) -> Option<BrokerRecord> {
+        let slot = LeadershipKey::CoordinatorSlot(coordinator_slot(group_id));
+        self.cluster
+            .leader(&slot)
+            .broker
+            .and_then(|id| self.cluster.broker(id))
+    }
+
+    /// Forgets the groups of slots this broker no longer leads. Their state is
+    /// in the metadata store; the new coordinator loads it on first use, and
+    /// members waiting here are answered so that they look it up.
+    pub fn release_unowned(&self) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let before = groups.len();
+        groups.retain(|id, _| self.owns(id));
+        if groups.len() != before {
+            tracing::info!(
+                released = before - groups.len(),
+                "groups moved to other coordinators"
+            );
+        }
     }
 
     fn cached(&self, id: &str) -> Option<Arc<GroupHandle>> {
@@ -187,6 +224,9 @@ impl GroupCoordinator {
     pub async fn list(&self) -> Result<Vec<Arc<GroupHandle>>, MetadataError> {
         let mut out = Vec::new();
         for id in self.metadata.list_groups().await? {
+            if !self.owns(&id) {
+                continue;
+            }
             if let Some(h) = self.group(&id, false).await? {
                 out.push(h);
             }

@@ -6,7 +6,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::create_topics::MAX_PARTITIONS;
+use super::create_topics::{LEADER_ELECTION_WAIT, MAX_PARTITIONS};
 use super::{modify_error, str_bytes};
 use crate::Broker;
 
@@ -25,7 +25,7 @@ pub async fn handle(
             ))
         } else {
             let count = t.count;
-            broker
+            let outcome = broker
                 .topics
                 .modify(t.name.0.as_str(), req.validate_only, |record| {
                     if count <= record.partitions {
@@ -47,8 +47,17 @@ pub async fn handle(
                     Ok(())
                 })
                 .await
-                .map(|_| ())
-                .map_err(|e| modify_error(e, t.name.0.as_str()))
+                .map_err(|e| modify_error(e, t.name.0.as_str()));
+            if let (Ok(topic), false) = (&outcome, req.validate_only) {
+                broker
+                    .await_leaders(
+                        t.name.0.as_str(),
+                        topic.record.partitions,
+                        LEADER_ELECTION_WAIT,
+                    )
+                    .await;
+            }
+            outcome.map(|_| ())
         };
         if let Err((code, message)) = outcome {
             result = result

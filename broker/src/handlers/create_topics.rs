@@ -18,6 +18,10 @@ use crate::topics::Topic;
 use crate::Broker;
 use kafscale_metadata::topic_rules::{validate_topic_configs, validate_topic_name, TOPIC_CONFIGS};
 
+/// How long CreateTopics and CreatePartitions wait for the new partitions'
+/// leaders before answering (success either way, as Kafka does).
+pub const LEADER_ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most partitions one topic may have; a guard against typos, not a design limit.
 pub const MAX_PARTITIONS: i32 = 10_000;
 
@@ -94,6 +98,9 @@ pub async fn create(
     match broker.metadata.create_topic(&record).await {
         Ok(()) => {
             tracing::info!(topic = name, partitions, id = %record.id, "topic created");
+            broker
+                .await_leaders(name, partitions, LEADER_ELECTION_WAIT)
+                .await;
             broker.topics.upsert(record).ok_or_else(|| {
                 err(
                     ResponseError::UnknownServerError,

@@ -9,7 +9,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::log_error_code;
+use super::{lead_at, log_error_code};
 use crate::partition_log::PartitionLog;
 use crate::Broker;
 
@@ -43,6 +43,7 @@ pub async fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRe
 /// Moves the log start to `offset` (-1: the high watermark); returns the new
 /// low watermark or a Kafka error code.
 async fn delete_below(broker: &Broker, log: &PartitionLog, offset: i64) -> Result<i64, i16> {
+    lead_at(broker, log, -1)?;
     let (log_start, hw) = log.offsets().await.map_err(|e| log_error_code(&e).0)?;
     let target = if offset == -1 { hw } else { offset };
     if target < 0 || target > hw {

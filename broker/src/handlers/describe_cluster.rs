@@ -11,14 +11,19 @@ pub fn handle(
     _req: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
-    let c = &broker.config;
+    let brokers = super::metadata::live_brokers(broker)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+        })
+        .collect();
     let mut resp = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(c.cluster_id.clone()))
-        .with_controller_id(BrokerId(c.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(c.node_id))
-            .with_host(str_bytes(c.advertised_host.clone()))
-            .with_port(c.advertised_port)]);
+        .with_cluster_id(str_bytes(broker.config.cluster_id.clone()))
+        .with_controller_id(BrokerId(super::metadata::controller_id(broker)))
+        .with_brokers(brokers);
     if version >= 1 {
         resp = resp.with_endpoint_type(1);
     }

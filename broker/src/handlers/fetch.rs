@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use kafscale_flusher::batch;
 
-use super::{log_error_code, Deferred};
+use super::{lead_at, log_error_code, Deferred};
 use crate::metrics::TopicLabels;
 use crate::partition_log::PartitionLog;
 use crate::Broker;
@@ -62,7 +62,15 @@ async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRespons
                 Some(topic) => topic
                     .partition(p.partition)
                     .cloned()
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                    .ok_or(ResponseError::UnknownTopicOrPartition)
+                    .and_then(|log| {
+                        lead_at(broker, &log, p.current_leader_epoch)
+                            .map(|_| log)
+                            .map_err(|code| {
+                                ResponseError::try_from_code(code)
+                                    .unwrap_or(ResponseError::NotLeaderOrFollower)
+                            })
+                    }),
             };
             targets.push(Target {
                 topic_index,

@@ -1,5 +1,5 @@
-//! FindCoordinator v0–v5: this broker for the groups it coordinates (batched
-//! keys from v4); transaction coordinators do not exist.
+//! FindCoordinator v0–v5: the live broker leading the group's coordinator
+//! slot (batched keys from v4); transaction coordinators do not exist.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -12,7 +12,6 @@ use crate::Broker;
 const GROUP: i8 = 0;
 
 fn lookup(broker: &Broker, key: &StrBytes, key_type: i8) -> Coordinator {
-    let c = &broker.config;
     let base = Coordinator::default()
         .with_key(key.clone())
         .with_node_id(BrokerId(-1))
@@ -24,12 +23,17 @@ fn lookup(broker: &Broker, key: &StrBytes, key_type: i8) -> Coordinator {
                 "transactions are not supported by Kafscale; unset transactional.id",
             )));
     }
-    if !broker.groups.owns(key.as_str()) {
-        return base.with_error_code(ResponseError::CoordinatorNotAvailable.code());
+    match broker.groups.coordinator_of(key.as_str()) {
+        Some(b) => base
+            .with_node_id(BrokerId(b.id))
+            .with_host(str_bytes(b.host))
+            .with_port(b.port),
+        None => base
+            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            .with_error_message(Some(str_bytes(
+                "the group's coordinator is moving to another broker; retry shortly",
+            ))),
     }
-    base.with_node_id(BrokerId(c.node_id))
-        .with_host(str_bytes(c.advertised_host.clone()))
-        .with_port(c.advertised_port)
 }
 
 pub fn handle(

@@ -10,7 +10,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafscale_flusher::protocol::{Request, Response};
 
-use super::log_error_code;
+use super::{lead_at, log_error_code};
 use crate::partition_log::{LogError, PartitionLog};
 use crate::Broker;
 
@@ -21,7 +21,7 @@ const MAX_TIMESTAMP: i64 = -3;
 pub async fn handle(
     broker: &Arc<Broker>,
     req: ListOffsetsRequest,
-    _version: i16,
+    version: i16,
 ) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -35,9 +35,19 @@ pub async fn handle(
             let log = topic.as_ref().and_then(|t| t.partition(p.partition_index));
             let r = match log {
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(log) => match lookup(broker, log, p.timestamp).await {
-                    Ok((offset, timestamp)) => base.with_offset(offset).with_timestamp(timestamp),
-                    Err(e) => base.with_error_code(log_error_code(&e).0),
+                Some(log) => match lead_at(broker, log, p.current_leader_epoch) {
+                    Err(code) => base.with_error_code(code),
+                    Ok(epoch) => match lookup(broker, log, p.timestamp).await {
+                        Ok((offset, timestamp)) => {
+                            let r = base.with_offset(offset).with_timestamp(timestamp);
+                            if version >= 4 {
+                                r.with_leader_epoch(epoch)
+                            } else {
+                                r
+                            }
+                        }
+                        Err(e) => base.with_error_code(log_error_code(&e).0),
+                    },
                 },
             };
             partitions.push(r);

@@ -1,5 +1,7 @@
-//! Metadata v0–v12: this broker, the requested (or all) topics, their ids,
-//! partitions, leaders and leader epochs; auto-creation where allowed.
+//! Metadata v0–v12: the live brokers, the controller, the requested (or all)
+//! topics, their ids, partitions, leaders and leader epochs; auto-creation
+//! where allowed. A partition whose leader is not alive (failover in
+//! progress) has leader -1 and LEADER_NOT_AVAILABLE, so clients ask again.
 
 use std::sync::Arc;
 
@@ -18,16 +20,20 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let cfg = &broker.config;
-    let me = BrokerId(cfg.node_id);
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(me)
-        .with_host(str_bytes(cfg.advertised_host.clone()))
-        .with_port(cfg.advertised_port)];
+    let brokers = live_brokers(broker)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+        })
+        .collect();
 
     let topics = match req.topics {
         // v0: an empty list means all topics; v1+: null means all.
-        None => all_topics(broker, me),
-        Some(list) if list.is_empty() && version == 0 => all_topics(broker, me),
+        None => all_topics(broker),
+        Some(list) if list.is_empty() && version == 0 => all_topics(broker),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             // v4+ lets the client forbid auto-creation; before v4 it was implied.
@@ -36,10 +42,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             for t in list {
                 out.push(match (t.name, t.topic_id) {
                     (Some(name), _) => {
-                        lookup_or_create(broker, me, name.0.as_str(), allow_create).await
+                        lookup_or_create(broker, name.0.as_str(), allow_create).await
                     }
                     (None, id) => match broker.topics.get_by_id(id) {
-                        Some(topic) => describe(&topic, me),
+                        Some(topic) => describe(broker, &topic),
                         None => MetadataResponseTopic::default()
                             .with_topic_id(id)
                             .with_error_code(ResponseError::UnknownTopicId.code())
@@ -52,7 +58,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     };
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers)
-        .with_controller_id(me)
+        .with_controller_id(BrokerId(controller_id(broker)))
         .with_topics(topics);
     if version >= 2 {
         resp = resp.with_cluster_id(Some(str_bytes(cfg.cluster_id.clone())));
@@ -65,23 +71,45 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     resp
 }
 
-fn all_topics(broker: &Broker, me: BrokerId) -> Vec<MetadataResponseTopic> {
+/// Every live broker, and this one even before its registration is seen (a
+/// client must always find the broker it asked).
+pub fn live_brokers(broker: &Broker) -> Vec<kafscale_metadata::BrokerRecord> {
+    let mut brokers = broker.cluster.live_brokers();
+    if !brokers.iter().any(|b| b.id == broker.cluster.me.id) {
+        brokers.push(broker.cluster.me.clone());
+        brokers.sort_by_key(|b| b.id);
+    }
+    brokers
+}
+
+/// The controller if it is alive, else this broker: clients send admin
+/// requests to the controller, and any Kafscale broker can serve them (they
+/// are compare-and-swap writes to the metadata store), so a client must never
+/// be left without one.
+pub fn controller_id(broker: &Broker) -> i32 {
+    broker
+        .cluster
+        .controller()
+        .filter(|c| broker.cluster.broker(*c).is_some())
+        .unwrap_or(broker.cluster.me.id)
+}
+
+fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
     broker
         .topics
         .all()
         .iter()
-        .map(|t| describe(t, me))
+        .map(|t| describe(broker, t))
         .collect()
 }
 
 async fn lookup_or_create(
     broker: &Arc<Broker>,
-    me: BrokerId,
     name: &str,
     allow_create: bool,
 ) -> MetadataResponseTopic {
     if let Some(topic) = broker.topics.get(name) {
-        return describe(&topic, me);
+        return describe(broker, &topic);
     }
     let unknown = |code: ResponseError| {
         MetadataResponseTopic::default()
@@ -93,10 +121,10 @@ async fn lookup_or_create(
         return unknown(ResponseError::UnknownTopicOrPartition);
     }
     match create_topics::create(broker, name, -1, -1, Default::default(), false).await {
-        Ok(topic) => describe(&topic, me),
+        Ok(topic) => describe(broker, &topic),
         Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => {
             match broker.topics.get(name) {
-                Some(topic) => describe(&topic, me),
+                Some(topic) => describe(broker, &topic),
                 None => unknown(ResponseError::LeaderNotAvailable),
             }
         }
@@ -110,15 +138,22 @@ async fn lookup_or_create(
     }
 }
 
-fn describe(topic: &Topic, me: BrokerId) -> MetadataResponseTopic {
+fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let partitions = (0..topic.record.partitions)
         .map(|p| {
-            MetadataResponsePartition::default()
+            let leader = broker.partition_leader(&topic.record.name, p);
+            let base = MetadataResponsePartition::default()
                 .with_partition_index(p)
-                .with_leader_id(me)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+                .with_leader_epoch(leader.epoch);
+            match leader.broker {
+                Some(id) => base
+                    .with_leader_id(BrokerId(id))
+                    .with_replica_nodes(vec![BrokerId(id)])
+                    .with_isr_nodes(vec![BrokerId(id)]),
+                None => base
+                    .with_leader_id(BrokerId(-1))
+                    .with_error_code(ResponseError::LeaderNotAvailable.code()),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

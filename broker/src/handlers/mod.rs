@@ -35,7 +35,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::partition_log::LogError;
+use crate::partition_log::{LogError, PartitionLog};
 use crate::producer_state::SequenceError;
 use crate::topics::ModifyError;
 use crate::Broker;
@@ -171,11 +171,54 @@ pub fn modify_error(e: ModifyError, topic: &str) -> (i16, String) {
 }
 
 /// Kafka error code and message for a log error.
+/// The epoch at which this broker leads `log`'s partition (applied to the
+/// log), or NOT_LEADER_OR_FOLLOWER with who does.
+pub fn lead(broker: &Broker, log: &PartitionLog) -> Result<i32, (i16, String)> {
+    if let Some(epoch) = broker.leads(&log.topic, log.partition) {
+        log.sync_leadership(Some(epoch));
+        return Ok(epoch);
+    }
+    let leader = broker.partition_leader(&log.topic, log.partition);
+    let message = match leader.broker {
+        Some(b) => format!(
+            "broker {} does not lead {}-{}: broker {b} does (leader epoch {}); refresh metadata and retry there",
+            broker.config.node_id, log.topic, log.partition, leader.epoch
+        ),
+        None => format!(
+            "{}-{} has no live leader at the moment (leadership is moving); retry shortly",
+            log.topic, log.partition
+        ),
+    };
+    Err((
+        kafka_protocol::error::ResponseError::NotLeaderOrFollower.code(),
+        message,
+    ))
+}
+
+/// Checks the leader epoch a client last saw (-1: it does not say) against
+/// the leader's: older is FENCED_LEADER_EPOCH (refresh metadata), newer is
+/// UNKNOWN_LEADER_EPOCH (this broker has not caught up yet; retry).
+pub fn check_leader_epoch(client_epoch: i32, leader_epoch: i32) -> Result<(), i16> {
+    use kafka_protocol::error::ResponseError as E;
+    match client_epoch {
+        e if e < 0 || e == leader_epoch => Ok(()),
+        e if e < leader_epoch => Err(E::FencedLeaderEpoch.code()),
+        _ => Err(E::UnknownLeaderEpoch.code()),
+    }
+}
+
+/// [`lead`] and [`check_leader_epoch`] together, as an error code.
+pub fn lead_at(broker: &Broker, log: &PartitionLog, client_epoch: i32) -> Result<i32, i16> {
+    let epoch = lead(broker, log).map_err(|(code, _)| code)?;
+    check_leader_epoch(client_epoch, epoch)?;
+    Ok(epoch)
+}
+
 pub fn log_error_code(e: &LogError) -> (i16, String) {
     use kafka_protocol::error::ResponseError as E;
     let code = match e {
         LogError::StorageUnavailable(_) => E::KafkaStorageError,
-        LogError::Fenced(_) => E::NotLeaderOrFollower,
+        LogError::Fenced(_) | LogError::NotLeader(_) => E::NotLeaderOrFollower,
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::Deleted => E::UnknownTopicOrPartition,
         LogError::Sequence(SequenceError::OutOfOrder { .. }) => E::OutOfOrderSequenceNumber,

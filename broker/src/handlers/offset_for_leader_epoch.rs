@@ -1,5 +1,10 @@
 //! OffsetForLeaderEpoch v2–v4: the end offset of a leader epoch, which clients
-//! use to detect log truncation after a leader change.
+//! use after a leader change to detect log truncation.
+//!
+//! A Kafscale log is never truncated: every leader continues from the log end
+//! in object storage. So the end of any epoch up to the current one is
+//! answered with the high watermark, which is at or past every offset a
+//! consumer can have read under that epoch; no false truncation is reported.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
@@ -7,11 +12,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::log_error_code;
+use super::{lead_at, log_error_code};
 use crate::Broker;
-
-/// Every partition is written under leader epoch 0 by a single leader today.
-pub const CURRENT_EPOCH: i32 = 0;
 
 pub async fn handle(
     broker: &Broker,
@@ -26,17 +28,16 @@ pub async fn handle(
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            let log = topic.as_ref().and_then(|t| t.partition(p.partition));
-            let r = match log {
+            let r = match topic.as_ref().and_then(|t| t.partition(p.partition)) {
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(_) if p.current_leader_epoch > CURRENT_EPOCH => {
-                    base.with_error_code(ResponseError::UnknownLeaderEpoch.code())
-                }
-                // An epoch this leader never had: undefined, as Kafka answers.
-                Some(_) if p.leader_epoch > CURRENT_EPOCH => base,
-                Some(log) => match log.offsets().await {
-                    Ok((_, hw)) => base.with_leader_epoch(CURRENT_EPOCH).with_end_offset(hw),
-                    Err(e) => base.with_error_code(log_error_code(&e).0),
+                Some(log) => match lead_at(broker, log, p.current_leader_epoch) {
+                    Err(code) => base.with_error_code(code),
+                    // An epoch this partition never had: undefined, as Kafka answers.
+                    Ok(epoch) if p.leader_epoch > epoch => base,
+                    Ok(_) => match log.offsets().await {
+                        Ok((_, hw)) => base.with_leader_epoch(p.leader_epoch).with_end_offset(hw),
+                        Err(e) => base.with_error_code(log_error_code(&e).0),
+                    },
                 },
             };
             partitions.push(r);

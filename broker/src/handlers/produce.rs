@@ -12,7 +12,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafscale_flusher::batch;
 use tokio::sync::oneshot;
 
-use super::{log_error_code, str_bytes, Deferred};
+use super::{lead, log_error_code, str_bytes, Deferred};
 use crate::metrics::TopicLabels;
 use crate::partition_log::LogError;
 use crate::Broker;
@@ -57,6 +57,13 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                     ResponseError::InvalidRecord.code(),
                     "transactions are not supported by Kafscale; unset transactional.id".into(),
                 ),
+                Some(_) if broker.cluster.draining() => Outcome::Failed(
+                    ResponseError::NotLeaderOrFollower.code(),
+                    format!(
+                        "broker {} is shutting down and handing its partitions to other brokers; refresh metadata and retry",
+                        broker.config.node_id
+                    ),
+                ),
                 Some(_) if broker.storage.refuses_writes() => {
                     broker.metrics.produce_rejected.inc();
                     Outcome::Failed(
@@ -76,15 +83,18 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                             p.index, topic.record.partitions
                         ),
                     ),
-                    Some(log) => {
+                    Some(log) => match lead(broker, log) {
+                        Err((code, msg)) => Outcome::Failed(code, msg),
+                        Ok(epoch) => {
                         let max_bytes = topic
                             .config("max.message.bytes")
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
                         let log_append =
                             topic.config("message.timestamp.type") == Some("LogAppendTime");
-                        append(log, p.records.unwrap_or_default(), max_bytes, log_append).await
+                        append(log, p.records.unwrap_or_default(), max_bytes, log_append, epoch).await
                     }
+                    },
                 },
             };
             parts.push((p.index, outcome));
@@ -165,6 +175,7 @@ async fn append(
     records: bytes::Bytes,
     max_message_bytes: usize,
     log_append_time: bool,
+    leader_epoch: i32,
 ) -> Outcome {
     let batches = match batch::split_validated(&records) {
         Ok(b) if !b.is_empty() => b,
@@ -196,7 +207,7 @@ async fn append(
             "transactional and control batches are not supported by Kafscale".into(),
         );
     }
-    match log.append(&batches, 0, log_append_time).await {
+    match log.append(&batches, leader_epoch, log_append_time).await {
         Ok((appended, durable)) => Outcome::Appended {
             base_offset: appended.base_offset,
             log_start: appended.log_start,

@@ -90,7 +90,7 @@ func main() {
 	}
 
 	producer, err := kgo.NewClient(
-		kgo.SeedBrokers(*brokers),
+		kgo.SeedBrokers(strings.Split(*brokers, ",")...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DisableIdempotentWrite(),
 		kgo.ProducerBatchCompression(compression(*codec)),
@@ -123,7 +123,7 @@ func main() {
 		byPos[p] = i
 	}
 	consumer, err := kgo.NewClient(
-		kgo.SeedBrokers(*brokers),
+		kgo.SeedBrokers(strings.Split(*brokers, ",")...),
 		kgo.ConsumeTopics(*topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 	)
@@ -163,7 +163,7 @@ func main() {
 }
 
 func defaultProducer(ctx context.Context, brokers, topic string, count int) {
-	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	producer, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
 	if err != nil {
 		fail("client: %v", err)
 	}
@@ -181,7 +181,7 @@ func defaultProducer(ctx context.Context, brokers, topic string, count int) {
 	wg.Wait()
 	producer.Close()
 
-	consumer, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		fail("consumer: %v", err)
@@ -220,7 +220,7 @@ func defaultProducer(ctx context.Context, brokers, topic string, count int) {
 }
 
 func groupMember(ctx context.Context, brokers, topic, group string) {
-	client, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+	client, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
 	if err != nil {
 		fail("client: %v", err)

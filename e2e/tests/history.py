@@ -1,0 +1,67 @@
+"""The send/acknowledgement history of Java idempotent producers, for the
+history checker in verify.py."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+from harness import CACHE, REPO
+
+
+class AckLogProducer:
+    """One AckLogProducer.java process sending PREFIX-n values at a fixed rate;
+    every ACK and ERR line is collected as it comes."""
+
+    def __init__(self, bootstrap: str, topic: str, prefix: str, rate: int = 300, version: str = "4.1.1"):
+        self.prefix = prefix
+        self.lines: list[list[str]] = []
+        self.proc = subprocess.Popen(
+            ["java", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", str(CACHE / "jars" / f"kafka-{version}" / "*"),
+             str(REPO / "e2e" / "clients" / "java" / "AckLogProducer.java"), bootstrap, topic, prefix, str(rate)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.split())
+
+    def acks(self) -> list[tuple[bytes, int, int, int, int]]:
+        """(value, partition, offset, ack time, send time) per acknowledged send (times in ms)."""
+        return [(l[1].encode(), int(l[2]), int(l[3]), int(l[4]), int(l[5])) for l in list(self.lines) if l[0] == "ACK"]
+
+    def errors(self) -> list[list[str]]:
+        return [l for l in list(self.lines) if l[0] == "ERR"]
+
+    def wait_acked(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.time() + timeout
+        while len(self.acks()) < count:
+            assert self.proc.poll() is None, f"producer {self.prefix} exited: {''.join(self.stderr)[-3000:]}"
+            assert time.time() < deadline, f"producer {self.prefix}: only {len(self.acks())} of {count} acknowledged"
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 150.0) -> dict[bytes, tuple[int, int]]:
+        """Stops sending, waits for every answer; returns value -> (partition, offset)."""
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout)
+        done = [l for l in self.lines if l[0] == "DONE"]
+        assert done, f"producer {self.prefix} did not finish: {''.join(self.stderr)[-3000:]}"
+        sent, acked, failed = (int(x) for x in done[0][1:])
+        assert acked + failed == sent, f"{self.prefix}: {sent} sent, {acked} acked, {failed} failed"
+        return {v: (p, o) for v, p, o, _, _ in self.acks()}
+
+
+def first_acks_after(producers: list[AckLogProducer], partitions: set[int], since_ms: int) -> dict[int, int]:
+    """Per partition, the earliest acknowledgement time of a record sent after
+    `since_ms` (so necessarily written by whoever leads after that moment)."""
+    out: dict[int, int] = {}
+    for producer in producers:
+        for _, p, _, acked, sent in producer.acks():
+            if p in partitions and sent > since_ms:
+                out[p] = min(out.get(p, acked), acked)
+    return out
