@@ -37,7 +37,8 @@ pub struct Leader {
 struct ViewState {
     brokers: BTreeMap<i32, BrokerRecord>,
     controller: Option<i32>,
-    leaders: HashMap<LeadershipKey, (Option<i32>, i32)>,
+    /// Leader, epoch and the record's revision.
+    leaders: HashMap<LeadershipKey, (Option<i32>, i32, i64)>,
 }
 
 /// The session lease and how long it is known to be valid.
@@ -134,7 +135,7 @@ impl ClusterView {
     pub fn leader(&self, key: &LeadershipKey) -> Leader {
         let s = self.read();
         match s.leaders.get(key) {
-            Some((leader, epoch)) => Leader {
+            Some((leader, epoch, _)) => Leader {
                 broker: leader.filter(|b| s.brokers.contains_key(b)),
                 epoch: *epoch,
             },
@@ -147,11 +148,25 @@ impl ClusterView {
 
     /// The epoch at which this broker leads `key`, if it does.
     pub fn my_epoch(&self, key: &LeadershipKey) -> Option<i32> {
+        self.my_leadership(key).map(|(epoch, _)| epoch)
+    }
+
+    /// The epoch and record revision at which this broker leads `key`.
+    fn my_leadership(&self, key: &LeadershipKey) -> Option<(i32, i64)> {
         let mine = match self.read().leaders.get(key) {
-            Some((Some(leader), epoch)) if *leader == self.me.id => Some(*epoch),
+            Some((Some(leader), epoch, revision)) if *leader == self.me.id => {
+                Some((*epoch, *revision))
+            }
             _ => None,
         };
         mine.filter(|_| self.session_valid())
+    }
+
+    /// A metadata-store condition that holds only while this broker still
+    /// leads `key` as it does now; `None` if it does not lead it.
+    pub fn fence(&self, key: &LeadershipKey) -> Option<kafscale_metadata::Compare> {
+        self.my_leadership(key)
+            .map(|(_, revision)| self.metadata.leader_fence(key, revision))
     }
 
     /// Whether anything is still led by this broker.
@@ -159,7 +174,7 @@ impl ClusterView {
         self.read()
             .leaders
             .values()
-            .any(|(l, _)| *l == Some(self.me.id))
+            .any(|(l, _, _)| *l == Some(self.me.id))
     }
 
     pub fn broker(&self, id: i32) -> Option<BrokerRecord> {
@@ -194,7 +209,9 @@ impl ClusterView {
             s.leaders
                 .retain(|k, _| matches!(k, LeadershipKey::Partition(..)) != partitions);
             for e in entries {
-                s.leaders.insert(e.key, (e.leader, e.leader_epoch));
+                let revision = e.revision.unwrap_or(0);
+                s.leaders
+                    .insert(e.key, (e.leader, e.leader_epoch, revision));
             }
         }
         self.notify();
@@ -222,9 +239,10 @@ impl ClusterView {
                 } else {
                     match md.parse_leadership(kv) {
                         Ok(Some(e)) => {
+                            let revision = e.revision.unwrap_or(0);
                             self.write()
                                 .leaders
-                                .insert(e.key, (e.leader, e.leader_epoch));
+                                .insert(e.key, (e.leader, e.leader_epoch, revision));
                         }
                         Ok(None) => {}
                         Err(e) => {

@@ -111,15 +111,11 @@ pub fn scrape_hook(broker: Arc<Broker>) -> ScrapeHook {
 }
 
 #[derive(Serialize)]
-struct BrokerInfo {
-    id: i32,
-    host: String,
-    port: i32,
-}
-
-#[derive(Serialize)]
 struct PartitionInfo {
     partition: i32,
+    /// The live leader, if any, and the leader epoch.
+    leader: Option<i32>,
+    leader_epoch: i32,
     log_start_offset: Option<i64>,
     high_watermark: Option<i64>,
     error: Option<String>,
@@ -159,30 +155,25 @@ struct ApiError {
     error: String,
 }
 
-fn broker_info(b: &Broker) -> BrokerInfo {
-    BrokerInfo {
-        id: b.config.node_id,
-        host: b.config.advertised_host.clone(),
-        port: b.config.advertised_port,
-    }
-}
-
-async fn topic_info(t: &Topic) -> TopicInfo {
+async fn topic_info(b: &Broker, t: &Topic) -> TopicInfo {
     let mut partitions = Vec::with_capacity(t.partitions.len());
     for log in &t.partitions {
-        partitions.push(match log.offsets().await {
-            Ok((start, hw)) => PartitionInfo {
-                partition: log.partition,
-                log_start_offset: Some(start),
-                high_watermark: Some(hw),
-                error: None,
-            },
-            Err(e) => PartitionInfo {
-                partition: log.partition,
-                log_start_offset: None,
-                high_watermark: None,
-                error: Some(e.to_string()),
-            },
+        let leader = b.partition_leader(&log.topic, log.partition);
+        let offsets = match crate::handlers::lead(b, log) {
+            Ok(_) => log.offsets().await.map_err(|e| e.to_string()),
+            Err((_, message)) => Err(message),
+        };
+        let (log_start_offset, high_watermark, error) = match offsets {
+            Ok((start, hw)) => (Some(start), Some(hw), None),
+            Err(e) => (None, None, Some(e)),
+        };
+        partitions.push(PartitionInfo {
+            partition: log.partition,
+            leader: leader.broker,
+            leader_epoch: leader.epoch,
+            log_start_offset,
+            high_watermark,
+            error,
         });
     }
     TopicInfo {
@@ -259,8 +250,8 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Box<dyn Reply>,)> {
             let groups = b.groups.list().await.map(|g| g.len()).ok();
             Ok::<_, Infallible>(json(&serde_json::json!({
                 "cluster_id": b.config.cluster_id,
-                "controller": b.config.node_id,
-                "brokers": [broker_info(&b)],
+                "controller": crate::handlers::metadata::controller_id(&b),
+                "brokers": crate::handlers::metadata::live_brokers(&b),
                 "topics": b.topics.all().len(),
                 "groups": groups,
                 "object_store": {"state": b.storage.name(), "detail": b.storage.detail()},
@@ -270,14 +261,14 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Box<dyn Reply>,)> {
     let brokers = warp::path!("api" / "v1" / "brokers")
         .and(warp::get())
         .and(with())
-        .map(|b: Arc<Broker>| json(&vec![broker_info(&b)]));
+        .map(|b: Arc<Broker>| json(&crate::handlers::metadata::live_brokers(&b)));
     let topics = warp::path!("api" / "v1" / "topics")
         .and(warp::get())
         .and(with())
         .and_then(|b: Arc<Broker>| async move {
             let mut out = Vec::new();
             for t in b.topics.all() {
-                out.push(topic_info(&t).await);
+                out.push(topic_info(&b, &t).await);
             }
             Ok::<_, Infallible>(json(&out))
         });
@@ -286,7 +277,7 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Box<dyn Reply>,)> {
         .and(with())
         .and_then(|name: String, b: Arc<Broker>| async move {
             Ok::<_, Infallible>(match b.topics.get(&name) {
-                Some(t) => json(&topic_info(&t).await),
+                Some(t) => json(&topic_info(&b, &t).await),
                 None => error(
                     StatusCode::NOT_FOUND,
                     format!("topic '{name}' does not exist"),

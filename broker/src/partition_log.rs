@@ -222,8 +222,12 @@ impl PartitionLog {
         self.hw_tx.subscribe()
     }
 
-    /// Log start, high watermark, after recovering if needed.
+    /// Log start, high watermark, after recovering if needed. Only the
+    /// leader knows them: elsewhere they would go stale.
     pub async fn offsets(&self) -> Result<(i64, i64), LogError> {
+        if self.lock().leader_epoch.is_none() {
+            return Err(self.not_leader());
+        }
         self.ensure_recovered().await?;
         let s = self.lock();
         Ok((s.log_start, s.high_watermark))
@@ -245,6 +249,7 @@ impl PartitionLog {
         if !self.lock().needs_recovery {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         // Let an upload that is still in flight finish first, so the listing sees it.
         while self.lock().uploading_end.is_some() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -308,7 +313,7 @@ impl PartitionLog {
         s.memory_bytes = 0;
         self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
         s.needs_recovery = false;
-        tracing::info!(topic = %self.topic, partition = self.partition, log_start = s.log_start, log_end = log_end_offset, "partition recovered from object storage");
+        tracing::info!(topic = %self.topic, partition = self.partition, log_start = s.log_start, log_end = log_end_offset, took_ms = started.elapsed().as_millis() as u64, "partition recovered from object storage");
         drop(s);
         self.hw_tx.send_replace(log_end_offset);
         Ok(())

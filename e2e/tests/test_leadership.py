@@ -109,8 +109,11 @@ def test_leaders_spread_and_requests_are_routed(multi):
 
 
 def kill_leader_and_measure(multi, boot: str, topic: str, producers, victim: int) -> int:
-    """kill -9 one broker; returns ms from its death until every partition it
-    led had acknowledged a produce on its new leader."""
+    """Once leadership is spread over all brokers, kill -9 one; returns ms from
+    its death until every partition it led had acknowledged a produce (sent
+    after the death) on its new leader."""
+    live = {n.id for n in multi.nodes}
+    wait_until(lambda: spread(boot, topic, live), 30, "leaders spread over every broker")
     led = {p for p, l in leaders(boot, topic).items() if l == victim}
     assert led, f"broker {victim} leads nothing"
     node = multi.nodes[victim]
@@ -138,9 +141,7 @@ def test_kill_leaders_under_load(multi):
     for p in producers:
         p.wait_acked(200)
     for k in range(8):
-        victim = k % 3
-        wait_until(lambda: victim in leaders(boot, "history").values(), 30, f"broker {victim} leading again")
-        kill_leader_and_measure(multi, boot, "history", producers, victim)
+        kill_leader_and_measure(multi, boot, "history", producers, victim=k % 3)
     acked = {}
     for p in producers:
         acked.update(p.stop())

@@ -92,6 +92,12 @@ impl MetadataStore {
         format!("{}coordinators/", self.root)
     }
 
+    /// A transaction condition that holds while `key`'s leadership record is
+    /// still at `revision` (nobody has moved it since).
+    pub fn leader_fence(&self, key: &LeadershipKey, revision: i64) -> Compare {
+        Compare::ModRevision(self.leadership_key(key), revision)
+    }
+
     fn leadership_key(&self, key: &LeadershipKey) -> String {
         match key {
             LeadershipKey::Partition(t, p) => format!("{}{t}/{p}", self.all_partitions_prefix()),

@@ -46,6 +46,9 @@ pub enum MetadataError {
     TopicExists(String),
     #[error("metadata store error: {0}")]
     Store(String),
+    /// A write conditioned on this broker's leadership found it gone.
+    #[error("{0}")]
+    Fenced(String),
     #[error("metadata record {key} is malformed: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -146,6 +149,18 @@ fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, MetadataEr
         key: kv.key.clone(),
         reason: e.to_string(),
     })
+}
+
+/// A conditional write's outcome: refused means leadership moved.
+fn fenced(applied: bool) -> Result<(), MetadataError> {
+    if applied {
+        Ok(())
+    } else {
+        Err(MetadataError::Fenced(
+            "this broker no longer coordinates the group; find the coordinator again and retry"
+                .into(),
+        ))
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -464,8 +479,14 @@ impl MetadataStore {
         Ok(out)
     }
 
-    /// Stores a group's record (its coordinator is the only writer).
-    pub async fn save_group(&self, group: &str, record: &GroupRecord) -> Result<(), MetadataError> {
+    /// Stores a group's record (its coordinator is the only writer; `fence`,
+    /// if given, makes the write conditional on still being it).
+    pub async fn save_group(
+        &self,
+        group: &str,
+        record: &GroupRecord,
+        fence: Option<&Compare>,
+    ) -> Result<(), MetadataError> {
         let writes = vec![
             Write::Put(
                 format!("{}group-index/{}", self.root, escape_group(group)),
@@ -476,7 +497,11 @@ impl MetadataStore {
                 encode(record),
             ),
         ];
-        self.kv.txn(Vec::new(), writes).await.map(|_| ())
+        fenced(
+            self.kv
+                .txn(fence.into_iter().cloned().collect(), writes)
+                .await?,
+        )
     }
 
     /// Stores committed offsets, at most `MAX_TXN_OPS` per transaction.
@@ -484,6 +509,7 @@ impl MetadataStore {
         &self,
         group: &str,
         offsets: &[((String, i32), CommittedOffset)],
+        fence: Option<&Compare>,
     ) -> Result<(), MetadataError> {
         let index = Write::Put(
             format!("{}group-index/{}", self.root, escape_group(group)),
@@ -497,7 +523,11 @@ impl MetadataStore {
             if i == 0 {
                 writes.push(index.clone());
             }
-            self.kv.txn(Vec::new(), writes).await?;
+            fenced(
+                self.kv
+                    .txn(fence.into_iter().cloned().collect(), writes)
+                    .await?,
+            )?;
         }
         Ok(())
     }
@@ -674,6 +704,32 @@ mod tests {
             "a change based on a stale read is refused"
         );
 
+        // Group writes conditioned on leading the slot fail once it moved.
+        let slot = LeadershipKey::CoordinatorSlot(3);
+        let current = store.leader_fence(&slot, stored[0].revision.unwrap());
+        let stale = store.leader_fence(&slot, stored[0].revision.unwrap() - 1);
+        let offset = CommittedOffset {
+            offset: 1,
+            leader_epoch: 0,
+            metadata: None,
+            commit_ms: 1,
+        };
+        let offsets = [(("t".to_string(), 0), offset)];
+        store
+            .commit_offsets("g", &offsets, Some(&current))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.commit_offsets("g", &offsets, Some(&stale)).await,
+            Err(MetadataError::Fenced(_))
+        ));
+        assert!(matches!(
+            store
+                .save_group("g", &GroupRecord::default(), Some(&stale))
+                .await,
+            Err(MetadataError::Fenced(_))
+        ));
+
         // A new process starts without the old one's leased keys.
         let reopened = MetadataStore::new(Arc::new(FileKv::open(&path).unwrap()), "c");
         assert!(reopened.list_brokers().await.unwrap().is_empty());
@@ -710,22 +766,22 @@ mod tests {
         };
         // "a/b" must not be mistaken for a child of "a".
         store
-            .commit_offsets("a", &[(("t".into(), 0), commit(5))])
+            .commit_offsets("a", &[(("t".into(), 0), commit(5))], None)
             .await
             .unwrap();
         store
-            .commit_offsets("a/b", &[(("t".into(), 0), commit(9))])
+            .commit_offsets("a/b", &[(("t".into(), 0), commit(9))], None)
             .await
             .unwrap();
         let many: Vec<_> = (0..250)
             .map(|p| (("big".to_string(), p), commit(i64::from(p))))
             .collect();
-        store.commit_offsets("a", &many).await.unwrap();
+        store.commit_offsets("a", &many, None).await.unwrap();
         let record = GroupRecord {
             generation: 3,
             ..GroupRecord::default()
         };
-        store.save_group("a", &record).await.unwrap();
+        store.save_group("a", &record, None).await.unwrap();
 
         let mut groups = store.list_groups().await.unwrap();
         groups.sort();

@@ -6,12 +6,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 
 use crate::batch;
 use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
 use crate::protocol::{ErrorKind, ProducerBatch, RemoteError, Request, Response};
 use crate::segment::{self, SegmentIndex, VerifiedSegment};
+
+/// Producer-state rebuilds read at most this many of the newest segments.
+/// The batches a producer may retry after a failover are the ones whose
+/// acknowledgement was lost: they are in the old leader's last uploads, one
+/// segment per flush, so the newest segments hold them; many small segments
+/// must not make recovery (and so failover) slow.
+const PRODUCER_SCAN_MAX_SEGMENTS: usize = 128;
+/// Segments fetched at once while rebuilding producer state.
+const PRODUCER_SCAN_PARALLELISM: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct FlusherSettings {
@@ -541,22 +551,28 @@ impl FlusherService {
         let list = self.list_partition(topic, partition).await?;
         let mut budget = max_bytes;
         let mut newest_first = Vec::new();
-        for seg in list.iter().rev() {
+        for seg in list.iter().rev().take(PRODUCER_SCAN_MAX_SEGMENTS) {
             if !newest_first.is_empty() && seg.size > budget {
                 break;
             }
             budget = budget.saturating_sub(seg.size);
             newest_first.push(seg.clone());
         }
-        let mut batches = Vec::new();
-        for seg in newest_first.iter().rev() {
-            let whole = match self.load_whole(seg).await? {
-                Some(w) => w,
-                None => {
-                    let raw = self.store.get(&seg.key).await?;
-                    Arc::new(VerifiedSegment::decode(raw)?)
+        // Recovery (and so failover) waits for this: fetch in parallel, in order.
+        let mut segments = futures::stream::iter(newest_first.into_iter().rev())
+            .map(|seg| async move {
+                match self.load_whole(&seg).await? {
+                    Some(w) => Ok::<_, RemoteError>(w),
+                    None => {
+                        let raw = self.store.get(&seg.key).await?;
+                        Ok(Arc::new(VerifiedSegment::decode(raw)?))
+                    }
                 }
-            };
+            })
+            .buffered(PRODUCER_SCAN_PARALLELISM);
+        let mut batches = Vec::new();
+        while let Some(whole) = segments.next().await {
+            let whole = whole?;
             batches.extend(
                 whole
                     .batch_headers()

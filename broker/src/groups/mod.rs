@@ -90,6 +90,14 @@ impl GroupCoordinator {
             .is_some()
     }
 
+    /// A condition that makes a write fail once this broker stops
+    /// coordinating the group (a paused coordinator cannot overwrite what its
+    /// successor wrote).
+    fn fence(&self, group_id: &str) -> Option<kafscale_metadata::Compare> {
+        self.cluster
+            .fence(&LeadershipKey::CoordinatorSlot(coordinator_slot(group_id)))
+    }
+
     /// The live broker coordinating `group_id`, if its slot has one.
     pub fn coordinator_of(&self, group_id: &str) -> Option<BrokerRecord> {
         let slot = LeadershipKey::CoordinatorSlot(coordinator_slot(group_id));
@@ -168,7 +176,15 @@ impl GroupCoordinator {
             g.dirty = false;
             g.to_record()
         };
-        if let Err(e) = self.metadata.save_group(&handle.id, &record).await {
+        let fence = self.fence(&handle.id);
+        if fence.is_none() {
+            return; // moved: the new coordinator owns the record now
+        }
+        if let Err(e) = self
+            .metadata
+            .save_group(&handle.id, &record, fence.as_ref())
+            .await
+        {
             tracing::warn!(group = %handle.id, error = %e, "saving group state failed; will retry");
             handle.lock().dirty = true;
         }
@@ -185,7 +201,15 @@ impl GroupCoordinator {
         handle: &GroupHandle,
         offsets: Vec<((String, i32), CommittedOffset)>,
     ) -> Result<(), MetadataError> {
-        self.metadata.commit_offsets(&handle.id, &offsets).await?;
+        let fence = self.fence(&handle.id).ok_or_else(|| {
+            MetadataError::Fenced(format!(
+                "broker {} no longer coordinates group '{}'; find the coordinator again and retry",
+                self.cluster.me.id, handle.id
+            ))
+        })?;
+        self.metadata
+            .commit_offsets(&handle.id, &offsets, Some(&fence))
+            .await?;
         let mut cache = handle.offsets();
         for (k, v) in offsets {
             cache.insert(k, v);
