@@ -68,6 +68,17 @@ def spread(bootstrap: str, topic: str, live: set[int]) -> bool:
     return set(ls.values()) <= live and max(counts.values()) - min(counts.values()) <= 1
 
 
+def start_with_topic(multi, topic: str) -> str:
+    """Starts every node, creates `topic` with 6 partitions and waits until its
+    leaders are spread; returns the bootstrap list."""
+    for n in multi.nodes:
+        n.start()
+    boot = multi.bootstrap()
+    create_topic(boot, topic, 6)
+    wait_until(lambda: spread(boot, topic, {n.id for n in multi.nodes}), 20, "leaders spread")
+    return boot
+
+
 def test_leaders_spread_and_requests_are_routed(multi):
     for n in multi.nodes:
         n.start()
@@ -131,11 +142,7 @@ def kill_leader_and_measure(multi, boot: str, topic: str, producers, victim: int
 def test_kill_leaders_under_load(multi):
     """Eight kill -9 of partition leaders while two idempotent Java producers and
     a Java consumer group run, with the default session timeout (6 s)."""
-    for n in multi.nodes:
-        n.start()
-    boot = multi.bootstrap()
-    create_topic(boot, "history", 6)
-    wait_until(lambda: spread(boot, "history", {0, 1, 2}), 20, "leaders spread")
+    boot = start_with_topic(multi, "history")
     producers = [AckLogProducer(boot, "history", f"p{i}", rate=250) for i in range(2)]
     members = [JavaMember(boot, "history", "history-readers", "cooperative-sticky") for _ in range(2)]
     for p in producers:
@@ -156,11 +163,7 @@ def test_kill_leaders_under_load(multi):
 
 
 def test_paused_leader_acknowledges_nothing_after_losing_its_session(multi):
-    for n in multi.nodes:
-        n.start()
-    boot = multi.bootstrap()
-    create_topic(boot, "paused", 6)
-    wait_until(lambda: spread(boot, "paused", {0, 1, 2}), 20, "leaders spread")
+    boot = start_with_topic(multi, "paused")
     producers = [AckLogProducer(boot, "paused", "p", rate=300)]
     producers[0].wait_acked(300)
     victim = leaders(boot, "paused")[0]
@@ -210,11 +213,7 @@ def test_scale_out_then_in_under_load(multi):
 
 
 def test_rolling_restart_loses_and_duplicates_nothing(multi):
-    for n in multi.nodes:
-        n.start()
-    boot = multi.bootstrap()
-    create_topic(boot, "rolling", 6)
-    wait_until(lambda: spread(boot, "rolling", {0, 1, 2}), 20, "leaders spread")
+    boot = start_with_topic(multi, "rolling")
     producers = [AckLogProducer(boot, "rolling", f"r{i}", rate=250) for i in range(2)]
     member = JavaMember(boot, "rolling", "rolling-readers", "range")
     for p in producers:

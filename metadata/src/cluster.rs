@@ -155,12 +155,7 @@ impl MetadataStore {
     }
 
     pub async fn list_brokers(&self) -> Result<Vec<BrokerRecord>, MetadataError> {
-        self.kv
-            .get_prefix(&self.brokers_prefix())
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        self.decode_all(&self.brokers_prefix()).await
     }
 
     pub fn parse_broker(&self, kv: &KeyValue) -> Result<BrokerRecord, MetadataError> {
@@ -194,13 +189,7 @@ impl MetadataStore {
         if !won {
             return Ok(None);
         }
-        match self
-            .kv
-            .get_prefix(&key)
-            .await?
-            .iter()
-            .find(|kv| kv.key == key)
-        {
+        match self.get_key(&key).await?.as_ref() {
             Some(kv) if decode::<ControllerRecord>(kv)?.broker_id == broker_id => {
                 Ok(Some(ControllerFence(kv.mod_revision)))
             }
@@ -211,13 +200,7 @@ impl MetadataStore {
     /// The current controller's broker id.
     pub async fn controller(&self) -> Result<Option<i32>, MetadataError> {
         let key = self.controller_key();
-        match self
-            .kv
-            .get_prefix(&key)
-            .await?
-            .iter()
-            .find(|kv| kv.key == key)
-        {
+        match self.get_key(&key).await?.as_ref() {
             Some(kv) => Ok(Some(decode::<ControllerRecord>(kv)?.broker_id)),
             None => Ok(None),
         }
@@ -229,19 +212,17 @@ impl MetadataStore {
 
     /// Every partition's leadership record.
     pub async fn partition_leaderships(&self) -> Result<Vec<LeadershipEntry>, MetadataError> {
-        let mut out = Vec::new();
-        for kv in self.kv.get_prefix(&self.all_partitions_prefix()).await? {
-            if let Some(entry) = self.parse_leadership(&kv)? {
-                out.push(entry);
-            }
-        }
-        Ok(out)
+        self.leaderships_under(&self.all_partitions_prefix()).await
     }
 
     /// Every coordinator slot's leadership record.
     pub async fn coordinator_leaderships(&self) -> Result<Vec<LeadershipEntry>, MetadataError> {
+        self.leaderships_under(&self.coordinators_prefix()).await
+    }
+
+    async fn leaderships_under(&self, prefix: &str) -> Result<Vec<LeadershipEntry>, MetadataError> {
         let mut out = Vec::new();
-        for kv in self.kv.get_prefix(&self.coordinators_prefix()).await? {
+        for kv in self.kv.get_prefix(prefix).await? {
             if let Some(entry) = self.parse_leadership(&kv)? {
                 out.push(entry);
             }

@@ -211,12 +211,30 @@ impl MetadataStore {
     }
 
     pub async fn list_topics(&self) -> Result<Vec<TopicRecord>, MetadataError> {
+        self.decode_all(&self.topics_prefix()).await
+    }
+
+    /// Every value under `prefix`, decoded.
+    async fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, MetadataError> {
         self.kv
-            .get_prefix(&self.topics_prefix())
+            .get_prefix(prefix)
             .await?
             .iter()
             .map(decode)
             .collect()
+    }
+
+    /// The one entry stored at exactly `key`.
+    async fn get_key(&self, key: &str) -> Result<Option<KeyValue>, MetadataError> {
+        Ok(self
+            .kv
+            .get_prefix(key)
+            .await?
+            .into_iter()
+            .find(|kv| kv.key == key))
     }
 
     /// Creates the topic and its partition states in one transaction that fails
@@ -274,11 +292,10 @@ impl MetadataStore {
     /// etcd's operation limit at any partition count); false if it did not exist.
     pub async fn delete_topic(&self, topic: &TopicRecord) -> Result<bool, MetadataError> {
         let key = self.topic_key(&topic.name);
-        let current = self.kv.get_prefix(&key).await?;
-        let Some(kv) = current.iter().find(|kv| kv.key == key) else {
+        let Some(kv) = self.get_key(&key).await? else {
             return Ok(false);
         };
-        let stored: TopicRecord = decode(kv)?;
+        let stored: TopicRecord = decode(&kv)?;
         if stored.id != topic.id {
             return Ok(false);
         }
@@ -300,13 +317,7 @@ impl MetadataStore {
         partition: i32,
     ) -> Result<PartitionState, MetadataError> {
         let key = format!("{}{partition}", self.partitions_prefix(topic));
-        match self
-            .kv
-            .get_prefix(&key)
-            .await?
-            .iter()
-            .find(|kv| kv.key == key)
-        {
+        match self.get_key(&key).await?.as_ref() {
             Some(kv) => decode(kv),
             None => Ok(PartitionState::default()),
         }
@@ -330,8 +341,7 @@ impl MetadataStore {
     /// must match.
     pub async fn get_topic(&self, name: &str) -> Result<Option<(TopicRecord, i64)>, MetadataError> {
         let key = self.topic_key(name);
-        let found = self.kv.get_prefix(&key).await?;
-        match found.iter().find(|kv| kv.key == key) {
+        match self.get_key(&key).await?.as_ref() {
             Some(kv) => Ok(Some((decode(kv)?, kv.mod_revision))),
             None => Ok(None),
         }
@@ -389,8 +399,7 @@ impl MetadataStore {
     ) -> Result<i64, MetadataError> {
         let key = format!("{}{partition}", self.partitions_prefix(topic));
         loop {
-            let current = self.kv.get_prefix(&key).await?;
-            let (mut state, compare) = match current.iter().find(|kv| kv.key == key) {
+            let (mut state, compare) = match self.get_key(&key).await?.as_ref() {
                 Some(kv) => (
                     decode::<PartitionState>(kv)?,
                     Compare::ModRevision(key.clone(), kv.mod_revision),
@@ -419,8 +428,7 @@ impl MetadataStore {
     ) -> Result<std::ops::Range<i64>, MetadataError> {
         let key = format!("{}producer-ids", self.root);
         loop {
-            let current = self.kv.get_prefix(&key).await?;
-            let (block, compare) = match current.iter().find(|kv| kv.key == key) {
+            let (block, compare) = match self.get_key(&key).await?.as_ref() {
                 Some(kv) => (
                     decode::<ProducerIdBlock>(kv)?,
                     Compare::ModRevision(key.clone(), kv.mod_revision),
