@@ -122,6 +122,11 @@ impl ClusterView {
         until.is_some_and(|u| Instant::now() < u)
     }
 
+    /// The current lease id (0: none), valid or not.
+    pub fn lease_id(&self) -> i64 {
+        self.session.lease.load(Ordering::Relaxed)
+    }
+
     pub fn lease(&self) -> Option<i64> {
         let lease = self.session.lease.load(Ordering::Relaxed);
         (lease != 0 && self.session_valid()).then_some(lease)
@@ -300,7 +305,16 @@ impl ClusterView {
         tokio::spawn(async move {
             loop {
                 match self.register().await {
-                    Ok(()) => self.renew_until_lost().await,
+                    Ok(()) => {
+                        self.renew_until_lost().await;
+                        // Lost only in our eyes (etcd unreachable for a while)? End
+                        // it for etcd too, so registering again need not wait for
+                        // our own old key to expire.
+                        let old = self.session.lease.swap(0, Ordering::Relaxed);
+                        if old != 0 {
+                            let _ = self.metadata.revoke_lease(old).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "broker registration failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -8,7 +8,7 @@
 //! conditioned on the record and on the controller's own key, so a controller
 //! that lost its lease changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +25,11 @@ pub fn spawn(view: Arc<ClusterView>, metadata: MetadataStore) {
         let mut changes = view.subscribe();
         let mut topic_events = metadata.watch(&metadata.topics_prefix());
         loop {
+            // Campaign when there is no controller, or when the key names this
+            // broker but nothing here controls (e.g. an answer was lost).
+            let uncontrolled = view.controller().is_none_or(|c| c == view.me.id);
             let lease = match view.lease() {
-                Some(l) if view.controller().is_none() && !view.draining() => l,
+                Some(l) if uncontrolled && !view.draining() => l,
                 _ => {
                     wait_for_change(&mut changes, &mut topic_events).await;
                     continue;
@@ -80,14 +83,17 @@ async fn control(
     topics: &mut tokio::sync::broadcast::Receiver<kafscale_metadata::WatchEvent>,
 ) {
     loop {
-        // The controller key lives and dies with the lease it was won under.
-        if view.lease() != Some(lease) || view.controller().is_some_and(|c| c != view.me.id) {
+        // The controller key lives and dies with the lease it was won under; a
+        // session that is only briefly unconfirmed skips a pass.
+        if view.lease_id() != lease || view.controller().is_some_and(|c| c != view.me.id) {
             return;
         }
-        match reassign(metadata, fence).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(changes = n, "leaders reassigned"),
-            Err(e) => tracing::warn!(error = %e, "reassigning leaders failed; retrying"),
+        if view.session_valid() {
+            match reassign(metadata, fence).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(changes = n, "leaders reassigned"),
+                Err(e) => tracing::warn!(error = %e, "reassigning leaders failed; retrying"),
+            }
         }
         wait_for_change(changes, topics).await;
     }
@@ -146,85 +152,82 @@ async fn reassign(
 /// The leadership changes that give every entry a live leader and even out
 /// the number each live broker leads (to within one), moving as little as
 /// possible. Among a broker's entries, one of the topic it leads most of
-/// moves first, so a topic's partitions spread too.
+/// moves first, so a topic's partitions spread too. Integer bookkeeping only:
+/// this runs on the runtime, for every partition of the cluster.
 pub fn plan(live: &BTreeSet<i32>, entries: &[LeadershipEntry]) -> Vec<LeadershipEntry> {
     if live.is_empty() {
         return Vec::new();
     }
-    let group = |e: &LeadershipEntry| match &e.key {
-        LeadershipKey::Partition(t, _) => t.clone(),
-        LeadershipKey::CoordinatorSlot(_) => String::new(),
-    };
-    let mut owner: Vec<Option<i32>> = entries
+    // Group (topic) of each entry as a small integer; coordinator slots form one group.
+    let mut group_ids: HashMap<&str, usize> = HashMap::new();
+    let group: Vec<usize> = entries
         .iter()
-        .map(|e| e.leader.filter(|l| live.contains(l)))
-        .collect();
-    let mut load: BTreeMap<i32, usize> = live.iter().map(|b| (*b, 0)).collect();
-    let mut per_group: BTreeMap<(String, i32), usize> = BTreeMap::new();
-    for (e, o) in entries.iter().zip(&owner) {
-        if let Some(b) = o {
-            *load.entry(*b).or_default() += 1;
-            *per_group.entry((group(e), *b)).or_default() += 1;
-        }
-    }
-    let least =
-        |load: &BTreeMap<i32, usize>| load.iter().min_by_key(|(b, n)| (**n, **b)).map(|(b, _)| *b);
-    for (i, e) in entries.iter().enumerate() {
-        if owner[i].is_none() {
-            // Prefer the least-loaded broker, then the one with least of this topic.
-            let Some(b) = load
-                .iter()
-                .min_by_key(|(b, n)| {
-                    (
-                        **n,
-                        per_group.get(&(group(e), **b)).copied().unwrap_or(0),
-                        **b,
-                    )
-                })
-                .map(|(b, _)| *b)
-            else {
-                break;
+        .map(|e| {
+            let name = match &e.key {
+                LeadershipKey::Partition(t, _) => t.as_str(),
+                LeadershipKey::CoordinatorSlot(_) => "",
             };
-            owner[i] = Some(b);
-            *load.entry(b).or_default() += 1;
-            *per_group.entry((group(e), b)).or_default() += 1;
+            let next = group_ids.len();
+            *group_ids.entry(name).or_insert(next)
+        })
+        .collect();
+    let brokers: Vec<i32> = live.iter().copied().collect();
+    let index: HashMap<i32, usize> = brokers.iter().enumerate().map(|(i, b)| (*b, i)).collect();
+    // owner[i]: index into `brokers`.
+    let mut owner: Vec<Option<usize>> = entries
+        .iter()
+        .map(|e| e.leader.and_then(|l| index.get(&l).copied()))
+        .collect();
+    let mut load = vec![0usize; brokers.len()];
+    let mut per_group = vec![vec![0usize; brokers.len()]; group_ids.len()];
+    for (i, o) in owner.iter().enumerate() {
+        if let Some(b) = o {
+            load[*b] += 1;
+            per_group[group[i]][*b] += 1;
         }
     }
-    while let Some((most, most_n)) = load
-        .iter()
-        .max_by_key(|(b, n)| (**n, std::cmp::Reverse(**b)))
-        .map(|(b, n)| (*b, *n))
-    {
-        let Some(fewest) = least(&load) else { break };
-        if most_n <= load[&fewest] + 1 {
+    for i in 0..entries.len() {
+        if owner[i].is_none() {
+            // The least-loaded broker, then the one with least of this topic.
+            let b = (0..brokers.len())
+                .min_by_key(|b| (load[*b], per_group[group[i]][*b], *b))
+                .unwrap_or(0);
+            owner[i] = Some(b);
+            load[b] += 1;
+            per_group[group[i]][b] += 1;
+        }
+    }
+    loop {
+        let most = (0..brokers.len())
+            .max_by_key(|b| (load[*b], std::cmp::Reverse(*b)))
+            .unwrap_or(0);
+        let fewest = (0..brokers.len())
+            .min_by_key(|b| (load[*b], *b))
+            .unwrap_or(0);
+        if load[most] <= load[fewest] + 1 {
             break;
         }
-        let count = |g: &str, b: i32| per_group.get(&(g.to_string(), b)).copied().unwrap_or(0);
         let Some(i) = (0..entries.len())
             .filter(|i| owner[*i] == Some(most))
             .max_by_key(|i| {
-                let g = group(&entries[*i]);
-                (
-                    count(&g, most) as i64 - count(&g, fewest) as i64,
-                    std::cmp::Reverse(*i),
-                )
+                let g = &per_group[group[*i]];
+                (g[most] as i64 - g[fewest] as i64, std::cmp::Reverse(*i))
             })
         else {
             break;
         };
-        let g = group(&entries[i]);
         owner[i] = Some(fewest);
-        *load.entry(most).or_default() -= 1;
-        *load.entry(fewest).or_default() += 1;
-        *per_group.entry((g.clone(), most)).or_default() -= 1;
-        *per_group.entry((g, fewest)).or_default() += 1;
+        load[most] -= 1;
+        load[fewest] += 1;
+        per_group[group[i]][most] -= 1;
+        per_group[group[i]][fewest] += 1;
     }
     entries
         .iter()
         .zip(owner)
-        .filter_map(|(e, o)| match o {
-            Some(b) if e.leader != Some(b) => Some(e.moved_to(b)),
-            _ => None,
+        .filter_map(|(e, o)| {
+            let b = brokers[o?];
+            (e.leader != Some(b)).then(|| e.moved_to(b))
         })
         .collect()
 }

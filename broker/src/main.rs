@@ -51,7 +51,12 @@ struct Args {
     node_id: i32,
     /// How long after a broker stops renewing its etcd session (crash, pause,
     /// network cut) its partitions and groups move to other brokers.
-    #[arg(long, env = "KAFSCALE_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    #[arg(
+        long,
+        env = "KAFSCALE_SESSION_TIMEOUT_MS",
+        default_value_t = 6000,
+        value_parser = clap::value_parser!(u64).range(2000..=600_000)
+    )]
     session_timeout_ms: u64,
     /// Cluster id reported to clients; also the etcd key root `/kafscale/{cluster_id}/`.
     #[arg(long, env = "KAFSCALE_CLUSTER_ID", default_value = "kafscale")]

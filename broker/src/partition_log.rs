@@ -19,7 +19,7 @@
 //! * acks=0 appends use the same path; only the producer does not wait.
 //! * Only the partition's leader appends, and only while its session is
 //!   valid: a confirmed upload is acknowledged only if the session is still
-//!   valid when the confirmation arrives. Each change of leadership re-reads the
+//!   valid and the partition still led at the epoch the upload started under. Each change of leadership re-reads the
 //!   log end from object storage; conditional segment keys make a writer with a
 //!   stale view fail instead of overwriting (see docs/architecture.md).
 
@@ -141,6 +141,8 @@ struct LogState {
     producers: ProducerStateTable,
     /// The epoch at which this broker leads the partition; `None`: not leader.
     leader_epoch: Option<i32>,
+    /// Counts leadership changes, so a recovery that raced one is discarded.
+    leadership_changes: u64,
 }
 
 /// What a read from the log returns.
@@ -198,6 +200,7 @@ impl PartitionLog {
                 uploading_end: None,
                 producers: ProducerStateTable::default(),
                 leader_epoch: None,
+                leadership_changes: 0,
             }),
             recovery: tokio::sync::Mutex::new(()),
             hw_tx,
@@ -250,6 +253,7 @@ impl PartitionLog {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        let generation = self.lock().leadership_changes;
         // Let an upload that is still in flight finish first, so the listing sees it.
         while self.lock().uploading_end.is_some() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -301,6 +305,10 @@ impl PartitionLog {
             .map_err(|e| LogError::StorageUnavailable(format!("{e}; retry")))?
             .log_start_offset;
         let mut s = self.lock();
+        if s.leadership_changes != generation {
+            // Read before leadership changed: another leader may have written since.
+            return Err(self.not_leader());
+        }
         s.producers = producers;
         s.log_start = s
             .log_start
@@ -330,6 +338,7 @@ impl PartitionLog {
         }
         tracing::info!(topic = %self.topic, partition = self.partition, from = ?s.leader_epoch, to = ?epoch, "partition leadership changed");
         s.leader_epoch = epoch;
+        s.leadership_changes += 1;
         s.needs_recovery = true;
         s.pending.clear();
         s.pending_bytes = 0;
@@ -602,11 +611,17 @@ impl PartitionLog {
     /// Uploads everything pending as one segment. Returns false when there was
     /// nothing to do.
     async fn flush_once(&self) -> bool {
-        let (chunks, batches) = {
+        let (chunks, batches, epoch) = {
             let mut s = self.lock();
             if s.pending.is_empty() || s.deleted || s.needs_recovery || s.leader_epoch.is_none() {
                 return false;
             }
+            if !self.ctx.cluster.session_valid() {
+                // Paused or cut off: a new leader may be writing already.
+                self.abandon_unacknowledged(&mut s, &self.not_leader());
+                return true;
+            }
+            let epoch = s.leader_epoch;
             let chunks = std::mem::take(&mut s.pending);
             s.pending_bytes = 0;
             s.uploading_end = chunks.last().map(|c| c.end_offset);
@@ -618,7 +633,7 @@ impl PartitionLog {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            (chunks, batches)
+            (chunks, batches, epoch)
         };
         let result = self
             .ctx
@@ -629,15 +644,16 @@ impl PartitionLog {
                 batches,
             })
             .await;
-        // A broker whose session ended must not acknowledge: a new leader may
-        // already be serving the partition.
+        let mut s = self.lock();
+        s.uploading_end = None;
+        // Acknowledge only as the leader the upload started under, with a valid
+        // session: after a move the new leader may have read the log end before
+        // this segment landed, and would not serve it until its own next write.
         let result = match result {
-            Ok(_) if !self.ctx.cluster.session_valid() => Err(None),
+            Ok(_) if s.leader_epoch != epoch || !self.ctx.cluster.session_valid() => Err(None),
             Ok(r) => Ok(r),
             Err(e) => Err(Some(e)),
         };
-        let mut s = self.lock();
-        s.uploading_end = None;
         match result {
             Ok(_) if !s.deleted => {
                 let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
@@ -672,18 +688,22 @@ impl PartitionLog {
                 self.ctx.metrics.flush_failures.inc();
                 let err = e.map_or_else(|| self.not_leader(), LogError::from);
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "segment upload failed; failing pending produces");
-                // Everything after the failed batches was numbered after them: fail it all
-                // and re-learn the log end from object storage before the next append.
-                s.pending.clear();
-                s.pending_bytes = 0;
-                s.log_end = s.high_watermark;
-                s.needs_recovery = true;
-                for w in s.waiters.drain(..) {
-                    let _ = w.done.send(Err(err.clone()));
-                }
+                self.abandon_unacknowledged(&mut s, &err);
             }
         }
         true
+    }
+
+    /// Fails everything not yet durable: it was numbered after what failed.
+    /// The log end is re-learnt from object storage before the next append.
+    fn abandon_unacknowledged(&self, s: &mut LogState, err: &LogError) {
+        s.pending.clear();
+        s.pending_bytes = 0;
+        s.log_end = s.high_watermark;
+        s.needs_recovery = true;
+        for w in s.waiters.drain(..) {
+            let _ = w.done.send(Err(err.clone()));
+        }
     }
 
     /// Drops the oldest in-memory chunks while the broker is over its budget;

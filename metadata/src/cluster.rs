@@ -167,16 +167,17 @@ impl MetadataStore {
         key.strip_prefix(&self.brokers_prefix())?.parse().ok()
     }
 
-    /// Becomes the controller if there is none. Returns the fence that its
-    /// leadership changes carry, or `None` when another broker is controller.
+    /// Becomes the controller if there is none (or confirms that this broker
+    /// already is). Returns the fence that its leadership changes carry, or
+    /// `None` when another broker is controller.
     pub async fn campaign(
         &self,
         broker_id: i32,
         lease: i64,
     ) -> Result<Option<ControllerFence>, MetadataError> {
         let key = self.controller_key();
-        let won = self
-            .kv
+        // Won or not, the key then says who the controller is.
+        self.kv
             .txn(
                 vec![Compare::Absent(key.clone())],
                 vec![Write::PutLeased(
@@ -186,9 +187,6 @@ impl MetadataStore {
                 )],
             )
             .await?;
-        if !won {
-            return Ok(None);
-        }
         match self.get_key(&key).await?.as_ref() {
             Some(kv) if decode::<ControllerRecord>(kv)?.broker_id == broker_id => {
                 Ok(Some(ControllerFence(kv.mod_revision)))

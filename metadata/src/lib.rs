@@ -544,24 +544,37 @@ impl MetadataStore {
         &self,
         group: &str,
         partitions: &[(String, i32)],
+        fence: Option<&Compare>,
     ) -> Result<(), MetadataError> {
         for chunk in partitions.chunks(MAX_TXN_OPS) {
             let writes = chunk
                 .iter()
                 .map(|(t, p)| Write::Delete(self.offset_key(group, t, *p)))
                 .collect();
-            self.kv.txn(Vec::new(), writes).await?;
+            fenced(
+                self.kv
+                    .txn(fence.into_iter().cloned().collect(), writes)
+                    .await?,
+            )?;
         }
         Ok(())
     }
 
     /// Deletes a group with its offsets.
-    pub async fn delete_group(&self, group: &str) -> Result<(), MetadataError> {
+    pub async fn delete_group(
+        &self,
+        group: &str,
+        fence: Option<&Compare>,
+    ) -> Result<(), MetadataError> {
         let writes = vec![
             Write::Delete(format!("{}group-index/{}", self.root, escape_group(group))),
             Write::DeletePrefix(self.group_prefix(group)),
         ];
-        self.kv.txn(Vec::new(), writes).await.map(|_| ())
+        fenced(
+            self.kv
+                .txn(fence.into_iter().cloned().collect(), writes)
+                .await?,
+        )
     }
 
     /// Changes under `topics/`, from now on. On [`WatchEvent::Resync`] re-read
@@ -803,9 +816,12 @@ mod tests {
             9
         );
 
-        store.delete_offsets("a", &[("t".into(), 0)]).await.unwrap();
+        store
+            .delete_offsets("a", &[("t".into(), 0)], None)
+            .await
+            .unwrap();
         assert_eq!(store.load_group("a").await.unwrap().offsets.len(), 250);
-        store.delete_group("a").await.unwrap();
+        store.delete_group("a", None).await.unwrap();
         assert_eq!(store.list_groups().await.unwrap(), vec!["a/b"]);
         assert_eq!(store.load_group("a").await.unwrap(), StoredGroup::default());
     }

@@ -32,6 +32,9 @@ pub struct GroupHandle {
     /// Serialises writes of this group's record so an older snapshot never
     /// overwrites a newer one.
     persist: tokio::sync::Mutex<()>,
+    /// The coordinator-slot epoch this state was loaded under: after the slot
+    /// was away and came back, the state is stale and is loaded again.
+    slot_epoch: i32,
 }
 
 impl GroupHandle {
@@ -85,9 +88,7 @@ impl GroupCoordinator {
     /// coordinator slot. Requests for groups it does not own are answered
     /// NOT_COORDINATOR.
     pub fn owns(&self, group_id: &str) -> bool {
-        self.cluster
-            .my_epoch(&LeadershipKey::CoordinatorSlot(coordinator_slot(group_id)))
-            .is_some()
+        self.slot_epoch(group_id).is_some()
     }
 
     /// A condition that makes a write fail once this broker stops
@@ -96,6 +97,16 @@ impl GroupCoordinator {
     fn fence(&self, group_id: &str) -> Option<kafscale_metadata::Compare> {
         self.cluster
             .fence(&LeadershipKey::CoordinatorSlot(coordinator_slot(group_id)))
+    }
+
+    /// [`Self::fence`], or the error for a group this broker lost.
+    fn required_fence(&self, group_id: &str) -> Result<kafscale_metadata::Compare, MetadataError> {
+        self.fence(group_id).ok_or_else(|| {
+            MetadataError::Fenced(format!(
+                "broker {} no longer coordinates group '{group_id}'; find the coordinator again and retry",
+                self.cluster.me.id
+            ))
+        })
     }
 
     /// The live broker coordinating `group_id`, if its slot has one.
@@ -113,7 +124,7 @@ impl GroupCoordinator {
     pub fn release_unowned(&self) {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         let before = groups.len();
-        groups.retain(|id, _| self.owns(id));
+        groups.retain(|id, h| self.slot_epoch(id) == Some(h.slot_epoch));
         if groups.len() != before {
             tracing::info!(
                 released = before - groups.len(),
@@ -122,12 +133,23 @@ impl GroupCoordinator {
         }
     }
 
+    /// The epoch at which this broker leads the group's slot, if it does.
+    fn slot_epoch(&self, group_id: &str) -> Option<i32> {
+        self.cluster
+            .my_epoch(&LeadershipKey::CoordinatorSlot(coordinator_slot(group_id)))
+    }
+
     fn cached(&self, id: &str) -> Option<Arc<GroupHandle>> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        let epoch = self.slot_epoch(id);
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        match groups.get(id) {
+            Some(h) if Some(h.slot_epoch) == epoch => Some(h.clone()),
+            Some(_) => {
+                groups.remove(id);
+                None
+            }
+            None => None,
+        }
     }
 
     /// The group, loaded from the metadata store on first use; `create` makes
@@ -144,6 +166,7 @@ impl GroupCoordinator {
         if let Some(h) = self.cached(id) {
             return Ok(Some(h));
         }
+        let slot_epoch = self.slot_epoch(id);
         let stored = self.metadata.load_group(id).await?;
         if stored.record.is_none() && stored.offsets.is_empty() && !create {
             return Ok(None);
@@ -157,6 +180,7 @@ impl GroupCoordinator {
             group: Mutex::new(group),
             offsets: Mutex::new(stored.offsets),
             persist: tokio::sync::Mutex::new(()),
+            slot_epoch: slot_epoch.unwrap_or(-1),
         });
         self.groups
             .lock()
@@ -201,12 +225,7 @@ impl GroupCoordinator {
         handle: &GroupHandle,
         offsets: Vec<((String, i32), CommittedOffset)>,
     ) -> Result<(), MetadataError> {
-        let fence = self.fence(&handle.id).ok_or_else(|| {
-            MetadataError::Fenced(format!(
-                "broker {} no longer coordinates group '{}'; find the coordinator again and retry",
-                self.cluster.me.id, handle.id
-            ))
-        })?;
+        let fence = self.required_fence(&handle.id)?;
         self.metadata
             .commit_offsets(&handle.id, &offsets, Some(&fence))
             .await?;
@@ -222,7 +241,10 @@ impl GroupCoordinator {
         handle: &GroupHandle,
         partitions: &[(String, i32)],
     ) -> Result<(), MetadataError> {
-        self.metadata.delete_offsets(&handle.id, partitions).await?;
+        let fence = self.required_fence(&handle.id)?;
+        self.metadata
+            .delete_offsets(&handle.id, partitions, Some(&fence))
+            .await?;
         let mut cache = handle.offsets();
         for k in partitions {
             cache.remove(k);
@@ -266,7 +288,8 @@ impl GroupCoordinator {
 
     /// Deletes an empty group and its offsets.
     pub async fn delete(&self, handle: &GroupHandle) -> Result<(), MetadataError> {
-        self.metadata.delete_group(&handle.id).await?;
+        let fence = self.required_fence(&handle.id)?;
+        self.metadata.delete_group(&handle.id, Some(&fence)).await?;
         self.groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
