@@ -684,11 +684,15 @@ impl PartitionLog {
                 }
             }
             Ok(_) => {}
-            Err(e) => {
+            Err(Some(e)) => {
                 self.ctx.metrics.flush_failures.inc();
-                let err = e.map_or_else(|| self.not_leader(), LogError::from);
+                let err = LogError::from(e);
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "segment upload failed; failing pending produces");
                 self.abandon_unacknowledged(&mut s, &err);
+            }
+            Err(None) => {
+                tracing::info!(topic = %self.topic, partition = self.partition, "leadership moved (or the session ended) while a segment upload was in flight; its producers retry on the new leader");
+                self.abandon_unacknowledged(&mut s, &self.not_leader());
             }
         }
         true

@@ -21,10 +21,20 @@ MINIO_USER = "kafscale-test"
 MINIO_PASSWORD = "kafscale-test-secret"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in a session. Another
+    process can still take it before it is bound (ephemeral ports of client
+    connections come from the same range): see `Proc.start_retrying_ports`."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_port(port: int, proc: "Proc", timeout: float = 30.0) -> None:
@@ -59,6 +69,13 @@ class Proc:
         self.popen = subprocess.Popen(self.argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         logf.close()
         return self
+
+    def set_arg(self, flag: str, value: str) -> None:
+        self.argv[self.argv.index(flag) + 1] = value
+
+    def lost_port_race(self) -> bool:
+        """Exited because a port it was given got taken in the meantime."""
+        return not self.alive() and "Address already in use" in self.tail(80)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -158,16 +175,26 @@ class Flusher:
         )
 
     def start(self) -> "Flusher":
-        if self.socket.exists():
-            self.socket.unlink()
-        self.proc.start()
-        deadline = time.time() + 30
-        while not self.socket.exists():
-            if not self.proc.alive():
+        for attempt in range(3):
+            if self.socket.exists():
+                self.socket.unlink()
+            self.proc.start()
+            deadline = time.time() + 30
+            while not self.socket.exists():
+                if not self.proc.alive():
+                    break
+                if time.time() > deadline:
+                    raise TimeoutError(f"flusher socket missing:\n{self.proc.tail()}")
+                time.sleep(0.05)
+            try:
+                wait_for_port(self.http_port, self.proc)
+                return self
+            except RuntimeError:
+                pass
+            if not self.proc.lost_port_race() or attempt == 2:
                 raise RuntimeError(f"flusher exited:\n{self.proc.tail()}")
-            if time.time() > deadline:
-                raise TimeoutError(f"flusher socket missing:\n{self.proc.tail()}")
-            time.sleep(0.05)
+            self.http_port = free_port()
+            self.proc.set_arg("--http-listen", f"127.0.0.1:{self.http_port}")
         return self
 
 
@@ -187,8 +214,19 @@ class Broker:
         )
 
     def start(self) -> "Broker":
-        self.proc.start()
-        wait_for_port(self.port, self.proc)
+        for attempt in range(3):
+            self.proc.start()
+            try:
+                wait_for_port(self.port, self.proc)
+                wait_for_port(self.http_port, self.proc)
+                return self
+            except RuntimeError:
+                pass
+            if not self.proc.lost_port_race() or attempt == 2:
+                raise RuntimeError(f"broker exited:\n{self.proc.tail()}")
+            # Only the HTTP port can change: clients keep the Kafka port.
+            self.http_port = free_port()
+            self.proc.set_arg("--http-listen", f"127.0.0.1:{self.http_port}")
         return self
 
 
