@@ -108,10 +108,6 @@ impl ClusterView {
         self.changed.subscribe()
     }
 
-    pub fn session_timeout(&self) -> Duration {
-        self.ttl
-    }
-
     /// Whether this broker's lease is known to be alive right now.
     pub fn session_valid(&self) -> bool {
         let until = *self
