@@ -6,6 +6,7 @@ stored elsewhere than acknowledged, and zero offset gaps."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import statistics
@@ -117,6 +118,18 @@ def test_leaders_spread_and_requests_are_routed(multi):
     assert sum(len(r) for r in stored.values()) == 60
     status, body = http_get(multi.nodes[ls[0]].broker.http_port, "/readyz")
     assert status == 200 and "cluster_session" in body, body
+
+    # The ops API of any broker names each partition's leader; offsets come
+    # only from the leader itself.
+    node = multi.nodes[ls[0]]
+    status, body = http_get(node.broker.http_port, "/api/v1/topics/spread")
+    assert status == 200, body
+    for part in json.loads(body)["partitions"]:
+        assert part["leader"] == ls[part["partition"]], part
+        if part["leader"] == node.id:
+            assert part["high_watermark"] == 10 and part["error"] is None, part
+        else:
+            assert part["high_watermark"] is None and "does not lead" in part["error"], part
 
 
 def kill_leader_and_measure(multi, boot: str, topic: str, producers, victim: int) -> int:
