@@ -126,9 +126,11 @@ def idle_connections(host_port, n=1000):
     return socks
 
 
-def run_suite(bootstrap, pids_fn, restart_fn, args, s3=None):
+def run_suite(bootstrap, pids_fn, restart_fn, args, s3=None, settle=None):
     """`s3()` returns the flusher's request counters (Kafscale only); they are
-    read per workload because a restart resets them."""
+    read per workload because a restart resets them. `settle(topic)` waits
+    until background segment merging of a topic is done (Kafscale only) and
+    returns the seconds it took."""
     r = {}
     create_topic(bootstrap, "w1", 6)
     cpu0 = cpu_seconds(pids_fn())
@@ -150,6 +152,10 @@ def run_suite(bootstrap, pids_fn, restart_fn, args, s3=None):
     backlog = args.backlog_mib * 1024
     create_topic(bootstrap, "w4", 6)
     producer_perf(bootstrap, "w4", backlog)
+    if settle:
+        s3_before = s3()
+        r["merge of the backlog done after s"] = settle("w4")
+        r["S3 PUTs per GiB merged (w4)"] = (s3()["puts"] - s3_before["puts"]) / (backlog * 1024 / 2**30)
     restart_fn()
     s3_before = s3() if s3 else None
     r["catch-up MB/s after restart"] = consumer_perf(bootstrap, "w4", backlog)
@@ -176,18 +182,36 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "kafscale").mkdir()
-        cluster = Cluster(work / "kafscale", "bench")
+        # Same group setting as the Kafka node: no initial rebalance delay.
+        cluster = Cluster(work / "kafscale", "bench", broker_args=["--group-initial-rebalance-delay-ms", "0"])
         try:
             pids = lambda: [cluster.broker.proc.popen.pid, cluster.flusher.proc.popen.pid]
 
             def restart():
                 cluster.restart_broker_and_flusher(kill=False)
 
+            def settle(topic):
+                """Seconds until the topic's small segments are merged: every
+                segment older than the merge age is large, so the count of
+                segments stops falling."""
+                start = last_change = time.time()
+                last = None
+                while time.time() - start < 600:
+                    n = sum(1 for p in cluster.objects(topic) if p.name.endswith(".kfs"))
+                    if n != last:
+                        last, last_change = n, time.time()
+                    # Unchanged for 30 s once all of the backlog is past the
+                    # 60 s merge age and a 10 s merge interval has run.
+                    elif time.time() - start > 75 and time.time() - last_change >= 30:
+                        return last_change - start
+                    time.sleep(2)
+                return time.time() - start
+
             def s3_counters():
                 m = scrape(cluster.flusher.http_port)
                 return {"puts": m.get('kafscale_flusher_s3_requests_total{op="put"}', 0),
                         "gets": m.get('kafscale_flusher_s3_requests_total{op="get"}', 0)}
-            results["kafscale"] = run_suite(cluster.bootstrap, pids, restart, args, s3_counters)
+            results["kafscale"] = run_suite(cluster.bootstrap, pids, restart, args, s3_counters, settle)
         finally:
             cluster.close()
         (work / "kafka").mkdir()

@@ -118,6 +118,22 @@ impl ClusterView {
         until.is_some_and(|u| Instant::now() < u)
     }
 
+    /// Until when (Unix millis) this broker's lease is known to be alive; None
+    /// while it is not. The flusher refuses writes for us past this moment.
+    pub fn session_deadline_ms(&self) -> Option<i64> {
+        let until = (*self
+            .session
+            .valid_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()))?;
+        let left = until.checked_duration_since(Instant::now())?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_millis();
+        i64::try_from(now_ms + left.as_millis()).ok()
+    }
+
     /// The current lease id (0: none), valid or not.
     pub fn lease_id(&self) -> i64 {
         self.session.lease.load(Ordering::Relaxed)

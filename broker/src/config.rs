@@ -5,6 +5,32 @@ use std::time::Duration;
 use crate::groups::GroupSettings;
 use crate::partition_log::LogSettings;
 
+/// Background merging of small segments (`segment_merge`).
+#[derive(Debug, Clone)]
+pub struct MergeSettings {
+    /// How often the leader looks for segments to merge; zero turns merging off.
+    pub interval: Duration,
+    /// Only segments written at least this long ago are merged.
+    pub min_age: Duration,
+}
+
+impl MergeSettings {
+    /// How long after its session ends a broker's upload may still land: half
+    /// the merge age, so merges never race a fenced broker's late upload.
+    pub fn upload_grace(&self) -> Duration {
+        self.min_age / 2
+    }
+}
+
+impl Default for MergeSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            min_age: Duration::from_secs(60),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
@@ -26,6 +52,7 @@ pub struct BrokerConfig {
     /// stops renewing (crash, pause, partition from etcd) its partitions and
     /// groups move to other brokers.
     pub session_timeout: Duration,
+    pub merge: MergeSettings,
     pub log: LogSettings,
     pub groups: GroupSettings,
 }
@@ -43,11 +70,13 @@ impl Default for BrokerConfig {
             max_in_flight_per_connection: 16,
             retention_check_interval: Duration::from_secs(60),
             session_timeout: Duration::from_secs(6),
+            merge: MergeSettings::default(),
             log: LogSettings {
                 flush_window: Duration::from_millis(5),
                 flush_bytes: 8 * 1024 * 1024,
                 memory_budget: 256 * 1024 * 1024,
                 max_pending_bytes: 64 * 1024 * 1024,
+                upload_grace: MergeSettings::default().upload_grace(),
             },
             groups: GroupSettings {
                 initial_rebalance_delay: Duration::from_millis(3000),

@@ -14,6 +14,7 @@ pub mod partition_log;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod retention;
+pub mod segment_merge;
 pub mod server;
 pub mod storage_health;
 pub mod topics;
@@ -37,6 +38,9 @@ pub struct Broker {
     pub metrics: Arc<metrics::BrokerMetrics>,
     pub storage: Arc<storage_health::StorageHealth>,
     pub cluster: Arc<cluster::ClusterView>,
+    /// Serialises this broker's segment deletes (retention, DeleteRecords) and
+    /// merge steps, so neither acts on a listing the other has changed.
+    pub segment_maintenance: tokio::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -83,6 +87,7 @@ impl Broker {
             metadata,
             flusher,
             topics,
+            segment_maintenance: tokio::sync::Mutex::new(()),
         });
         broker.clone().spawn_leadership_sync();
         Ok(broker)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use kafscale_broker::config::MergeSettings;
 use kafscale_broker::metrics::{BrokerMetrics, InstrumentedKv};
 use kafscale_broker::partition_log::LogSettings;
 use kafscale_broker::{ops_api, server, Broker, BrokerConfig};
@@ -99,6 +100,19 @@ struct Args {
         default_value_t = 60_000
     )]
     retention_check_interval_ms: u64,
+    /// How often a partition's leader merges small segments into larger
+    /// ones, in milliseconds (0: never).
+    #[arg(long, env = "KAFSCALE_MERGE_INTERVAL_MS", default_value_t = 10_000)]
+    merge_interval_ms: u64,
+    /// Only segments written at least this long ago are merged, in
+    /// milliseconds; a fenced broker's uploads stop landing after half of it.
+    #[arg(
+        long,
+        env = "KAFSCALE_MERGE_MIN_AGE_MS",
+        default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1_000..=86_400_000)
+    )]
+    merge_min_age_ms: u64,
     /// How long a new consumer group waits for more members before its first
     /// rebalance (Kafka's group.initial.rebalance.delay.ms).
     #[arg(
@@ -205,6 +219,10 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let defaults = BrokerConfig::default();
+    let merge = MergeSettings {
+        interval: Duration::from_millis(args.merge_interval_ms),
+        min_age: Duration::from_millis(args.merge_min_age_ms),
+    };
     let config = BrokerConfig {
         node_id: args.node_id,
         cluster_id: args.cluster_id.clone(),
@@ -218,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         session_timeout: Duration::from_millis(args.session_timeout_ms),
+        merge: merge.clone(),
         groups: kafscale_broker::groups::GroupSettings {
             initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
@@ -228,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             flush_bytes: args.flush_bytes,
             memory_budget: args.memory_budget_bytes,
             max_pending_bytes: args.max_pending_bytes,
+            upload_grace: merge.upload_grace(),
         },
         ..defaults
     };
@@ -246,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
     .await
     .with_context(|| format!("binding the HTTP endpoint on {}", args.http_listen))?;
     kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
+    kafscale_broker::segment_merge::spawn(broker.clone());
     tracing::info!(listen = %bound, http = %http, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
     server::serve(broker.clone(), listener, logging::shutdown_signal()).await;
     // Connections already open keep being served while the broker hands over.

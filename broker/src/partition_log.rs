@@ -74,6 +74,10 @@ impl From<RemoteError> for LogError {
                 "another writer already stored this offset range ({}); refresh metadata and retry",
                 e.message
             )),
+            ErrorKind::Expired => LogError::NotLeader(format!(
+                "this broker's session ended before the upload could finish ({}); refresh metadata and retry",
+                e.message
+            )),
             _ => LogError::StorageUnavailable(format!(
                 "object storage did not confirm the write ({}); the client should retry",
                 e.message
@@ -93,6 +97,11 @@ pub struct LogSettings {
     /// Per partition: produces are refused (retriable) while this much is
     /// waiting for object storage, instead of queueing without bound.
     pub max_pending_bytes: usize,
+    /// How long past the end of this broker's session an upload may still
+    /// land. Segment merging waits longer than this before it touches a
+    /// segment, so a fenced broker's late upload can never recreate a key a
+    /// merge deleted (see docs/architecture.md).
+    pub upload_grace: Duration,
 }
 
 /// What every partition log of a broker shares.
@@ -143,6 +152,8 @@ struct LogState {
     leader_epoch: Option<i32>,
     /// Counts leadership changes, so a recovery that raced one is discarded.
     leadership_changes: u64,
+    /// When this broker last became leader (or changed epoch).
+    led_since: Option<std::time::Instant>,
 }
 
 /// What a read from the log returns.
@@ -201,6 +212,7 @@ impl PartitionLog {
                 producers: ProducerStateTable::default(),
                 leader_epoch: None,
                 leadership_changes: 0,
+                led_since: None,
             }),
             recovery: tokio::sync::Mutex::new(()),
             hw_tx,
@@ -339,6 +351,7 @@ impl PartitionLog {
         tracing::info!(topic = %self.topic, partition = self.partition, from = ?s.leader_epoch, to = ?epoch, "partition leadership changed");
         s.leader_epoch = epoch;
         s.leadership_changes += 1;
+        s.led_since = epoch.map(|_| std::time::Instant::now());
         s.needs_recovery = true;
         s.pending.clear();
         s.pending_bytes = 0;
@@ -359,6 +372,11 @@ impl PartitionLog {
         for w in failed {
             let _ = w.done.send(Err(err.clone()));
         }
+    }
+
+    /// How long this broker has led the partition at its current epoch.
+    pub fn led_for(&self) -> Option<Duration> {
+        self.lock().led_since.map(|t| t.elapsed())
     }
 
     fn not_leader(&self) -> LogError {
@@ -611,16 +629,18 @@ impl PartitionLog {
     /// Uploads everything pending as one segment. Returns false when there was
     /// nothing to do.
     async fn flush_once(&self) -> bool {
-        let (chunks, batches, epoch) = {
+        let (chunks, batches, epoch, not_after_ms) = {
             let mut s = self.lock();
             if s.pending.is_empty() || s.deleted || s.needs_recovery || s.leader_epoch.is_none() {
                 return false;
             }
-            if !self.ctx.cluster.session_valid() {
+            let Some(session_end) = self.ctx.cluster.session_deadline_ms() else {
                 // Paused or cut off: a new leader may be writing already.
                 self.abandon_unacknowledged(&mut s, &self.not_leader());
                 return true;
-            }
+            };
+            let not_after_ms =
+                session_end.saturating_add(self.ctx.settings.upload_grace.as_millis() as i64);
             let epoch = s.leader_epoch;
             let chunks = std::mem::take(&mut s.pending);
             s.pending_bytes = 0;
@@ -633,7 +653,7 @@ impl PartitionLog {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            (chunks, batches, epoch)
+            (chunks, batches, epoch, not_after_ms)
         };
         let result = self
             .ctx
@@ -641,6 +661,7 @@ impl PartitionLog {
             .call(Request::WriteSegment {
                 topic: self.topic.clone(),
                 partition: self.partition,
+                not_after_ms,
                 batches,
             })
             .await;

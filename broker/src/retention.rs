@@ -28,12 +28,19 @@ pub async fn advance_log_start(
 }
 
 async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64) {
+    // A delete decided before a merge must not land after it: the merged
+    // object takes the key of a segment the delete may have chosen.
+    let _maintenance = broker.segment_maintenance.lock().await;
+    let Some(not_after_ms) = broker.cluster.session_deadline_ms() else {
+        return;
+    };
     let result = broker
         .flusher
         .call(Request::DeleteSegmentsBelow {
             topic: log.topic.clone(),
             partition: log.partition,
             offset,
+            not_after_ms,
         })
         .await;
     match result {

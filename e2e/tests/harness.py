@@ -262,7 +262,12 @@ class Cluster:
     def objects(self, topic: str) -> list[Path]:
         """Segment files MinIO holds for a topic (MinIO's single-drive layout keeps key paths)."""
         root = self.minio.data / "kafscale" / self.prefix / topic
-        return sorted(p for p in root.rglob("segment-*") if p.name.endswith((".kfs", ".index"))) if root.exists() else []
+        for _ in range(10):
+            try:
+                return sorted(p for p in root.rglob("segment-*") if p.name.endswith((".kfs", ".index"))) if root.exists() else []
+            except FileNotFoundError:
+                pass  # deleted while walked (retention, merging): walk again
+        raise RuntimeError(f"{root} kept changing while listed")
 
 
 class Node:

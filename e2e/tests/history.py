@@ -1,11 +1,13 @@
-"""The send/acknowledgement history of Java idempotent producers, for the
-history checker in verify.py."""
+"""Send/acknowledgement histories of producers (librdkafka in-process, Java
+idempotent producers as processes), for the history checker in verify.py."""
 
 from __future__ import annotations
 
 import subprocess
 import threading
 import time
+
+from confluent_kafka import Producer
 
 from harness import CACHE, REPO
 
@@ -65,3 +67,46 @@ def first_acks_after(producers: list[AckLogProducer], partitions: set[int], sinc
             if p in partitions and sent > since_ms:
                 out[p] = min(out.get(p, acked), acked)
     return out
+
+
+class BackgroundProducer(threading.Thread):
+    """Sends unique values as fast as acks allow; remembers where each was acked.
+    Without idempotence it does not retry, so a value is never sent twice and
+    any second copy in the log would be the broker's fault. With idempotence it
+    retries, and the broker must recognise every retried batch."""
+
+    def __init__(self, bootstrap: str, topic: str, idempotent: bool = False):
+        super().__init__(daemon=True)
+        self.topic = topic
+        config = {
+            "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2, "message.timeout.ms": 30000,
+            "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 500, "log_level": 2,
+        }
+        config.update({"enable.idempotence": True} if idempotent else {"enable.idempotence": False, "retries": 0})
+        self.producer = Producer({**config, "error_cb": self.on_error})
+        self.fatal = None
+        self.acked: dict[bytes, tuple[int, int]] = {}
+        self.failed = 0
+        self.stopping = threading.Event()
+
+    def on_error(self, err):
+        if err.fatal():
+            self.fatal = str(err)
+
+    def on_delivery(self, err, msg):
+        if err is None:
+            self.acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            self.failed += 1
+
+    def run(self):
+        i = 0
+        while not self.stopping.is_set():
+            try:
+                self.producer.produce(self.topic, value=f"v{i:08d}".encode(), key=str(i % 97).encode(),
+                                      on_delivery=self.on_delivery)
+                i += 1
+            except BufferError:
+                pass
+            self.producer.poll(0.001 if i % 50 == 0 else 0)
+        self.producer.flush(30)

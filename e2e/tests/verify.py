@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition, OFFSET_BEGINNING
+
+# Leadership settles for a moment after a broker restarts.
+SETTLING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int, deadline: float) -> tuple[int, int]:
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        except KafkaException as e:
+            if e.args[0].code() not in SETTLING or time.time() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[int, list[tuple[int, bytes]]]:
@@ -12,11 +25,11 @@ def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[int, lis
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{topic}", "enable.auto.commit": False})
     try:
         parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+        deadline = time.time() + timeout
+        ends = {p: watermarks(consumer, topic, p, deadline) for p in parts}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         out: dict[int, list[tuple[int, bytes]]] = {p: [] for p in parts}
         remaining = {p for p in parts if ends[p][1] > ends[p][0]}
-        deadline = time.time() + timeout
         while remaining:
             assert time.time() < deadline, f"timed out reading {topic}; partitions left {remaining}"
             msg = consumer.poll(0.5)

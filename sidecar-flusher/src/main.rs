@@ -62,6 +62,15 @@ struct Args {
     /// Bytes of segments cached in memory for cold reads.
     #[arg(long, env = "KAFSCALE_FLUSHER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     cache_bytes: u64,
+    /// Segments up to this size are read whole (one GET) and cached; larger
+    /// ones by range. Also the largest segment that merging writes.
+    #[arg(
+        long,
+        env = "KAFSCALE_WHOLE_SEGMENT_BYTES",
+        default_value_t = 16 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024 * 1024..=1024 * 1024 * 1024)
+    )]
+    whole_segment_bytes: u64,
     /// Address of the HTTP endpoint: /metrics, /healthz, /readyz.
     #[arg(
         long,
@@ -125,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
             prefix: args.prefix.clone(),
             index_interval: args.index_interval,
             cache_bytes: args.cache_bytes,
-            ..FlusherSettings::default()
+            whole_segment_bytes: args.whole_segment_bytes,
         },
         metrics,
         Arc::new(StoreHealth::new(health_settings)),

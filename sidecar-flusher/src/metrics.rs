@@ -43,6 +43,12 @@ pub struct FlusherMetrics {
     pub cache_bytes: Gauge,
     pub segments_written: Counter,
     pub segment_bytes: Histogram,
+    /// Small segments folded into merged ones.
+    pub merge_segments: Counter,
+    /// Merged segments written.
+    pub merge_written: Counter,
+    /// Redundant segments removed after an interrupted merge.
+    pub merge_removed: Counter,
     pub health_state: Gauge,
     pub health_error_rate: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -64,6 +70,9 @@ impl FlusherMetrics {
             cache_bytes: Gauge::default(),
             segments_written: Counter::default(),
             segment_bytes: Histogram::new(size_buckets()),
+            merge_segments: Counter::default(),
+            merge_written: Counter::default(),
+            merge_removed: Counter::default(),
             health_state: Gauge::default(),
             health_error_rate: Gauge::default(),
         });
@@ -116,6 +125,21 @@ impl FlusherMetrics {
             "Size of uploaded segments",
             Unit::Bytes,
             m.segment_bytes.clone(),
+        );
+        r.register(
+            "merged_segments",
+            "Small segments folded into merged segments",
+            m.merge_segments.clone(),
+        );
+        r.register(
+            "merges_written",
+            "Merged segments written",
+            m.merge_written.clone(),
+        );
+        r.register(
+            "merge_leftovers_removed",
+            "Redundant segments removed after an interrupted merge",
+            m.merge_removed.clone(),
         );
         r.register(
             "s3_health_state",
@@ -326,6 +350,7 @@ impl InstrumentedStore {
             Err(e) => {
                 let kind = match e {
                     StoreError::AlreadyExists(_) => "already_exists",
+                    StoreError::Changed(_) => "changed",
                     StoreError::NotFound(_) => "not_found",
                     StoreError::Unavailable(_) => "unavailable",
                     StoreError::Other(_) => "other",
@@ -347,6 +372,19 @@ impl ObjectStore for InstrumentedStore {
         let started = Instant::now();
         let len = body.len() as u64;
         let r = self.inner.put_if_absent(key, body).await;
+        self.observe("put", started, &r, len);
+        r
+    }
+
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        expected_etag: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let len = body.len() as u64;
+        let r = self.inner.put_replacing(key, body, expected_etag).await;
         self.observe("put", started, &r, len);
         r
     }

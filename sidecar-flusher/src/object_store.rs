@@ -14,6 +14,9 @@ pub enum StoreError {
     /// fenced broker's flusher) got there first.
     #[error("object {0} already exists (conditional write refused)")]
     AlreadyExists(String),
+    /// A conditional replace found the object changed since it was listed.
+    #[error("object {0} changed since it was read (conditional replace refused)")]
+    Changed(String),
     #[error("object {0} not found")]
     NotFound(String),
     /// Temporary: worth retrying (5xx, timeouts, connection errors).
@@ -35,12 +38,22 @@ pub struct ObjectInfo {
     pub size: u64,
     /// When the object was written, in Unix milliseconds (0 if unknown).
     pub last_modified_ms: i64,
+    /// Changes whenever the object is rewritten (S3's ETag).
+    pub etag: String,
 }
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Writes `body` under `key` only if no object has that key (`If-None-Match: *`).
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    /// Writes `body` under `key` over whatever is there; with `expected_etag`,
+    /// only if the object still has that ETag (`If-Match`), else `Changed`.
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        expected_etag: Option<&str>,
+    ) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
     /// All objects whose key starts with `prefix`, in lexical key order.
@@ -96,21 +109,53 @@ fn list_dir(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Resu
             list_dir(root, &path, out)?;
         } else if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
             if let Ok(rel) = path.strip_prefix(root) {
-                let last_modified_ms = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
                 out.push(ObjectInfo {
                     key: rel.to_string_lossy().into_owned(),
                     size: meta.len(),
-                    last_modified_ms,
+                    last_modified_ms: modified_ms(&meta),
+                    etag: local_etag(&meta),
                 });
             }
         }
     }
     Ok(())
+}
+
+fn modified_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A local file's stand-in for an ETag: its size, modification time and inode,
+/// which a replace (a new file renamed over the name) always changes.
+fn local_etag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{:x}-{:x}.{:x}-{:x}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino()
+    )
+}
+
+/// Writes `body` to a fresh temporary file beside `path`, synced, and returns its name.
+fn write_temp(path: &Path, key: &str, body: &[u8]) -> Result<PathBuf, StoreError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| StoreError::Other(key.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_err(key, e))?;
+    let tmp = dir.join(format!(".tmp-{}", rand_suffix()));
+    std::fs::write(&tmp, body).map_err(|e| io_err(key, e))?;
+    // fsync before publishing the name: an acknowledged record must survive power loss.
+    if let Err(e) = std::fs::File::open(&tmp).and_then(|f| f.sync_all()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(key, e));
+    }
+    Ok(tmp)
 }
 
 #[async_trait]
@@ -119,19 +164,42 @@ impl ObjectStore for LocalDirStore {
         let path = self.path(key)?;
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
-            let dir = path
-                .parent()
-                .ok_or_else(|| StoreError::Other(key.clone()))?;
-            std::fs::create_dir_all(dir).map_err(|e| io_err(&key, e))?;
-            let tmp = dir.join(format!(".tmp-{}", rand_suffix()));
-            std::fs::write(&tmp, &body).map_err(|e| io_err(&key, e))?;
-            // fsync before publishing the name: an acknowledged record must survive power loss.
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io_err(&key, e))?;
+            let tmp = write_temp(&path, &key, &body)?;
             let linked = std::fs::hard_link(&tmp, &path);
             let _ = std::fs::remove_file(&tmp);
             linked.map_err(|e| io_err(&key, e))
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+    }
+
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        expected_etag: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // One process owns a local store (dev mode), so a process-wide lock
+        // makes check-then-rename atomic.
+        static REPLACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let path = self.path(key)?;
+        let key = key.to_string();
+        let expected = expected_etag.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let tmp = write_temp(&path, &key, &body)?;
+            let _guard = REPLACE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(expected) = expected {
+                let current = std::fs::metadata(&path).map(|m| local_etag(&m));
+                if current.ok().as_deref() != Some(expected.as_str()) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(StoreError::Changed(key));
+                }
+            }
+            let renamed = std::fs::rename(&tmp, &path);
+            if renamed.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            renamed.map_err(|e| io_err(&key, e))
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))?

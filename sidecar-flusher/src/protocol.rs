@@ -1,10 +1,10 @@
-//! The broker ⇄ flusher socket protocol, version 1.
+//! The broker ⇄ flusher socket protocol, version 2.
 //!
 //! Every frame is `u32 length` followed by `length` bytes:
 //!
 //! ```text
-//! request:  u16 version=1 | u8 op      | u64 request_id | payload
-//! response: u16 version=1 | u8 op|0x80 | u64 request_id | u8 status | payload
+//! request:  u16 version=2 | u8 op      | u64 request_id | payload
+//! response: u16 version=2 | u8 op|0x80 | u64 request_id | u8 status | payload
 //! ```
 //!
 //! Requests are pipelined: a client may have any number in flight on one
@@ -16,7 +16,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame either side accepts; a segment write is bounded by the broker's flush size.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const RESPONSE_BIT: u8 = 0x80;
@@ -46,6 +46,7 @@ pub enum Op {
     ProducerBatches = 7,
     RetentionPoint = 8,
     DeleteSegmentsBelow = 9,
+    MergeSegments = 10,
 }
 
 impl Op {
@@ -60,6 +61,7 @@ impl Op {
             7 => Op::ProducerBatches,
             8 => Op::RetentionPoint,
             9 => Op::DeleteSegmentsBelow,
+            10 => Op::MergeSegments,
             other => return Err(ProtocolError::UnknownOp(other)),
         })
     }
@@ -69,9 +71,13 @@ impl Op {
 pub enum Request {
     /// Encode the batches (offsets assigned, contiguous) as one sealed segment
     /// and upload it with a create-once write. Answered only once durable.
+    /// `not_after_ms` (Unix millis) is when the broker's session may have
+    /// ended: no upload starts after it and none runs past it, which bounds how
+    /// late a fenced broker's segment can land.
     WriteSegment {
         topic: String,
         partition: i32,
+        not_after_ms: i64,
         batches: Vec<Bytes>,
     },
     /// Batches from object storage starting at the batch that holds `offset`:
@@ -116,11 +122,23 @@ pub enum Request {
         retention_bytes: i64,
     },
     /// Deletes segments that hold only offsets below `offset`. The newest
-    /// segment is always kept: it records the log end.
+    /// segment is always kept: it records the log end. No delete starts after
+    /// `not_after_ms` (the leader's session end).
     DeleteSegmentsBelow {
         topic: String,
         partition: i32,
         offset: i64,
+        not_after_ms: i64,
+    },
+    /// Merges runs of small adjacent segments older than `min_age_ms` into
+    /// segments of up to `target_bytes`; every step starts before
+    /// `not_after_ms` (the leader's session end), as for `WriteSegment`.
+    MergeSegments {
+        topic: String,
+        partition: i32,
+        target_bytes: u64,
+        min_age_ms: i64,
+        not_after_ms: i64,
     },
 }
 
@@ -146,6 +164,7 @@ impl Request {
             Request::ProducerBatches { .. } => Op::ProducerBatches,
             Request::RetentionPoint { .. } => Op::RetentionPoint,
             Request::DeleteSegmentsBelow { .. } => Op::DeleteSegmentsBelow,
+            Request::MergeSegments { .. } => Op::MergeSegments,
         }
     }
 }
@@ -184,6 +203,13 @@ pub enum Response {
     RetentionPoint {
         offset: i64,
     },
+    /// What a merge pass did: segments read, segments written, redundant
+    /// segments removed (leftovers of an interrupted merge).
+    Merged {
+        merged: u32,
+        written: u32,
+        removed: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +233,10 @@ pub enum ErrorKind {
     Corrupt = 3,
     BadRequest = 4,
     Internal = 5,
+    /// The request's `not_after_ms` passed before its write could start or
+    /// finish: the broker's session may be over, so nothing was (or will be)
+    /// acknowledged by it.
+    Expired = 6,
 }
 
 impl ErrorKind {
@@ -216,6 +246,7 @@ impl ErrorKind {
             2 => ErrorKind::Unavailable,
             3 => ErrorKind::Corrupt,
             4 => ErrorKind::BadRequest,
+            6 => ErrorKind::Expired,
             _ => ErrorKind::Internal,
         }
     }
@@ -299,10 +330,12 @@ pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
         Request::WriteSegment {
             topic,
             partition,
+            not_after_ms,
             batches,
         } => {
             put_str(&mut b, topic);
             b.put_i32(*partition);
+            b.put_i64(*not_after_ms);
             b.put_u32(batches.len() as u32);
             for batch in batches {
                 put_blob(&mut b, batch);
@@ -358,10 +391,25 @@ pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
             topic,
             partition,
             offset,
+            not_after_ms,
         } => {
             put_str(&mut b, topic);
             b.put_i32(*partition);
             b.put_i64(*offset);
+            b.put_i64(*not_after_ms);
+        }
+        Request::MergeSegments {
+            topic,
+            partition,
+            target_bytes,
+            min_age_ms,
+            not_after_ms,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i32(*partition);
+            b.put_u64(*target_bytes);
+            b.put_i64(*min_age_ms);
+            b.put_i64(*not_after_ms);
         }
     }
     b.freeze()
@@ -382,6 +430,7 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
             Op::WriteSegment => {
                 let topic = get_str(&mut b, "topic")?;
                 let partition = get_i32(&mut b, "partition")?;
+                let not_after_ms = get_i64(&mut b, "not after")?;
                 let n = get_u32(&mut b, "batch count")? as usize;
                 let mut batches = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
@@ -390,6 +439,7 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
                 Request::WriteSegment {
                     topic,
                     partition,
+                    not_after_ms,
                     batches,
                 }
             }
@@ -427,6 +477,14 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
                 topic: get_str(&mut b, "topic")?,
                 partition: get_i32(&mut b, "partition")?,
                 offset: get_i64(&mut b, "offset")?,
+                not_after_ms: get_i64(&mut b, "not after")?,
+            },
+            Op::MergeSegments => Request::MergeSegments {
+                topic: get_str(&mut b, "topic")?,
+                partition: get_i32(&mut b, "partition")?,
+                target_bytes: get_u64(&mut b, "target bytes")?,
+                min_age_ms: get_i64(&mut b, "min age")?,
+                not_after_ms: get_i64(&mut b, "not after")?,
             },
         })
     })()
@@ -492,6 +550,15 @@ pub fn encode_response(request_id: u64, op: Op, result: &Result<Response, Remote
                     }
                 }
                 Response::RetentionPoint { offset } => b.put_i64(*offset),
+                Response::Merged {
+                    merged,
+                    written,
+                    removed,
+                } => {
+                    b.put_u32(*merged);
+                    b.put_u32(*written);
+                    b.put_u32(*removed);
+                }
             }
         }
     }
@@ -568,6 +635,11 @@ pub fn decode_response(mut b: Bytes) -> Result<DecodedResponse, ProtocolError> {
         Op::DeleteSegmentsBelow => Response::Deleted {
             objects: get_u32(&mut b, "objects")?,
         },
+        Op::MergeSegments => Response::Merged {
+            merged: get_u32(&mut b, "merged")?,
+            written: get_u32(&mut b, "written")?,
+            removed: get_u32(&mut b, "removed")?,
+        },
     };
     Ok((id, Ok(resp)))
 }
@@ -582,6 +654,7 @@ mod tests {
             Request::WriteSegment {
                 topic: "orders".into(),
                 partition: 2,
+                not_after_ms: 1_700_000_000_000,
                 batches: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")],
             },
             Request::ReadRange {
@@ -616,6 +689,14 @@ mod tests {
                 topic: "t".into(),
                 partition: 3,
                 offset: 7,
+                not_after_ms: 1_700_000_000_000,
+            },
+            Request::MergeSegments {
+                topic: "t".into(),
+                partition: 1,
+                target_bytes: 1 << 24,
+                min_age_ms: 60_000,
+                not_after_ms: 1_700_000_000_000,
             },
         ];
         for (i, r) in reqs.into_iter().enumerate() {
@@ -650,6 +731,13 @@ mod tests {
         });
         let f = encode_response(9, Op::ProducerBatches, &batches);
         assert_eq!(decode_response(f).unwrap(), (9, batches));
+        let merged = Ok(Response::Merged {
+            merged: 40,
+            written: 2,
+            removed: 1,
+        });
+        let f = encode_response(10, Op::MergeSegments, &merged);
+        assert_eq!(decode_response(f).unwrap(), (10, merged));
     }
 
     #[test]

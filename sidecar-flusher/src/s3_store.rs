@@ -166,6 +166,31 @@ impl ObjectStore for S3Store {
         put.send().await.map(|_| ()).map_err(|e| map_err(key, e))
     }
 
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        expected_etag: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_match(expected_etag.map(str::to_string))
+            .body(ByteStream::from(body));
+        if let Some(kms) = &self.kms_key_id {
+            put = put
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        match put.send().await.map_err(|e| map_err(key, e)) {
+            // 412 on If-Match means the object changed, not that it exists.
+            Err(StoreError::AlreadyExists(k)) => Err(StoreError::Changed(k)),
+            other => other.map(|_| ()),
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let out = self
             .client
@@ -214,6 +239,7 @@ impl ObjectStore for S3Store {
                             .last_modified()
                             .and_then(|t| t.to_millis().ok())
                             .unwrap_or(0),
+                        etag: o.e_tag().unwrap_or_default().to_string(),
                     });
                 }
             }

@@ -230,6 +230,11 @@ impl VerifiedSegment {
         })
     }
 
+    /// Size of the `.kfs` object this was decoded from.
+    pub fn kfs_len(&self) -> u64 {
+        (SEGMENT_HEADER_LEN + self.body.len() + SEGMENT_FOOTER_LEN) as u64
+    }
+
     /// Byte position in `body` of the batch that contains `offset`, or of the
     /// first batch after it.
     pub fn position_of(&self, offset: i64) -> Option<usize> {

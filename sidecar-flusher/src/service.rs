@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::StreamExt;
 
 use crate::batch;
@@ -47,6 +48,17 @@ impl Default for FlusherSettings {
     }
 }
 
+/// Parallel GETs of a merge pass and of footer reads.
+const MERGE_PARALLELISM: usize = 8;
+/// How far cold reads fetch ahead of a consumer: at most this many segments
+/// and this share of the cache, so that several partitions read at once do
+/// not evict each other's prefetched segments before they are read.
+const READ_AHEAD_SEGMENTS: usize = 8;
+const READ_AHEAD_CACHE_SHARE: u64 = 16;
+
+/// A GET of one whole segment that concurrent readers share; `None`: gone.
+type SharedFetch = Shared<BoxFuture<'static, Result<Option<Arc<VerifiedSegment>>, RemoteError>>>;
+
 /// One `.kfs` object in a partition's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SegmentRef {
@@ -54,6 +66,22 @@ struct SegmentRef {
     key: String,
     size: u64,
     last_modified_ms: i64,
+    etag: String,
+}
+
+impl SegmentRef {
+    fn index_key(&self) -> String {
+        self.key.replace(".kfs", ".index")
+    }
+}
+
+/// A segment as a read finds it.
+enum Loaded {
+    Whole(Arc<VerifiedSegment>),
+    /// Too large to load whole: read by range through its index.
+    Large,
+    /// Deleted since the listing was taken (merged into an earlier segment).
+    Gone,
 }
 
 type PartitionKey = (String, i32);
@@ -87,6 +115,12 @@ impl SegmentCache {
         }
     }
 
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.pop(key) {
+            self.bytes -= old.body.len() as u64;
+        }
+    }
+
     fn remove_prefix(&mut self, prefix: &str) {
         let keys: Vec<String> = self
             .entries
@@ -107,6 +141,7 @@ pub struct FlusherService {
     settings: FlusherSettings,
     listings: Mutex<HashMap<PartitionKey, Vec<SegmentRef>>>,
     cache: Mutex<SegmentCache>,
+    inflight: Mutex<HashMap<String, SharedFetch>>,
     metrics: Arc<FlusherMetrics>,
     health: Arc<StoreHealth>,
 }
@@ -121,7 +156,7 @@ fn remote(kind: ErrorKind, message: impl Into<String>) -> RemoteError {
 impl From<StoreError> for RemoteError {
     fn from(e: StoreError) -> Self {
         let kind = match &e {
-            StoreError::AlreadyExists(_) => ErrorKind::Conflict,
+            StoreError::AlreadyExists(_) | StoreError::Changed(_) => ErrorKind::Conflict,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::NotFound(_) | StoreError::Other(_) => ErrorKind::Internal,
         };
@@ -140,6 +175,30 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Runs one mutating store request only if it can start before `not_after_ms`
+/// and cancels it at that moment: a broker whose session may have ended must
+/// not change object storage any later (see `WriteSegment`).
+async fn before_deadline<T>(
+    not_after_ms: i64,
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, RemoteError> {
+    let left = not_after_ms.saturating_sub(now_ms());
+    let expired = || {
+        remote(
+            ErrorKind::Expired,
+            format!("{what}: the broker's session deadline passed; nothing was written after it"),
+        )
+    };
+    if left <= 0 {
+        return Err(expired());
+    }
+    match tokio::time::timeout(Duration::from_millis(left as u64), request).await {
+        Ok(r) => r.map_err(RemoteError::from),
+        Err(_) => Err(expired()),
+    }
 }
 
 impl FlusherService {
@@ -166,6 +225,7 @@ impl FlusherService {
             settings,
             listings: Mutex::new(HashMap::new()),
             cache: Mutex::new(cache),
+            inflight: Mutex::new(HashMap::new()),
             metrics,
             health,
         })
@@ -180,8 +240,12 @@ impl FlusherService {
             Request::WriteSegment {
                 topic,
                 partition,
+                not_after_ms,
                 batches,
-            } => self.write_segment(&topic, partition, batches).await,
+            } => {
+                self.write_segment(&topic, partition, not_after_ms, batches)
+                    .await
+            }
             Request::ReadRange {
                 topic,
                 partition,
@@ -219,7 +283,22 @@ impl FlusherService {
                 topic,
                 partition,
                 offset,
-            } => self.delete_segments_below(&topic, partition, offset).await,
+                not_after_ms,
+            } => {
+                self.delete_segments_below(&topic, partition, offset, not_after_ms)
+                    .await
+            }
+            Request::MergeSegments {
+                topic,
+                partition,
+                target_bytes,
+                min_age_ms,
+                not_after_ms,
+            } => {
+                let target = target_bytes.min(self.settings.whole_segment_bytes);
+                self.merge_segments(&topic, partition, target, min_age_ms, not_after_ms)
+                    .await
+            }
         }
     }
 
@@ -256,9 +335,10 @@ impl FlusherService {
     }
 
     async fn write_segment(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         partition: i32,
+        not_after_ms: i64,
         batches: Vec<Bytes>,
     ) -> Result<Response, RemoteError> {
         for b in &batches {
@@ -269,30 +349,34 @@ impl FlusherService {
         let key = segment::segment_key(p, topic, partition, seg.base_offset);
         let body = seg.kfs_bytes();
         let size = body.len() as u64;
-        let put = self.store.put_if_absent(&key, body.clone()).await;
+        let put = before_deadline(
+            not_after_ms,
+            &key,
+            self.store.put_if_absent(&key, body.clone()),
+        )
+        .await;
         match put {
             Ok(()) => {}
             // A retried PUT whose first attempt landed finds its own bytes: success.
-            Err(StoreError::AlreadyExists(_)) if self.same_object(&key, &body).await => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind == ErrorKind::Conflict && self.same_object(&key, &body).await => {}
+            Err(e) => return Err(e),
         }
         self.metrics.segments_written.inc();
         self.metrics.segment_bytes.observe(size as f64);
-        // The .kfs is the durability point. The index only speeds up range reads,
-        // and readers fall back to scanning, so its failure is logged, not returned.
+        // The .kfs is the durability point; producers need not wait for the
+        // index. It goes up after the .kfs (never before: a fenced writer's
+        // index must not take the key of the winner's), and as it only speeds
+        // up range reads, which fall back to scanning, a failure is logged.
         let index_key = segment::index_key(p, topic, partition, seg.base_offset);
-        match self
-            .store
-            .put_if_absent(&index_key, seg.index.clone())
-            .await
-        {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan")
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let put = this.store.put_if_absent(&index_key, seg.index.clone());
+            if let Err(e) = before_deadline(not_after_ms, &index_key, put).await {
+                tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan");
             }
-        }
-        let verified = VerifiedSegment::decode(body)?;
-        self.cache_insert(key.clone(), Arc::new(verified));
+        });
+        // Not cached: the broker keeps the newest data in memory and serves
+        // tail reads itself; caching here too would hold it twice.
         let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = listings.get_mut(&(topic.to_string(), partition)) {
             let r = SegmentRef {
@@ -300,9 +384,11 @@ impl FlusherService {
                 key,
                 size,
                 last_modified_ms: now_ms(),
+                // Unknown until listed; only merges need it and they list afresh.
+                etag: String::new(),
             };
             let at = list.partition_point(|s| s.base_offset < seg.base_offset);
-            if list.get(at) != Some(&r) {
+            if list.get(at).map(|s| &s.key) != Some(&r.key) {
                 list.insert(at, r);
             }
         }
@@ -341,6 +427,7 @@ impl FlusherService {
                     key: o.key,
                     size: o.size,
                     last_modified_ms: o.last_modified_ms,
+                    etag: o.etag,
                 })
             })
             .collect();
@@ -381,57 +468,79 @@ impl FlusherService {
         })
     }
 
+    /// A cached segment, if the cache holds this object: a cached copy whose
+    /// size differs from the listing's was replaced by a merge and is dropped.
+    fn cached(&self, seg: &SegmentRef) -> Option<Arc<VerifiedSegment>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = cache.get(&seg.key)?;
+        if hit.kfs_len() == seg.size {
+            return Some(hit);
+        }
+        cache.remove(&seg.key);
+        self.metrics.cache_bytes.set(cache.bytes as i64);
+        None
+    }
+
     /// Loads a segment: from the cache, else whole from the store (verified) when
-    /// small enough. Returns `None` for large segments, which are read by range.
-    async fn load_whole(
-        &self,
-        seg: &SegmentRef,
-    ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
-        if let Some(s) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&seg.key)
-        {
+    /// small enough; large ones are read by range. Concurrent loads of one
+    /// object share a single GET (read-ahead and the reader it runs ahead of).
+    async fn load(self: &Arc<Self>, seg: &SegmentRef) -> Result<Loaded, RemoteError> {
+        if let Some(s) = self.cached(seg) {
             self.metrics.cache_hits.inc();
-            return Ok(Some(s));
+            return Ok(Loaded::Whole(s));
         }
         self.metrics.cache_misses.inc();
         if seg.size > self.settings.whole_segment_bytes {
-            return Ok(None);
+            return Ok(Loaded::Large);
         }
-        let raw = self.store.get(&seg.key).await?;
-        let verified = Arc::new(VerifiedSegment::decode(raw)?);
-        self.cache_insert(seg.key.clone(), verified.clone());
-        Ok(Some(verified))
+        Ok(match self.fetch_shared(seg).await? {
+            Some(s) => Loaded::Whole(s),
+            None => Loaded::Gone,
+        })
     }
 
-    /// Finds the segment holding `offset` (the last one whose base is `<= offset`),
-    /// re-listing once if the cached listing may be stale.
-    async fn locate(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<(SegmentRef, Option<SegmentRef>)>, RemoteError> {
-        let pick = |list: &[SegmentRef]| {
-            let idx = list.partition_point(|s| s.base_offset <= offset);
-            if idx == 0 {
-                // Below the first segment (retention moved the start): serve from the first.
-                list.first().map(|s| (s.clone(), list.get(1).cloned()))
-            } else {
-                Some((list[idx - 1].clone(), list.get(idx).cloned()))
-            }
-        };
-        if let Some(list) = self.cached_listing(topic, partition) {
-            // The cached listing is good when a later segment exists (so the target
-            // is closed) ; otherwise new segments may have appeared.
-            if let Some((seg, Some(next))) = pick(&list) {
-                return Ok(Some((seg, Some(next))));
-            }
+    fn fetch_shared(self: &Arc<Self>, seg: &SegmentRef) -> SharedFetch {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = inflight.get(&seg.key) {
+            return f.clone();
         }
-        let list = self.list_partition(topic, partition).await?;
-        Ok(pick(&list))
+        let this = Arc::clone(self);
+        let key = seg.key.clone();
+        // A task, so the GET completes (and leaves the map) even if every
+        // waiter gives up.
+        let task = tokio::spawn(async move {
+            let result = match this.store.get(&key).await {
+                Ok(raw) => VerifiedSegment::decode(raw)
+                    .map(|v| {
+                        let v = Arc::new(v);
+                        this.cache_insert(key.clone(), v.clone());
+                        Some(v)
+                    })
+                    .map_err(RemoteError::from),
+                Err(StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+            this.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            result
+        });
+        let fetch = async move {
+            task.await
+                .unwrap_or_else(|e| Err(remote(ErrorKind::Internal, e.to_string())))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(seg.key.clone(), fetch.clone());
+        fetch
+    }
+
+    fn forget_listing(&self, topic: &str, partition: i32) {
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(topic.to_string(), partition));
     }
 
     async fn read_range(
@@ -441,45 +550,110 @@ impl FlusherService {
         offset: i64,
         max_bytes: u32,
     ) -> Result<Response, RemoteError> {
-        let Some((seg, next)) = self.locate(topic, partition, offset).await? else {
-            return Ok(Response::Range {
-                batches: Bytes::new(),
-            });
+        let mut list = match self.cached_listing(topic, partition) {
+            Some(list) => list,
+            None => self.list_partition(topic, partition).await?,
         };
-        let batches = match self.load_whole(&seg).await? {
-            Some(whole) => slice_batches(&whole.body, offset, max_bytes as usize),
-            None => self.read_by_index(&seg, offset, max_bytes as usize).await?,
-        };
-        // Read-ahead: a consumer reading this segment will want the next one soon.
-        if let Some(next) = next {
-            let this = Arc::clone(self);
-            tokio::spawn(async move {
-                let _ = this.load_whole(&next).await;
-            });
+        // A listing goes stale when segments are added or merged; one fresh
+        // listing is always enough unless a merge lands in between.
+        for _ in 0..3 {
+            if let Some(batches) = self
+                .read_listed(topic, partition, &list, offset, max_bytes as usize)
+                .await?
+            {
+                return Ok(Response::Range { batches });
+            }
+            list = self.list_partition(topic, partition).await?;
         }
-        Ok(Response::Range { batches })
+        Ok(Response::Range {
+            batches: Bytes::new(),
+        })
     }
 
-    /// Range read of a large segment: index lookup, one ranged GET, each batch's
-    /// CRC verified.
+    /// Reads from the segment that holds `offset` in `list`; `None` when the
+    /// listing turned out stale. Normally that is the last segment whose base
+    /// is `<= offset`; after an interrupted merge a merged segment may extend
+    /// past later (redundant) ones, so earlier segments are tried too.
+    async fn read_listed(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        list: &[SegmentRef],
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, RemoteError> {
+        // Below the first segment (retention moved the start): serve from the first.
+        let at = list.partition_point(|s| s.base_offset <= offset).max(1);
+        for i in (0..at).rev().take(4) {
+            let Some(seg) = list.get(i) else {
+                return Ok(None);
+            };
+            let batches = match self.load(seg).await? {
+                Loaded::Gone => return Ok(None),
+                Loaded::Whole(whole) => {
+                    if whole.kfs_len() != seg.size {
+                        // Replaced by a merge since this listing was taken.
+                        self.forget_listing(topic, partition);
+                    }
+                    slice_batches(&whole.body, offset, max_bytes)
+                }
+                Loaded::Large => match self.read_by_index(seg, offset, max_bytes).await? {
+                    Some(b) => b,
+                    None => return Ok(None),
+                },
+            };
+            if !batches.is_empty() {
+                self.read_ahead(&list[i + 1..]);
+                return Ok(Some(batches));
+            }
+            if i + 1 == list.len() {
+                // The newest listed segment ends before `offset`: newer ones exist.
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A consumer reading one segment will want the next ones soon: fetch
+    /// some of them in the background (at least the next one).
+    fn read_ahead(self: &Arc<Self>, next: &[SegmentRef]) {
+        let mut budget = (self.settings.cache_bytes / READ_AHEAD_CACHE_SHARE)
+            .max(next.first().map_or(0, |s| s.size));
+        for seg in next.iter().take(READ_AHEAD_SEGMENTS) {
+            if seg.size > self.settings.whole_segment_bytes || seg.size > budget {
+                break;
+            }
+            budget -= seg.size;
+            if self.cached(seg).is_none() {
+                drop(self.fetch_shared(seg));
+            }
+        }
+    }
+
+    /// Range read of a large segment: index lookup, ranged GETs, each batch's
+    /// CRC verified. `None` when the segment is gone.
     async fn read_by_index(
         &self,
         seg: &SegmentRef,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<Bytes, RemoteError> {
-        let index_key = seg.key.replace(".kfs", ".index");
-        let start = match self.store.get(&index_key).await {
+    ) -> Result<Option<Bytes>, RemoteError> {
+        let mut start = match self.store.get(&seg.index_key()).await {
             Ok(raw) => SegmentIndex::decode(&raw)?
                 .lookup(offset)
                 .unwrap_or(segment::SEGMENT_HEADER_LEN as u32),
             Err(_) => segment::SEGMENT_HEADER_LEN as u32,
         } as u64;
         let body_end = seg.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
-        let mut want = (max_bytes as u64).max(1024 * 1024);
-        loop {
+        let window = (max_bytes as u64).max(1024 * 1024);
+        let mut want = window;
+        'windows: loop {
             let end = (start + want).min(body_end);
-            let raw = self.store.get_range(&seg.key, start..end).await?;
+            let raw = match self.store.get_range(&seg.key, start..end).await {
+                Ok(raw) => raw,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
             let mut pos = 0;
             let mut out = BytesMut::new();
             while pos < raw.len() {
@@ -496,45 +670,73 @@ impl FlusherService {
                     Err(batch::BatchError::LengthMismatch { declared, .. })
                         if out.is_empty() && end < body_end =>
                     {
-                        // The first wanted batch is larger than the window: widen it.
-                        want = (pos + declared) as u64;
-                        break;
+                        // The batch at `pos` runs past the window: read on from it.
+                        start += pos as u64;
+                        want = (declared as u64).max(window);
+                        continue 'windows;
                     }
                     Err(batch::BatchError::LengthMismatch { .. }) => break,
                     Err(e) => return Err(remote(ErrorKind::Corrupt, format!("{}: {e}", seg.key))),
                 }
             }
             if !out.is_empty() || end >= body_end {
-                return Ok(out.freeze());
+                return Ok(Some(out.freeze()));
             }
+            // Every batch of the window precedes `offset`: move past them.
+            start += pos as u64;
+            want = window;
+        }
+    }
+
+    /// Loads a whole segment however large (recovery scans, timestamp lookups);
+    /// `None` when it is gone.
+    async fn load_any_size(
+        self: &Arc<Self>,
+        seg: &SegmentRef,
+    ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
+        match self.load(seg).await? {
+            Loaded::Whole(w) => Ok(Some(w)),
+            Loaded::Gone => Ok(None),
+            Loaded::Large => self.get_verified(seg).await,
+        }
+    }
+
+    /// One GET of a whole segment, verified, not cached; `None` when it is gone.
+    async fn get_verified(
+        &self,
+        seg: &SegmentRef,
+    ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
+        match self.store.get(&seg.key).await {
+            Ok(raw) => Ok(Some(Arc::new(VerifiedSegment::decode(raw)?))),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     async fn offset_for_timestamp(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         partition: i32,
         timestamp: i64,
     ) -> Result<Response, RemoteError> {
-        let list = self.list_partition(topic, partition).await?;
-        for seg in &list {
-            let whole = match self.load_whole(seg).await? {
-                Some(w) => w,
-                None => {
-                    let raw = self.store.get(&seg.key).await?;
-                    Arc::new(VerifiedSegment::decode(raw)?)
+        'listing: for _ in 0..3 {
+            let list = self.list_partition(topic, partition).await?;
+            for seg in &list {
+                let Some(whole) = self.load_any_size(seg).await? else {
+                    continue 'listing;
+                };
+                let found = whole
+                    .batch_headers()
+                    .find(|(_, h)| h.max_timestamp >= timestamp)
+                    .map(|(_, h)| h);
+                if let Some(h) = found {
+                    return Ok(Response::OffsetForTimestamp {
+                        offset: h.base_offset,
+                        timestamp: h.max_timestamp,
+                    });
                 }
-            };
-            let found = whole
-                .batch_headers()
-                .find(|(_, h)| h.max_timestamp >= timestamp)
-                .map(|(_, h)| h);
-            if let Some(h) = found {
-                return Ok(Response::OffsetForTimestamp {
-                    offset: h.base_offset,
-                    timestamp: h.max_timestamp,
-                });
             }
+            break;
         }
         Ok(Response::OffsetForTimestamp {
             offset: -1,
@@ -543,12 +745,29 @@ impl FlusherService {
     }
 
     async fn producer_batches(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         partition: i32,
         max_bytes: u64,
     ) -> Result<Response, RemoteError> {
-        let list = self.list_partition(topic, partition).await?;
+        for _ in 0..3 {
+            let list = self.list_partition(topic, partition).await?;
+            if let Some(batches) = self.producer_batches_listed(&list, max_bytes).await? {
+                return Ok(Response::ProducerBatches { batches });
+            }
+        }
+        Err(remote(
+            ErrorKind::Unavailable,
+            "segments kept disappearing while producer state was read (merges in progress); retry",
+        ))
+    }
+
+    /// `None` when a listed segment is gone (merged meanwhile).
+    async fn producer_batches_listed(
+        self: &Arc<Self>,
+        list: &[SegmentRef],
+        max_bytes: u64,
+    ) -> Result<Option<Vec<ProducerBatch>>, RemoteError> {
         let mut budget = max_bytes;
         let mut newest_first = Vec::new();
         for seg in list.iter().rev().take(PRODUCER_SCAN_MAX_SEGMENTS) {
@@ -560,23 +779,20 @@ impl FlusherService {
         }
         // Recovery (and so failover) waits for this: fetch in parallel, in order.
         let mut segments = futures::stream::iter(newest_first.into_iter().rev())
-            .map(|seg| async move {
-                match self.load_whole(&seg).await? {
-                    Some(w) => Ok::<_, RemoteError>(w),
-                    None => {
-                        let raw = self.store.get(&seg.key).await?;
-                        Ok(Arc::new(VerifiedSegment::decode(raw)?))
-                    }
-                }
-            })
+            .map(|seg| async move { self.load_any_size(&seg).await })
             .buffered(PRODUCER_SCAN_PARALLELISM);
-        let mut batches = Vec::new();
+        let mut batches: Vec<ProducerBatch> = Vec::new();
         while let Some(whole) = segments.next().await {
-            let whole = whole?;
+            let Some(whole) = whole? else {
+                return Ok(None);
+            };
+            // A segment left over from an interrupted merge repeats batches
+            // of the merged one before it: keep offsets increasing.
+            let after = batches.last().map_or(i64::MIN, |b| b.base_offset);
             batches.extend(
                 whole
                     .batch_headers()
-                    .filter(|(_, h)| h.producer_id >= 0)
+                    .filter(|(_, h)| h.producer_id >= 0 && h.base_offset > after)
                     .map(|(_, h)| ProducerBatch {
                         producer_id: h.producer_id,
                         producer_epoch: h.producer_epoch,
@@ -586,7 +802,20 @@ impl FlusherService {
                     }),
             );
         }
-        Ok(Response::ProducerBatches { batches })
+        Ok(Some(batches))
+    }
+
+    /// The last offset in a segment, from its footer; `None` when it is gone.
+    async fn last_offset_of(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
+        if let Some(whole) = self.cached(seg) {
+            return Ok(Some(whole.footer.last_offset));
+        }
+        let tail_start = seg.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
+        match self.store.get_range(&seg.key, tail_start..seg.size).await {
+            Ok(tail) => Ok(Some(segment::decode_footer(&tail)?.last_offset)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn delete_segments_below(
@@ -594,34 +823,262 @@ impl FlusherService {
         topic: &str,
         partition: i32,
         offset: i64,
+        not_after_ms: i64,
     ) -> Result<Response, RemoteError> {
         let list = self.list_partition(topic, partition).await?;
-        // Segment i holds offsets up to the next segment's base - 1; the newest
-        // one is never deleted because recovery reads the log end from it.
-        let doomed: Vec<&SegmentRef> = list
+        // Segment i normally ends where the next one begins; the newest one is
+        // never deleted because recovery reads the log end from it.
+        let candidates: Vec<&SegmentRef> = list
             .windows(2)
             .filter(|w| w[1].base_offset <= offset)
             .map(|w| &w[0])
             .collect();
-        let mut keys = Vec::with_capacity(doomed.len() * 2);
-        for seg in &doomed {
-            keys.push(seg.key.clone());
-            keys.push(seg.key.replace(".kfs", ".index"));
-        }
-        self.store.delete(&keys).await?;
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            for seg in &doomed {
-                cache.remove_prefix(&seg.key);
-            }
-        }
-        self.listings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(topic.to_string(), partition));
+        // After an interrupted merge a merged segment reaches past the next
+        // listed one, so each candidate's own last offset decides.
+        // (Owned items: borrowed ones trip the compiler's Send inference for
+        // buffered streams inside spawned tasks.)
+        let owned: Vec<SegmentRef> = candidates.iter().map(|s| (*s).clone()).collect();
+        let ends: Vec<Option<i64>> = futures::stream::iter(owned)
+            .map(|seg| async move { self.last_offset_of(&seg).await })
+            .buffered(MERGE_PARALLELISM)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let doomed: Vec<&SegmentRef> = candidates
+            .into_iter()
+            .zip(ends)
+            .filter(|(_, last)| last.is_some_and(|l| l < offset))
+            .map(|(seg, _)| seg)
+            .collect();
+        self.delete_segments(topic, partition, &doomed, not_after_ms)
+            .await?;
         Ok(Response::Deleted {
             objects: doomed.len() as u32,
         })
+    }
+
+    /// Deletes segments (`.kfs` first, then `.index`) and forgets them.
+    async fn delete_segments(
+        &self,
+        topic: &str,
+        partition: i32,
+        doomed: &[&SegmentRef],
+        not_after_ms: i64,
+    ) -> Result<(), RemoteError> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let kfs: Vec<String> = doomed.iter().map(|s| s.key.clone()).collect();
+        let index: Vec<String> = doomed.iter().map(|s| s.index_key()).collect();
+        for keys in [kfs, index] {
+            before_deadline(not_after_ms, &keys[0], self.store.delete(&keys)).await?;
+        }
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for seg in doomed {
+                cache.remove_prefix(&seg.key);
+            }
+            self.metrics.cache_bytes.set(cache.bytes as i64);
+        }
+        self.forget_listing(topic, partition);
+        Ok(())
+    }
+
+    /// One step of background merging: finds the oldest run of small segments
+    /// older than `min_age_ms` and either removes segments that an earlier,
+    /// interrupted merge already copied, or merges the run into one segment of
+    /// at most `target` bytes. The broker repeats while a step did something.
+    ///
+    /// Crash safety: the merged object replaces the run's first segment in one
+    /// conditional PUT (If-Match on the ETag that was read); it begins with the
+    /// same bytes at the same positions, so readers of either version and the
+    /// old `.index` stay correct. Only then are the rest deleted; until they
+    /// are, they are redundant copies, never the only one. The newest segment
+    /// is never touched (recovery reads the log end from it).
+    async fn merge_segments(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        target: u64,
+        min_age_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<Response, RemoteError> {
+        let list = self.list_partition(topic, partition).await?;
+        let cutoff = now_ms().saturating_sub(min_age_ms.max(0));
+        let small = |s: &SegmentRef| s.size < target / 2 && s.last_modified_ms <= cutoff;
+        let older = &list[..list.len().saturating_sub(1)];
+        let mut i = 0;
+        while i < older.len() {
+            if !small(&older[i]) {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            let mut bytes = 0;
+            while j < older.len() && small(&older[j]) && bytes + older[j].size <= target {
+                bytes += older[j].size;
+                j += 1;
+            }
+            if let Some(done) = self
+                .merge_run(topic, partition, &older[..j], i, not_after_ms)
+                .await?
+            {
+                return Ok(done);
+            }
+            i = j.max(i + 1);
+        }
+        Ok(Response::Merged {
+            merged: 0,
+            written: 0,
+            removed: 0,
+        })
+    }
+
+    /// Merges `list[from..]` (a run of small segments) if that does anything.
+    async fn merge_run(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        list: &[SegmentRef],
+        from: usize,
+        not_after_ms: i64,
+    ) -> Result<Option<Response>, RemoteError> {
+        let run = &list[from..];
+        if run.len() < 2 && from == 0 {
+            return Ok(None);
+        }
+        // Where the segment before the run ends: a run segment inside it is a
+        // leftover of an interrupted merge.
+        let mut last = match from.checked_sub(1) {
+            Some(prev) => match self.last_offset_of(&list[prev]).await? {
+                Some(l) => Some(l),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        // Merges read around the cache: they must not evict what consumers read.
+        let loaded: Vec<Option<Arc<VerifiedSegment>>> = futures::stream::iter(run.to_vec())
+            .map(|seg| async move {
+                match self.cached(&seg) {
+                    Some(whole) => Ok(Some(whole)),
+                    None => self.get_verified(&seg).await,
+                }
+            })
+            .buffered(MERGE_PARALLELISM)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let mut keep: Vec<(&SegmentRef, Arc<VerifiedSegment>)> = Vec::new();
+        let mut redundant: Vec<&SegmentRef> = Vec::new();
+        for (seg, whole) in run.iter().zip(loaded) {
+            // Gone: the listing is stale; the next step lists again.
+            let Some(whole) = whole else { return Ok(None) };
+            let (base, end) = (whole.header.base_offset, whole.footer.last_offset);
+            match last {
+                Some(l) if base <= l && end <= l => {
+                    redundant.push(seg);
+                    continue;
+                }
+                Some(l) if base <= l => {
+                    return Err(remote(
+                        ErrorKind::Corrupt,
+                        format!("{} overlaps the segment before it only in part (offsets {base}..={end}, previous ends at {l}); not merging this partition", seg.key),
+                    ));
+                }
+                // A gap in offsets ends the run.
+                Some(l) if base > l + 1 && !keep.is_empty() => break,
+                _ => {}
+            }
+            last = Some(end);
+            keep.push((seg, whole));
+        }
+        if !redundant.is_empty() {
+            self.delete_segments(topic, partition, &redundant, not_after_ms)
+                .await?;
+            self.metrics.merge_removed.inc_by(redundant.len() as u64);
+            tracing::info!(
+                topic,
+                partition,
+                segments = redundant.len(),
+                "removed segments left over from an interrupted merge"
+            );
+            return Ok(Some(Response::Merged {
+                merged: 0,
+                written: 0,
+                removed: redundant.len() as u32,
+            }));
+        }
+        if keep.len() < 2 {
+            return Ok(None);
+        }
+        let (first, _) = keep[0];
+        if first.etag.is_empty() {
+            return Ok(None);
+        }
+        let batches: Vec<Bytes> = keep
+            .iter()
+            .flat_map(|(_, w)| {
+                w.batch_headers()
+                    .map(|(pos, h)| w.body.slice(pos..pos + h.size))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let merged = segment::encode(&batches, now_ms(), self.settings.index_interval)?;
+        let body = merged.kfs_bytes();
+        let size = body.len() as u64;
+        match before_deadline(
+            not_after_ms,
+            &first.key,
+            self.store
+                .put_replacing(&first.key, body, Some(&first.etag)),
+        )
+        .await
+        {
+            Ok(()) => {}
+            // Rewritten since it was listed (another merge): list again next step.
+            Err(e) if e.kind == ErrorKind::Conflict => {
+                self.forget_listing(topic, partition);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        // The old index is a correct prefix of the new one, so a failed index
+        // write only makes range reads scan further.
+        if let Err(e) = before_deadline(
+            not_after_ms,
+            &first.index_key(),
+            self.store
+                .put_replacing(&first.index_key(), merged.index.clone(), None),
+        )
+        .await
+        {
+            tracing::warn!(key = %first.index_key(), error = %e, "merged index upload failed; range reads will scan");
+        }
+        let rest: Vec<&SegmentRef> = keep[1..].iter().map(|(s, _)| *s).collect();
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove_prefix(&first.key);
+        self.delete_segments(topic, partition, &rest, not_after_ms)
+            .await?;
+        self.metrics.merge_segments.inc_by(keep.len() as u64);
+        self.metrics.merge_written.inc();
+        tracing::debug!(
+            topic,
+            partition,
+            base_offset = merged.base_offset,
+            last_offset = merged.last_offset,
+            segments = keep.len(),
+            bytes = size,
+            "merged segments"
+        );
+        Ok(Some(Response::Merged {
+            merged: keep.len() as u32,
+            written: 1,
+            removed: 0,
+        }))
     }
 
     async fn delete_topic(&self, topic: &str) -> Result<Response, RemoteError> {
@@ -737,6 +1194,7 @@ mod tests {
             key: format!("s{base}"),
             size,
             last_modified_ms: at,
+            etag: String::new(),
         };
         let list = vec![seg(0, 100, 1_000), seg(10, 100, 2_000), seg(20, 100, 3_000)];
         assert_eq!(retention_point(&list, 10_000, -1, -1), -1);
@@ -778,6 +1236,7 @@ mod tests {
                 Request::WriteSegment {
                     topic: "t".into(),
                     partition: 0,
+                    not_after_ms: i64::MAX,
                     batches,
                 }
             };
@@ -827,5 +1286,182 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Writes segments of `counts[i]` records (one batch each) from offset 0.
+    async fn write_segments(svc: &Arc<FlusherService>, counts: &[i32]) -> Vec<Bytes> {
+        let mut next = 0;
+        let mut all = Vec::new();
+        for &n in counts {
+            let b = batch_at(next, n);
+            next += i64::from(n);
+            all.push(b.clone());
+            svc.handle(Request::WriteSegment {
+                topic: "t".into(),
+                partition: 0,
+                not_after_ms: i64::MAX,
+                batches: vec![b],
+            })
+            .await
+            .unwrap();
+        }
+        all
+    }
+
+    /// Reads the whole partition from `offset` 0 the way a consumer does.
+    async fn read_all(svc: &Arc<FlusherService>, end: i64) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while offset < end {
+            let Response::Range { batches } = svc
+                .handle(Request::ReadRange {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    max_bytes: 1,
+                })
+                .await
+                .unwrap()
+            else {
+                panic!("expected a range")
+            };
+            let h = batch::validate(&batches).unwrap_or_else(|e| panic!("offset {offset}: {e}"));
+            out.push(batches.slice(..h.size));
+            offset = h.last_offset() + 1;
+        }
+        out
+    }
+
+    fn merge_request(not_after_ms: i64) -> Request {
+        Request::MergeSegments {
+            topic: "t".into(),
+            partition: 0,
+            target_bytes: 1 << 20,
+            min_age_ms: 0,
+            not_after_ms,
+        }
+    }
+
+    async fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
+        LocalDirStore::new(dir)
+            .unwrap()
+            .list("ns/c1/t/0/")
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|o| segment::base_offset_from_key(&o.key))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn merging_keeps_every_offset_once_and_never_touches_the_newest_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 1 << 20).await;
+        let written = write_segments(&svc, &[2, 3, 1, 4, 2, 3]).await;
+        // Warm the reader's cache and listing with the small segments first.
+        assert_eq!(read_all(&svc, 15).await, written);
+        // Past the session deadline a merge changes nothing.
+        let late = svc.handle(merge_request(1)).await.unwrap_err();
+        assert_eq!(late.kind, ErrorKind::Expired);
+        assert_eq!(segment_bases(dir.path()).await, vec![0, 2, 5, 6, 10, 12]);
+        let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
+        assert_eq!(
+            r,
+            Response::Merged {
+                merged: 5,
+                written: 1,
+                removed: 0
+            }
+        );
+        assert_eq!(segment_bases(dir.path()).await, vec![0, 12]);
+        // Nothing more to do: one merged segment and the newest one.
+        let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
+        assert!(
+            matches!(
+                r,
+                Response::Merged {
+                    written: 0,
+                    removed: 0,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        // The same service (stale cache) and a fresh one read every offset once.
+        assert_eq!(read_all(&svc, 15).await, written);
+        let fresh = service(dir.path(), 1 << 20).await;
+        assert_eq!(read_all(&fresh, 15).await, written);
+        let r = fresh
+            .handle(Request::Recover {
+                topic: "t".into(),
+                partition: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Response::Recovered {
+                log_start_offset: 0,
+                log_end_offset: 15,
+                segment_count: 2
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 1 << 20).await;
+        let written = write_segments(&svc, &[2, 3, 1, 4]).await;
+        // The state a crash leaves after the merged object replaced the first
+        // segment and before the others were deleted: segments 0..=5 in one
+        // object at key 0, the old ones at keys 2 and 5 still there.
+        let merged = segment::encode(&written[..3], 1, 2).unwrap();
+        let store = LocalDirStore::new(dir.path()).unwrap();
+        let key = segment::segment_key("ns/c1", "t", 0, 0);
+        store
+            .put_replacing(&key, merged.kfs_bytes(), None)
+            .await
+            .unwrap();
+        assert_eq!(segment_bases(dir.path()).await, vec![0, 2, 5, 6]);
+        for reader in [svc.clone(), service(dir.path(), 1 << 20).await] {
+            assert_eq!(read_all(&reader, 10).await, written);
+        }
+        // Retention below offset 3 must not delete the merged segment (it
+        // holds 3..=5) just because the next listed segment starts at 2.
+        let r = svc
+            .handle(Request::DeleteSegmentsBelow {
+                topic: "t".into(),
+                partition: 0,
+                offset: 3,
+                not_after_ms: i64::MAX,
+            })
+            .await
+            .unwrap();
+        assert_eq!(r, Response::Deleted { objects: 0 });
+        // The next merge step removes the leftovers, then merges what is left.
+        let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
+        assert_eq!(
+            r,
+            Response::Merged {
+                merged: 0,
+                written: 0,
+                removed: 2
+            }
+        );
+        assert_eq!(segment_bases(dir.path()).await, vec![0, 6]);
+        assert_eq!(read_all(&svc, 10).await, written);
+        // A deadline already passed: no write happens.
+        let err = svc
+            .handle(Request::WriteSegment {
+                topic: "t".into(),
+                partition: 0,
+                not_after_ms: 1,
+                batches: vec![batch_at(10, 1)],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Expired);
+        assert_eq!(segment_bases(dir.path()).await, vec![0, 6]);
     }
 }

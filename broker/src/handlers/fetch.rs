@@ -151,62 +151,117 @@ async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRespons
         .with_responses(responses)
 }
 
+enum PartitionRead {
+    Unknown(ResponseError),
+    Data(crate::partition_log::ReadResult),
+    Failed {
+        code: i16,
+        log_start: i64,
+        high_watermark: i64,
+    },
+}
+
+/// One partition's read of at most `budget` bytes (at least one batch unless
+/// `budget` is 0 and earlier partitions already filled the response).
+async fn read_one(t: &Target, budget: usize, have_data: bool) -> PartitionRead {
+    let log = match &t.log {
+        Err(code) => return PartitionRead::Unknown(*code),
+        Ok(log) => log,
+    };
+    let result = if budget == 0 && have_data {
+        log.offsets()
+            .await
+            .map(|(log_start, hw)| crate::partition_log::ReadResult {
+                records: bytes::Bytes::new(),
+                high_watermark: hw,
+                log_start,
+            })
+    } else {
+        log.read(t.offset, budget.max(1)).await
+    };
+    match result {
+        Ok(r) => PartitionRead::Data(r),
+        Err(e) => {
+            let (code, _) = log_error_code(&e);
+            let (log_start, high_watermark) = log.offsets().await.unwrap_or((-1, -1));
+            PartitionRead::Failed {
+                code,
+                log_start,
+                high_watermark,
+            }
+        }
+    }
+}
+
+/// Partitions read concurrently: cold reads wait on object storage, so one
+/// fetch of many partitions should not wait for them one after another.
+const READ_WAVE: usize = 16;
+
 /// Reads every target once. Only the first partition with data may exceed the
-/// request's `max_bytes` (by returning one whole batch), as in Kafka.
+/// request's `max_bytes` (by returning one whole batch), as in Kafka. Targets
+/// are read in waves of partitions whose whole budgets fit in what is left of
+/// `max_bytes`, so reading concurrently never reads more than could be sent.
 async fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
     let mut out = Vec::with_capacity(targets.len());
     let mut total = 0usize;
     let mut any_error = false;
-    for t in targets {
-        let mut data = PartitionData::default()
-            .with_partition_index(t.partition)
-            .with_aborted_transactions(None);
-        match &t.log {
-            Err(code) => {
-                data = data.with_error_code(code.code()).with_high_watermark(-1);
-                any_error = true;
-            }
-            Ok(log) => {
-                let budget = max_bytes.saturating_sub(total).min(t.max_bytes);
-                let result = if budget == 0 && total > 0 {
-                    log.offsets()
-                        .await
-                        .map(|(log_start, hw)| crate::partition_log::ReadResult {
-                            records: bytes::Bytes::new(),
-                            high_watermark: hw,
-                            log_start,
-                        })
-                } else {
-                    log.read(t.offset, budget.max(1)).await
-                };
-                match result {
-                    Ok(r) => {
-                        let records = if total > 0 && r.records.len() > budget {
-                            bytes::Bytes::new()
-                        } else {
-                            r.records
-                        };
-                        total += records.len();
-                        data = data
-                            .with_high_watermark(r.high_watermark)
-                            .with_last_stable_offset(r.high_watermark)
-                            .with_log_start_offset(r.log_start)
-                            .with_records(Some(records));
-                    }
-                    Err(e) => {
-                        let (code, _) = log_error_code(&e);
-                        any_error = true;
-                        let (log_start, hw) = log.offsets().await.unwrap_or((-1, -1));
-                        data = data
-                            .with_error_code(code)
-                            .with_high_watermark(hw)
-                            .with_last_stable_offset(hw)
-                            .with_log_start_offset(log_start);
-                    }
+    let mut next = 0;
+    while next < targets.len() {
+        let remaining = max_bytes.saturating_sub(total);
+        let mut end = next + 1;
+        let mut planned = targets[next].max_bytes.min(remaining);
+        while end < targets.len()
+            && end - next < READ_WAVE
+            && planned + targets[end].max_bytes <= remaining
+        {
+            planned += targets[end].max_bytes;
+            end += 1;
+        }
+        let wave = &targets[next..end];
+        let results = futures::future::join_all(
+            wave.iter()
+                .map(|t| read_one(t, remaining.min(t.max_bytes), total > 0)),
+        )
+        .await;
+        for (t, result) in wave.iter().zip(results) {
+            let mut data = PartitionData::default()
+                .with_partition_index(t.partition)
+                .with_aborted_transactions(None);
+            match result {
+                PartitionRead::Unknown(code) => {
+                    data = data.with_error_code(code.code()).with_high_watermark(-1);
+                    any_error = true;
+                }
+                PartitionRead::Data(r) => {
+                    let budget = max_bytes.saturating_sub(total).min(t.max_bytes);
+                    let records = if total > 0 && r.records.len() > budget {
+                        bytes::Bytes::new()
+                    } else {
+                        r.records
+                    };
+                    total += records.len();
+                    data = data
+                        .with_high_watermark(r.high_watermark)
+                        .with_last_stable_offset(r.high_watermark)
+                        .with_log_start_offset(r.log_start)
+                        .with_records(Some(records));
+                }
+                PartitionRead::Failed {
+                    code,
+                    log_start,
+                    high_watermark,
+                } => {
+                    any_error = true;
+                    data = data
+                        .with_error_code(code)
+                        .with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
+                        .with_log_start_offset(log_start);
                 }
             }
+            out.push(data);
         }
-        out.push(data);
+        next = end;
     }
     (out, total, any_error)
 }
