@@ -13,7 +13,9 @@
 //!   leader waits one session timeout before merging: two brokers never merge
 //!   the same partition at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use kafscale_flusher::protocol::{Request, Response};
 use kafscale_metadata::topic_rules::topic_config_value;
@@ -24,9 +26,27 @@ use crate::Broker;
 /// of small segments does not hold up the others for long.
 const MAX_STEPS_PER_PARTITION: usize = 64;
 
-/// One pass over every partition this broker has led for a while.
-pub async fn merge_once(broker: &Broker) {
-    let min_age_ms = broker.config.merge.min_age.as_millis() as i64;
+/// What earlier passes learnt, so that a partition whose small segments are
+/// all merged costs nothing (not even a listing) until it is written again.
+#[derive(Default)]
+pub struct MergeProgress {
+    partitions: HashMap<(String, i32), Watermark>,
+}
+
+struct Watermark {
+    high_watermark: i64,
+    /// When a pass first saw this high watermark: every segment is older.
+    seen_at: Instant,
+    /// A pass found nothing to merge after every segment was old enough.
+    settled: bool,
+}
+
+/// One pass over every partition this broker has led for a while. Partitions
+/// not led (or gone) are forgotten, so they are checked afresh once led again.
+pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
+    let min_age = broker.config.merge.min_age;
+    let min_age_ms = min_age.as_millis() as i64;
+    let mut seen = std::collections::HashSet::new();
     for topic in broker.topics.all() {
         let target_bytes = topic_config_value(&topic.record.config, "segment.bytes")
             .and_then(|v| v.parse::<u64>().ok())
@@ -39,6 +59,28 @@ pub async fn merge_once(broker: &Broker) {
             {
                 continue;
             }
+            let Some(high_watermark) = log.high_watermark_now() else {
+                continue;
+            };
+            let key = (log.topic.clone(), log.partition);
+            seen.insert(key.clone());
+            let now = Instant::now();
+            let mark = progress.partitions.entry(key).or_insert(Watermark {
+                high_watermark,
+                seen_at: now,
+                settled: false,
+            });
+            if mark.high_watermark != high_watermark {
+                *mark = Watermark {
+                    high_watermark,
+                    seen_at: now,
+                    settled: false,
+                };
+            }
+            if mark.settled {
+                continue;
+            }
+            let all_old_enough = now.duration_since(mark.seen_at) > min_age;
             for _ in 0..MAX_STEPS_PER_PARTITION {
                 let _maintenance = broker.segment_maintenance.lock().await;
                 let Some(not_after_ms) = broker.cluster.session_deadline_ms() else {
@@ -62,7 +104,10 @@ pub async fn merge_once(broker: &Broker) {
                     }) if written > 0 || removed > 0 => {
                         tracing::debug!(topic = %log.topic, partition = log.partition, merged, removed, "merged segments");
                     }
-                    Ok(_) => break,
+                    Ok(_) => {
+                        mark.settled = all_old_enough;
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "segment merge step failed; will retry on the next pass");
                         break;
@@ -71,6 +116,7 @@ pub async fn merge_once(broker: &Broker) {
             }
         }
     }
+    progress.partitions.retain(|key, _| seen.contains(key));
 }
 
 /// Runs `merge_once` every `merge.interval` (never when it is zero).
@@ -82,9 +128,10 @@ pub fn spawn(broker: Arc<Broker>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress = MergeProgress::default();
         loop {
             tick.tick().await;
-            merge_once(&broker).await;
+            merge_once(&broker, &mut progress).await;
         }
     });
 }

@@ -142,6 +142,9 @@ pub struct FlusherService {
     listings: Mutex<HashMap<PartitionKey, Vec<SegmentRef>>>,
     cache: Mutex<SegmentCache>,
     inflight: Mutex<HashMap<String, SharedFetch>>,
+    /// Last offsets from segment footers, by key and the ETag they were read
+    /// at: merge passes and retention check the same segments again and again.
+    last_offsets: Mutex<HashMap<String, (String, i64)>>,
     metrics: Arc<FlusherMetrics>,
     health: Arc<StoreHealth>,
 }
@@ -226,6 +229,7 @@ impl FlusherService {
             listings: Mutex::new(HashMap::new()),
             cache: Mutex::new(cache),
             inflight: Mutex::new(HashMap::new()),
+            last_offsets: Mutex::new(HashMap::new()),
             metrics,
             health,
         })
@@ -807,15 +811,34 @@ impl FlusherService {
 
     /// The last offset in a segment, from its footer; `None` when it is gone.
     async fn last_offset_of(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
-        if let Some(whole) = self.cached(seg) {
-            return Ok(Some(whole.footer.last_offset));
+        if !seg.etag.is_empty() {
+            let known = self.lock_last_offsets().get(&seg.key).cloned();
+            if let Some((etag, last)) = known {
+                if etag == seg.etag {
+                    return Ok(Some(last));
+                }
+            }
         }
-        let tail_start = seg.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
-        match self.store.get_range(&seg.key, tail_start..seg.size).await {
-            Ok(tail) => Ok(Some(segment::decode_footer(&tail)?.last_offset)),
-            Err(StoreError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
+        let last = match self.cached(seg) {
+            Some(whole) => whole.footer.last_offset,
+            None => {
+                let tail_start = seg.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
+                match self.store.get_range(&seg.key, tail_start..seg.size).await {
+                    Ok(tail) => segment::decode_footer(&tail)?.last_offset,
+                    Err(StoreError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if !seg.etag.is_empty() {
+            self.lock_last_offsets()
+                .insert(seg.key.clone(), (seg.etag.clone(), last));
         }
+        Ok(Some(last))
+    }
+
+    fn lock_last_offsets(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, i64)>> {
+        self.last_offsets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn delete_segments_below(
@@ -876,8 +899,10 @@ impl FlusherService {
         }
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last_offsets = self.lock_last_offsets();
             for seg in doomed {
-                cache.remove_prefix(&seg.key);
+                cache.remove(&seg.key);
+                last_offsets.remove(&seg.key);
             }
             self.metrics.cache_bytes.set(cache.bytes as i64);
         }
@@ -948,34 +973,29 @@ impl FlusherService {
         if run.len() < 2 && from == 0 {
             return Ok(None);
         }
-        // Where the segment before the run ends: a run segment inside it is a
-        // leftover of an interrupted merge.
-        let mut last = match from.checked_sub(1) {
-            Some(prev) => match self.last_offset_of(&list[prev]).await? {
-                Some(l) => Some(l),
-                None => return Ok(None),
-            },
-            None => None,
-        };
-        // Merges read around the cache: they must not evict what consumers read.
-        let loaded: Vec<Option<Arc<VerifiedSegment>>> = futures::stream::iter(run.to_vec())
-            .map(|seg| async move {
-                match self.cached(&seg) {
-                    Some(whole) => Ok(Some(whole)),
-                    None => self.get_verified(&seg).await,
-                }
-            })
+        // Offsets from the listing and footers alone (cached): a segment that
+        // lies inside the one before it is a leftover of an interrupted merge.
+        let owned: Vec<SegmentRef> = list[from.saturating_sub(1)..].to_vec();
+        let ends: Vec<Option<i64>> = futures::stream::iter(owned)
+            .map(|seg| async move { self.last_offset_of(&seg).await })
             .buffered(MERGE_PARALLELISM)
             .collect::<Vec<_>>()
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
-        let mut keep: Vec<(&SegmentRef, Arc<VerifiedSegment>)> = Vec::new();
+        // Gone: the listing is stale; the next step lists again.
+        let Some(ends) = ends.into_iter().collect::<Option<Vec<i64>>>() else {
+            return Ok(None);
+        };
+        let (mut last, run_ends) = if from == 0 {
+            (None, &ends[..])
+        } else {
+            (Some(ends[0]), &ends[1..])
+        };
+        let mut keep: Vec<(&SegmentRef, i64)> = Vec::new();
         let mut redundant: Vec<&SegmentRef> = Vec::new();
-        for (seg, whole) in run.iter().zip(loaded) {
-            // Gone: the listing is stale; the next step lists again.
-            let Some(whole) = whole else { return Ok(None) };
-            let (base, end) = (whole.header.base_offset, whole.footer.last_offset);
+        for (seg, &end) in run.iter().zip(run_ends) {
+            let base = seg.base_offset;
             match last {
                 Some(l) if base <= l && end <= l => {
                     redundant.push(seg);
@@ -992,7 +1012,7 @@ impl FlusherService {
                 _ => {}
             }
             last = Some(end);
-            keep.push((seg, whole));
+            keep.push((seg, end));
         }
         if !redundant.is_empty() {
             self.delete_segments(topic, partition, &redundant, not_after_ms)
@@ -1017,14 +1037,34 @@ impl FlusherService {
         if first.etag.is_empty() {
             return Ok(None);
         }
-        let batches: Vec<Bytes> = keep
-            .iter()
-            .flat_map(|(_, w)| {
-                w.batch_headers()
-                    .map(|(pos, h)| w.body.slice(pos..pos + h.size))
-                    .collect::<Vec<_>>()
+        // Merges read around the cache: they must not evict what consumers read.
+        let segs: Vec<SegmentRef> = keep.iter().map(|(s, _)| (*s).clone()).collect();
+        let loaded: Vec<Option<Arc<VerifiedSegment>>> = futures::stream::iter(segs)
+            .map(|seg| async move {
+                match self.cached(&seg) {
+                    Some(whole) => Ok(Some(whole)),
+                    None => self.get_verified(&seg).await,
+                }
             })
-            .collect();
+            .buffered(MERGE_PARALLELISM)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let mut batches: Vec<Bytes> = Vec::new();
+        for ((seg, end), whole) in keep.iter().zip(loaded) {
+            let Some(whole) = whole else { return Ok(None) };
+            if whole.header.base_offset != seg.base_offset || whole.footer.last_offset != *end {
+                // Replaced since its footer was read: list again next step.
+                self.forget_listing(topic, partition);
+                return Ok(None);
+            }
+            batches.extend(
+                whole
+                    .batch_headers()
+                    .map(|(pos, h)| whole.body.slice(pos..pos + h.size)),
+            );
+        }
         let merged = segment::encode(&batches, now_ms(), self.settings.index_interval)?;
         let body = merged.kfs_bytes();
         let size = body.len() as u64;
