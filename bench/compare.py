@@ -212,6 +212,7 @@ def main():
                 return {"puts": m.get('kafscale_flusher_s3_requests_total{op="put"}', 0),
                         "gets": m.get('kafscale_flusher_s3_requests_total{op="get"}', 0)}
             results["kafscale"] = run_suite(cluster.bootstrap, pids, restart, args, s3_counters, settle)
+            print(f"kafscale: {results['kafscale']}", flush=True)
         finally:
             cluster.close()
         (work / "kafka").mkdir()

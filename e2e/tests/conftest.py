@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -5,16 +7,23 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from harness import Cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
+@contextlib.contextmanager
+def running(cluster: Cluster):
+    """The cluster for a fixture to yield: its logs are printed when a test
+    fails, and its processes always stopped."""
     try:
-        yield c
+        yield cluster
     except Exception:
-        print(c.logs())
+        print(cluster.logs())
         raise
     finally:
-        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with running(Cluster(tmp_path_factory.mktemp("cluster"))) as c:
+        yield c
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 3, config: dict | None = None,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import create_topic
+from conftest import create_topic, running
 from harness import Cluster, scrape
 from history import BackgroundProducer
 from verify import check_history, read_all
@@ -21,14 +21,8 @@ FLUSHER_KILLS = 5
 
 @pytest.fixture(scope="module")
 def merging(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("merge"), name="merge", broker_args=MERGE_ARGS)
-    try:
+    with running(Cluster(tmp_path_factory.mktemp("merge"), name="merge", broker_args=MERGE_ARGS)) as c:
         yield c
-    except Exception:
-        print(c.logs())
-        raise
-    finally:
-        c.close()
 
 
 def segment_count(cluster: Cluster, topic: str) -> int:

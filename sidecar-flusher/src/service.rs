@@ -1305,18 +1305,7 @@ mod tests {
                 }
             );
             for (offset, want_base) in [(0, 0), (3, 2), (6, 6), (9, 6)] {
-                let Response::Range { batches } = fresh
-                    .handle(Request::ReadRange {
-                        topic: "t".into(),
-                        partition: 0,
-                        offset,
-                        max_bytes: 1,
-                    })
-                    .await
-                    .unwrap()
-                else {
-                    panic!("expected a range")
-                };
+                let batches = read_at(&fresh, offset).await;
                 let h = batch::validate(&batches).unwrap();
                 assert_eq!(h.base_offset, want_base, "offset {offset} whole={whole}");
                 assert_eq!(
@@ -1348,23 +1337,26 @@ mod tests {
         all
     }
 
+    /// What a cold read of `t`/0 at `offset` returns with the smallest max bytes.
+    async fn read_at(svc: &Arc<FlusherService>, offset: i64) -> Bytes {
+        let request = Request::ReadRange {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            max_bytes: 1,
+        };
+        match svc.handle(request).await.unwrap() {
+            Response::Range { batches } => batches,
+            other => panic!("expected a range, got {other:?}"),
+        }
+    }
+
     /// Reads the whole partition from `offset` 0 the way a consumer does.
     async fn read_all(svc: &Arc<FlusherService>, end: i64) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut offset = 0;
         while offset < end {
-            let Response::Range { batches } = svc
-                .handle(Request::ReadRange {
-                    topic: "t".into(),
-                    partition: 0,
-                    offset,
-                    max_bytes: 1,
-                })
-                .await
-                .unwrap()
-            else {
-                panic!("expected a range")
-            };
+            let batches = read_at(svc, offset).await;
             let h = batch::validate(&batches).unwrap_or_else(|e| panic!("offset {offset}: {e}"));
             out.push(batches.slice(..h.size));
             offset = h.last_offset() + 1;
