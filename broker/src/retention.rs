@@ -30,8 +30,10 @@ pub async fn advance_log_start(
 async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64) {
     // A delete decided before a merge must not land after it: the merged
     // object takes the key of a segment the delete may have chosen.
+    // Skipped (and retried by a later retention pass) while this broker may
+    // not maintain the partition yet; the log start already hides the data.
     let _maintenance = broker.segment_maintenance.lock().await;
-    let Some(not_after_ms) = broker.cluster.session_deadline_ms() else {
+    let Some(not_after_ms) = crate::segment_merge::maintenance_deadline(broker, log) else {
         return;
     };
     let result = broker
@@ -40,6 +42,7 @@ async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64)
             topic: log.topic.clone(),
             partition: log.partition,
             offset,
+            min_age_ms: broker.config.merge.min_age.as_millis() as i64,
             not_after_ms,
         })
         .await;

@@ -6,12 +6,15 @@
 //!
 //! Two rules keep merging from ever losing or duplicating an offset (the
 //! flusher's `merge_segments` documents the crash safety of each step):
-//! - Only segments older than `min_age` are touched, and every upload of a
-//!   broker is cancelled `upload_grace` (half of `min_age`) after its session
-//!   ends: a fenced broker's late upload cannot recreate a key a merge deleted.
-//! - Each merge step must start before the leader's session ends, and a new
-//!   leader waits one session timeout before merging: two brokers never merge
-//!   the same partition at once.
+//! - Only segments older than `min_age` are merged or deleted, and every
+//!   upload of a broker is cancelled `upload_grace` (half of `min_age`) after
+//!   its session ends: a fenced broker's late upload cannot recreate a key
+//!   that a merge or retention deleted.
+//! - Maintenance of a partition (merge steps, retention deletes) runs one step
+//!   at a time under `maintenance_deadline`: only on the leader, only after it
+//!   has led for one session timeout, and each step ends within half a session
+//!   timeout. A broker that loses the partition finishes its last step before
+//!   the new leader starts, so two brokers never maintain one partition at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +23,26 @@ use std::time::Instant;
 use kafscale_flusher::protocol::{Request, Response};
 use kafscale_metadata::topic_rules::topic_config_value;
 
+use crate::partition_log::PartitionLog;
 use crate::Broker;
+
+/// The deadline (Unix ms) for one maintenance step of `log`, or `None` when
+/// this broker must not change the partition's objects now: it does not lead
+/// it, has led it for less than a session timeout, or has no valid session.
+/// Checked afresh before every step, with the maintenance lock held.
+pub fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> {
+    let settle = broker.config.session_timeout;
+    if crate::handlers::lead(broker, log).is_err() || log.led_for().is_none_or(|d| d < settle) {
+        return None;
+    }
+    let session_end = broker.cluster.session_deadline_ms()?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    let soon = i64::try_from(now_ms + settle.as_millis() / 2).ok()?;
+    Some(session_end.min(soon))
+}
 
 /// Merge steps per partition per pass, so one partition with a large backlog
 /// of small segments does not hold up the others for long.
@@ -48,15 +70,18 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
     let min_age_ms = min_age.as_millis() as i64;
     let mut seen = std::collections::HashSet::new();
     for topic in broker.topics.all() {
-        let target_bytes = topic_config_value(&topic.record.config, "segment.bytes")
+        let config = &topic.record.config;
+        let target_bytes = topic_config_value(config, "segment.bytes")
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(u64::MAX);
+        // A merged segment stops growing once its oldest data is half the
+        // retention time old, so time retention deletes it in time.
+        let max_span_ms = topic_config_value(config, "retention.ms")
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|ms| *ms >= 0)
+            .map_or(i64::MAX, |ms| ms / 2);
         for log in &topic.partitions {
-            if crate::handlers::lead(broker, log).is_err()
-                || log
-                    .led_for()
-                    .is_none_or(|d| d < broker.config.session_timeout)
-            {
+            if maintenance_deadline(broker, log).is_none() {
                 continue;
             }
             let Some(high_watermark) = log.high_watermark_now() else {
@@ -83,8 +108,8 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
             let all_old_enough = now.duration_since(mark.seen_at) > min_age;
             for _ in 0..MAX_STEPS_PER_PARTITION {
                 let _maintenance = broker.segment_maintenance.lock().await;
-                let Some(not_after_ms) = broker.cluster.session_deadline_ms() else {
-                    return;
+                let Some(not_after_ms) = maintenance_deadline(broker, log) else {
+                    break;
                 };
                 let step = broker
                     .flusher
@@ -93,6 +118,7 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
                         partition: log.partition,
                         target_bytes,
                         min_age_ms,
+                        max_span_ms,
                         not_after_ms,
                     })
                     .await;

@@ -262,12 +262,9 @@ class Cluster:
     def objects(self, topic: str) -> list[Path]:
         """Segment files MinIO holds for a topic (MinIO's single-drive layout keeps key paths)."""
         root = self.minio.data / "kafscale" / self.prefix / topic
-        for _ in range(10):
-            try:
-                return sorted(p for p in root.rglob("segment-*") if p.name.endswith((".kfs", ".index"))) if root.exists() else []
-            except FileNotFoundError:
-                pass  # deleted while walked (retention, merging): walk again
-        raise RuntimeError(f"{root} kept changing while listed")
+        # os.walk skips what disappears while it walks (merging, retention).
+        return sorted(Path(d) / name for d, dirs, files in os.walk(root) for name in dirs + files
+                      if name.startswith("segment-") and name.endswith((".kfs", ".index")))
 
 
 class Node:

@@ -103,11 +103,19 @@ fn list_dir(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Resu
     };
     for entry in entries {
         let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue; // a write in progress
+        }
         let path = entry.path();
-        let meta = entry.metadata()?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Deleted while listed: not part of the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if meta.is_dir() {
             list_dir(root, &path, out)?;
-        } else if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+        } else {
             if let Ok(rel) = path.strip_prefix(root) {
                 out.push(ObjectInfo {
                     key: rel.to_string_lossy().into_owned(),

@@ -121,23 +121,28 @@ pub enum Request {
         retention_ms: i64,
         retention_bytes: i64,
     },
-    /// Deletes segments that hold only offsets below `offset`. The newest
-    /// segment is always kept: it records the log end. No delete starts after
-    /// `not_after_ms` (the leader's session end).
+    /// Deletes segments that hold only offsets below `offset` and were
+    /// written at least `min_age_ms` ago (younger ones wait for a later
+    /// request: a fenced broker's late upload could recreate their key). The
+    /// newest segment is always kept: it records the log end. No delete
+    /// starts after `not_after_ms`.
     DeleteSegmentsBelow {
         topic: String,
         partition: i32,
         offset: i64,
+        min_age_ms: i64,
         not_after_ms: i64,
     },
     /// Merges runs of small adjacent segments older than `min_age_ms` into
-    /// segments of up to `target_bytes`; every step starts before
-    /// `not_after_ms` (the leader's session end), as for `WriteSegment`.
+    /// segments of up to `target_bytes`; a segment whose oldest data was
+    /// sealed more than `max_span_ms` ago is not extended any more (so time
+    /// retention can reach it). Every write starts before `not_after_ms`.
     MergeSegments {
         topic: String,
         partition: i32,
         target_bytes: u64,
         min_age_ms: i64,
+        max_span_ms: i64,
         not_after_ms: i64,
     },
 }
@@ -391,11 +396,13 @@ pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
             topic,
             partition,
             offset,
+            min_age_ms,
             not_after_ms,
         } => {
             put_str(&mut b, topic);
             b.put_i32(*partition);
             b.put_i64(*offset);
+            b.put_i64(*min_age_ms);
             b.put_i64(*not_after_ms);
         }
         Request::MergeSegments {
@@ -403,12 +410,14 @@ pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
             partition,
             target_bytes,
             min_age_ms,
+            max_span_ms,
             not_after_ms,
         } => {
             put_str(&mut b, topic);
             b.put_i32(*partition);
             b.put_u64(*target_bytes);
             b.put_i64(*min_age_ms);
+            b.put_i64(*max_span_ms);
             b.put_i64(*not_after_ms);
         }
     }
@@ -477,6 +486,7 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
                 topic: get_str(&mut b, "topic")?,
                 partition: get_i32(&mut b, "partition")?,
                 offset: get_i64(&mut b, "offset")?,
+                min_age_ms: get_i64(&mut b, "min age")?,
                 not_after_ms: get_i64(&mut b, "not after")?,
             },
             Op::MergeSegments => Request::MergeSegments {
@@ -484,6 +494,7 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
                 partition: get_i32(&mut b, "partition")?,
                 target_bytes: get_u64(&mut b, "target bytes")?,
                 min_age_ms: get_i64(&mut b, "min age")?,
+                max_span_ms: get_i64(&mut b, "max span")?,
                 not_after_ms: get_i64(&mut b, "not after")?,
             },
         })
@@ -689,6 +700,7 @@ mod tests {
                 topic: "t".into(),
                 partition: 3,
                 offset: 7,
+                min_age_ms: 60_000,
                 not_after_ms: 1_700_000_000_000,
             },
             Request::MergeSegments {
@@ -696,6 +708,7 @@ mod tests {
                 partition: 1,
                 target_bytes: 1 << 24,
                 min_age_ms: 60_000,
+                max_span_ms: 3_600_000,
                 not_after_ms: 1_700_000_000_000,
             },
         ];

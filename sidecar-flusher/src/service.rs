@@ -75,6 +75,26 @@ impl SegmentRef {
     }
 }
 
+/// What a merge step may do.
+#[derive(Debug, Clone, Copy)]
+struct MergeLimits {
+    /// Largest merged segment.
+    target: u64,
+    /// Only segments written at least this long ago.
+    min_age_ms: i64,
+    /// A segment whose oldest data was sealed longer ago is not extended.
+    max_span_ms: i64,
+}
+
+/// What headers and footers say, read once per object version.
+#[derive(Debug, Clone, Copy, Default)]
+struct SegmentFacts {
+    last_offset: Option<i64>,
+    /// The header's `created_ms`: when the segment's oldest data was sealed
+    /// (a merged segment keeps the first merged segment's).
+    first_sealed_ms: Option<i64>,
+}
+
 /// A segment as a read finds it.
 enum Loaded {
     Whole(Arc<VerifiedSegment>),
@@ -142,9 +162,9 @@ pub struct FlusherService {
     listings: Mutex<HashMap<PartitionKey, Vec<SegmentRef>>>,
     cache: Mutex<SegmentCache>,
     inflight: Mutex<HashMap<String, SharedFetch>>,
-    /// Last offsets from segment footers, by key and the ETag they were read
-    /// at: merge passes and retention check the same segments again and again.
-    last_offsets: Mutex<HashMap<String, (String, i64)>>,
+    /// Facts from segment headers and footers, by key and the ETag they were
+    /// read at: merge passes and retention check the same segments again and again.
+    facts: Mutex<HashMap<String, (String, SegmentFacts)>>,
     metrics: Arc<FlusherMetrics>,
     health: Arc<StoreHealth>,
 }
@@ -198,9 +218,13 @@ async fn before_deadline<T>(
     if left <= 0 {
         return Err(expired());
     }
-    match tokio::time::timeout(Duration::from_millis(left as u64), request).await {
-        Ok(r) => r.map_err(RemoteError::from),
-        Err(_) => Err(expired()),
+    // The deadline first: a process resumed after a pause past the deadline
+    // must not send anything more, not even once.
+    let deadline = tokio::time::sleep(Duration::from_millis(left as u64));
+    tokio::select! {
+        biased;
+        _ = deadline => Err(expired()),
+        r = request => r.map_err(RemoteError::from),
     }
 }
 
@@ -229,7 +253,7 @@ impl FlusherService {
             listings: Mutex::new(HashMap::new()),
             cache: Mutex::new(cache),
             inflight: Mutex::new(HashMap::new()),
-            last_offsets: Mutex::new(HashMap::new()),
+            facts: Mutex::new(HashMap::new()),
             metrics,
             health,
         })
@@ -287,9 +311,10 @@ impl FlusherService {
                 topic,
                 partition,
                 offset,
+                min_age_ms,
                 not_after_ms,
             } => {
-                self.delete_segments_below(&topic, partition, offset, not_after_ms)
+                self.delete_segments_below(&topic, partition, offset, min_age_ms, not_after_ms)
                     .await
             }
             Request::MergeSegments {
@@ -297,10 +322,15 @@ impl FlusherService {
                 partition,
                 target_bytes,
                 min_age_ms,
+                max_span_ms,
                 not_after_ms,
             } => {
-                let target = target_bytes.min(self.settings.whole_segment_bytes);
-                self.merge_segments(&topic, partition, target, min_age_ms, not_after_ms)
+                let limits = MergeLimits {
+                    target: target_bytes.min(self.settings.whole_segment_bytes),
+                    min_age_ms,
+                    max_span_ms,
+                };
+                self.merge_segments(&topic, partition, limits, not_after_ms)
                     .await
             }
         }
@@ -588,7 +618,9 @@ impl FlusherService {
     ) -> Result<Option<Bytes>, RemoteError> {
         // Below the first segment (retention moved the start): serve from the first.
         let at = list.partition_point(|s| s.base_offset <= offset).max(1);
-        for i in (0..at).rev().take(4) {
+        // Leftovers of an interrupted merge are few; a bound keeps a damaged
+        // listing from turning one read into many.
+        for i in (0..at).rev().take(64) {
             let Some(seg) = list.get(i) else {
                 return Ok(None);
             };
@@ -740,12 +772,15 @@ impl FlusherService {
                     });
                 }
             }
-            break;
+            return Ok(Response::OffsetForTimestamp {
+                offset: -1,
+                timestamp: -1,
+            });
         }
-        Ok(Response::OffsetForTimestamp {
-            offset: -1,
-            timestamp: -1,
-        })
+        Err(remote(
+            ErrorKind::Unavailable,
+            "segments kept disappearing while searching by timestamp (merges in progress); retry",
+        ))
     }
 
     async fn producer_batches(
@@ -811,13 +846,8 @@ impl FlusherService {
 
     /// The last offset in a segment, from its footer; `None` when it is gone.
     async fn last_offset_of(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
-        if !seg.etag.is_empty() {
-            let known = self.lock_last_offsets().get(&seg.key).cloned();
-            if let Some((etag, last)) = known {
-                if etag == seg.etag {
-                    return Ok(Some(last));
-                }
-            }
+        if let Some(last) = self.known(seg).and_then(|f| f.last_offset) {
+            return Ok(Some(last));
         }
         let last = match self.cached(seg) {
             Some(whole) => whole.footer.last_offset,
@@ -830,15 +860,55 @@ impl FlusherService {
                 }
             }
         };
-        if !seg.etag.is_empty() {
-            self.lock_last_offsets()
-                .insert(seg.key.clone(), (seg.etag.clone(), last));
-        }
+        self.remember(seg, |f| f.last_offset = Some(last));
         Ok(Some(last))
     }
 
-    fn lock_last_offsets(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, i64)>> {
-        self.last_offsets.lock().unwrap_or_else(|e| e.into_inner())
+    /// When a segment's oldest data was sealed, from its header; `None` when
+    /// it is gone.
+    async fn first_sealed_ms_of(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
+        if let Some(ms) = self.known(seg).and_then(|f| f.first_sealed_ms) {
+            return Ok(Some(ms));
+        }
+        let ms = match self.cached(seg) {
+            Some(whole) => whole.header.created_ms,
+            None => {
+                let header_len = segment::SEGMENT_HEADER_LEN as u64;
+                match self.store.get_range(&seg.key, 0..header_len).await {
+                    Ok(head) => segment::decode_header(&head)?.created_ms,
+                    Err(StoreError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        self.remember(seg, |f| f.first_sealed_ms = Some(ms));
+        Ok(Some(ms))
+    }
+
+    fn lock_facts(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, SegmentFacts)>> {
+        self.facts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is known of this version of the object (none without an ETag).
+    fn known(&self, seg: &SegmentRef) -> Option<SegmentFacts> {
+        match self.lock_facts().get(&seg.key) {
+            Some((etag, facts)) if !seg.etag.is_empty() && *etag == seg.etag => Some(*facts),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, seg: &SegmentRef, learn: impl FnOnce(&mut SegmentFacts)) {
+        if seg.etag.is_empty() {
+            return;
+        }
+        let mut facts = self.lock_facts();
+        let entry = facts
+            .entry(seg.key.clone())
+            .or_insert_with(|| (seg.etag.clone(), SegmentFacts::default()));
+        if entry.0 != seg.etag {
+            *entry = (seg.etag.clone(), SegmentFacts::default());
+        }
+        learn(&mut entry.1);
     }
 
     async fn delete_segments_below(
@@ -846,14 +916,16 @@ impl FlusherService {
         topic: &str,
         partition: i32,
         offset: i64,
+        min_age_ms: i64,
         not_after_ms: i64,
     ) -> Result<Response, RemoteError> {
         let list = self.list_partition(topic, partition).await?;
+        let written_before = now_ms().saturating_sub(min_age_ms.max(0));
         // Segment i normally ends where the next one begins; the newest one is
         // never deleted because recovery reads the log end from it.
         let candidates: Vec<&SegmentRef> = list
             .windows(2)
-            .filter(|w| w[1].base_offset <= offset)
+            .filter(|w| w[1].base_offset <= offset && w[0].last_modified_ms <= written_before)
             .map(|w| &w[0])
             .collect();
         // After an interrupted merge a merged segment reaches past the next
@@ -899,10 +971,10 @@ impl FlusherService {
         }
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let mut last_offsets = self.lock_last_offsets();
+            let mut facts = self.lock_facts();
             for seg in doomed {
                 cache.remove(&seg.key);
-                last_offsets.remove(&seg.key);
+                facts.remove(&seg.key);
             }
             self.metrics.cache_bytes.set(cache.bytes as i64);
         }
@@ -925,17 +997,26 @@ impl FlusherService {
         self: &Arc<Self>,
         topic: &str,
         partition: i32,
-        target: u64,
-        min_age_ms: i64,
+        limits: MergeLimits,
         not_after_ms: i64,
     ) -> Result<Response, RemoteError> {
         let list = self.list_partition(topic, partition).await?;
-        let cutoff = now_ms().saturating_sub(min_age_ms.max(0));
+        let now = now_ms();
+        let cutoff = now.saturating_sub(limits.min_age_ms.max(0));
+        let target = limits.target;
         let small = |s: &SegmentRef| s.size < target / 2 && s.last_modified_ms <= cutoff;
         let older = &list[..list.len().saturating_sub(1)];
         let mut i = 0;
         while i < older.len() {
             if !small(&older[i]) {
+                i += 1;
+                continue;
+            }
+            // A run never extends a segment whose oldest data is already
+            // older than the span (its write time alone cannot tell: a merged
+            // segment is rewritten often).
+            let sealed = self.first_sealed_ms_of(&older[i]).await?;
+            if sealed.is_none_or(|ms| now.saturating_sub(ms) > limits.max_span_ms) {
                 i += 1;
                 continue;
             }
@@ -958,6 +1039,54 @@ impl FlusherService {
             written: 0,
             removed: 0,
         })
+    }
+
+    /// Segments changed under a merge step: it gives up (as an error, so the
+    /// broker does not take the partition for settled) and the next lists again.
+    fn listing_changed(&self, topic: &str, partition: i32) -> RemoteError {
+        self.forget_listing(topic, partition);
+        remote(
+            ErrorKind::Unavailable,
+            format!("{topic}-{partition}: segments changed during a merge step; the next step lists again"),
+        )
+    }
+
+    /// Checks that `inner`, whose offsets lie inside `outer`, holds the very
+    /// bytes `outer` holds for them (a leftover of an interrupted merge).
+    async fn check_copy(&self, inner: &SegmentRef, outer: &SegmentRef) -> Result<(), RemoteError> {
+        let whole = |seg: &SegmentRef| {
+            let seg = seg.clone();
+            async move {
+                match self.cached(&seg) {
+                    Some(w) => Ok(Some(w)),
+                    None => self.get_verified(&seg).await,
+                }
+            }
+        };
+        let (Some(inner_seg), Some(outer_seg)) = (whole(inner).await?, whole(outer).await?) else {
+            return Err(remote(
+                ErrorKind::Unavailable,
+                format!(
+                    "{} or {} disappeared during a merge step",
+                    inner.key, outer.key
+                ),
+            ));
+        };
+        let same = outer_seg
+            .position_of(inner.base_offset)
+            .and_then(|pos| outer_seg.body.get(pos..pos + inner_seg.body.len()))
+            .is_some_and(|bytes| bytes == &inner_seg.body[..]);
+        if same {
+            return Ok(());
+        }
+        tracing::error!(inner = %inner.key, outer = %outer.key, "two segments hold different data for the same offsets; neither is deleted or merged until an operator checks them");
+        Err(remote(
+            ErrorKind::Corrupt,
+            format!(
+                "{} and {} hold different data for the same offsets; not merging this partition",
+                inner.key, outer.key
+            ),
+        ))
     }
 
     /// Merges `list[from..]` (a run of small segments) if that does anything.
@@ -983,38 +1112,47 @@ impl FlusherService {
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
-        // Gone: the listing is stale; the next step lists again.
         let Some(ends) = ends.into_iter().collect::<Option<Vec<i64>>>() else {
-            return Ok(None);
+            return Err(self.listing_changed(topic, partition));
         };
         let (mut last, run_ends) = if from == 0 {
             (None, &ends[..])
         } else {
             (Some(ends[0]), &ends[1..])
         };
+        // The segment that holds the offsets up to `last`.
+        let mut container = from.checked_sub(1).map(|prev| &list[prev]);
         let mut keep: Vec<(&SegmentRef, i64)> = Vec::new();
-        let mut redundant: Vec<&SegmentRef> = Vec::new();
+        let mut redundant: Vec<(&SegmentRef, &SegmentRef)> = Vec::new();
         for (seg, &end) in run.iter().zip(run_ends) {
             let base = seg.base_offset;
-            match last {
-                Some(l) if base <= l && end <= l => {
-                    redundant.push(seg);
+            match (last, container) {
+                (Some(l), Some(outer)) if base <= l && end <= l => {
+                    redundant.push((seg, outer));
                     continue;
                 }
-                Some(l) if base <= l => {
+                (Some(l), _) if base <= l => {
                     return Err(remote(
                         ErrorKind::Corrupt,
                         format!("{} overlaps the segment before it only in part (offsets {base}..={end}, previous ends at {l}); not merging this partition", seg.key),
                     ));
                 }
                 // A gap in offsets ends the run.
-                Some(l) if base > l + 1 && !keep.is_empty() => break,
+                (Some(l), _) if base > l + 1 && !keep.is_empty() => break,
                 _ => {}
             }
             last = Some(end);
+            container = Some(seg);
             keep.push((seg, end));
         }
         if !redundant.is_empty() {
+            // Redundant only if its bytes are the ones the outer segment holds
+            // at those offsets: anything else (say a fenced broker's late
+            // upload that met a key retention had freed) is not ours to drop.
+            for (inner, outer) in &redundant {
+                self.check_copy(inner, outer).await?;
+            }
+            let redundant: Vec<&SegmentRef> = redundant.iter().map(|(inner, _)| *inner).collect();
             self.delete_segments(topic, partition, &redundant, not_after_ms)
                 .await?;
             self.metrics.merge_removed.inc_by(redundant.len() as u64);
@@ -1052,20 +1190,24 @@ impl FlusherService {
             .into_iter()
             .collect::<Result<_, _>>()?;
         let mut batches: Vec<Bytes> = Vec::new();
+        let mut first_sealed_ms = None;
         for ((seg, end), whole) in keep.iter().zip(loaded) {
-            let Some(whole) = whole else { return Ok(None) };
-            if whole.header.base_offset != seg.base_offset || whole.footer.last_offset != *end {
-                // Replaced since its footer was read: list again next step.
-                self.forget_listing(topic, partition);
-                return Ok(None);
-            }
+            let Some(whole) = whole.filter(|w| {
+                w.header.base_offset == seg.base_offset && w.footer.last_offset == *end
+            }) else {
+                // Gone or replaced since its footer was read.
+                return Err(self.listing_changed(topic, partition));
+            };
+            first_sealed_ms.get_or_insert(whole.header.created_ms);
             batches.extend(
                 whole
                     .batch_headers()
                     .map(|(pos, h)| whole.body.slice(pos..pos + h.size)),
             );
         }
-        let merged = segment::encode(&batches, now_ms(), self.settings.index_interval)?;
+        // The header's time stays that of the oldest data (see `MergeLimits`).
+        let sealed = first_sealed_ms.unwrap_or_else(now_ms);
+        let merged = segment::encode(&batches, sealed, self.settings.index_interval)?;
         let body = merged.kfs_bytes();
         let size = body.len() as u64;
         match before_deadline(
@@ -1079,8 +1221,7 @@ impl FlusherService {
             Ok(()) => {}
             // Rewritten since it was listed (another merge): list again next step.
             Err(e) if e.kind == ErrorKind::Conflict => {
-                self.forget_listing(topic, partition);
-                return Ok(None);
+                return Err(self.listing_changed(topic, partition));
             }
             Err(e) => return Err(e),
         }
@@ -1317,9 +1458,9 @@ mod tests {
         }
     }
 
-    /// Writes segments of `counts[i]` records (one batch each) from offset 0.
-    async fn write_segments(svc: &Arc<FlusherService>, counts: &[i32]) -> Vec<Bytes> {
-        let mut next = 0;
+    /// Writes segments of `counts[i]` records (one batch each) from `from` on.
+    async fn write_segments(svc: &Arc<FlusherService>, from: i64, counts: &[i32]) -> Vec<Bytes> {
+        let mut next = from;
         let mut all = Vec::new();
         for &n in counts {
             let b = batch_at(next, n);
@@ -1365,11 +1506,16 @@ mod tests {
     }
 
     fn merge_request(not_after_ms: i64) -> Request {
+        merge_request_within(not_after_ms, i64::MAX)
+    }
+
+    fn merge_request_within(not_after_ms: i64, max_span_ms: i64) -> Request {
         Request::MergeSegments {
             topic: "t".into(),
             partition: 0,
             target_bytes: 1 << 20,
             min_age_ms: 0,
+            max_span_ms,
             not_after_ms,
         }
     }
@@ -1389,7 +1535,7 @@ mod tests {
     async fn merging_keeps_every_offset_once_and_never_touches_the_newest_segment() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 1 << 20).await;
-        let written = write_segments(&svc, &[2, 3, 1, 4, 2, 3]).await;
+        let written = write_segments(&svc, 0, &[2, 3, 1, 4, 2, 3]).await;
         // Warm the reader's cache and listing with the small segments first.
         assert_eq!(read_all(&svc, 15).await, written);
         // Past the session deadline a merge changes nothing.
@@ -1438,13 +1584,33 @@ mod tests {
                 segment_count: 2
             }
         );
+        // Once its oldest data is older than the span, a merged segment is not
+        // extended (time retention must be able to reach it); newer small
+        // segments merge among themselves.
+        let mut all = written;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        all.extend(write_segments(&fresh, 15, &[1, 1, 1]).await);
+        let r = fresh
+            .handle(merge_request_within(i64::MAX, 1500))
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Response::Merged {
+                merged: 2,
+                written: 1,
+                removed: 0
+            }
+        );
+        assert_eq!(segment_bases(dir.path()).await, vec![0, 12, 15, 17]);
+        assert_eq!(read_all(&fresh, 18).await, all);
     }
 
     #[tokio::test]
     async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention_handle() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path(), 1 << 20).await;
-        let written = write_segments(&svc, &[2, 3, 1, 4]).await;
+        let written = write_segments(&svc, 0, &[2, 3, 1, 4]).await;
         // The state a crash leaves after the merged object replaced the first
         // segment and before the others were deleted: segments 0..=5 in one
         // object at key 0, the old ones at keys 2 and 5 still there.
@@ -1466,6 +1632,7 @@ mod tests {
                 topic: "t".into(),
                 partition: 0,
                 offset: 3,
+                min_age_ms: 0,
                 not_after_ms: i64::MAX,
             })
             .await
