@@ -86,14 +86,41 @@ struct MergeLimits {
     max_span_ms: i64,
 }
 
-/// What headers and footers say, read once per object version.
-#[derive(Debug, Clone, Copy, Default)]
-struct SegmentFacts {
-    last_offset: Option<i64>,
+/// A number a segment's header or footer holds, read with a small ranged GET.
+#[derive(Debug, Clone, Copy)]
+enum Fact {
+    /// The footer's last offset.
+    LastOffset = 0,
     /// The header's `created_ms`: when the segment's oldest data was sealed
     /// (a merged segment keeps the first merged segment's).
-    first_sealed_ms: Option<i64>,
+    FirstSealedMs = 1,
 }
+
+impl Fact {
+    fn range(self, size: u64) -> std::ops::Range<u64> {
+        match self {
+            Fact::LastOffset => size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64)..size,
+            Fact::FirstSealedMs => 0..segment::SEGMENT_HEADER_LEN as u64,
+        }
+    }
+
+    fn decode(self, bytes: &[u8]) -> Result<i64, segment::SegmentError> {
+        Ok(match self {
+            Fact::LastOffset => segment::decode_footer(bytes)?.last_offset,
+            Fact::FirstSealedMs => segment::decode_header(bytes)?.created_ms,
+        })
+    }
+
+    fn of_whole(self, whole: &VerifiedSegment) -> i64 {
+        match self {
+            Fact::LastOffset => whole.footer.last_offset,
+            Fact::FirstSealedMs => whole.header.created_ms,
+        }
+    }
+}
+
+/// The facts read so far of one object version, by `Fact`.
+type SegmentFacts = [Option<i64>; 2];
 
 /// A segment as a read finds it.
 enum Loaded {
@@ -489,15 +516,15 @@ impl FlusherService {
                 segment_count: 0,
             });
         };
-        let tail_start = last.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
-        let tail = self
-            .store
-            .get_range(&last.key, tail_start..last.size)
-            .await?;
-        let footer = segment::decode_footer(&tail)?;
+        let Some(last_offset) = self.last_offset_of(last).await? else {
+            return Err(remote(
+                ErrorKind::Unavailable,
+                format!("{} disappeared while the log end was read; retry", last.key),
+            ));
+        };
         Ok(Response::Recovered {
             log_start_offset: first.base_offset,
-            log_end_offset: footer.last_offset + 1,
+            log_end_offset: last_offset + 1,
             segment_count: list.len() as u32,
         })
     }
@@ -846,43 +873,29 @@ impl FlusherService {
 
     /// The last offset in a segment, from its footer; `None` when it is gone.
     async fn last_offset_of(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
-        if let Some(last) = self.known(seg).and_then(|f| f.last_offset) {
-            return Ok(Some(last));
-        }
-        let last = match self.cached(seg) {
-            Some(whole) => whole.footer.last_offset,
-            None => {
-                let tail_start = seg.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
-                match self.store.get_range(&seg.key, tail_start..seg.size).await {
-                    Ok(tail) => segment::decode_footer(&tail)?.last_offset,
-                    Err(StoreError::NotFound(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
-        self.remember(seg, |f| f.last_offset = Some(last));
-        Ok(Some(last))
+        self.fact_of(seg, Fact::LastOffset).await
     }
 
     /// When a segment's oldest data was sealed, from its header; `None` when
     /// it is gone.
     async fn first_sealed_ms_of(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
-        if let Some(ms) = self.known(seg).and_then(|f| f.first_sealed_ms) {
-            return Ok(Some(ms));
+        self.fact_of(seg, Fact::FirstSealedMs).await
+    }
+
+    async fn fact_of(&self, seg: &SegmentRef, fact: Fact) -> Result<Option<i64>, RemoteError> {
+        if let Some(value) = self.known(seg).and_then(|f| f[fact as usize]) {
+            return Ok(Some(value));
         }
-        let ms = match self.cached(seg) {
-            Some(whole) => whole.header.created_ms,
-            None => {
-                let header_len = segment::SEGMENT_HEADER_LEN as u64;
-                match self.store.get_range(&seg.key, 0..header_len).await {
-                    Ok(head) => segment::decode_header(&head)?.created_ms,
-                    Err(StoreError::NotFound(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        let value = match self.cached(seg) {
+            Some(whole) => fact.of_whole(&whole),
+            None => match self.store.get_range(&seg.key, fact.range(seg.size)).await {
+                Ok(bytes) => fact.decode(&bytes)?,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
         };
-        self.remember(seg, |f| f.first_sealed_ms = Some(ms));
-        Ok(Some(ms))
+        self.remember(seg, |f| f[fact as usize] = Some(value));
+        Ok(Some(value))
     }
 
     fn lock_facts(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, SegmentFacts)>> {
