@@ -1,61 +1,68 @@
-"""Produce throughput and latency with acks=all, measured by Kafka's own
-ProducerPerformance tool against broker + flusher + MinIO + etcd (release
-build), plus S3 PUTs per GiB. Prints numbers; asserts nothing.
+"""Kafscale alone under one produce workload, with broker flags of your
+choice: throughput and client latency (Kafka's ProducerPerformance with the
+settings of bench/run.sh), the broker's own acknowledgement latency (its
+`produce_ack_duration` histogram), S3 PUTs per GiB and CPU seconds of broker,
+flusher and MinIO. For trying flush windows and the like; bench/run.sh is the
+side-by-side comparison. Prints numbers; asserts nothing.
 
     cargo build --release --bins
-    KAFSCALE_PROFILE=release ~/.cache/kafscale/venv/bin/python bench/producer_perf.py [--records N]
+    ~/.cache/kafscale/venv/bin/python bench/producer_perf.py [--records N] [--throughput R] \\
+        [--partitions P] [-- broker flags...]
+
+Example: `bench/producer_perf.py --throughput 20480 -- --flush-window-ms 1`
+(20 MB/s of 1 KiB records with a 1 ms flush window).
 """
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e" / "tests"))
-os.environ.setdefault("KAFSCALE_PROFILE", "release")
-
-from harness import CACHE, Cluster  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402  (also puts the e2e harness on the path)
 from conftest import create_topic  # noqa: E402
+from harness import Cluster, scrape  # noqa: E402
+
+ACK = "kafscale_broker_produce_ack_duration_seconds"
+PUTS = 'kafscale_flusher_s3_requests_total{op="put"}'
+
+
+def ack_latency(metrics: dict[str, float]) -> str:
+    """Mean and the share of acknowledgements under each histogram bound."""
+    count = metrics.get(f"{ACK}_count", 0)
+    if not count:
+        return "no acknowledgements"
+    buckets = sorted((float(k.split('le="')[1].split('"')[0]), v) for k, v in metrics.items()
+                     if k.startswith(f"{ACK}_bucket") and "+Inf" not in k)
+    shares = " ".join(f"<{le * 1000:g}ms:{v / count:.1%}" for le, v in buckets if 0.002 <= le <= 0.128)
+    return f"mean {metrics[f'{ACK}_sum'] / count * 1000:.1f} ms; {shares}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=500_000)
-    ap.add_argument("--record-size", type=int, default=1024)
-    ap.add_argument("--partitions", type=int, default=3)
-    ap.add_argument("--kafka-version", default="4.1.1")
+    ap.add_argument("--records", type=int, default=300_000, help="1 KiB records")
     ap.add_argument("--throughput", type=int, default=-1, help="records/s cap (-1: unthrottled)")
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("broker_args", nargs="*", help="extra broker flags (after --)")
     args = ap.parse_args()
-
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp), "bench")
+        cluster = Cluster(Path(tmp), "perf", broker_args=args.broker_args)
         try:
             create_topic(cluster.bootstrap, "perf", args.partitions)
-            jars = CACHE / "jars" / f"kafka-{args.kafka_version}" / "*"
-            cmd = ["java", "-Xmx1g", "-cp", str(jars), "org.apache.kafka.tools.ProducerPerformance",
-                   "--topic", "perf", "--num-records", str(args.records), "--record-size", str(args.record_size),
-                   "--throughput", str(args.throughput), "--producer-props", f"bootstrap.servers={cluster.bootstrap}", "acks=all",
-                   "enable.idempotence=false", "linger.ms=5", "batch.size=262144", "max.in.flight.requests.per.connection=5"]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-            summary = [l for l in out.stdout.splitlines() if "records sent" in l]
-            if out.returncode != 0 or not summary:
-                print(out.stdout[-2000:], out.stderr[-2000:])
-                raise SystemExit("ProducerPerformance failed")
-            final = summary[-1]
-            m = re.search(r"\(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency, "
-                          r"(\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th", final)
-            objects = cluster.objects("perf")
-            puts = len(objects)  # one PUT per .kfs and .index object; no retries were needed
-            gib = args.records * args.record_size / 2**30
-            print(f"ProducerPerformance (Kafka {args.kafka_version} tool), {args.records} x {args.record_size} B, "
-                  f"{args.partitions} partitions, acks=all, throughput cap {args.throughput} records/s")
-            print(final)
-            if m:
-                print(f"throughput_mb_s={m.group(1)} p50_ms={m.group(4)} p99_ms={m.group(6)} p999_ms={m.group(7)}")
-            print(f"s3_puts={puts} produced_gib={gib:.3f} puts_per_gib={puts / gib:.0f}")
+            procs = {"broker": cluster.broker.proc, "flusher": cluster.flusher.proc, "minio": cluster.minio.proc}
+            cpu_before = {name: compare.cpu_seconds([p.popen.pid]) for name, p in procs.items()}
+            puts_before = scrape(cluster.flusher.http_port).get(PUTS, 0)
+            result = compare.producer_perf(cluster.bootstrap, "perf", args.records, throughput=args.throughput)
+            cpu = {name: compare.cpu_seconds([p.popen.pid]) - cpu_before[name] for name, p in procs.items()}
+            gib = args.records * 1024 / 2**30
+            puts = scrape(cluster.flusher.http_port).get(PUTS, 0) - puts_before
+            print(f"{args.records} x 1 KiB, {args.partitions} partitions, cap {args.throughput} records/s, "
+                  f"broker flags {args.broker_args or 'default'}")
+            print(f"client: {result['mb_s']} MB/s, p50 {result['p50']:g} ms, p99 {result['p99']:g} ms, "
+                  f"p99.9 {result['p999']:g} ms")
+            print(f"broker acknowledgement: {ack_latency(scrape(cluster.broker.http_port))}")
+            print(f"S3 PUTs per GiB: {puts / gib:.0f}")
+            print("CPU seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in cpu.items()))
         finally:
             cluster.close()
 

@@ -32,20 +32,18 @@ async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64)
     // object takes the key of a segment the delete may have chosen.
     // Skipped (and retried by a later retention pass) while this broker may
     // not maintain the partition yet; the log start already hides the data.
-    let _maintenance = broker.segment_maintenance.lock().await;
-    let Some(not_after_ms) = crate::segment_merge::maintenance_deadline(broker, log) else {
-        return;
-    };
-    let result = broker
-        .flusher
-        .call(Request::DeleteSegmentsBelow {
+    let min_age_ms = broker.config.merge.min_age.as_millis() as i64;
+    let step = crate::segment_merge::maintenance_step(broker, log, |not_after_ms| {
+        Request::DeleteSegmentsBelow {
             topic: log.topic.clone(),
             partition: log.partition,
             offset,
-            min_age_ms: broker.config.merge.min_age.as_millis() as i64,
+            min_age_ms,
             not_after_ms,
-        })
-        .await;
+        }
+    })
+    .await;
+    let Some(result) = step else { return };
     match result {
         Ok(Response::Deleted { objects }) if objects > 0 => {
             tracing::info!(topic = %log.topic, partition = log.partition, log_start = offset, segments = objects, "deleted segments below the log start");

@@ -11,7 +11,7 @@
 //!   its session ends: a fenced broker's late upload cannot recreate a key
 //!   that a merge or retention deleted.
 //! - Maintenance of a partition (merge steps, retention deletes) runs one step
-//!   at a time under `maintenance_deadline`: only on the leader, only after it
+//!   at a time through `maintenance_step`: only on the leader, only after it
 //!   has led for one session timeout, and each step ends within half a session
 //!   timeout. A broker that loses the partition finishes its last step before
 //!   the new leader starts, so two brokers never maintain one partition at once.
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kafscale_flusher::protocol::{Request, Response};
+use kafscale_flusher::protocol::{RemoteError, Request, Response};
 use kafscale_metadata::topic_rules::topic_config_value;
 
 use crate::partition_log::PartitionLog;
@@ -30,7 +30,7 @@ use crate::Broker;
 /// this broker must not change the partition's objects now: it does not lead
 /// it, has led it for less than a session timeout, or has no valid session.
 /// Checked afresh before every step, with the maintenance lock held.
-pub fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> {
+fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> {
     let settle = broker.config.session_timeout;
     if crate::handlers::lead(broker, log).is_err() || log.led_for().is_none_or(|d| d < settle) {
         return None;
@@ -42,6 +42,19 @@ pub fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> 
         .as_millis();
     let soon = i64::try_from(now_ms + settle.as_millis() / 2).ok()?;
     Some(session_end.min(soon))
+}
+
+/// Runs one maintenance step of `log` under the broker's maintenance lock:
+/// `request` is built with the step's deadline. `None` when this broker may
+/// not change the partition's objects now (see `maintenance_deadline`).
+pub async fn maintenance_step(
+    broker: &Broker,
+    log: &PartitionLog,
+    request: impl FnOnce(i64) -> Request,
+) -> Option<Result<Response, RemoteError>> {
+    let _maintenance = broker.segment_maintenance.lock().await;
+    let not_after_ms = maintenance_deadline(broker, log)?;
+    Some(broker.flusher.call(request(not_after_ms)).await)
 }
 
 /// Merge steps per partition per pass, so one partition with a large backlog
@@ -107,21 +120,16 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
             }
             let all_old_enough = now.duration_since(mark.seen_at) > min_age;
             for _ in 0..MAX_STEPS_PER_PARTITION {
-                let _maintenance = broker.segment_maintenance.lock().await;
-                let Some(not_after_ms) = maintenance_deadline(broker, log) else {
-                    break;
-                };
-                let step = broker
-                    .flusher
-                    .call(Request::MergeSegments {
-                        topic: log.topic.clone(),
-                        partition: log.partition,
-                        target_bytes,
-                        min_age_ms,
-                        max_span_ms,
-                        not_after_ms,
-                    })
-                    .await;
+                let step = maintenance_step(broker, log, |not_after_ms| Request::MergeSegments {
+                    topic: log.topic.clone(),
+                    partition: log.partition,
+                    target_bytes,
+                    min_age_ms,
+                    max_span_ms,
+                    not_after_ms,
+                })
+                .await;
+                let Some(step) = step else { break };
                 match step {
                     Ok(Response::Merged {
                         merged,

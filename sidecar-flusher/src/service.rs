@@ -1443,15 +1443,8 @@ mod tests {
             }
             // A fresh service (a restarted flusher) recovers from the listing and footer.
             let fresh = service(dir.path(), whole).await;
-            let r = fresh
-                .handle(Request::Recover {
-                    topic: "t".into(),
-                    partition: 0,
-                })
-                .await
-                .unwrap();
             assert_eq!(
-                r,
+                recover(&fresh).await,
                 Response::Recovered {
                     log_start_offset: 0,
                     log_end_offset: 10,
@@ -1489,6 +1482,14 @@ mod tests {
             .unwrap();
         }
         all
+    }
+
+    async fn recover(svc: &Arc<FlusherService>) -> Response {
+        let request = Request::Recover {
+            topic: "t".into(),
+            partition: 0,
+        };
+        svc.handle(request).await.unwrap()
     }
 
     /// What a cold read of `t`/0 at `offset` returns with the smallest max bytes.
@@ -1582,15 +1583,8 @@ mod tests {
         assert_eq!(read_all(&svc, 15).await, written);
         let fresh = service(dir.path(), 1 << 20).await;
         assert_eq!(read_all(&fresh, 15).await, written);
-        let r = fresh
-            .handle(Request::Recover {
-                topic: "t".into(),
-                partition: 0,
-            })
-            .await
-            .unwrap();
         assert_eq!(
-            r,
+            recover(&fresh).await,
             Response::Recovered {
                 log_start_offset: 0,
                 log_end_offset: 15,
