@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     /// groups move to other brokers.
     pub session_timeout: Duration,
     pub merge: MergeSettings,
+    pub listener: crate::listener_limits::ListenerSettings,
+    pub record_limits: crate::record_validation::RecordLimits,
     pub log: LogSettings,
     pub groups: GroupSettings,
 }
@@ -71,6 +73,8 @@ impl Default for BrokerConfig {
             retention_check_interval: Duration::from_secs(60),
             session_timeout: Duration::from_secs(6),
             merge: MergeSettings::default(),
+            listener: Default::default(),
+            record_limits: Default::default(),
             log: LogSettings {
                 flush_window: Duration::from_millis(5),
                 flush_bytes: 8 * 1024 * 1024,

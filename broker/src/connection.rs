@@ -1,43 +1,67 @@
-//! One client connection: Kafka framing, request decoding, pipelining.
+//! One client connection: Kafka framing, request decoding, pipelining, and
+//! the listener's limits (see `listener_limits`).
 //!
 //! Requests are read and admitted in order (so two produces on one connection
 //! get offsets in the order they were sent), and each admitted request yields
 //! a future for its response. Up to `max_in_flight_per_connection` of those run
 //! concurrently (a produce waiting for durability does not hold up the next
 //! one), and responses are written strictly in request order.
-//! Anything malformed closes this connection with a log line; nothing a client
-//! sends can bring down the broker.
+//!
+//! Memory: a request's bytes are reserved from the broker-wide request pool
+//! (and this connection's share of it) before its body is read, and a fetch
+//! reserves its response bytes from the fetch pool when it reads (not while
+//! it long-polls), one fetch at a time per connection; both stay reserved
+//! until the response has been written. So a
+//! client that sends and never reads holds at most its share, and is closed
+//! once its responses stall.
+//!
+//! Anything malformed closes this connection with one log line; nothing a
+//! client sends can bring down the broker.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::handlers::{self, api_versions, RequestContext};
+use crate::listener_limits::{ConnectionSlot, Reservation, ResponseHold};
 use crate::Broker;
 
-type PendingResponse = BoxFuture<'static, Option<Bytes>>;
-
-fn codec(max_frame: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_type::<u32>()
-        .max_frame_length(max_frame)
-        .new_codec()
+/// What a request holds until its response is written: its bytes in the
+/// request pool and, for a fetch, its response reservation.
+#[derive(Default)]
+struct Held {
+    _request: Option<Reservation>,
+    _own_share: Option<OwnedSemaphorePermit>,
+    _fetch_slot: Option<OwnedSemaphorePermit>,
+    /// What the handler reserved for its response (a fetch's bytes).
+    response: Arc<ResponseHold>,
 }
+
+/// A response frame (length prefix included), or none (acks=0).
+struct Outgoing {
+    frame: Option<Bytes>,
+    _held: Held,
+}
+
+type PendingResponse = BoxFuture<'static, Outgoing>;
 
 /// Why a connection is closed instead of answered.
 #[derive(Debug, thiserror::Error)]
-enum Refusal {
+pub enum Refusal {
     #[error("request of {0} bytes is too short for a request header")]
     TooShort(usize),
     #[error("unknown API key {0}")]
@@ -55,89 +79,24 @@ enum Refusal {
     Malformed { what: &'static str, detail: String },
 }
 
-/// Counts an open connection for as long as it lives.
-struct ConnectionGauge(Arc<crate::metrics::BrokerMetrics>);
-
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        self.0.connections.dec();
-    }
+/// A request frame as the broker understands it.
+#[derive(Debug)]
+pub enum DecodedFrame {
+    Request {
+        api: ApiKey,
+        header: RequestHeader,
+        request: Box<RequestKind>,
+    },
+    /// An ApiVersions of a version this broker does not parse: Kafka answers
+    /// it in v0 form, so any client can learn what is supported and retry.
+    UnsupportedApiVersions { correlation_id: i32 },
 }
 
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
-    broker.metrics.connections.inc();
-    let _gauge = ConnectionGauge(broker.metrics.clone());
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let mut frames = FramedRead::new(rd, codec(broker.config.max_request_bytes));
-    let max_in_flight = broker.config.max_in_flight_per_connection.max(1);
-    let (tx, rx) = mpsc::channel::<PendingResponse>(max_in_flight);
-    let writer = tokio::spawn(write_responses(
-        FramedWrite::new(wr, codec(usize::MAX)),
-        rx,
-        max_in_flight,
-    ));
-
-    while let Some(frame) = frames.next().await {
-        let frame = match frame {
-            Ok(f) => f.freeze(),
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection: unreadable frame (limit {} bytes per request)", broker.config.max_request_bytes);
-                break;
-            }
-        };
-        match admit(&broker, peer, frame).await {
-            Ok(pending) => {
-                if tx.send(pending).await.is_err() {
-                    break;
-                }
-            }
-            Err(refusal) => {
-                tracing::warn!(%peer, reason = %refusal, "closing connection");
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let _ = writer.await;
-}
-
-async fn write_responses(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
-    mut rx: mpsc::Receiver<PendingResponse>,
-    max_in_flight: usize,
-) {
-    let mut in_flight: FuturesOrdered<PendingResponse> = FuturesOrdered::new();
-    let mut open = true;
-    loop {
-        tokio::select! {
-            biased;
-            Some(out) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(frame) = out {
-                    if sink.send(frame).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            next = rx.recv(), if open && in_flight.len() < max_in_flight => match next {
-                Some(f) => in_flight.push_back(f),
-                None => open = false,
-            },
-            else => return,
-        }
-    }
-}
-
-fn peek_i16(b: &[u8], at: usize) -> i16 {
-    i16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// Decodes one request, runs its in-order part, and returns its response future.
-async fn admit(
-    broker: &Arc<Broker>,
-    peer: SocketAddr,
-    frame: Bytes,
-) -> Result<PendingResponse, Refusal> {
+/// Decodes one request frame (without its length prefix). Every length in it
+/// is checked against the bytes left before anything is allocated (see
+/// `third_party/kafka-protocol`), so any byte sequence yields a request or a
+/// refusal, never more memory than the frame itself holds.
+pub fn decode_frame(frame: Bytes) -> Result<DecodedFrame, Refusal> {
     // api_key(2) + api_version(2) + correlation_id(4) are in every header version.
     if frame.len() < 8 {
         return Err(Refusal::TooShort(frame.len()));
@@ -148,15 +107,11 @@ async fn admit(
     let Some((min, max)) = handlers::supported_versions(api) else {
         return Err(Refusal::UnsupportedApi(api));
     };
-    if api == ApiKey::ApiVersions && !(min..=max).contains(&version) {
-        // Kafka answers an ApiVersions it cannot parse in v0 form, so any
-        // client can learn what is supported and retry.
-        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let resp = api_versions::unsupported_version_response();
-        let out = encode_response(api, 0, correlation_id, &ResponseKind::ApiVersions(resp));
-        return Ok(futures::future::ready(out).boxed());
-    }
     if !(min..=max).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            return Ok(DecodedFrame::UnsupportedApiVersions { correlation_id });
+        }
         return Err(Refusal::UnsupportedVersion {
             api,
             version,
@@ -165,7 +120,330 @@ async fn admit(
         });
     }
     let (header, request) = decode_request(api, version, frame)?;
+    Ok(DecodedFrame::Request {
+        api,
+        header,
+        request: Box::new(request),
+    })
+}
+
+/// Why a connection ended, for the log line and the metric.
+#[derive(Debug)]
+enum Closed {
+    /// The client closed it (or reset it) between requests.
+    ByClient,
+    Idle(Duration),
+    /// A frame began but its remaining bytes stopped arriving.
+    HalfSentFrame {
+        have: usize,
+        want: usize,
+    },
+    TooLarge {
+        size: usize,
+        limit: usize,
+    },
+    Refused(Refusal),
+    ReadFailed(std::io::Error),
+    /// The client stopped reading its responses.
+    NotReading,
+}
+
+impl Closed {
+    fn reason(&self) -> &'static str {
+        match self {
+            Closed::ByClient => "client",
+            Closed::Idle(_) => "idle",
+            Closed::HalfSentFrame { .. } => "stalled_request",
+            Closed::TooLarge { .. } => "request_too_large",
+            Closed::Refused(_) => "malformed",
+            Closed::ReadFailed(_) => "read_error",
+            Closed::NotReading => "not_reading",
+        }
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct ConnectionGauge(Arc<crate::metrics::BrokerMetrics>);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+    let _slot = slot;
+    broker.metrics.connections.inc();
+    let _gauge = ConnectionGauge(broker.metrics.clone());
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let max_in_flight = broker.config.max_in_flight_per_connection.max(1);
+    let (tx, rx) = mpsc::channel::<PendingResponse>(max_in_flight);
+    // Requests admitted whose responses are not yet written: while there are
+    // any, the connection is not idle.
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let mut writer = tokio::spawn(write_responses(
+        wr,
+        rx,
+        max_in_flight,
+        broker.config.listener.stall_timeout,
+        unanswered.clone(),
+    ));
+    // This connection's share of the request pool: one largest request.
+    let own_share = Arc::new(Semaphore::new(broker.config.max_request_bytes.max(1)));
+    // One fetch response in memory at a time, as Kafka reads one request at a
+    // time from a connection.
+    let fetch_slot = Arc::new(Semaphore::new(1));
+
+    let mut writer_done = false;
+    let closed = loop {
+        let next = tokio::select! {
+            // The writer ends only when the client stopped reading (or the
+            // socket failed): nothing more is worth reading from it.
+            _ = &mut writer => {
+                writer_done = true;
+                break Closed::NotReading;
+            }
+            next = read_frame(&broker, &mut rd, &unanswered, &own_share) => next,
+        };
+        let frame = match next {
+            Ok(f) => f,
+            Err(closed) => break closed,
+        };
+        match admit(&broker, peer, frame, &fetch_slot).await {
+            Ok(pending) => {
+                unanswered.fetch_add(1, Ordering::Relaxed);
+                if tx.send(pending).await.is_err() {
+                    break Closed::NotReading;
+                }
+            }
+            Err(refusal) => break Closed::Refused(refusal),
+        }
+    };
+    broker
+        .metrics
+        .connections_closed
+        .get_or_create(&crate::metrics::ReasonLabels {
+            reason: closed.reason(),
+        })
+        .inc();
+    match &closed {
+        Closed::ByClient => {}
+        Closed::Idle(after) => {
+            tracing::debug!(%peer, "closing idle connection after {after:?} without requests")
+        }
+        Closed::HalfSentFrame { have, want } => tracing::warn!(
+            %peer,
+            "closing connection: a request stopped arriving after {have} of its {want} bytes (limit {:?} without progress)",
+            broker.config.listener.stall_timeout
+        ),
+        Closed::TooLarge { size, limit } => tracing::warn!(
+            %peer,
+            "closing connection: a request of {size} bytes exceeds the limit of {limit} (--max-request-bytes)"
+        ),
+        Closed::Refused(refusal) => tracing::warn!(%peer, reason = %refusal, "closing connection"),
+        Closed::ReadFailed(e) => tracing::debug!(%peer, error = %e, "connection read failed"),
+        // The writer logged why.
+        Closed::NotReading => {}
+    }
+    drop(tx);
+    if matches!(closed, Closed::ByClient | Closed::ReadFailed(_)) {
+        // Kafka closes a connection the client closed; its pending responses
+        // have nobody to go to.
+        writer.abort();
+    } else if !writer_done {
+        // Answer what was admitted before the refusal, then close.
+        let _ = writer.await;
+    }
+}
+
+/// Request bytes are reserved as they arrive, in steps of this size, so a
+/// frame that claims a large size and stops holds only what it sent.
+const READ_STEP: usize = 64 * 1024;
+
+/// Reads the next request frame: waits up to the idle timeout for it to
+/// begin (longer while responses are still due), checks its length, then
+/// reads it with the stall timeout between bytes, reserving its bytes from
+/// this connection's share and the broker-wide pool as they arrive.
+async fn read_frame(
+    broker: &Broker,
+    rd: &mut OwnedReadHalf,
+    unanswered: &AtomicUsize,
+    own_share: &Arc<Semaphore>,
+) -> Result<(Bytes, Held), Closed> {
+    let limits = &broker.config.listener;
+    let mut prefix = [0u8; 4];
+    // `read` is cancel-safe: a timeout never loses a byte.
+    loop {
+        match tokio::time::timeout(limits.idle_timeout, rd.read(&mut prefix[..1])).await {
+            Ok(Ok(0)) => return Err(Closed::ByClient),
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => return Err(Closed::ReadFailed(e)),
+            Err(_) if unanswered.load(Ordering::Relaxed) > 0 => continue,
+            Err(_) => return Err(Closed::Idle(limits.idle_timeout)),
+        }
+    }
+    read_with_progress(rd, &mut prefix[1..], limits.stall_timeout, 1, 4).await?;
+    let size = u32::from_be_bytes(prefix) as usize;
+    if size > broker.config.max_request_bytes {
+        return Err(Closed::TooLarge {
+            size,
+            limit: broker.config.max_request_bytes,
+        });
+    }
+    let mut body = Vec::with_capacity(size.min(READ_STEP));
+    let mut own: Option<OwnedSemaphorePermit> = None;
+    let mut reserved = Reservation::default();
+    while body.len() < size {
+        let step = (size - body.len()).min(READ_STEP);
+        // Own share first, so a connection waiting on itself holds nothing
+        // more of the pool everyone shares.
+        if let Ok(permit) = own_share.clone().acquire_many_owned(step as u32).await {
+            match &mut own {
+                Some(held) => held.merge(permit),
+                None => own = Some(permit),
+            }
+        }
+        reserved.absorb(broker.request_memory.reserve(step).await);
+        let from = body.len();
+        body.resize(from + step, 0);
+        read_with_progress(
+            rd,
+            &mut body[from..],
+            limits.stall_timeout,
+            from + 4,
+            size + 4,
+        )
+        .await?;
+    }
+    Ok((
+        Bytes::from(body),
+        Held {
+            _request: Some(reserved),
+            _own_share: own,
+            ..Held::default()
+        },
+    ))
+}
+
+/// Fills `buf`, failing when no byte arrives for `stall`. `at` is where
+/// `buf` starts within a frame of `frame_len` bytes, for the log line.
+async fn read_with_progress(
+    rd: &mut OwnedReadHalf,
+    buf: &mut [u8],
+    stall: Duration,
+    at: usize,
+    frame_len: usize,
+) -> Result<(), Closed> {
+    let mut have = 0;
+    while have < buf.len() {
+        match tokio::time::timeout(stall, rd.read(&mut buf[have..])).await {
+            Ok(Ok(0)) => return Err(Closed::ByClient),
+            Ok(Ok(n)) => have += n,
+            Ok(Err(e)) => return Err(Closed::ReadFailed(e)),
+            Err(_) => {
+                return Err(Closed::HalfSentFrame {
+                    have: at + have,
+                    want: frame_len,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_responses(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<PendingResponse>,
+    max_in_flight: usize,
+    stall: Duration,
+    unanswered: Arc<AtomicUsize>,
+) {
+    let mut in_flight: FuturesOrdered<PendingResponse> = FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(out) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(frame) = &out.frame {
+                    if let Err(e) = write_with_progress(&mut wr, frame, stall).await {
+                        if e.kind() == std::io::ErrorKind::TimedOut {
+                            tracing::warn!(peer = ?wr.peer_addr().ok(), error = %e, "closing connection: the client does not read its responses");
+                        }
+                        return;
+                    }
+                }
+                unanswered.fetch_sub(1, Ordering::Relaxed);
+            }
+            next = rx.recv(), if open && in_flight.len() < max_in_flight => match next {
+                Some(f) => in_flight.push_back(f),
+                None => open = false,
+            },
+            else => return,
+        }
+    }
+}
+
+/// Writes `frame`, failing when the client accepts no byte for `stall`.
+async fn write_with_progress(
+    wr: &mut OwnedWriteHalf,
+    frame: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < frame.len() {
+        match tokio::time::timeout(stall, wr.write(&frame[sent..])).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => sent += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{sent} of {} response bytes accepted, then none for {stall:?}",
+                        frame.len()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn peek_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Decodes one request, runs its in-order part, and returns its response future.
+async fn admit(
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+    (frame, mut held): (Bytes, Held),
+    fetch_slot: &Arc<Semaphore>,
+) -> Result<PendingResponse, Refusal> {
+    let (api, header, request) = match decode_frame(frame)? {
+        DecodedFrame::Request {
+            api,
+            header,
+            request,
+        } => (api, header, *request),
+        DecodedFrame::UnsupportedApiVersions { correlation_id } => {
+            let resp = api_versions::unsupported_version_response();
+            let frame = encode_response(
+                ApiKey::ApiVersions,
+                0,
+                correlation_id,
+                &ResponseKind::ApiVersions(resp),
+            );
+            return Ok(futures::future::ready(Outgoing { frame, _held: held }).boxed());
+        }
+    };
+    let version = header.request_api_version;
     let correlation_id = header.correlation_id;
+    if matches!(request, RequestKind::Fetch(_)) {
+        // Waits while this connection's previous fetch response is unwritten.
+        held._fetch_slot = fetch_slot.clone().acquire_owned().await.ok();
+    }
     let ctx = RequestContext {
         client_id: header
             .client_id
@@ -173,6 +451,7 @@ async fn admit(
             .map(|c| c.to_string())
             .unwrap_or_default(),
         client_host: format!("/{}", peer.ip()),
+        hold: held.response.clone(),
     };
     let started = std::time::Instant::now();
     let span = tracing::debug_span!("request", api = ?api, version, correlation_id, client_id = %ctx.client_id);
@@ -184,7 +463,8 @@ async fn admit(
         let response = pending.await;
         // Kafka's name for the API, as in its own metrics (`Produce`, `Fetch`, ...).
         metrics.observe_request(&format!("{api:?}"), started, response.as_ref());
-        encode_response(api, version, correlation_id, &response?)
+        let frame = response.and_then(|r| encode_response(api, version, correlation_id, &r));
+        Outgoing { frame, _held: held }
     }
     .instrument(span)
     .boxed())
@@ -203,12 +483,12 @@ fn decode_request(
             let header = RequestHeader::decode(&mut buf, api.request_header_version(version))
                 .map_err(|e| Refusal::Malformed {
                     what: "request header",
-                    detail: e.to_string(),
+                    detail: format!("{e:#}"),
                 })?;
             let request =
                 RequestKind::decode(api, &mut buf, version).map_err(|e| Refusal::Malformed {
                     what: "request body",
-                    detail: format!("{api:?} v{version}: {e}"),
+                    detail: format!("{api:?} v{version}: {e:#}"),
                 })?;
             Ok((header, request))
         }));
@@ -227,12 +507,26 @@ fn encode_response(
     response: &ResponseKind,
 ) -> Option<Bytes> {
     let mut buf = BytesMut::new();
+    // The length prefix, filled in once the size is known: one buffer, one write.
+    buf.put_u32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let result = header
         .encode(&mut buf, api.response_header_version(version))
         .and_then(|_| response.encode(&mut buf, version));
     match result {
-        Ok(()) => Some(buf.freeze()),
+        Ok(()) => {
+            let Ok(size) = u32::try_from(buf.len() - 4) else {
+                tracing::error!(
+                    ?api,
+                    version,
+                    bytes = buf.len(),
+                    "response too large to frame"
+                );
+                return None;
+            };
+            buf[..4].copy_from_slice(&size.to_be_bytes());
+            Some(buf.freeze())
+        }
         Err(e) => {
             // A response we cannot encode is a broker bug; the client times out
             // and retries rather than reading a corrupt frame.

@@ -8,11 +8,13 @@ pub mod connection;
 pub mod controller;
 pub mod groups;
 pub mod handlers;
+pub mod listener_limits;
 pub mod metrics;
 pub mod ops_api;
 pub mod partition_log;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod record_validation;
 pub mod retention;
 pub mod segment_merge;
 pub mod server;
@@ -38,6 +40,13 @@ pub struct Broker {
     pub metrics: Arc<metrics::BrokerMetrics>,
     pub storage: Arc<storage_health::StorageHealth>,
     pub cluster: Arc<cluster::ClusterView>,
+    pub record_validator: record_validation::RecordValidator,
+    /// Open Kafka connections, by client address.
+    pub connections: Arc<listener_limits::ConnectionCounter>,
+    /// Bytes of requests read and not yet answered (all connections).
+    pub request_memory: listener_limits::BytePool,
+    /// Bytes of fetch responses read and not yet written (all connections).
+    pub fetch_memory: listener_limits::BytePool,
     /// Serialises this broker's segment deletes (retention, DeleteRecords) and
     /// merge steps, so neither acts on a listing the other has changed.
     pub segment_maintenance: tokio::sync::Mutex<()>,
@@ -77,6 +86,19 @@ impl Broker {
         let storage = storage_health::StorageHealth::spawn(flusher.clone(), metrics.clone());
         groups.spawn_ticker();
         controller::spawn(cluster.clone(), metadata.clone());
+        let record_validator = record_validation::RecordValidator::new(config.record_limits);
+        let listener = &config.listener;
+        let connections = listener_limits::ConnectionCounter::new(
+            listener.max_connections,
+            listener.max_connections_per_ip,
+        );
+        // The pool must hold the largest request, or that request would wait forever.
+        let request_memory = listener_limits::BytePool::new(
+            listener
+                .queued_max_request_bytes
+                .max(config.max_request_bytes),
+        );
+        let fetch_memory = listener_limits::BytePool::new(listener.fetch_memory_bytes);
         let broker = Arc::new(Self {
             config,
             groups,
@@ -87,6 +109,10 @@ impl Broker {
             metadata,
             flusher,
             topics,
+            record_validator,
+            connections,
+            request_memory,
+            fetch_memory,
             segment_maintenance: tokio::sync::Mutex::new(()),
         });
         broker.clone().spawn_leadership_sync();

@@ -131,6 +131,43 @@ struct Args {
     /// Largest request accepted; larger ones close the connection.
     #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
+    /// Open Kafka connections in total; more are closed at once.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Open Kafka connections from one client address; more are closed at once.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections_per_ip: u32,
+    /// A connection without requests for this long is closed (Kafka's
+    /// connections.max.idle.ms).
+    #[arg(long, env = "KAFSCALE_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000,
+        value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
+    connections_max_idle_ms: u64,
+    /// A request that stops arriving midway, or a response the client stops
+    /// reading, for this long closes the connection.
+    #[arg(long, env = "KAFSCALE_STALL_TIMEOUT_MS", default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    stall_timeout_ms: u64,
+    /// Bytes of requests read but not yet answered, all connections together
+    /// (Kafka's queued.max.request.bytes); at the limit the broker stops
+    /// reading requests until responses go out. At least --max-request-bytes.
+    #[arg(long, env = "KAFSCALE_QUEUED_MAX_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024)]
+    queued_max_request_bytes: usize,
+    /// Bytes of fetch responses read but not yet written, all connections together.
+    #[arg(long, env = "KAFSCALE_FETCH_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024 * 1024..))]
+    fetch_memory_bytes: u64,
+    /// The most one fetch response carries, whatever the client asks (Kafka's
+    /// fetch.max.bytes); the first batch is always returned whole.
+    #[arg(long, env = "KAFSCALE_FETCH_MAX_BYTES", default_value_t = 57_671_680,
+        value_parser = clap::value_parser!(u64).range(1024..))]
+    fetch_max_bytes: u64,
+    /// A produced batch whose records decompress to more than this is refused
+    /// (MESSAGE_TOO_LARGE): a decompression bomb costs bounded memory and CPU.
+    #[arg(long, env = "KAFSCALE_MAX_UNCOMPRESSED_BATCH_BYTES", default_value_t = 128 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024 * 1024..))]
+    max_uncompressed_batch_bytes: u64,
     /// Per partition: refuse produces while this many bytes wait for object storage.
     #[arg(long, env = "KAFSCALE_MAX_PENDING_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_pending_bytes: usize,
@@ -237,6 +274,18 @@ async fn main() -> anyhow::Result<()> {
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         merge: merge.clone(),
+        listener: kafscale_broker::listener_limits::ListenerSettings {
+            max_connections: args.max_connections as usize,
+            max_connections_per_ip: args.max_connections_per_ip as usize,
+            idle_timeout: Duration::from_millis(args.connections_max_idle_ms),
+            stall_timeout: Duration::from_millis(args.stall_timeout_ms),
+            queued_max_request_bytes: args.queued_max_request_bytes,
+            fetch_memory_bytes: usize::try_from(args.fetch_memory_bytes).unwrap_or(usize::MAX),
+            fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(usize::MAX),
+        },
+        record_limits: kafscale_broker::record_validation::RecordLimits {
+            max_uncompressed_bytes: args.max_uncompressed_batch_bytes,
+        },
         groups: kafscale_broker::groups::GroupSettings {
             initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),

@@ -42,6 +42,11 @@ pub struct LagLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: &'static str,
 }
@@ -64,6 +69,11 @@ pub struct BrokerMetrics {
     pub rebalances: Counter,
     pub consumer_lag: Family<LagLabels, Gauge>,
     pub connections: Gauge,
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    pub queued_request_bytes: Gauge,
+    pub fetch_reserved_bytes: Gauge,
+    pub batches_refused: Family<ReasonLabels, Counter>,
     pub metadata_duration: Family<OpLabels, Histogram>,
     pub metadata_errors: Family<OpLabels, Counter>,
     pub storage_state: Gauge,
@@ -89,6 +99,11 @@ impl BrokerMetrics {
             rebalances: Counter::default(),
             consumer_lag: Family::default(),
             connections: Gauge::default(),
+            connections_refused: Family::default(),
+            connections_closed: Family::default(),
+            queued_request_bytes: Gauge::default(),
+            fetch_reserved_bytes: Gauge::default(),
+            batches_refused: Family::default(),
             metadata_duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             metadata_errors: Family::default(),
             storage_state: Gauge::default(),
@@ -184,6 +199,33 @@ impl BrokerMetrics {
             "connections",
             "Open client connections",
             m.connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at once because of --max-connections or --max-connections-per-ip, by limit",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "Connections ended, by reason: client, idle, stalled_request, request_too_large, malformed, read_error, not_reading",
+            m.connections_closed.clone(),
+        );
+        r.register_with_unit(
+            "queued_request",
+            "Bytes of requests read and not yet answered (limit: --queued-max-request-bytes)",
+            Unit::Bytes,
+            m.queued_request_bytes.clone(),
+        );
+        r.register_with_unit(
+            "fetch_reserved",
+            "Bytes reserved for fetch responses not yet written (limit: --fetch-memory-bytes)",
+            Unit::Bytes,
+            m.fetch_reserved_bytes.clone(),
+        );
+        r.register(
+            "batches_refused",
+            "Produced record batches refused by validation, by reason",
+            m.batches_refused.clone(),
         );
         r.register_with_unit(
             "metadata_request_duration",

@@ -79,6 +79,10 @@ pub fn scrape_hook(broker: Arc<Broker>) -> ScrapeHook {
     Arc::new(move || {
         let m = &broker.metrics;
         m.memory_log_bytes.set(broker.topics.memory_used() as i64);
+        m.queued_request_bytes
+            .set(broker.request_memory.in_use() as i64);
+        m.fetch_reserved_bytes
+            .set(broker.fetch_memory.in_use() as i64);
         let topics = broker.topics.all();
         m.partitions_led.set(
             topics

@@ -96,3 +96,59 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
         return True
     except socket.timeout:
         return False
+
+
+def record(value: bytes | None, offset_delta: int, key: bytes | None = None,
+           headers: list[tuple[bytes, bytes | None]] = ()) -> bytes:
+    """One v2 record with its length prefix."""
+    def blob(b):
+        return _varint(-1) if b is None else _varint(len(b)) + b
+    body = bytes([0]) + _varint(0) + _varint(offset_delta) + blob(key) + blob(value)
+    body += _varint(len(headers)) + b"".join(_varint(len(k)) + k + blob(v) for k, v in headers)
+    return _varint(len(body)) + body
+
+
+def raw_batch(records: bytes, records_count: int, last_offset_delta: int, attributes: int = 0,
+              producer_id: int = -1, base_sequence: int = -1) -> bytes:
+    """A v2 batch around `records` with whatever header fields are asked for,
+    and a valid CRC: only what is asked for is wrong."""
+    after_crc = struct.pack(">hiqqqhii", attributes, last_offset_delta, 1000, 1000, producer_id, 0,
+                            base_sequence, records_count) + records
+    after_length = struct.pack(">ibI", 0, 2, crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def frame(api_key: int, version: int, correlation_id: int, body: bytes, client_id: str = "raw-test") -> bytes:
+    """A request frame with a non-flexible (v1) request header."""
+    payload = struct.pack(">hhi", api_key, version, correlation_id) + _string(client_id) + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def fetch_v4(correlation_id: int, topic: str, partitions: list[int], max_bytes: int,
+             partition_max_bytes: int, max_wait_ms: int = 0) -> bytes:
+    """Fetch v4 from offset 0 of each listed partition (repeats allowed)."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 0) + struct.pack(">i", 1) + _string(topic)
+    body += struct.pack(">i", len(partitions))
+    for p in partitions:
+        body += struct.pack(">iqi", p, 0, partition_max_bytes)
+    return frame(1, 4, correlation_id, body)
+
+
+def parse_fetch_v4_response(frame_bytes: bytes) -> list[tuple[int, int, int]]:
+    """[(partition, error code, record bytes)] in response order."""
+    pos = 8  # correlation id, throttle time
+    (topics,) = struct.unpack_from(">i", frame_bytes, pos)
+    pos += 4
+    out = []
+    for _ in range(topics):
+        (nlen,) = struct.unpack_from(">h", frame_bytes, pos)
+        pos += 2 + nlen
+        (parts,) = struct.unpack_from(">i", frame_bytes, pos)
+        pos += 4
+        for _ in range(parts):
+            p, err, _hw, _lso, aborted = struct.unpack_from(">ihqqi", frame_bytes, pos)
+            pos += 26 + max(aborted, 0) * 16
+            (size,) = struct.unpack_from(">i", frame_bytes, pos)
+            pos += 4 + max(size, 0)
+            out.append((p, err, max(size, 0)))
+    return out

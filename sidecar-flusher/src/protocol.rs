@@ -441,7 +441,9 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
                 let partition = get_i32(&mut b, "partition")?;
                 let not_after_ms = get_i64(&mut b, "not after")?;
                 let n = get_u32(&mut b, "batch count")? as usize;
-                let mut batches = Vec::with_capacity(n.min(1 << 16));
+                // Each batch takes at least its 4-byte length: the count cannot
+                // make the capacity exceed what the frame holds.
+                let mut batches = Vec::with_capacity(n.min(b.remaining() / 4));
                 for _ in 0..n {
                     batches.push(get_blob(&mut b, "batch")?);
                 }

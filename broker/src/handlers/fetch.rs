@@ -2,7 +2,12 @@
 //!
 //! Fetch sessions (KIP-227) are answered with session id 0, which every client
 //! treats as "no session": it keeps sending full fetch requests.
+//!
+//! A partition named more than once is read and answered once, as Kafka keys
+//! a fetch by partition. The response is capped by what the connection
+//! reserved for it (at most `--fetch-max-bytes`), whatever the client asks.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use uuid::Uuid;
 use kafscale_flusher::batch;
 
 use super::{lead_at, log_error_code, Deferred};
+use crate::listener_limits::{ResponseHold, FETCH_MIN_GRANT_BYTES};
 use crate::metrics::TopicLabels;
 use crate::partition_log::PartitionLog;
 use crate::Broker;
@@ -33,12 +39,33 @@ struct TopicSlot {
     id: Uuid,
 }
 
-pub fn handle(broker: Arc<Broker>, req: FetchRequest, version: i16) -> Deferred {
-    async move { Some(ResponseKind::Fetch(fetch(&broker, req, version).await)) }.boxed()
+/// The longest a fetch long-polls, whatever `max_wait_ms` asks: the client
+/// just asks again.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+
+pub fn handle(
+    broker: Arc<Broker>,
+    req: FetchRequest,
+    version: i16,
+    hold: Arc<ResponseHold>,
+) -> Deferred {
+    async move {
+        Some(ResponseKind::Fetch(
+            fetch(&broker, req, version, &hold).await,
+        ))
+    }
+    .boxed()
 }
 
-async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+async fn fetch(
+    broker: &Broker,
+    req: FetchRequest,
+    version: i16,
+    hold: &ResponseHold,
+) -> FetchResponse {
     let mut slots = Vec::with_capacity(req.topics.len());
+    let mut slot_of: HashMap<(TopicName, Uuid), usize> = HashMap::new();
+    let mut seen: HashSet<(usize, i32)> = HashSet::new();
     let mut targets = Vec::new();
     for t in &req.topics {
         let topic = if version >= 13 {
@@ -51,12 +78,19 @@ async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRespons
         } else {
             ResponseError::UnknownTopicOrPartition
         };
-        let topic_index = slots.len();
-        slots.push(TopicSlot {
-            name: t.topic.clone(),
-            id: t.topic_id,
-        });
+        let topic_index = *slot_of
+            .entry((t.topic.clone(), t.topic_id))
+            .or_insert_with(|| {
+                slots.push(TopicSlot {
+                    name: t.topic.clone(),
+                    id: t.topic_id,
+                });
+                slots.len() - 1
+            });
         for p in &t.partitions {
+            if !seen.insert((topic_index, p.partition)) {
+                continue;
+            }
             let log = match &topic {
                 None => Err(missing),
                 Some(topic) => topic
@@ -82,32 +116,47 @@ async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRespons
         }
     }
 
-    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
+    let cap = broker.config.listener.fetch_max_bytes;
+    let wanted = match usize::try_from(req.max_bytes) {
+        Ok(n) if n > 0 => n.min(cap),
+        _ => cap,
     };
 
+    let mut read_so_far = None;
     let partitions = loop {
         // Subscribe before reading so a write that lands in between still wakes us.
         let mut watchers: Vec<_> = targets
             .iter()
             .filter_map(|t| t.log.as_ref().ok().map(|l| l.watch_high_watermark()))
             .collect();
-        let (partitions, total, any_error) = read_all(&targets, max_bytes).await;
+        // Memory for the response is reserved for each read, and kept until
+        // the response is written; a long poll with nothing read holds none.
+        drop(read_so_far.take());
+        let reservation = broker
+            .fetch_memory
+            .reserve_up_to(wanted, FETCH_MIN_GRANT_BYTES)
+            .await;
+        let (partitions, total, any_error) = read_all(&targets, reservation.bytes).await;
         if total >= min_bytes.max(1)
             || any_error
             || watchers.is_empty()
             || tokio::time::Instant::now() >= deadline
         {
+            hold.keep(reservation);
             break partitions;
+        }
+        if total > 0 {
+            read_so_far = Some(reservation);
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Deadline passed without news: answer with what we have (usually nothing).
+            if let Some(r) = read_so_far.take() {
+                hold.keep(r);
+            }
             break partitions;
         }
     };

@@ -81,6 +81,8 @@ pub struct RequestContext {
     pub client_id: String,
     /// As Kafka's tools show it: `/` followed by the peer's address.
     pub client_host: String,
+    /// Holds what the response must keep reserved until it is written.
+    pub hold: Arc<crate::listener_limits::ResponseHold>,
 }
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
@@ -105,7 +107,7 @@ pub async fn dispatch(
         RequestKind::ApiVersions(_) => ready(api_versions::handle()),
         RequestKind::Metadata(r) => ready(metadata::handle(broker, r, version).await),
         RequestKind::Produce(r) => produce::handle(broker, r, version).await,
-        RequestKind::Fetch(r) => fetch::handle(broker.clone(), r, version),
+        RequestKind::Fetch(r) => fetch::handle(broker.clone(), r, version, ctx.hold.clone()),
         RequestKind::ListOffsets(r) => ready(list_offsets::handle(broker, r, version).await),
         RequestKind::CreateTopics(r) => ready(create_topics::handle(broker, r, version).await),
         RequestKind::DeleteTopics(r) => ready(delete_topics::handle(broker, r, version).await),

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafscale_flusher::batch;
 use tokio::sync::oneshot;
@@ -15,11 +17,19 @@ use tokio::sync::oneshot;
 use super::{lead, log_error_code, str_bytes, Deferred};
 use crate::metrics::TopicLabels;
 use crate::partition_log::LogError;
+use crate::record_validation::RecordError;
 use crate::Broker;
 
 /// A partition's answer, either final now or waiting for durability.
 enum Outcome {
     Failed(i16, String),
+    /// A batch failed validation; `record` is the index of the offending
+    /// record within it, where there is one (ProduceResponse record_errors).
+    Refused {
+        code: i16,
+        message: String,
+        record: Option<usize>,
+    },
     Appended {
         base_offset: i64,
         log_start: i64,
@@ -92,7 +102,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
                         let log_append =
                             topic.config("message.timestamp.type") == Some("LogAppendTime");
-                        append(log, p.records.unwrap_or_default(), max_bytes, log_append, epoch).await
+                        append(broker, log, p.records.unwrap_or_default(), max_bytes, log_append, epoch).await
                     }
                     },
                 },
@@ -120,6 +130,18 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                     .with_log_start_offset(-1);
                 let failure = match outcome {
                     Outcome::Failed(code, msg) => Some((code, msg)),
+                    Outcome::Refused {
+                        code,
+                        message,
+                        record,
+                    } => {
+                        if let (Some(index), true) = (record, version >= 8) {
+                            r = r.with_record_errors(vec![BatchIndexAndErrorMessage::default()
+                                .with_batch_index(index as i32)
+                                .with_batch_index_error_message(Some(str_bytes(message.clone())))]);
+                        }
+                        Some((code, message))
+                    }
                     Outcome::Appended {
                         base_offset,
                         log_start,
@@ -171,6 +193,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
 }
 
 async fn append(
+    broker: &Broker,
     log: &crate::partition_log::PartitionLog,
     records: bytes::Bytes,
     max_message_bytes: usize,
@@ -198,13 +221,18 @@ async fn append(
             ),
         );
     }
-    if batches
-        .iter()
-        .any(|(h, _)| h.is_transactional() || h.is_control())
-    {
+    if let Err(e) = broker.record_validator.validate(&batches).await {
+        broker
+            .metrics
+            .batches_refused
+            .get_or_create(&crate::metrics::ReasonLabels { reason: e.reason() })
+            .inc();
+        return refused(&e);
+    }
+    if batches.iter().any(|(h, _)| h.is_transactional()) {
         return Outcome::Failed(
             ResponseError::InvalidRecord.code(),
-            "transactional and control batches are not supported by Kafscale".into(),
+            "transactional batches are not supported by Kafscale; unset transactional.id".into(),
         );
     }
     match log.append(&batches, leader_epoch, log_append_time).await {
@@ -223,5 +251,21 @@ async fn append(
             let (code, msg) = log_error_code(&e);
             Outcome::Failed(code, msg)
         }
+    }
+}
+
+/// A batch that failed validation, as Kafka answers it: INVALID_RECORD for
+/// broken contents (non-retriable, so the producer fails fast instead of
+/// resending the same bytes), MESSAGE_TOO_LARGE past the decompression
+/// limit (Java producers then split the batch and retry).
+fn refused(e: &RecordError) -> Outcome {
+    let code = match e {
+        RecordError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        _ => ResponseError::InvalidRecord,
+    };
+    Outcome::Refused {
+        code: code.code(),
+        message: format!("{e}; nothing of the batch was stored"),
+        record: e.record_index(),
     }
 }
