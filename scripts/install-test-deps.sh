@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite runs against, into ~/.cache/kafscale (or
 # $KAFSCALE_CACHE): etcd, MinIO, kcat, a Python venv with confluent-kafka and
-# pytest, Kafka's Java client and tool jars, and the franz-go test client.
+# pytest, Kafka's Java client and tool jars, the franz-go test client and
+# cargo-fuzz (the fuzz targets need the nightly toolchain this machine has).
 # Each step is skipped when its result is already there, so repeat runs are fast.
 set -euo pipefail
 
@@ -60,6 +61,11 @@ fi
 
 log "kube-apiserver $KUBE_VERSION (first run only; several minutes)"
 KUBE_VERSION=$KUBE_VERSION "$here/scripts/install-kube-apiserver.sh" >/dev/null
+
+if [ ! -x "$cache/cargo-fuzz/bin/cargo-fuzz" ]; then
+  log "cargo-fuzz (first run only)"
+  cargo install --locked --quiet cargo-fuzz --version 0.13.2 --root "$cache/cargo-fuzz"
+fi
 
 log "franz-go test client"
 (cd "$here/e2e/clients/franz" && go build -o "$cache/bin/franz-client" .)

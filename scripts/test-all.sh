@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
 # (scripts/install-test-deps.sh), checks formatting and lints, runs the Rust
-# unit and integration tests, then the end-to-end suites against real etcd,
+# unit and integration tests, runs every fuzz target briefly, then the
+# end-to-end suites against real etcd,
 # MinIO, Kafka clients and the broker and flusher binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "fuzz targets, briefly (scripts/fuzz-smoke.sh)"
+scripts/fuzz-smoke.sh "${KAFSCALE_FUZZ_SECONDS:-20}"
 
 step "building binaries for the end-to-end suites"
 cargo build --workspace --locked --bins

@@ -80,6 +80,7 @@ impl Default for BrokerConfig {
                 flush_bytes: 8 * 1024 * 1024,
                 memory_budget: 256 * 1024 * 1024,
                 max_pending_bytes: 64 * 1024 * 1024,
+                max_unacknowledged_bytes: 256 * 1024 * 1024,
                 upload_grace: MergeSettings::default().upload_grace(),
             },
             groups: GroupSettings {

@@ -171,6 +171,10 @@ struct Args {
     /// Per partition: refuse produces while this many bytes wait for object storage.
     #[arg(long, env = "KAFSCALE_MAX_PENDING_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_pending_bytes: usize,
+    /// All partitions together: refuse produces (retriable) while this many
+    /// bytes wait for object storage, the upload in flight included.
+    #[arg(long, env = "KAFSCALE_MAX_UNACKNOWLEDGED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_unacknowledged_bytes: usize,
     /// Address of the HTTP endpoint: /metrics, /healthz, /readyz and the ops API.
     #[arg(long, env = "KAFSCALE_HTTP_LISTEN", default_value = "127.0.0.1:9094")]
     http_listen: std::net::SocketAddr,
@@ -296,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
             flush_bytes: args.flush_bytes,
             memory_budget: args.memory_budget_bytes,
             max_pending_bytes: args.max_pending_bytes,
+            max_unacknowledged_bytes: args.max_unacknowledged_bytes,
             upload_grace: merge.upload_grace(),
         },
         ..defaults

@@ -23,9 +23,10 @@
 //!   log end from object storage; conditional segment keys make a writer with a
 //!   stale view fail instead of overwriting (see docs/architecture.md).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -95,8 +96,11 @@ pub struct LogSettings {
     /// Broker-wide budget for the readable in-memory tail of all partitions.
     pub memory_budget: usize,
     /// Per partition: produces are refused (retriable) while this much is
-    /// waiting for object storage, instead of queueing without bound.
+    /// waiting for object storage (pending or uploading, until
+    /// acknowledged), instead of queueing without bound.
     pub max_pending_bytes: usize,
+    /// The same across all partitions of the broker.
+    pub max_unacknowledged_bytes: usize,
     /// How long past the end of this broker's session an upload may still
     /// land. Segment merging waits longer than this before it touches a
     /// segment, so a fenced broker's late upload can never recreate a key a
@@ -113,11 +117,76 @@ pub struct LogContext {
     pub cluster: Arc<ClusterView>,
     /// Bytes of in-memory tail across the broker, for the budget.
     pub memory_used: AtomicUsize,
+    /// Bytes assigned offsets but not yet acknowledged, across the broker.
+    pub unacknowledged: AtomicUsize,
+    /// Every partition log of the broker, for eviction across partitions.
+    logs: Mutex<Vec<Weak<PartitionLog>>>,
+    /// Orders chunks by when they became durable (their age in the tail).
+    durable_seq: AtomicU64,
+}
+
+impl LogContext {
+    pub fn new(
+        settings: LogSettings,
+        flusher: Arc<FlusherClient>,
+        metadata: MetadataStore,
+        metrics: Arc<BrokerMetrics>,
+        cluster: Arc<ClusterView>,
+    ) -> Self {
+        Self {
+            settings,
+            flusher,
+            metadata,
+            metrics,
+            cluster,
+            memory_used: AtomicUsize::new(0),
+            unacknowledged: AtomicUsize::new(0),
+            logs: Mutex::new(Vec::new()),
+            durable_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Drops the coldest in-memory chunks of any partition until the tail is
+    /// a sixteenth under its budget (so that not every upload triggers this);
+    /// they stay readable from object storage. Locks one partition at a time.
+    fn evict_over_budget(&self) {
+        let budget = self.settings.memory_budget;
+        if self.memory_used.load(Ordering::Relaxed) <= budget {
+            return;
+        }
+        let target = budget - budget / 16;
+        let logs: Vec<Arc<PartitionLog>> = {
+            let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+            logs.retain(|l| l.strong_count() > 0);
+            logs.iter().filter_map(Weak::upgrade).collect()
+        };
+        // Oldest chunk first: a min-heap on each partition's oldest chunk.
+        let mut heads: BinaryHeap<Reverse<(u64, usize)>> = logs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some(Reverse((l.lock().memory.front()?.durable_seq, i))))
+            .collect();
+        while self.memory_used.load(Ordering::Relaxed) > target {
+            let Some(Reverse((_, i))) = heads.pop() else {
+                return;
+            };
+            let mut s = logs[i].lock();
+            if let Some(c) = s.memory.pop_front() {
+                s.memory_bytes -= c.bytes.len();
+                self.memory_used.fetch_sub(c.bytes.len(), Ordering::Relaxed);
+            }
+            if let Some(next) = s.memory.front() {
+                heads.push(Reverse((next.durable_seq, i)));
+            }
+        }
+    }
 }
 
 /// Batches made durable together, kept in memory for tail reads.
 #[derive(Debug, Clone)]
 struct Chunk {
+    /// When the chunk became durable, in the broker-wide order (0 while pending).
+    durable_seq: u64,
     base_offset: i64,
     /// One past the last offset.
     end_offset: i64,
@@ -144,6 +213,10 @@ struct LogState {
     /// Assigned, not yet durable, in offset order.
     pending: Vec<Chunk>,
     pending_bytes: usize,
+    /// Bytes of the upload in flight.
+    uploading_bytes: usize,
+    /// `pending_bytes + uploading_bytes` as last added to the broker-wide count.
+    counted_unacknowledged: usize,
     waiters: Vec<Waiter>,
     /// A segment upload is in flight, ending at this offset.
     uploading_end: Option<i64>,
@@ -207,6 +280,8 @@ impl PartitionLog {
                 memory_bytes: 0,
                 pending: Vec::new(),
                 pending_bytes: 0,
+                uploading_bytes: 0,
+                counted_unacknowledged: 0,
                 waiters: Vec::new(),
                 uploading_end: None,
                 producers: ProducerStateTable::default(),
@@ -218,8 +293,29 @@ impl PartitionLog {
             hw_tx,
             wake_flush: Notify::new(),
         });
+        log.ctx
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&log));
         tokio::spawn(group_commit_loop(log.clone()));
         log
+    }
+
+    /// Brings the broker-wide count of unacknowledged bytes in line with this
+    /// partition's; called after every change of what is pending or uploading.
+    fn count_unacknowledged(&self, s: &mut LogState) {
+        let now = s.pending_bytes + s.uploading_bytes;
+        if now >= s.counted_unacknowledged {
+            self.ctx
+                .unacknowledged
+                .fetch_add(now - s.counted_unacknowledged, Ordering::Relaxed);
+        } else {
+            self.ctx
+                .unacknowledged
+                .fetch_sub(s.counted_unacknowledged - now, Ordering::Relaxed);
+        }
+        s.counted_unacknowledged = now;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
@@ -355,6 +451,7 @@ impl PartitionLog {
         s.needs_recovery = true;
         s.pending.clear();
         s.pending_bytes = 0;
+        self.count_unacknowledged(&mut s);
         // An upload in flight decides its own producers' fate.
         let kept = s.uploading_end.unwrap_or(s.high_watermark);
         s.log_end = kept;
@@ -423,11 +520,18 @@ impl PartitionLog {
         if s.leader_epoch != Some(leader_epoch) {
             return Err(self.not_leader());
         }
-        if s.pending_bytes + size > self.ctx.settings.max_pending_bytes && !s.pending.is_empty() {
+        let unacknowledged = s.pending_bytes + s.uploading_bytes;
+        if unacknowledged + size > self.ctx.settings.max_pending_bytes && unacknowledged > 0 {
             self.ctx.metrics.produce_rejected.inc();
             return Err(LogError::StorageUnavailable(format!(
-                "{} bytes are already waiting for object storage on this partition; retry shortly",
-                s.pending_bytes
+                "{unacknowledged} bytes are already waiting for object storage on this partition; retry shortly"
+            )));
+        }
+        let broker_wide = self.ctx.unacknowledged.load(Ordering::Relaxed);
+        if broker_wide + size > self.ctx.settings.max_unacknowledged_bytes && broker_wide > 0 {
+            self.ctx.metrics.produce_rejected.inc();
+            return Err(LogError::StorageUnavailable(format!(
+                "{broker_wide} bytes are waiting for object storage on this broker (--max-unacknowledged-bytes); retry shortly"
             )));
         }
         // Sequence checks and offset assignment happen under one lock, so a retry
@@ -484,12 +588,14 @@ impl PartitionLog {
         }
         s.log_end = next;
         s.pending.push(Chunk {
+            durable_seq: 0,
             base_offset: first_new,
             end_offset: next,
             max_timestamp,
             bytes: out.freeze(),
         });
         s.pending_bytes += size;
+        self.count_unacknowledged(&mut s);
         let (tx, rx) = oneshot::channel();
         s.waiters.push(Waiter {
             end_offset: next,
@@ -559,6 +665,7 @@ impl PartitionLog {
                 });
             }
             let mem_start = s.memory.front().map(|c| c.base_offset).unwrap_or(hw);
+            // Slices only (reference counts) under the lock; any copy happens after.
             let from_memory = if offset >= mem_start {
                 Some(read_chunks(&s.memory, offset, max_bytes))
             } else {
@@ -574,7 +681,7 @@ impl PartitionLog {
             });
         }
         let records = match from_memory {
-            Some(r) => r,
+            Some(parts) => concat(parts),
             None => {
                 let resp = self
                     .ctx
@@ -618,6 +725,8 @@ impl PartitionLog {
             let _ = w.done.send(Err(LogError::Deleted));
         }
         s.pending.clear();
+        s.pending_bytes = 0;
+        self.count_unacknowledged(&mut s);
         let freed = s.memory_bytes;
         s.memory.clear();
         s.memory_bytes = 0;
@@ -643,6 +752,7 @@ impl PartitionLog {
                 session_end.saturating_add(self.ctx.settings.upload_grace.as_millis() as i64);
             let epoch = s.leader_epoch;
             let chunks = std::mem::take(&mut s.pending);
+            s.uploading_bytes = s.pending_bytes;
             s.pending_bytes = 0;
             s.uploading_end = chunks.last().map(|c| c.end_offset);
             let batches: Vec<Bytes> = chunks
@@ -667,6 +777,8 @@ impl PartitionLog {
             .await;
         let mut s = self.lock();
         s.uploading_end = None;
+        s.uploading_bytes = 0;
+        self.count_unacknowledged(&mut s);
         // Acknowledge only as the leader the upload started under, with a valid
         // session: after a move the new leader may have read the log end before
         // this segment landed, and would not serve it until its own next write.
@@ -687,7 +799,9 @@ impl PartitionLog {
                     .map(|c| c.end_offset)
                     .unwrap_or(s.high_watermark);
                 s.high_watermark = end;
-                for c in chunks {
+                let durable_seq = self.ctx.durable_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                for mut c in chunks {
+                    c.durable_seq = durable_seq;
                     s.memory_bytes += c.bytes.len();
                     self.ctx
                         .memory_used
@@ -697,8 +811,8 @@ impl PartitionLog {
                 let (done, waiting): (Vec<_>, Vec<_>) =
                     s.waiters.drain(..).partition(|w| w.end_offset <= end);
                 s.waiters = waiting;
-                self.evict(&mut s);
                 drop(s);
+                self.ctx.evict_over_budget();
                 self.hw_tx.send_replace(end);
                 for w in done {
                     let _ = w.done.send(Ok(()));
@@ -724,25 +838,11 @@ impl PartitionLog {
     fn abandon_unacknowledged(&self, s: &mut LogState, err: &LogError) {
         s.pending.clear();
         s.pending_bytes = 0;
+        self.count_unacknowledged(s);
         s.log_end = s.high_watermark;
         s.needs_recovery = true;
         for w in s.waiters.drain(..) {
             let _ = w.done.send(Err(err.clone()));
-        }
-    }
-
-    /// Drops the oldest in-memory chunks while the broker is over its budget;
-    /// they stay readable from object storage.
-    fn evict(&self, s: &mut LogState) {
-        while self.ctx.memory_used.load(Ordering::Relaxed) > self.ctx.settings.memory_budget
-            && s.memory.len() > 1
-        {
-            if let Some(c) = s.memory.pop_front() {
-                s.memory_bytes -= c.bytes.len();
-                self.ctx
-                    .memory_used
-                    .fetch_sub(c.bytes.len(), Ordering::Relaxed);
-            }
         }
     }
 }
@@ -774,9 +874,9 @@ async fn group_commit_loop(log: Arc<PartitionLog>) {
     }
 }
 
-/// Batches from the chunk that holds `offset`, at most `max_bytes` but at least
-/// one whole batch. A single chunk is sliced without copying.
-fn read_chunks(memory: &VecDeque<Chunk>, offset: i64, max_bytes: usize) -> Bytes {
+/// Slices of the batches from the chunk that holds `offset` on, at most
+/// `max_bytes` but at least one whole batch.
+fn read_chunks(memory: &VecDeque<Chunk>, offset: i64, max_bytes: usize) -> Vec<Bytes> {
     let first = memory.partition_point(|c| c.end_offset <= offset);
     let mut parts: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
@@ -803,11 +903,16 @@ fn read_chunks(memory: &VecDeque<Chunk>, offset: i64, max_bytes: usize) -> Bytes
             parts.push(chunk.bytes.slice(s..end));
         }
     }
+    parts
+}
+
+/// One buffer of `parts`; a single part is passed on without copying.
+fn concat(mut parts: Vec<Bytes>) -> Bytes {
     match parts.len() {
         0 => Bytes::new(),
         1 => parts.swap_remove(0),
         _ => {
-            let mut out = BytesMut::with_capacity(total);
+            let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
             for p in parts {
                 out.extend_from_slice(&p);
             }
@@ -854,6 +959,7 @@ mod tests {
             next += i64::from(n);
         }
         Chunk {
+            durable_seq: 0,
             base_offset: base,
             end_offset: next,
             max_timestamp: 0,
@@ -868,13 +974,19 @@ mod tests {
     #[test]
     fn reads_start_at_the_batch_holding_the_offset_and_respect_max_bytes() {
         let mem: VecDeque<Chunk> = vec![chunk(0, &[2, 3]), chunk(5, &[1, 4])].into();
-        assert_eq!(offsets(&read_chunks(&mem, 0, 1 << 20)), vec![0, 2, 5, 6]);
-        assert_eq!(offsets(&read_chunks(&mem, 3, 1 << 20)), vec![2, 5, 6]);
-        assert_eq!(offsets(&read_chunks(&mem, 9, 1 << 20)), vec![6]);
+        assert_eq!(
+            offsets(&concat(read_chunks(&mem, 0, 1 << 20))),
+            vec![0, 2, 5, 6]
+        );
+        assert_eq!(
+            offsets(&concat(read_chunks(&mem, 3, 1 << 20))),
+            vec![2, 5, 6]
+        );
+        assert_eq!(offsets(&concat(read_chunks(&mem, 9, 1 << 20))), vec![6]);
         // max_bytes smaller than one batch still returns one whole batch.
-        assert_eq!(offsets(&read_chunks(&mem, 1, 1)), vec![0]);
+        assert_eq!(offsets(&concat(read_chunks(&mem, 1, 1))), vec![0]);
         // Two batches' worth.
-        assert_eq!(offsets(&read_chunks(&mem, 2, 81 * 2)), vec![2, 5]);
+        assert_eq!(offsets(&concat(read_chunks(&mem, 2, 81 * 2))), vec![2, 5]);
         assert!(read_chunks(&mem, 10, 100).is_empty());
     }
 

@@ -2,7 +2,6 @@
 //! its watch, and the partition logs of each topic.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 
 use kafscale_flusher::FlusherClient;
@@ -52,14 +51,13 @@ impl TopicRegistry {
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<crate::cluster::ClusterView>,
     ) -> Arc<Self> {
-        let logs = Arc::new(LogContext {
+        let logs = Arc::new(LogContext::new(
             settings,
             flusher,
-            metadata: metadata.clone(),
+            metadata.clone(),
             metrics,
             cluster,
-            memory_used: AtomicUsize::new(0),
-        });
+        ));
         Arc::new(Self {
             metadata,
             logs,

@@ -334,6 +334,55 @@ def test_clients_that_never_read(cluster, ledger):
     assert_healthy(cluster, ledger)
 
 
+def test_tail_budget_holds_across_partitions(cluster, ledger):
+    """Twice the in-memory budget written over eight partitions: the tail
+    evicts the coldest data of any partition, and everything stays readable
+    (from object storage where it left memory)."""
+    create_topic(cluster.bootstrap, "spread", 8)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+    value = os.urandom(32 * 1024)
+    total = 2 * LIMITS["--memory-budget-bytes"]
+    count = total // len(value)
+    for i in range(count):
+        p.produce("spread", value=value, partition=i % 8)
+        p.poll(0)
+    assert p.flush(60) == 0
+    metrics = scrape(cluster.broker.http_port)
+    assert metrics["kafscale_broker_memory_log_bytes"] <= LIMITS["--memory-budget-bytes"]
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "spread-check",
+                  "auto.offset.reset": "earliest", "fetch.max.bytes": 4 * MiB})
+    try:
+        c.subscribe(["spread"])
+        got, deadline = 0, time.time() + 60
+        while got < count and time.time() < deadline:
+            got += sum(1 for m in c.consume(500, 1.0) if m.error() is None)
+        assert got == count
+    finally:
+        c.close()
+    assert_healthy(cluster, ledger, n=10)
+
+
+def test_members_that_never_rejoin_are_forgotten(cluster, ledger):
+    """JoinGroup with an empty member id, many times, never coming back: the
+    handed-out ids expire after the session timeout."""
+    from confluent_kafka.admin import AdminClient
+    group = "never-rejoins"
+    body = struct.pack(">h", len(group)) + group.encode() + struct.pack(">iih", 6000, 6000, 0) + \
+        struct.pack(">h", 8) + b"consumer" + struct.pack(">i", 1) + struct.pack(">h", 5) + b"range" + \
+        struct.pack(">i", 0)
+    with hostile_connection(cluster) as s:
+        # FindCoordinator first is not needed: a single broker coordinates all.
+        for i in range(200):
+            s.sendall(frame(11, 4, i, body))
+            reply = read_frame(s)
+            (error,) = struct.unpack_from(">h", reply, 8)
+            assert error == 79  # MEMBER_ID_REQUIRED
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    assert len(described.members) == 0
+    assert_healthy(cluster, ledger, n=10)
+
+
 def test_connection_flood_from_one_address(cluster, ledger):
     host, port = cluster.bootstrap.split(":")
     held, refused = [], 0

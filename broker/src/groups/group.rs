@@ -12,7 +12,7 @@
 //! transition is unit-tested. Replies to waiting JoinGroup/SyncGroup requests go
 //! out through oneshot channels; persistence is the coordinator's job.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -155,7 +155,11 @@ pub struct Group {
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
-    pending_members: HashSet<String>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, until the member joins with
+    /// it or its session timeout passes (then it is forgotten, as in Kafka).
+    pending_members: HashMap<String, Instant>,
+    /// Since when `tick` has seen the group empty with nobody pending.
+    empty_since: Option<Instant>,
     rebalance_deadline: Option<Instant>,
     /// For a group's first rebalance: wait at least until then for more members.
     initial_delay_until: Option<Instant>,
@@ -174,7 +178,8 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending_members: HashSet::new(),
+            pending_members: HashMap::new(),
+            empty_since: None,
             rebalance_deadline: None,
             initial_delay_until: None,
             next_join_order: 0,
@@ -326,7 +331,8 @@ impl Group {
                 None => {
                     let id = new_member_id();
                     if req.require_known_member_id && req.instance_id.is_none() {
-                        self.pending_members.insert(id.clone());
+                        self.pending_members
+                            .insert(id.clone(), now + req.session_timeout);
                         reply_now(tx, JoinResult::error(&id, GroupError::MemberIdRequired));
                         return rx;
                     }
@@ -346,7 +352,7 @@ impl Group {
                 }
             }
             if !self.members.contains_key(&req.member_id)
-                && !self.pending_members.remove(&req.member_id)
+                && self.pending_members.remove(&req.member_id).is_none()
             {
                 reply_now(
                     tx,
@@ -775,13 +781,53 @@ impl Group {
             tracing::info!(group = %self.id, member = %id, "member session expired");
             self.remove_member(&id, now);
         }
+        self.pending_members.retain(|_, deadline| now <= *deadline);
         self.try_complete_rebalance(now);
+        let empty = self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty();
+        self.empty_since = if empty {
+            self.empty_since.or(Some(now))
+        } else {
+            None
+        };
+    }
+
+    /// How long the group has been empty with nobody about to join. With no
+    /// committed offsets either, such a group has nothing left to keep.
+    pub fn empty_for(&self, now: Instant) -> Option<Duration> {
+        self.empty_since.map(|t| now.saturating_duration_since(t))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_handed_out_for_rejoining_expire_and_an_empty_group_is_noticed() {
+        let mut g = Group::new("g");
+        let t0 = Instant::now();
+        for i in 0..100 {
+            drop(g.join(
+                join_req("", None, &["range"]),
+                || format!("m{i}"),
+                &settings(),
+                t0,
+            ));
+        }
+        assert_eq!(g.pending_members.len(), 100);
+        g.tick(t0);
+        assert_eq!(g.empty_for(t0), None, "members are about to join");
+        let later = t0 + Duration::from_secs(11);
+        g.tick(later);
+        assert!(g.pending_members.is_empty(), "never came back: forgotten");
+        g.tick(later + Duration::from_secs(5));
+        assert_eq!(
+            g.empty_for(later + Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
+    }
 
     fn settings() -> GroupSettings {
         GroupSettings {

@@ -58,6 +58,10 @@ impl GroupHandle {
     }
 }
 
+/// How long a group stays empty, with no committed offsets and nobody about
+/// to join, before it leaves memory and the metadata store.
+const EMPTY_GROUP_GRACE: Duration = Duration::from_secs(30);
+
 pub struct GroupCoordinator {
     metadata: MetadataStore,
     cluster: Arc<ClusterView>,
@@ -297,7 +301,8 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Expires sessions and completes timed-out rebalances, every 100 ms.
+    /// Expires sessions, completes timed-out rebalances and drops groups with
+    /// nothing left, every 100 ms.
     pub fn spawn_ticker(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -305,12 +310,22 @@ impl GroupCoordinator {
             loop {
                 tick.tick().await;
                 for h in this.loaded() {
-                    let dirty = h.update(&this.rebalances, |g| {
-                        g.tick(Instant::now());
-                        g.dirty
+                    let now = Instant::now();
+                    let (dirty, empty_for) = h.update(&this.rebalances, |g| {
+                        g.tick(now);
+                        (g.dirty, g.empty_for(now))
                     });
                     if dirty {
                         this.persist(&h).await;
+                    }
+                    // The grace keeps a group that a JoinGroup just created
+                    // from being dropped under it.
+                    if empty_for.is_some_and(|d| d >= EMPTY_GROUP_GRACE) && h.offsets().is_empty() {
+                        // Kafka drops such groups; so does this broker, from
+                        // memory and the metadata store.
+                        if let Err(e) = this.delete(&h).await {
+                            tracing::debug!(group = %h.id, error = %e, "dropping an empty group failed; retrying later");
+                        }
                     }
                 }
             }
