@@ -129,8 +129,9 @@ struct Args {
     )]
     group_min_session_timeout_ms: u64,
     /// Largest request accepted; larger ones close the connection.
-    #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
-    max_request_bytes: usize,
+    #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024,
+        value_parser = clap::value_parser!(u32).range(1024..=i32::MAX as i64))]
+    max_request_bytes: u32,
     /// Open Kafka connections in total; more are closed at once.
     #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS", default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -274,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
         advertised_port: i32::from(args.advertised_port.unwrap_or(bound.port())),
         auto_create_topics: args.auto_create_topics.unwrap_or(args.mode == Mode::Dev),
         default_partitions: args.default_partitions,
-        max_request_bytes: args.max_request_bytes,
+        max_request_bytes: args.max_request_bytes as usize,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         merge: merge.clone(),

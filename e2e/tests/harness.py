@@ -235,11 +235,22 @@ class Cluster:
 
     def __init__(self, workdir: Path, name: str = "e2e", broker_args: list[str] | None = None):
         self.workdir = workdir
-        self.etcd = Etcd(workdir).start()
-        self.minio = MinIO(workdir).start()
-        self.prefix = f"test/{name}"
-        self.flusher = Flusher(workdir, self.minio, self.prefix).start()
-        self.broker = Broker(workdir, self.etcd, self.flusher, name, broker_args).start()
+        self.started: list[Proc] = []
+        try:
+            self.etcd = self._up(Etcd(workdir))
+            self.minio = self._up(MinIO(workdir))
+            self.prefix = f"test/{name}"
+            self.flusher = self._up(Flusher(workdir, self.minio, self.prefix))
+            self.broker = self._up(Broker(workdir, self.etcd, self.flusher, name, broker_args))
+        except BaseException:
+            # A cluster that fails to start leaves nothing running.
+            for p in reversed(self.started):
+                p.stop()
+            raise
+
+    def _up(self, component):
+        self.started.append(component.proc)
+        return component.start()
 
     @property
     def bootstrap(self) -> str:
@@ -295,10 +306,21 @@ class MultiCluster:
     def __init__(self, workdir: Path, name: str = "multi", nodes: int = 3, broker_args: list[str] | None = None):
         self.workdir = workdir
         self.etcd = Etcd(workdir).start()
-        self.minio = MinIO(workdir).start()
-        self.prefix = f"test/{name}"
-        self.nodes = [Node(workdir, self.etcd, self.minio, self.prefix, name, i, broker_args or [])
-                      for i in range(nodes)]
+        self.nodes = []
+        try:
+            self.minio = MinIO(workdir).start()
+            self.prefix = f"test/{name}"
+            for i in range(nodes):
+                self.nodes.append(Node(workdir, self.etcd, self.minio, self.prefix, name, i, broker_args or []))
+        except BaseException:
+            # A cluster that fails to start leaves nothing running.
+            for n in self.nodes:
+                n.broker.proc.stop()
+                n.flusher.proc.stop()
+            if hasattr(self, "minio"):
+                self.minio.proc.stop()
+            self.etcd.proc.stop()
+            raise
 
     def bootstrap(self, nodes: list[int] | None = None) -> str:
         return ",".join(self.nodes[i].broker.bootstrap for i in (nodes if nodes is not None else range(len(self.nodes))))

@@ -119,8 +119,10 @@ impl Fact {
     }
 }
 
-/// The facts read so far of one object version, by `Fact`.
-type SegmentFacts = [Option<i64>; 2];
+/// The facts read so far of one object version: by `Fact`, then the
+/// greatest batch max timestamp (known only once the segment was read whole).
+type SegmentFacts = [Option<i64>; 3];
+const MAX_TIMESTAMP_FACT: usize = 2;
 
 /// A segment as a read finds it.
 enum Loaded {
@@ -776,6 +778,10 @@ impl FlusherService {
         }
     }
 
+    /// The first batch whose max timestamp is at least `timestamp`. Each
+    /// segment's greatest timestamp is remembered per object version, so a
+    /// segment is read at most once for all lookups; up to
+    /// `MERGE_PARALLELISM` segments are read at a time.
     async fn offset_for_timestamp(
         self: &Arc<Self>,
         topic: &str,
@@ -784,8 +790,19 @@ impl FlusherService {
     ) -> Result<Response, RemoteError> {
         'listing: for _ in 0..3 {
             let list = self.list_partition(topic, partition).await?;
-            for seg in &list {
-                let Some(whole) = self.load_any_size(seg).await? else {
+            let mut greatest = futures::stream::iter(list.iter().cloned())
+                .map(|seg| async move {
+                    let max = self.max_timestamp_of(&seg).await;
+                    (seg, max)
+                })
+                .buffered(MERGE_PARALLELISM);
+            while let Some((seg, max)) = greatest.next().await {
+                match max? {
+                    None => continue 'listing,
+                    Some(max) if max < timestamp => continue,
+                    Some(_) => {}
+                }
+                let Some(whole) = self.load_any_size(&seg).await? else {
                     continue 'listing;
                 };
                 let found = whole
@@ -808,6 +825,26 @@ impl FlusherService {
             ErrorKind::Unavailable,
             "segments kept disappearing while searching by timestamp (merges in progress); retry",
         ))
+    }
+
+    /// The greatest batch max timestamp in a segment; `None` when it is gone.
+    async fn max_timestamp_of(
+        self: &Arc<Self>,
+        seg: &SegmentRef,
+    ) -> Result<Option<i64>, RemoteError> {
+        if let Some(max) = self.known(seg).and_then(|f| f[MAX_TIMESTAMP_FACT]) {
+            return Ok(Some(max));
+        }
+        let Some(whole) = self.load_any_size(seg).await? else {
+            return Ok(None);
+        };
+        let max = whole
+            .batch_headers()
+            .map(|(_, h)| h.max_timestamp)
+            .max()
+            .unwrap_or(i64::MIN);
+        self.remember(seg, |f| f[MAX_TIMESTAMP_FACT] = Some(max));
+        Ok(Some(max))
     }
 
     async fn producer_batches(
