@@ -8,7 +8,9 @@
 //! one), and responses are written strictly in request order.
 //!
 //! Memory: a request's bytes are reserved from the broker-wide request pool
-//! (and this connection's share of it) before its body is read, and a fetch
+//! (and this connection's share of it) before its body is read, all at once
+//! and without queueing (so readers never deadlock on partial reservations),
+//! and a fetch
 //! reserves its response bytes from the fetch pool when it reads (not while
 //! it long-polls), one fetch at a time per connection; both stay reserved
 //! until the response has been written. So a
@@ -257,14 +259,12 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slo
     }
 }
 
-/// Request bytes are reserved as they arrive, in steps of this size, so a
-/// frame that claims a large size and stops holds only what it sent.
-const READ_STEP: usize = 64 * 1024;
-
 /// Reads the next request frame: waits up to the idle timeout for it to
-/// begin (longer while responses are still due), checks its length, then
-/// reads it with the stall timeout between bytes, reserving its bytes from
-/// this connection's share and the broker-wide pool as they arrive.
+/// begin (longer while responses are still due), checks its length, reserves
+/// its bytes from this connection's share and then from the broker-wide pool
+/// (each all at once, so no two readers can hold part of what the other
+/// needs), and reads it with the stall timeout between bytes: a frame that
+/// claims much and stops sending is closed after the stall timeout.
 async fn read_frame(
     broker: &Broker,
     rd: &mut OwnedReadHalf,
@@ -291,35 +291,21 @@ async fn read_frame(
             limit: broker.config.max_request_bytes,
         });
     }
-    let mut body = Vec::with_capacity(size.min(READ_STEP));
-    let mut own: Option<OwnedSemaphorePermit> = None;
-    let mut reserved = Reservation::default();
-    while body.len() < size {
-        let step = (size - body.len()).min(READ_STEP);
-        // Own share first, so a connection waiting on itself holds nothing
-        // more of the pool everyone shares.
-        if let Ok(permit) = own_share.clone().acquire_many_owned(step as u32).await {
-            match &mut own {
-                Some(held) => held.merge(permit),
-                None => own = Some(permit),
-            }
-        }
-        reserved.absorb(broker.request_memory.reserve(step).await);
-        let from = body.len();
-        body.resize(from + step, 0);
-        read_with_progress(
-            rd,
-            &mut body[from..],
-            limits.stall_timeout,
-            from + 4,
-            size + 4,
-        )
-        .await?;
-    }
+    // Own share first, so a connection waiting on its own earlier requests
+    // holds nothing of the pool everyone shares. Its capacity is the largest
+    // request, so any one frame fits.
+    let own = own_share
+        .clone()
+        .acquire_many_owned(u32::try_from(size.max(1)).unwrap_or(u32::MAX))
+        .await
+        .ok();
+    let request = broker.request_memory.reserve_whole(size).await;
+    let mut body = vec![0u8; size];
+    read_with_progress(rd, &mut body, limits.stall_timeout, 4, size + 4).await?;
     Ok((
         Bytes::from(body),
         Held {
-            _request: Some(reserved),
+            _request: Some(request),
             _own_share: own,
             ..Held::default()
         },

@@ -176,6 +176,34 @@ impl BytePool {
         }
     }
 
+    /// `bytes` (at most the capacity) all at once, polling rather than
+    /// queueing: a large request waiting for room never holds up smaller ones
+    /// that fit now, and nothing is held while waiting, so waiters cannot
+    /// deadlock each other (Kafka mutes a connection the same way until its
+    /// memory pool has room).
+    pub async fn reserve_whole(&self, bytes: usize) -> Reservation {
+        let n = u32::try_from(bytes.min(self.capacity)).unwrap_or(u32::MAX);
+        if n == 0 {
+            return Reservation::default();
+        }
+        // Small requests look again sooner, so a crowd of large ones waiting
+        // for room does not starve them.
+        let pause = if n as usize <= 64 * 1024 {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(10)
+        };
+        loop {
+            if let Ok(permit) = self.semaphore.clone().try_acquire_many_owned(n) {
+                return Reservation {
+                    bytes: permit.num_permits(),
+                    _permit: Some(permit),
+                };
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// Up to `wanted` bytes: what is free now if that is at least `floor`,
     /// otherwise waits for `floor`.
     pub async fn reserve_up_to(&self, wanted: usize, floor: usize) -> Reservation {
@@ -206,6 +234,17 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// Gives back all but `bytes` of this reservation.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes >= self.bytes {
+            return;
+        }
+        if let Some(permit) = &mut self._permit {
+            drop(permit.split(self.bytes - bytes));
+            self.bytes = bytes;
+        }
+    }
+
     /// Adds `more` to this reservation.
     pub fn absorb(&mut self, more: Reservation) {
         self.bytes += more.bytes;
@@ -257,6 +296,32 @@ mod tests {
         drop(a1);
         assert_eq!(counter.open(), 2);
         assert!(counter.try_open(a).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_small_request_is_not_queued_behind_a_large_one() {
+        let pool = Arc::new(BytePool::new(100));
+        let held = pool.reserve(60).await;
+        let large = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.reserve_whole(80).await.bytes })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // 40 are free: a small request gets them although a large one waits.
+        let small = tokio::time::timeout(Duration::from_secs(1), pool.reserve_whole(30))
+            .await
+            .expect("not queued behind the large request");
+        assert_eq!(small.bytes, 30);
+        drop((held, small));
+        assert_eq!(large.await.unwrap(), 80);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_shrinks_to_what_was_used() {
+        let pool = BytePool::new(100);
+        let mut r = pool.reserve(70).await;
+        r.shrink_to(20);
+        assert_eq!((r.bytes, pool.in_use()), (20, 20));
     }
 
     #[tokio::test]

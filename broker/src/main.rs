@@ -166,6 +166,7 @@ struct Args {
     fetch_max_bytes: u64,
     /// A produced batch whose records decompress to more than this is refused
     /// (MESSAGE_TOO_LARGE): a decompression bomb costs bounded memory and CPU.
+    /// A whole produce request may decompress to eight times this.
     #[arg(long, env = "KAFSCALE_MAX_UNCOMPRESSED_BATCH_BYTES", default_value_t = 128 * 1024 * 1024,
         value_parser = clap::value_parser!(u64).range(1024 * 1024..))]
     max_uncompressed_batch_bytes: u64,
@@ -288,9 +289,9 @@ async fn main() -> anyhow::Result<()> {
             fetch_memory_bytes: usize::try_from(args.fetch_memory_bytes).unwrap_or(usize::MAX),
             fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(usize::MAX),
         },
-        record_limits: kafscale_broker::record_validation::RecordLimits {
-            max_uncompressed_bytes: args.max_uncompressed_batch_bytes,
-        },
+        record_limits: kafscale_broker::record_validation::RecordLimits::per_batch(
+            args.max_uncompressed_batch_bytes,
+        ),
         groups: kafscale_broker::groups::GroupSettings {
             initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),

@@ -16,10 +16,16 @@ use kafscale_flusher::batch::BatchHeader;
 
 /// Bytes of a v2 batch before its first record.
 const RECORDS_START: usize = kafscale_flusher::batch::BATCH_HEADER_LEN;
-/// The largest zstd window a batch may ask for (16 MiB). Producers at every
-/// standard level stay below it; a larger window would let one batch make the
-/// decoder allocate up to 2 GiB.
-pub const MAX_ZSTD_WINDOW_LOG: u32 = 24;
+/// The largest zstd window a batch may ask for (128 MiB, zstd's own default
+/// limit): producers at every level up to 22 stay within it, and at most one
+/// decoder per core exists at a time.
+pub const MAX_ZSTD_WINDOW_LOG: u32 = 27;
+/// Snappy cannot expand input more than about 21 times (a 3-byte copy tag
+/// yields at most 64 bytes); a block claiming more is corrupt.
+const MAX_SNAPPY_EXPANSION: usize = 24;
+/// Uncompressed batches larger than this are walked on the blocking pool
+/// too, so one huge batch of tiny records does not hold a runtime thread.
+const INLINE_VALIDATION_BYTES: usize = 1024 * 1024;
 /// How much compressed input is buffered at a time.
 const STREAM_BUFFER: usize = 16 * 1024;
 /// The magic that starts the framed snappy stream Kafka's Java client writes.
@@ -32,13 +38,24 @@ pub struct RecordLimits {
     /// Largest decompressed size of one batch's records; larger batches are
     /// refused.
     pub max_uncompressed_bytes: u64,
+    /// Largest decompressed size of all batches of one produce request, so
+    /// that many small bombs in one request cost bounded work too.
+    pub max_uncompressed_request_bytes: u64,
+}
+
+impl RecordLimits {
+    /// Limits for one batch: `per_batch`, and eight of them per request.
+    pub fn per_batch(per_batch: u64) -> Self {
+        Self {
+            max_uncompressed_bytes: per_batch,
+            max_uncompressed_request_bytes: per_batch.saturating_mul(8),
+        }
+    }
 }
 
 impl Default for RecordLimits {
     fn default() -> Self {
-        Self {
-            max_uncompressed_bytes: 128 * 1024 * 1024,
-        }
+        Self::per_batch(128 * 1024 * 1024)
     }
 }
 
@@ -142,8 +159,9 @@ pub fn check_header(h: &BatchHeader) -> Result<Compression, RecordError> {
     Compression::of(h)
 }
 
-/// Validates one whole batch (`batch` is exactly `h.size` bytes).
-pub fn validate(h: &BatchHeader, batch: &[u8], limits: &RecordLimits) -> Result<(), RecordError> {
+/// Validates one whole batch (`batch` is exactly `h.size` bytes). Returns
+/// the bytes of records walked (decompressed, for compressed batches).
+pub fn validate(h: &BatchHeader, batch: &[u8], limits: &RecordLimits) -> Result<u64, RecordError> {
     let codec = check_header(h)?;
     let records = batch.get(RECORDS_START..h.size).unwrap_or_default();
     let count = h.records_count as usize;
@@ -154,7 +172,8 @@ pub fn validate(h: &BatchHeader, batch: &[u8], limits: &RecordLimits) -> Result<
                 pos: 0,
             },
             count,
-        ),
+        )
+        .map(|()| records.len() as u64),
         Compression::Gzip => walk_stream(
             codec,
             flate2::bufread::MultiGzDecoder::new(records),
@@ -191,14 +210,15 @@ fn walk_stream(
     decoder: impl Read,
     count: usize,
     limits: &RecordLimits,
-) -> Result<(), RecordError> {
+) -> Result<u64, RecordError> {
     let mut source = StreamSource {
         reader: BufReader::with_capacity(STREAM_BUFFER, decoder),
         consumed: 0,
         limit: limits.max_uncompressed_bytes,
         codec,
     };
-    walk(&mut source, count)
+    walk(&mut source, count)?;
+    Ok(source.consumed)
 }
 
 /// Why reading the records stopped early.
@@ -514,6 +534,16 @@ impl<'a> SnappyReader<'a> {
         };
         let size = snap::raw::decompress_len(compressed)
             .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+        // Checked before anything is allocated for the block.
+        if size > compressed.len().saturating_mul(MAX_SNAPPY_EXPANSION) + 64 {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "a block of {} bytes claims {size} decompressed",
+                    compressed.len()
+                ),
+            ));
+        }
         if self.produced + size as u64 > self.limit {
             return Err(Error::new(
                 ErrorKind::FileTooLarge,
@@ -564,28 +594,41 @@ impl RecordValidator {
         }
     }
 
+    /// Validates the batches of one partition; `request_budget` is what is
+    /// left of the request's decompressed-bytes limit, and shrinks by what
+    /// these batches used.
     pub async fn validate(
         &self,
         batches: &[(BatchHeader, bytes::Bytes)],
+        request_budget: &mut u64,
     ) -> Result<(), RecordError> {
         for (h, b) in batches {
-            if check_header(h)? == Compression::None {
-                validate(h, b, &self.limits)?;
-                continue;
-            }
-            let permit = self
-                .decompressing
-                .clone()
-                .acquire_owned()
+            let limits = RecordLimits {
+                max_uncompressed_bytes: self.limits.max_uncompressed_bytes.min(*request_budget),
+                ..self.limits
+            };
+            let used = if check_header(h)? == Compression::None
+                && b.len() <= INLINE_VALIDATION_BYTES
+            {
+                validate(h, b, &limits)?
+            } else {
+                let permit = self
+                    .decompressing
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| RecordError::InvalidBatch("the broker is shutting down".into()))?;
+                let (h, b) = (*h, b.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    validate(&h, &b, &limits)
+                })
                 .await
-                .map_err(|_| RecordError::InvalidBatch("the broker is shutting down".into()))?;
-            let (h, b, limits) = (*h, b.clone(), self.limits);
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                validate(&h, &b, &limits)
-            })
-            .await
-            .map_err(|e| RecordError::InvalidBatch(format!("validation did not finish: {e}")))??;
+                .map_err(|e| {
+                    RecordError::InvalidBatch(format!("validation did not finish: {e}"))
+                })??
+            };
+            *request_budget = request_budget.saturating_sub(used);
         }
         Ok(())
     }
@@ -641,7 +684,7 @@ mod tests {
 
     fn check(b: &[u8]) -> Result<(), RecordError> {
         let h = batch::validate(b).expect("header and CRC valid");
-        validate(&h, &b[..h.size], &RecordLimits::default())
+        validate(&h, &b[..h.size], &RecordLimits::default()).map(|_| ())
     }
 
     /// Re-seals `b` after an edit so that only the edit is wrong, not the CRC.
@@ -763,13 +806,18 @@ mod tests {
         let b = encode(&records, Codec::Zstd);
         assert!(b.len() < 64 * 1024, "{} bytes", b.len());
         let h = batch::validate(&b).unwrap();
-        let limits = RecordLimits {
-            max_uncompressed_bytes: 8 << 20,
-        };
+        let limits = RecordLimits::per_batch(8 << 20);
         assert_eq!(
             validate(&h, &b, &limits),
             Err(RecordError::TooLarge { limit: 8 << 20 })
         );
+        // A snappy block whose preamble claims far more than it could expand
+        // to is refused before anything is allocated for it.
+        // 1 MiB claimed (under the limit) by 11 bytes.
+        let mut lying = b"\x80\x80\x40".to_vec();
+        lying.extend_from_slice(&[0u8; 8]);
+        let mut reader = SnappyReader::new(&lying, &limits).unwrap();
+        assert!(reader.read(&mut [0u8; 16]).is_err());
         for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4] {
             let b = encode(&records, codec);
             let h = batch::validate(&b).unwrap();
@@ -779,6 +827,26 @@ mod tests {
                 "{codec:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_of_many_small_bombs_is_bounded_as_a_whole() {
+        let validator = RecordValidator::new(RecordLimits::per_batch(2 << 20));
+        // Each batch decompresses to 1 MiB, under the per-batch limit.
+        let records: Vec<_> = (0..4).map(|i| record(i, &vec![0u8; 256 << 10])).collect();
+        let b = encode(&records, Codec::Gzip);
+        let h = batch::validate(&b).unwrap();
+        let batches = vec![(h, b.clone())];
+        let mut budget = 16 << 20; // what eight batch limits allow
+        let mut accepted = 0;
+        while validator.validate(&batches, &mut budget).await.is_ok() {
+            accepted += 1;
+            assert!(accepted < 100, "the request budget never ran out");
+        }
+        assert!(
+            (15..=17).contains(&accepted),
+            "{accepted} batches of ~1 MiB in 16 MiB"
+        );
     }
 
     #[test]

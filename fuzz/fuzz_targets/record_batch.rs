@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 const LIMITS: RecordLimits = RecordLimits {
     max_uncompressed_bytes: 4 * 1024 * 1024,
+    max_uncompressed_request_bytes: 32 * 1024 * 1024,
 };
 
 fn check(b: &[u8]) {

@@ -35,6 +35,9 @@ pub struct GroupHandle {
     /// The coordinator-slot epoch this state was loaded under: after the slot
     /// was away and came back, the state is stale and is loaded again.
     slot_epoch: i32,
+    /// When a request last looked the group up (set under the groups map's
+    /// lock, so the ticker never drops a group a request is about to use).
+    last_used: Mutex<Instant>,
 }
 
 impl GroupHandle {
@@ -58,8 +61,8 @@ impl GroupHandle {
     }
 }
 
-/// How long a group stays empty, with no committed offsets and nobody about
-/// to join, before it leaves memory and the metadata store.
+/// How long a group stays empty, with no committed offsets, nobody about to
+/// join and no request looking it up, before it leaves memory.
 const EMPTY_GROUP_GRACE: Duration = Duration::from_secs(30);
 
 pub struct GroupCoordinator {
@@ -147,7 +150,10 @@ impl GroupCoordinator {
         let epoch = self.slot_epoch(id);
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         match groups.get(id) {
-            Some(h) if Some(h.slot_epoch) == epoch => Some(h.clone()),
+            Some(h) if Some(h.slot_epoch) == epoch => {
+                *h.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                Some(h.clone())
+            }
             Some(_) => {
                 groups.remove(id);
                 None
@@ -185,6 +191,7 @@ impl GroupCoordinator {
             offsets: Mutex::new(stored.offsets),
             persist: tokio::sync::Mutex::new(()),
             slot_epoch: slot_epoch.unwrap_or(-1),
+            last_used: Mutex::new(Instant::now()),
         });
         self.groups
             .lock()
@@ -301,6 +308,29 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Drops a group from memory if it is still empty, has no offsets and no
+    /// request looked it up within the grace. Checked and removed under the
+    /// map's lock, which lookups also take, so a request either finds the
+    /// group before this (and keeps it) or loads it afresh after. Its record
+    /// stays in the metadata store, as Kafka keeps an empty group's state.
+    fn forget_if_unused(&self, h: &Arc<GroupHandle>) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = h
+            .last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= EMPTY_GROUP_GRACE;
+        let still_empty = h.lock().empty_for(Instant::now()).is_some();
+        if idle && still_empty && h.offsets().is_empty() {
+            if let Some(cached) = groups.get(&h.id) {
+                if Arc::ptr_eq(cached, h) {
+                    groups.remove(&h.id);
+                }
+            }
+        }
+    }
+
     /// Expires sessions, completes timed-out rebalances and drops groups with
     /// nothing left, every 100 ms.
     pub fn spawn_ticker(self: &Arc<Self>) {
@@ -318,14 +348,8 @@ impl GroupCoordinator {
                     if dirty {
                         this.persist(&h).await;
                     }
-                    // The grace keeps a group that a JoinGroup just created
-                    // from being dropped under it.
-                    if empty_for.is_some_and(|d| d >= EMPTY_GROUP_GRACE) && h.offsets().is_empty() {
-                        // Kafka drops such groups; so does this broker, from
-                        // memory and the metadata store.
-                        if let Err(e) = this.delete(&h).await {
-                            tracing::debug!(group = %h.id, error = %e, "dropping an empty group failed; retrying later");
-                        }
+                    if empty_for.is_some_and(|d| d >= EMPTY_GROUP_GRACE) {
+                        this.forget_if_unused(&h);
                     }
                 }
             }

@@ -145,11 +145,19 @@ async fn fetch(
             || watchers.is_empty()
             || tokio::time::Instant::now() >= deadline
         {
-            hold.keep(reservation);
+            let mut kept = reservation;
+            kept.shrink_to(total);
+            hold.keep(kept);
             break partitions;
         }
+        // What was read stays reserved across the wait; the rest goes back
+        // now, so an empty long poll holds nothing.
         if total > 0 {
-            read_so_far = Some(reservation);
+            let mut kept = reservation;
+            kept.shrink_to(total);
+            read_so_far = Some(kept);
+        } else {
+            drop(reservation);
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {

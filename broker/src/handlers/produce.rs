@@ -47,6 +47,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let transactional = req.transactional_id.is_some();
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Outcome)>)> = Vec::new();
+    // Decompression work of the whole request is bounded, not just per batch.
+    let mut validation_budget = broker.config.record_limits.max_uncompressed_request_bytes;
     for t in req.topic_data {
         let topic = broker.topics.get(t.name.0.as_str());
         let mut parts = Vec::with_capacity(t.partition_data.len());
@@ -102,7 +104,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
                         let log_append =
                             topic.config("message.timestamp.type") == Some("LogAppendTime");
-                        append(broker, log, p.records.unwrap_or_default(), max_bytes, log_append, epoch).await
+                        append(broker, log, p.records.unwrap_or_default(), max_bytes, log_append, epoch, &mut validation_budget).await
                     }
                     },
                 },
@@ -199,6 +201,7 @@ async fn append(
     max_message_bytes: usize,
     log_append_time: bool,
     leader_epoch: i32,
+    validation_budget: &mut u64,
 ) -> Outcome {
     let batches = match batch::split_validated(&records) {
         Ok(b) if !b.is_empty() => b,
@@ -221,7 +224,11 @@ async fn append(
             ),
         );
     }
-    if let Err(e) = broker.record_validator.validate(&batches).await {
+    if let Err(e) = broker
+        .record_validator
+        .validate(&batches, validation_budget)
+        .await
+    {
         broker
             .metrics
             .batches_refused
