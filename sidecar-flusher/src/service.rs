@@ -50,6 +50,8 @@ impl Default for FlusherSettings {
 
 /// Parallel GETs of a merge pass and of footer reads.
 const MERGE_PARALLELISM: usize = 8;
+/// How long deleting a topic waits for index uploads still in flight.
+const INDEX_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How far cold reads fetch ahead of a consumer: at most this many segments
 /// and this share of the cache, so that several partitions read at once do
 /// not evict each other's prefetched segments before they are read.
@@ -194,6 +196,9 @@ pub struct FlusherService {
     /// Facts from segment headers and footers, by key and the ETag they were
     /// read at: merge passes and retention check the same segments again and again.
     facts: Mutex<HashMap<String, (String, SegmentFacts)>>,
+    /// Held shared by every index upload still in flight, so that deleting a
+    /// topic can wait for them and its listing sees their objects.
+    index_uploads: Arc<tokio::sync::RwLock<()>>,
     metrics: Arc<FlusherMetrics>,
     health: Arc<StoreHealth>,
 }
@@ -283,6 +288,7 @@ impl FlusherService {
             cache: Mutex::new(cache),
             inflight: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
+            index_uploads: Arc::new(tokio::sync::RwLock::new(())),
             metrics,
             health,
         })
@@ -432,7 +438,9 @@ impl FlusherService {
         // up range reads, which fall back to scanning, a failure is logged.
         let index_key = segment::index_key(p, topic, partition, seg.base_offset);
         let this = Arc::clone(self);
+        let in_flight = self.index_uploads.clone().read_owned().await;
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             let put = this.store.put_if_absent(&index_key, seg.index.clone());
             if let Err(e) = before_deadline(not_after_ms, &index_key, put).await {
                 tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan");
@@ -1313,6 +1321,9 @@ impl FlusherService {
     }
 
     async fn delete_topic(&self, topic: &str) -> Result<Response, RemoteError> {
+        // Index uploads trail their segments; wait for those in flight (for a
+        // bounded time) so that none lands after the listing below.
+        let _quiet = tokio::time::timeout(INDEX_UPLOAD_WAIT, self.index_uploads.write()).await;
         let prefix = segment::topic_prefix(&self.settings.prefix, topic);
         let objects = self.store.list(&prefix).await?;
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
