@@ -28,7 +28,7 @@ pub struct ListenerSettings {
     /// reading requests until responses go out.
     pub queued_max_request_bytes: usize,
     /// Bytes reserved for fetch responses not yet written, all connections
-    /// together. A fetch gets what is left, down to `fetch_min_grant_bytes`.
+    /// together. A fetch gets what is left, down to [`FETCH_MIN_GRANT_BYTES`].
     pub fetch_memory_bytes: usize,
     /// The most one fetch response may carry (`fetch.max.bytes`), whatever
     /// the client asks for; the first batch is returned whole as in Kafka.
@@ -244,16 +244,6 @@ impl Reservation {
             self.bytes = bytes;
         }
     }
-
-    /// Adds `more` to this reservation.
-    pub fn absorb(&mut self, more: Reservation) {
-        self.bytes += more.bytes;
-        match (&mut self._permit, more._permit) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (mine @ None, theirs) => *mine = theirs,
-            (Some(_), None) => {}
-        }
-    }
 }
 
 /// Where a handler leaves a reservation that must outlive it: a fetch's
@@ -322,17 +312,6 @@ mod tests {
         let mut r = pool.reserve(70).await;
         r.shrink_to(20);
         assert_eq!((r.bytes, pool.in_use()), (20, 20));
-    }
-
-    #[tokio::test]
-    async fn reservations_grow_and_return_whole() {
-        let pool = BytePool::new(100);
-        let mut r = Reservation::default();
-        r.absorb(pool.reserve(30).await);
-        r.absorb(pool.reserve(20).await);
-        assert_eq!((r.bytes, pool.in_use()), (50, 50));
-        drop(r);
-        assert_eq!(pool.in_use(), 0);
     }
 
     #[tokio::test]
