@@ -19,6 +19,7 @@ pub mod retention;
 pub mod segment_merge;
 pub mod server;
 pub mod storage_health;
+pub mod topic_deletion;
 pub mod topics;
 
 use std::sync::Arc;
@@ -68,7 +69,7 @@ impl Broker {
         };
         let cluster =
             cluster::ClusterView::start(metadata.clone(), me, config.session_timeout).await?;
-        let topics = TopicRegistry::new(
+        let (topics, closed_topics) = TopicRegistry::new(
             metadata.clone(),
             flusher.clone(),
             config.log.clone(),
@@ -116,6 +117,7 @@ impl Broker {
             segment_maintenance: tokio::sync::Mutex::new(()),
         });
         broker.clone().spawn_leadership_sync();
+        topic_deletion::spawn(broker.clone(), closed_topics);
         Ok(broker)
     }
 

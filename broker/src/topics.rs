@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use kafscale_flusher::FlusherClient;
 use kafscale_metadata::{MetadataStore, TopicRecord, WatchEvent};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::metrics::BrokerMetrics;
@@ -41,6 +42,15 @@ pub struct TopicRegistry {
     metadata: MetadataStore,
     logs: Arc<LogContext>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Topics seen marked for deletion, with the logs this broker closed for
+    /// them; `topic_deletion` carries each deletion out.
+    deletions: mpsc::UnboundedSender<ClosedTopic>,
+}
+
+/// A topic marked for deletion and the partition logs this broker had for it.
+pub struct ClosedTopic {
+    pub record: TopicRecord,
+    pub partitions: Vec<Arc<PartitionLog>>,
 }
 
 impl TopicRegistry {
@@ -50,7 +60,7 @@ impl TopicRegistry {
         settings: LogSettings,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<crate::cluster::ClusterView>,
-    ) -> Arc<Self> {
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<ClosedTopic>) {
         let logs = Arc::new(LogContext::new(
             settings,
             flusher,
@@ -58,11 +68,14 @@ impl TopicRegistry {
             metrics,
             cluster,
         ));
-        Arc::new(Self {
+        let (deletions, closed) = mpsc::unbounded_channel();
+        let registry = Arc::new(Self {
             metadata,
             logs,
             topics: RwLock::default(),
-        })
+            deletions,
+        });
+        (registry, closed)
     }
 
     pub fn memory_used(&self) -> usize {
@@ -101,40 +114,18 @@ impl TopicRegistry {
     }
 
     /// Installs or updates a topic. Logs of partitions that already exist are
-    /// kept; a topic re-created under the same name (new id) starts fresh.
+    /// kept; a topic re-created under the same name (new id) starts fresh. A
+    /// topic marked for deletion is closed here and handed to the deletion.
     pub fn upsert(self: &Arc<Self>, record: TopicRecord) -> Option<Arc<Topic>> {
         if record.deleting {
-            self.remove(&record.name);
-            self.spawn_deletion(record);
+            let partitions = match self.remove(&record.name) {
+                Some(t) if t.record.id == record.id => t.partitions.clone(),
+                _ => Vec::new(),
+            };
+            let _ = self.deletions.send(ClosedTopic { record, partitions });
             return None;
         }
         Some(self.install(record))
-    }
-
-    /// Carries out a deletion requested through the metadata store: objects
-    /// first, then the record, so a re-created topic starts empty.
-    fn spawn_deletion(self: &Arc<Self>, record: TopicRecord) {
-        let registry = self.clone();
-        tokio::spawn(async move {
-            let deleted = registry
-                .logs
-                .flusher
-                .call(kafscale_flusher::protocol::Request::DeleteTopic {
-                    topic: record.name.clone(),
-                })
-                .await;
-            match deleted {
-                Ok(_) => match registry.metadata.delete_topic(&record).await {
-                    Ok(_) => tracing::info!(topic = %record.name, "topic deleted on request"),
-                    Err(e) => {
-                        tracing::warn!(topic = %record.name, error = %e, "removing the topic record failed; will retry on the next re-read")
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(topic = %record.name, error = %e.message, "deleting the topic's objects failed; will retry on the next re-read")
-                }
-            }
-        });
     }
 
     fn install(&self, record: TopicRecord) -> Arc<Topic> {
@@ -161,15 +152,17 @@ impl TopicRegistry {
         topic
     }
 
-    pub fn remove(&self, name: &str) {
+    /// Forgets a topic and closes its logs; returns what was removed.
+    pub fn remove(&self, name: &str) -> Option<Arc<Topic>> {
         let removed = self
             .topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        if let Some(t) = removed {
+        if let Some(t) = &removed {
             t.partitions.iter().for_each(|p| p.close());
         }
+        removed
     }
 
     /// Applies `change` to the stored topic with compare-and-swap (retrying on
@@ -230,7 +223,7 @@ impl TopicRegistry {
             .cloned()
             .collect();
         for name in stale {
-            self.remove(&name);
+            let _ = self.remove(&name);
         }
         Ok(())
     }
@@ -255,7 +248,7 @@ impl TopicRegistry {
                     },
                     WatchEvent::Delete(key) => {
                         if let Some(name) = registry.metadata.topic_name_of(&key) {
-                            registry.remove(name);
+                            let _ = registry.remove(name);
                         }
                     }
                     WatchEvent::Resync => {

@@ -271,11 +271,15 @@ class Cluster:
             p.stop()
 
     def objects(self, topic: str) -> list[Path]:
-        """Segment files MinIO holds for a topic (MinIO's single-drive layout keeps key paths)."""
-        root = self.minio.data / "kafscale" / self.prefix / topic
-        # os.walk skips what disappears while it walks (merging, retention).
-        return sorted(Path(d) / name for d, dirs, files in os.walk(root) for name in dirs + files
-                      if name.startswith("segment-") and name.endswith((".kfs", ".index")))
+        return segment_objects(self.minio, self.prefix, topic)
+
+
+def segment_objects(minio: "MinIO", prefix: str, topic: str) -> list[Path]:
+    """Segment files MinIO holds for a topic (MinIO's single-drive layout keeps key paths)."""
+    root = minio.data / "kafscale" / prefix / topic
+    # os.walk skips what disappears while it walks (merging, retention).
+    return sorted(Path(d) / name for d, dirs, files in os.walk(root) for name in dirs + files
+                  if name.startswith("segment-") and name.endswith((".kfs", ".index")))
 
 
 class Node:
@@ -324,6 +328,9 @@ class MultiCluster:
 
     def bootstrap(self, nodes: list[int] | None = None) -> str:
         return ",".join(self.nodes[i].broker.bootstrap for i in (nodes if nodes is not None else range(len(self.nodes))))
+
+    def objects(self, topic: str) -> list[Path]:
+        return segment_objects(self.minio, self.prefix, topic)
 
     def logs(self) -> str:
         procs = [p for n in self.nodes for p in (n.broker.proc, n.flusher.proc)]

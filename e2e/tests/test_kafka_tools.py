@@ -81,3 +81,28 @@ def test_offsets_api_versions_and_delete_records(cluster, bs, tmp_path):
 def test_topic_delete(bs):
     topics(bs, "--delete", "--topic", "cli")
     assert "cli" not in topics(bs, "--list").split()
+
+
+def test_deleting_a_topic_removes_its_committed_offsets(bs, cluster):
+    """Kafka removes a deleted topic's offsets from every group: describing
+    the group afterwards works and shows nothing of the old topic, and a
+    topic re-created under the name shows no (negative) lag."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topics(bs, "--create", "--topic", "offsets-doomed", "--partitions", "2")
+    p = Producer({"bootstrap.servers": cluster.bootstrap})
+    for i in range(20):
+        p.produce("offsets-doomed", value=b"v%d" % i, partition=i % 2)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "doomed-readers", "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("offsets-doomed", i, 10) for i in range(2)], asynchronous=False)
+    c.close()
+    group = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+    assert "offsets-doomed" in tool(group, *bs, "--describe", "--group", "doomed-readers")
+
+    topics(bs, "--delete", "--topic", "offsets-doomed")
+    after = tool(group, *bs, "--describe", "--group", "doomed-readers")
+    assert "offsets-doomed" not in after, after
+    topics(bs, "--create", "--topic", "offsets-doomed", "--partitions", "2")
+    recreated = tool(group, *bs, "--describe", "--group", "doomed-readers")
+    assert "offsets-doomed" not in recreated and "-10" not in recreated, recreated

@@ -310,3 +310,56 @@ def test_franz_go_and_librdkafka_follow_a_leader_change(multi):
             seen.add(msg.value())
     consumer.close()
     assert len(seen) == 20000
+
+
+def test_deleting_a_topic_under_load_reaches_every_leader_and_leaves_nothing(multi):
+    """Partitions led by other brokers keep being written while node 0
+    deletes the topic: when the delete returns, and after any late upload
+    could have landed, the bucket holds nothing of it, and a topic re-created
+    under the name starts empty."""
+    import threading
+
+    boot = start_with_topic(multi, "doomed")
+    assert {l for l in leaders(boot, "doomed").values()} != {0}, "every partition on the deleting node"
+    stop = threading.Event()
+
+    def produce_until_stopped():
+        p = Producer({"bootstrap.servers": boot, "acks": "all", "linger.ms": 2,
+                      "message.timeout.ms": 5000, "log_level": 0})
+        i = 0
+        while not stop.is_set():
+            try:
+                p.produce("doomed", value=b"old-%d" % i, partition=i % 6)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.001)
+        p.purge()
+        p.flush(5)
+
+    writers = [threading.Thread(target=produce_until_stopped) for _ in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        wait_until(lambda: len(multi.objects("doomed")) > 12, 20, "segments of every partition")
+        admin = AdminClient({"bootstrap.servers": multi.nodes[0].broker.bootstrap})
+        admin.delete_topics(["doomed"], operation_timeout=30)["doomed"].result(timeout=60)
+        assert multi.objects("doomed") == [], "objects left when the delete returned"
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+    time.sleep(3)  # longer than any upload that was in flight takes to land
+    assert multi.objects("doomed") == [], "a late upload survived the delete"
+
+    create_topic(boot, "doomed", 6)
+    wait_until(lambda: spread(boot, "doomed", {n.id for n in multi.nodes}), 20, "leaders spread")
+    c = Consumer({"bootstrap.servers": boot, "group.id": "after-delete", "auto.offset.reset": "earliest"})
+    try:
+        for partition in range(6):
+            assert c.get_watermark_offsets(TopicPartition("doomed", partition), timeout=10) == (0, 0)
+        c.assign([TopicPartition("doomed", partition, OFFSET_BEGINNING) for partition in range(6)])
+        old = [m for m in (c.poll(1.0) for _ in range(3)) if m is not None and m.error() is None]
+        assert old == [], f"the re-created topic served {len(old)} records of the deleted one"
+    finally:
+        c.close()

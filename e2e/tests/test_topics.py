@@ -107,3 +107,27 @@ def test_topics_with_more_partitions_than_an_etcd_transaction_holds(cluster):
     assert len(md.topics["wide"].partitions) == 1200
     produce(cluster.bootstrap, "wide", [b"last"], partition=1199)
     assert watermarks(cluster.bootstrap, "wide", 1199) == (0, 1)
+
+
+def test_creating_an_existing_topic_says_it_exists_whatever_its_settings(cluster):
+    """Kafka Connect re-creates its internal topics on every start, with
+    settings the broker may refuse, and treats TOPIC_ALREADY_EXISTS as
+    success; Kafka checks existence before settings, and so must we."""
+    from confluent_kafka.admin import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create_topic(cluster.bootstrap, "connect-offsets-like", 1)
+    again = NewTopic("connect-offsets-like", 3, 1, config={"cleanup.policy": "compact"})
+    future = admin.create_topics([again], operation_timeout=10)["connect-offsets-like"]
+    try:
+        future.result(timeout=30)
+        raise AssertionError("creating an existing topic succeeded")
+    except Exception as e:  # KafkaException carrying a KafkaError
+        assert e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS, e
+    fresh = NewTopic("never-existing-bad-config", 1, 1, config={"cleanup.policy": "compact"})
+    future = admin.create_topics([fresh], operation_timeout=10)["never-existing-bad-config"]
+    try:
+        future.result(timeout=30)
+        raise AssertionError("an unsupported config was accepted")
+    except Exception as e:
+        assert e.args[0].code() == KafkaError.INVALID_CONFIG, e

@@ -8,6 +8,7 @@
 //! | `topics/{name}` | [`TopicRecord`] |
 //! | `partitions/{name}/{partition}` | [`PartitionState`] |
 //! | `producer-ids` | [`ProducerIdBlock`]: the next unallocated producer id |
+//! | `topic-deletions/{name}/{broker}` | the topic id: this broker stopped writing the topic being deleted |
 //! | `group-index/{group}` | empty: the group exists |
 //! | `groups/{group}/metadata` | [`GroupRecord`]: generation, protocol, members, assignments |
 //! | `groups/{group}/offsets/{topic}/{partition}` | [`CommittedOffset`] |
@@ -64,10 +65,24 @@ pub struct TopicRecord {
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     pub created_ms: i64,
-    /// Set by a deletion request (the operator's finalizer): a broker deletes
-    /// the topic's objects, then the record. Clients no longer see the topic.
+    /// Set by a deletion request (DeleteTopics or the operator's finalizer).
+    /// Clients no longer see the topic; its name stays taken until every
+    /// broker has stopped writing it and its objects are gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// Who may still be writing the topic when its deletion was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<TopicDeletion>,
+}
+
+/// A deletion in progress (see `topic_deletion` in the broker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDeletion {
+    pub requested_ms: i64,
+    /// The brokers registered at that moment: each must confirm that it
+    /// stopped writing the topic, or be gone long enough that none of its
+    /// uploads can still land.
+    pub brokers: Vec<i32>,
 }
 
 /// Per-partition state in `partitions/{name}/{partition}`.
@@ -288,8 +303,9 @@ impl MetadataStore {
         Ok(())
     }
 
-    /// Deletes the topic and its partition states (one prefix delete, within
-    /// etcd's operation limit at any partition count); false if it did not exist.
+    /// Deletes the topic, its partition states and its deletion
+    /// confirmations (prefix deletes, within etcd's operation limit at any
+    /// partition count); false if it did not exist.
     pub async fn delete_topic(&self, topic: &TopicRecord) -> Result<bool, MetadataError> {
         let key = self.topic_key(&topic.name);
         let Some(kv) = self.get_key(&key).await? else {
@@ -305,9 +321,60 @@ impl MetadataStore {
                 vec![
                     Write::Delete(key),
                     Write::DeletePrefix(self.partitions_prefix(&topic.name)),
+                    Write::DeletePrefix(self.deletions_prefix(&topic.name)),
                 ],
             )
             .await
+    }
+
+    fn deletions_prefix(&self, topic: &str) -> String {
+        format!("{}topic-deletions/{topic}/", self.root)
+    }
+
+    /// Records that `broker` will never write `topic` (this incarnation of
+    /// it, by id) again.
+    pub async fn confirm_topic_stopped(
+        &self,
+        topic: &TopicRecord,
+        broker: i32,
+    ) -> Result<(), MetadataError> {
+        let key = format!("{}{broker}", self.deletions_prefix(&topic.name));
+        self.kv
+            .txn(
+                Vec::new(),
+                vec![Write::Put(key, topic.id.to_string().into_bytes())],
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// The brokers that confirmed they stopped writing `topic` (by id).
+    pub async fn topic_stopped_brokers(
+        &self,
+        topic: &TopicRecord,
+    ) -> Result<Vec<i32>, MetadataError> {
+        let prefix = self.deletions_prefix(&topic.name);
+        let id = topic.id.to_string();
+        Ok(self
+            .kv
+            .get_prefix(&prefix)
+            .await?
+            .iter()
+            .filter(|kv| kv.value == id.as_bytes())
+            .filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok())
+            .collect())
+    }
+
+    /// Removes every group's committed offsets of `topic`, as Kafka does when
+    /// a topic is deleted.
+    pub async fn delete_topic_offsets(&self, topic: &str) -> Result<(), MetadataError> {
+        for group in self.list_groups().await? {
+            let prefix = format!("{}offsets/{topic}/", self.group_prefix(&group));
+            self.kv
+                .txn(Vec::new(), vec![Write::DeletePrefix(prefix)])
+                .await?;
+        }
+        Ok(())
     }
 
     /// One partition's state; the default when it has none stored.
@@ -372,19 +439,29 @@ impl MetadataStore {
     }
 
     /// Marks a topic for deletion by the brokers (who hold object-storage
-    /// access). Returns false if the topic does not exist.
-    pub async fn request_topic_deletion(&self, name: &str) -> Result<bool, MetadataError> {
+    /// access), noting which brokers may still be writing it. Returns the
+    /// marked record, or None if the topic does not exist.
+    pub async fn request_topic_deletion(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<TopicRecord>, MetadataError> {
         loop {
             let Some((mut record, revision)) = self.get_topic(name).await? else {
-                return Ok(false);
+                return Ok(None);
             };
-            if record.deleting {
-                return Ok(true);
+            if record.deleting && record.deletion.is_some() {
+                return Ok(Some(record));
             }
+            let brokers = self.list_brokers().await?.iter().map(|b| b.id).collect();
             record.deleting = true;
+            record.deletion = Some(TopicDeletion {
+                requested_ms: now_ms,
+                brokers,
+            });
             let partitions = record.partitions;
             if self.update_topic(&record, revision, partitions).await? {
-                return Ok(true);
+                return Ok(Some(record));
             }
         }
     }
@@ -597,6 +674,7 @@ mod tests {
             config: BTreeMap::new(),
             created_ms: 1,
             deleting: false,
+            deletion: None,
         }
     }
 

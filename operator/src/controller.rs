@@ -471,6 +471,7 @@ async fn apply_topic(
                     config: configs.clone(),
                     created_ms: Timestamp::now().as_millisecond(),
                     deleting: false,
+                    deletion: None,
                 };
                 match store.create_topic(&record).await {
                     Ok(()) => break record,
@@ -541,7 +542,8 @@ async fn cleanup_topic(t: &KafscaleTopic, ctx: &Context) -> Result<Action, Error
     };
     let store = ctx.store(&cluster).await?;
     let name = t.topic_name();
-    if !store.request_topic_deletion(&name).await? {
+    let now_ms = Timestamp::now().as_millisecond();
+    if store.request_topic_deletion(&name, now_ms).await?.is_none() {
         return Ok(Action::await_change());
     }
     for _ in 0..60 {

@@ -1359,7 +1359,9 @@ fn retention_point(
     let mut keep_from = 0;
     while keep_from < last {
         let seg = &list[keep_from];
-        let too_old = retention_ms >= 0 && seg.last_modified_ms + retention_ms < now_ms;
+        // Kafka accepts retention.ms up to i64::MAX ("keep for ever").
+        let too_old =
+            retention_ms >= 0 && seg.last_modified_ms.saturating_add(retention_ms) < now_ms;
         let too_big = retention_bytes >= 0 && remaining > retention_bytes as u64;
         if !(too_old || too_big) {
             break;
@@ -1458,6 +1460,9 @@ mod tests {
             "never the last segment"
         );
         assert_eq!(retention_point(&list[..1], 10_000, 0, 0), -1);
+        // A retention near i64::MAX keeps everything instead of overflowing.
+        assert_eq!(retention_point(&list, 10_000, i64::MAX, -1), -1);
+        assert_eq!(retention_point(&list, 10_000, i64::MAX - 5_000, -1), -1);
     }
 
     #[tokio::test]

@@ -267,6 +267,14 @@ impl GroupCoordinator {
         &self.rebalances
     }
 
+    /// Drops the committed offsets of a deleted topic from the groups in
+    /// memory (the store's copies are removed by the deletion itself).
+    pub fn forget_topic(&self, topic: &str) {
+        for h in self.loaded() {
+            h.offsets().retain(|(t, _), _| t != topic);
+        }
+    }
+
     /// Groups currently loaded (no store access; for metrics).
     pub fn loaded(&self) -> Vec<Arc<GroupHandle>> {
         self.groups

@@ -49,6 +49,15 @@ pub async fn create(
     validate_only: bool,
 ) -> Result<Arc<Topic>, CreateError> {
     validate_topic_name(name).map_err(|m| err(ResponseError::InvalidTopicException, m))?;
+    // Existence first, as Kafka's controller checks it: clients such as Kafka
+    // Connect create their topics on every start and treat
+    // TOPIC_ALREADY_EXISTS as success, whatever settings they asked for.
+    if broker.topics.get(name).is_some() {
+        return Err(err(
+            ResponseError::TopicAlreadyExists,
+            format!("topic '{name}' already exists"),
+        ));
+    }
     let partitions = if partitions == -1 {
         broker.config.default_partitions
     } else {
@@ -71,12 +80,6 @@ pub async fn create(
         ));
     }
     validate_topic_configs(&config).map_err(|m| err(ResponseError::InvalidConfig, m))?;
-    if broker.topics.get(name).is_some() {
-        return Err(err(
-            ResponseError::TopicAlreadyExists,
-            format!("topic '{name}' already exists"),
-        ));
-    }
     let record = TopicRecord {
         name: name.to_string(),
         id: Uuid::new_v4(),
@@ -88,6 +91,7 @@ pub async fn create(
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
         deleting: false,
+        deletion: None,
     };
     if validate_only {
         return Ok(Arc::new(Topic {
@@ -108,9 +112,12 @@ pub async fn create(
                 )
             })
         }
+        // Not in this broker's view: created elsewhere a moment ago, or a
+        // deletion that has not finished (the name stays taken until no
+        // upload of the old topic can land any more).
         Err(MetadataError::TopicExists(_)) => Err(err(
             ResponseError::TopicAlreadyExists,
-            format!("topic '{name}' already exists"),
+            format!("topic '{name}' already exists or is still being deleted; if it was just deleted, retry in a few seconds"),
         )),
         Err(e @ MetadataError::Unavailable(_)) => Err(err(
             ResponseError::RequestTimedOut,

@@ -1,15 +1,17 @@
-//! DeleteTopics v0–v6: removes the topic's objects, then its metadata, so a
-//! topic re-created under the same name starts empty with a new id.
+//! DeleteTopics v0–v6: marks the topic for deletion and waits (up to the
+//! request's timeout) until `topic_deletion` has removed its objects, offsets
+//! and record, so a topic re-created under the same name starts empty.
 
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
-use kafscale_flusher::protocol::Request;
+use std::time::Duration;
 use uuid::Uuid;
 
 use super::str_bytes;
+use crate::topic_deletion::{self, DeletionError};
 use crate::Broker;
 
 pub async fn handle(
@@ -49,7 +51,7 @@ pub async fn handle(
                 ResponseError::UnknownTopicOrPartition,
                 format!("topic '{}' does not exist", name.unwrap_or_default()),
             )),
-            Some(topic) => delete(broker, &topic).await,
+            Some(topic) => delete(broker, &topic, req.timeout_ms).await,
         };
         if let Err((code, message)) = outcome {
             result = result.with_error_code(code.code());
@@ -62,37 +64,29 @@ pub async fn handle(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+/// Longest a DeleteTopics request waits for its deletion to complete.
+const MAX_DELETE_WAIT: Duration = Duration::from_secs(60);
+
 async fn delete(
     broker: &Arc<Broker>,
     topic: &crate::topics::Topic,
+    timeout_ms: i32,
 ) -> Result<(), (ResponseError, String)> {
-    let name = topic.record.name.clone();
-    // Stop producing first, so no new segment appears while objects are deleted.
-    topic.partitions.iter().for_each(|p| p.close());
-    broker
-        .flusher
-        .call(Request::DeleteTopic {
-            topic: name.clone(),
-        })
-        .await
-        .map_err(|e| {
-            (
-                ResponseError::KafkaStorageError,
-                format!(
-                    "deleting the topic's objects failed ({}); retry the delete",
-                    e.message
-                ),
-            )
-        })?;
-    match broker.metadata.delete_topic(&topic.record).await {
-        Ok(_) => {
-            broker.topics.remove(&name);
-            tracing::info!(topic = %name, id = %topic.record.id, "topic deleted");
-            Ok(())
+    let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(MAX_DELETE_WAIT);
+    match topic_deletion::delete(broker, &topic.record, wait).await {
+        Ok(()) => Ok(()),
+        // As Kafka answers a request that asks not to wait: accepted.
+        Err(DeletionError::Pending { .. }) if wait.is_zero() => Ok(()),
+        Err(DeletionError::NotFound) => Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic '{}' does not exist", topic.record.name),
+        )),
+        Err(e @ DeletionError::Pending { .. }) => {
+            Err((ResponseError::RequestTimedOut, e.to_string()))
         }
-        Err(e) => Err((
+        Err(DeletionError::Store(e)) => Err((
             ResponseError::RequestTimedOut,
-            format!("{e}; the topic's data is gone, retry the delete to remove its metadata"),
+            format!("{e}; retry the delete when the metadata store is reachable"),
         )),
     }
 }

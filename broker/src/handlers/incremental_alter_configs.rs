@@ -129,6 +129,7 @@ mod tests {
             config: Default::default(),
             created_ms: 0,
             deleting: false,
+            deletion: None,
         }
     }
 
