@@ -84,7 +84,7 @@ impl Broker {
             metrics.rebalances.clone(),
             cluster.clone(),
         );
-        let storage = storage_health::StorageHealth::spawn(flusher.clone(), metrics.clone());
+        let storage = storage_health::StorageHealth::spawn(flusher.socket_path(), metrics.clone());
         groups.spawn_ticker();
         controller::spawn(cluster.clone(), metadata.clone());
         let record_validator = record_validation::RecordValidator::new(config.record_limits);

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use kafscale_flusher::batch::{self, BatchHeader, BatchRewrite};
-use kafscale_flusher::protocol::{ErrorKind, RemoteError, Request, Response};
+use kafscale_flusher::protocol::{ErrorKind, RemoteError};
 use kafscale_flusher::FlusherClient;
 use kafscale_metadata::MetadataStore;
 
@@ -366,40 +366,28 @@ impl PartitionLog {
         while self.lock().uploading_end.is_some() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let resp = self
-            .ctx
-            .flusher
-            .call(Request::Recover {
-                topic: self.topic.clone(),
-                partition: self.partition,
-            })
-            .await?;
-        let Response::Recovered {
+        let kafscale_flusher::client::Recovered {
             log_start_offset,
             log_end_offset,
             ..
-        } = resp
-        else {
-            return Err(LogError::StorageUnavailable(
-                "the flusher answered recovery with an unexpected response".into(),
-            ));
-        };
+        } = self
+            .ctx
+            .flusher
+            .recover(self.topic.clone(), self.partition)
+            .await?;
         // Idempotent producers' recent batches, so that a retry of a batch stored
         // just before a crash is still recognised.
         let producers = if log_end_offset > log_start_offset {
-            match self
+            let batches = self
                 .ctx
                 .flusher
-                .call(Request::ProducerBatches {
-                    topic: self.topic.clone(),
-                    partition: self.partition,
-                    max_bytes: PRODUCER_STATE_SCAN_BYTES,
-                })
-                .await?
-            {
-                Response::ProducerBatches { batches } => ProducerStateTable::rebuild(&batches),
-                _ => ProducerStateTable::default(),
-            }
+                .producer_batches(
+                    self.topic.clone(),
+                    self.partition,
+                    PRODUCER_STATE_SCAN_BYTES,
+                )
+                .await?;
+            ProducerStateTable::rebuild(&batches)
         } else {
             ProducerStateTable::default()
         };
@@ -683,20 +671,17 @@ impl PartitionLog {
         let records = match from_memory {
             Some(parts) => concat(parts),
             None => {
-                let resp = self
+                let batches = self
                     .ctx
                     .flusher
-                    .call(Request::ReadRange {
-                        topic: self.topic.clone(),
-                        partition: self.partition,
+                    .read_range(
+                        self.topic.clone(),
+                        self.partition,
                         offset,
-                        max_bytes: max_bytes.min(u32::MAX as usize) as u32,
-                    })
+                        max_bytes.min(u32::MAX as usize) as u32,
+                    )
                     .await?;
-                match resp {
-                    Response::Range { batches } => trim_to(batches, hw),
-                    _ => Bytes::new(),
-                }
+                trim_to(batches, hw)
             }
         };
         Ok(ReadResult {
@@ -768,12 +753,7 @@ impl PartitionLog {
         let result = self
             .ctx
             .flusher
-            .call(Request::WriteSegment {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                not_after_ms,
-                batches,
-            })
+            .write_segment(self.topic.clone(), self.partition, not_after_ms, batches)
             .await;
         let mut s = self.lock();
         s.uploading_end = None;

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_flusher::protocol::{Request, Response};
-
 use crate::partition_log::PartitionLog;
 use crate::Broker;
 use kafscale_metadata::topic_rules::topic_config_value;
@@ -34,18 +32,18 @@ async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64)
     // not maintain the partition yet; the log start already hides the data.
     let min_age_ms = broker.config.merge.min_age.as_millis() as i64;
     let step = crate::segment_merge::maintenance_step(broker, log, |not_after_ms| {
-        Request::DeleteSegmentsBelow {
-            topic: log.topic.clone(),
-            partition: log.partition,
+        broker.flusher.delete_segments_below(
+            log.topic.clone(),
+            log.partition,
             offset,
             min_age_ms,
             not_after_ms,
-        }
+        )
     })
     .await;
     let Some(result) = step else { return };
     match result {
-        Ok(Response::Deleted { objects }) if objects > 0 => {
+        Ok(objects) if objects > 0 => {
             tracing::info!(topic = %log.topic, partition = log.partition, log_start = offset, segments = objects, "deleted segments below the log start");
         }
         Ok(_) => {}
@@ -75,23 +73,16 @@ pub async fn enforce_once(broker: &Broker) {
             };
             let point = broker
                 .flusher
-                .call(Request::RetentionPoint {
-                    topic: log.topic.clone(),
-                    partition: log.partition,
-                    retention_ms: ms,
-                    retention_bytes: bytes,
-                })
+                .retention_point(log.topic.clone(), log.partition, ms, bytes)
                 .await;
             match point {
-                Ok(Response::RetentionPoint { offset }) if offset > log_start => {
+                Ok(offset) if offset > log_start => {
                     if let Err(e) = advance_log_start(broker, log, offset).await {
                         tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention could not store the new log start");
                     }
                 }
                 // Segments left behind by an earlier pass or a DeleteRecords.
-                Ok(Response::RetentionPoint { .. }) if log_start > 0 => {
-                    delete_segments_below(broker, log, log_start).await
-                }
+                Ok(_) if log_start > 0 => delete_segments_below(broker, log, log_start).await,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention check failed")

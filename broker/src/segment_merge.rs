@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kafscale_flusher::protocol::{RemoteError, Request, Response};
+use kafscale_flusher::client::Merged;
+use kafscale_flusher::protocol::RemoteError;
 use kafscale_metadata::topic_rules::topic_config_value;
 
 use crate::partition_log::PartitionLog;
@@ -45,16 +46,19 @@ fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> {
 }
 
 /// Runs one maintenance step of `log` under the broker's maintenance lock:
-/// `request` is built with the step's deadline. `None` when this broker may
+/// `step` is given the step's deadline. `None` when this broker may
 /// not change the partition's objects now (see `maintenance_deadline`).
-pub async fn maintenance_step(
+pub async fn maintenance_step<T, F>(
     broker: &Broker,
     log: &PartitionLog,
-    request: impl FnOnce(i64) -> Request,
-) -> Option<Result<Response, RemoteError>> {
+    step: impl FnOnce(i64) -> F,
+) -> Option<Result<T, RemoteError>>
+where
+    F: std::future::Future<Output = Result<T, RemoteError>>,
+{
     let _maintenance = broker.segment_maintenance.lock().await;
     let not_after_ms = maintenance_deadline(broker, log)?;
-    Some(broker.flusher.call(request(not_after_ms)).await)
+    Some(step(not_after_ms).await)
 }
 
 /// Merge steps per partition per pass, so one partition with a large backlog
@@ -120,18 +124,20 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
             }
             let all_old_enough = now.duration_since(mark.seen_at) > min_age;
             for _ in 0..MAX_STEPS_PER_PARTITION {
-                let step = maintenance_step(broker, log, |not_after_ms| Request::MergeSegments {
-                    topic: log.topic.clone(),
-                    partition: log.partition,
-                    target_bytes,
-                    min_age_ms,
-                    max_span_ms,
-                    not_after_ms,
+                let step = maintenance_step(broker, log, |not_after_ms| {
+                    broker.flusher.merge_segments(
+                        log.topic.clone(),
+                        log.partition,
+                        target_bytes,
+                        min_age_ms,
+                        max_span_ms,
+                        not_after_ms,
+                    )
                 })
                 .await;
                 let Some(step) = step else { break };
                 match step {
-                    Ok(Response::Merged {
+                    Ok(Merged {
                         merged,
                         written,
                         removed,

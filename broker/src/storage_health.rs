@@ -1,12 +1,16 @@
 //! The broker's view of object-storage health, polled from the flusher every
 //! second. Produce refuses new data at once (with a retriable error) while the
 //! store is unavailable, instead of queueing it without bound.
+//!
+//! The poll has a connection of its own: on the data connection it would
+//! queue behind segment frames, and a busy flusher (backpressure) would look
+//! unreachable, which refuses every produce (an outage).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafscale_flusher::protocol::{HealthState, Request, Response};
+use kafscale_flusher::protocol::HealthState;
 use kafscale_flusher::FlusherClient;
 
 use crate::metrics::BrokerMetrics;
@@ -17,13 +21,18 @@ pub const DEGRADED: u8 = 1;
 pub const UNAVAILABLE: u8 = 2;
 pub const FLUSHER_UNREACHABLE: u8 = 3;
 
+/// How long one health poll may take before the flusher counts as unreachable.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub struct StorageHealth {
     state: AtomicU8,
     detail: Mutex<String>,
 }
 
 impl StorageHealth {
-    pub fn spawn(flusher: Arc<FlusherClient>, metrics: Arc<BrokerMetrics>) -> Arc<Self> {
+    /// Polls the flusher listening on `socket` over a connection of its own.
+    pub fn spawn(socket: &std::path::Path, metrics: Arc<BrokerMetrics>) -> Arc<Self> {
+        let flusher = FlusherClient::new(socket, POLL_TIMEOUT);
         let health = Arc::new(Self {
             state: AtomicU8::new(HEALTHY),
             detail: Mutex::new("not polled yet".into()),
@@ -34,11 +43,9 @@ impl StorageHealth {
             loop {
                 tick.tick().await;
                 let Some(h) = weak.upgrade() else { return };
-                let polled =
-                    tokio::time::timeout(Duration::from_secs(2), flusher.call(Request::Health))
-                        .await;
+                let polled = tokio::time::timeout(POLL_TIMEOUT, flusher.health()).await;
                 let (state, detail) = match polled {
-                    Ok(Ok(Response::Health { state, detail })) => (
+                    Ok(Ok((state, detail))) => (
                         match state {
                             HealthState::Healthy => HEALTHY,
                             HealthState::Degraded => DEGRADED,
@@ -46,14 +53,12 @@ impl StorageHealth {
                         },
                         detail,
                     ),
-                    Ok(Ok(_)) => (
-                        FLUSHER_UNREACHABLE,
-                        "unexpected answer from the flusher".into(),
-                    ),
                     Ok(Err(e)) => (FLUSHER_UNREACHABLE, e.message),
                     Err(_) => (
                         FLUSHER_UNREACHABLE,
-                        "the flusher did not answer a health check within 2s".into(),
+                        format!(
+                            "the flusher did not answer a health check within {POLL_TIMEOUT:?}"
+                        ),
                     ),
                 };
                 let before = h.state.swap(state, Ordering::Relaxed);

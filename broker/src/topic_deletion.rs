@@ -22,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kafscale_flusher::protocol::Request;
 use kafscale_metadata::{MetadataError, TopicRecord};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -191,9 +190,7 @@ async fn still_pending(broker: &Broker, record: &TopicRecord) -> bool {
 async fn sweep(broker: &Broker, record: &TopicRecord) -> Result<(), String> {
     broker
         .flusher
-        .call(Request::DeleteTopic {
-            topic: record.name.clone(),
-        })
+        .delete_topic(record.name.clone())
         .await
         .map(|_| ())
         .map_err(|e| e.message)

@@ -13,7 +13,11 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::protocol::{self, ErrorKind, RemoteError, Request, Response};
+use bytes::Bytes;
+
+use crate::protocol::{
+    self, ErrorKind, HealthState, ProducerBatch, RemoteError, Request, Response,
+};
 use crate::server::frame_codec;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, RemoteError>>>>>;
@@ -154,5 +158,283 @@ impl FlusherClient {
                 )))
             }
         }
+    }
+}
+
+/// A response that does not answer the request sent: never guessed around
+/// (an empty producer table, for one, would turn off duplicate detection).
+fn unexpected(asked: &str, got: &Response) -> RemoteError {
+    RemoteError {
+        kind: ErrorKind::Internal,
+        message: format!(
+            "the flusher answered {asked} with {}; run a broker and a flusher of the same version",
+            got.name()
+        ),
+    }
+}
+
+/// Where an upload landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub object_bytes: u64,
+}
+
+/// A partition's bounds as its segment listing says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub segment_count: u32,
+}
+
+/// What a merge pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merged {
+    pub merged: u32,
+    pub written: u32,
+    pub removed: u32,
+}
+
+/// One typed method per operation: callers get the answer to what they
+/// asked, or an error, and never match responses themselves.
+impl FlusherClient {
+    pub async fn write_segment(
+        &self,
+        topic: String,
+        partition: i32,
+        not_after_ms: i64,
+        batches: Vec<Bytes>,
+    ) -> Result<Written, RemoteError> {
+        let req = Request::WriteSegment {
+            topic,
+            partition,
+            not_after_ms,
+            batches,
+        };
+        match self.call(req).await? {
+            Response::Written {
+                base_offset,
+                last_offset,
+                object_bytes,
+            } => Ok(Written {
+                base_offset,
+                last_offset,
+                object_bytes,
+            }),
+            other => Err(unexpected("WriteSegment", &other)),
+        }
+    }
+
+    pub async fn read_range(
+        &self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: u32,
+    ) -> Result<Bytes, RemoteError> {
+        let req = Request::ReadRange {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+        };
+        match self.call(req).await? {
+            Response::Range { batches } => Ok(batches),
+            other => Err(unexpected("ReadRange", &other)),
+        }
+    }
+
+    pub async fn recover(&self, topic: String, partition: i32) -> Result<Recovered, RemoteError> {
+        match self.call(Request::Recover { topic, partition }).await? {
+            Response::Recovered {
+                log_start_offset,
+                log_end_offset,
+                segment_count,
+            } => Ok(Recovered {
+                log_start_offset,
+                log_end_offset,
+                segment_count,
+            }),
+            other => Err(unexpected("Recover", &other)),
+        }
+    }
+
+    /// Objects deleted.
+    pub async fn delete_topic(&self, topic: String) -> Result<u32, RemoteError> {
+        match self.call(Request::DeleteTopic { topic }).await? {
+            Response::Deleted { objects } => Ok(objects),
+            other => Err(unexpected("DeleteTopic", &other)),
+        }
+    }
+
+    pub async fn health(&self) -> Result<(HealthState, String), RemoteError> {
+        match self.call(Request::Health).await? {
+            Response::Health { state, detail } => Ok((state, detail)),
+            other => Err(unexpected("Health", &other)),
+        }
+    }
+
+    /// (offset, timestamp) of the first batch reaching `timestamp`; offset -1: none.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), RemoteError> {
+        let req = Request::OffsetForTimestamp {
+            topic,
+            partition,
+            timestamp,
+        };
+        match self.call(req).await? {
+            Response::OffsetForTimestamp { offset, timestamp } => Ok((offset, timestamp)),
+            other => Err(unexpected("OffsetForTimestamp", &other)),
+        }
+    }
+
+    pub async fn producer_batches(
+        &self,
+        topic: String,
+        partition: i32,
+        max_bytes: u64,
+    ) -> Result<Vec<ProducerBatch>, RemoteError> {
+        let req = Request::ProducerBatches {
+            topic,
+            partition,
+            max_bytes,
+        };
+        match self.call(req).await? {
+            Response::ProducerBatches { batches } => Ok(batches),
+            other => Err(unexpected("ProducerBatches", &other)),
+        }
+    }
+
+    /// Where the log may start under these limits; -1: nothing is due.
+    pub async fn retention_point(
+        &self,
+        topic: String,
+        partition: i32,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> Result<i64, RemoteError> {
+        let req = Request::RetentionPoint {
+            topic,
+            partition,
+            retention_ms,
+            retention_bytes,
+        };
+        match self.call(req).await? {
+            Response::RetentionPoint { offset } => Ok(offset),
+            other => Err(unexpected("RetentionPoint", &other)),
+        }
+    }
+
+    /// Segments deleted.
+    pub async fn delete_segments_below(
+        &self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        min_age_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<u32, RemoteError> {
+        let req = Request::DeleteSegmentsBelow {
+            topic,
+            partition,
+            offset,
+            min_age_ms,
+            not_after_ms,
+        };
+        match self.call(req).await? {
+            Response::Deleted { objects } => Ok(objects),
+            other => Err(unexpected("DeleteSegmentsBelow", &other)),
+        }
+    }
+
+    pub async fn merge_segments(
+        &self,
+        topic: String,
+        partition: i32,
+        target_bytes: u64,
+        min_age_ms: i64,
+        max_span_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<Merged, RemoteError> {
+        let req = Request::MergeSegments {
+            topic,
+            partition,
+            target_bytes,
+            min_age_ms,
+            max_span_ms,
+            not_after_ms,
+        };
+        match self.call(req).await? {
+            Response::Merged {
+                merged,
+                written,
+                removed,
+            } => Ok(Merged {
+                merged,
+                written,
+                removed,
+            }),
+            other => Err(unexpected("MergeSegments", &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flusher that answers every request with a health report.
+    async fn confused_flusher(path: &std::path::Path) {
+        let listener = crate::server::bind(path).unwrap();
+        tokio::spawn(async move {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (rd, wr) = stream.into_split();
+            let mut frames = FramedRead::new(rd, frame_codec());
+            let mut sink = FramedWrite::new(wr, frame_codec());
+            while let Some(Ok(frame)) = frames.next().await {
+                let Ok((id, _)) = protocol::decode_request(frame.freeze()) else {
+                    return;
+                };
+                let answer = Ok(Response::Health {
+                    state: HealthState::Healthy,
+                    detail: String::new(),
+                });
+                let frame = protocol::encode_response(id, protocol::Op::Health, &answer);
+                if sink.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_another_question_is_an_error_not_an_empty_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.sock");
+        confused_flusher(&path).await;
+        let client = FlusherClient::new(&path, Duration::from_secs(5));
+        let err = client
+            .producer_batches("t".into(), 0, 1 << 20)
+            .await
+            .expect_err("a health report was taken for an empty producer table");
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert!(
+            err.message.contains("ProducerBatches with Health"),
+            "{}",
+            err.message
+        );
+        let err = client
+            .read_range("t".into(), 0, 0, 1024)
+            .await
+            .expect_err("a health report was taken for an empty range");
+        assert!(err.message.contains("ReadRange"), "{}", err.message);
     }
 }

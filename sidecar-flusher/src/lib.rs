@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod listing;
 pub mod metrics;
 pub mod object_store;
 pub mod protocol;

@@ -157,6 +157,23 @@ pub struct ProducerBatch {
     pub base_offset: i64,
 }
 
+impl Response {
+    /// The variant's name, for messages (the contents may be large).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Written { .. } => "Written",
+            Response::Range { .. } => "Range",
+            Response::Recovered { .. } => "Recovered",
+            Response::Deleted { .. } => "Deleted",
+            Response::Health { .. } => "Health",
+            Response::OffsetForTimestamp { .. } => "OffsetForTimestamp",
+            Response::ProducerBatches { .. } => "ProducerBatches",
+            Response::RetentionPoint { .. } => "RetentionPoint",
+            Response::Merged { .. } => "Merged",
+        }
+    }
+}
+
 impl Request {
     pub fn op(&self) -> Op {
         match self {

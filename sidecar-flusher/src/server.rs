@@ -54,7 +54,8 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(stream: UnixStream, service: Arc<FlusherService>) {
+/// Serves one connection until the peer closes it.
+pub async fn serve_connection(stream: UnixStream, service: Arc<FlusherService>) {
     let (rd, wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, frame_codec());
     let mut sink = FramedWrite::new(wr, frame_codec());

@@ -10,6 +10,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::StreamExt;
 
 use crate::batch;
+use crate::listing::{ListingCache, SegmentRef};
 use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
 use crate::protocol::{ErrorKind, ProducerBatch, RemoteError, Request, Response};
@@ -60,22 +61,6 @@ const READ_AHEAD_CACHE_SHARE: u64 = 16;
 
 /// A GET of one whole segment that concurrent readers share; `None`: gone.
 type SharedFetch = Shared<BoxFuture<'static, Result<Option<Arc<VerifiedSegment>>, RemoteError>>>;
-
-/// One `.kfs` object in a partition's listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SegmentRef {
-    base_offset: i64,
-    key: String,
-    size: u64,
-    last_modified_ms: i64,
-    etag: String,
-}
-
-impl SegmentRef {
-    fn index_key(&self) -> String {
-        self.key.replace(".kfs", ".index")
-    }
-}
 
 /// What a merge step may do.
 #[derive(Debug, Clone, Copy)]
@@ -135,8 +120,6 @@ enum Loaded {
     Gone,
 }
 
-type PartitionKey = (String, i32);
-
 /// A byte-bounded LRU of verified segments.
 struct SegmentCache {
     max_bytes: u64,
@@ -190,7 +173,7 @@ impl SegmentCache {
 pub struct FlusherService {
     store: Arc<dyn ObjectStore>,
     settings: FlusherSettings,
-    listings: Mutex<HashMap<PartitionKey, Vec<SegmentRef>>>,
+    listings: ListingCache,
     cache: Mutex<SegmentCache>,
     inflight: Mutex<HashMap<String, SharedFetch>>,
     /// Facts from segment headers and footers, by key and the ETag they were
@@ -284,7 +267,7 @@ impl FlusherService {
         Arc::new(Self {
             store,
             settings,
-            listings: Mutex::new(HashMap::new()),
+            listings: ListingCache::default(),
             cache: Mutex::new(cache),
             inflight: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
@@ -448,21 +431,18 @@ impl FlusherService {
         });
         // Not cached: the broker keeps the newest data in memory and serves
         // tail reads itself; caching here too would hold it twice.
-        let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = listings.get_mut(&(topic.to_string(), partition)) {
-            let r = SegmentRef {
+        self.listings.added(
+            topic,
+            partition,
+            SegmentRef {
                 base_offset: seg.base_offset,
                 key,
                 size,
                 last_modified_ms: now_ms(),
                 // Unknown until listed; only merges need it and they list afresh.
                 etag: String::new(),
-            };
-            let at = list.partition_point(|s| s.base_offset < seg.base_offset);
-            if list.get(at).map(|s| &s.key) != Some(&r.key) {
-                list.insert(at, r);
-            }
-        }
+            },
+        );
         Ok(Response::Written {
             base_offset: seg.base_offset,
             last_offset: seg.last_offset,
@@ -489,6 +469,7 @@ impl FlusherService {
         partition: i32,
     ) -> Result<Vec<SegmentRef>, RemoteError> {
         let prefix = segment::partition_prefix(&self.settings.prefix, topic, partition);
+        let ticket = self.listings.ticket();
         let objects = self.store.list(&prefix).await?;
         let list: Vec<SegmentRef> = objects
             .into_iter()
@@ -502,19 +483,8 @@ impl FlusherService {
                 })
             })
             .collect();
-        self.listings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((topic.to_string(), partition), list.clone());
+        self.listings.offer(topic, partition, ticket, list.clone());
         Ok(list)
-    }
-
-    fn cached_listing(&self, topic: &str, partition: i32) -> Option<Vec<SegmentRef>> {
-        self.listings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(topic.to_string(), partition))
-            .cloned()
     }
 
     async fn recover(&self, topic: &str, partition: i32) -> Result<Response, RemoteError> {
@@ -607,13 +577,6 @@ impl FlusherService {
         fetch
     }
 
-    fn forget_listing(&self, topic: &str, partition: i32) {
-        self.listings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(topic.to_string(), partition));
-    }
-
     async fn read_range(
         self: &Arc<Self>,
         topic: &str,
@@ -621,7 +584,7 @@ impl FlusherService {
         offset: i64,
         max_bytes: u32,
     ) -> Result<Response, RemoteError> {
-        let mut list = match self.cached_listing(topic, partition) {
+        let mut list = match self.listings.get(topic, partition) {
             Some(list) => list,
             None => self.list_partition(topic, partition).await?,
         };
@@ -636,9 +599,14 @@ impl FlusherService {
             }
             list = self.list_partition(topic, partition).await?;
         }
-        Ok(Response::Range {
-            batches: Bytes::new(),
-        })
+        // Not an empty range: that would tell the consumer there is nothing
+        // where data exists, and it would ask again at once, for ever.
+        Err(remote(
+            ErrorKind::Unavailable,
+            format!(
+                "the segments of {topic}-{partition} kept changing while offset {offset} was read (merges or an inconsistent listing); retry"
+            ),
+        ))
     }
 
     /// Reads from the segment that holds `offset` in `list`; `None` when the
@@ -666,7 +634,7 @@ impl FlusherService {
                 Loaded::Whole(whole) => {
                     if whole.kfs_len() != seg.size {
                         // Replaced by a merge since this listing was taken.
-                        self.forget_listing(topic, partition);
+                        self.listings.invalidate(topic, partition);
                     }
                     slice_batches(&whole.body, offset, max_bytes)
                 }
@@ -1036,7 +1004,7 @@ impl FlusherService {
             }
             self.metrics.cache_bytes.set(cache.bytes as i64);
         }
-        self.forget_listing(topic, partition);
+        self.listings.invalidate(topic, partition);
         Ok(())
     }
 
@@ -1102,7 +1070,7 @@ impl FlusherService {
     /// Segments changed under a merge step: it gives up (as an error, so the
     /// broker does not take the partition for settled) and the next lists again.
     fn listing_changed(&self, topic: &str, partition: i32) -> RemoteError {
-        self.forget_listing(topic, partition);
+        self.listings.invalidate(topic, partition);
         remote(
             ErrorKind::Unavailable,
             format!("{topic}-{partition}: segments changed during a merge step; the next step lists again"),
@@ -1328,10 +1296,7 @@ impl FlusherService {
         let objects = self.store.list(&prefix).await?;
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
         self.store.delete(&keys).await?;
-        self.listings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(t, _), _| t != topic);
+        self.listings.invalidate_topic(topic);
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1403,7 +1368,7 @@ mod tests {
     use super::*;
     use crate::batch::tests::make_batch;
     use crate::batch::{rewrite, BatchRewrite};
-    use crate::object_store::LocalDirStore;
+    use crate::object_store::{LocalDirStore, ObjectInfo};
 
     fn batch_at(base: i64, n: i32) -> Bytes {
         rewrite(
@@ -1543,6 +1508,76 @@ mod tests {
             partition: 0,
         };
         svc.handle(request).await.unwrap()
+    }
+
+    /// Lists every object but the newest `.kfs`, as a listing that lags
+    /// the writes would.
+    struct LaggingListing(LocalDirStore);
+
+    #[async_trait::async_trait]
+    impl ObjectStore for LaggingListing {
+        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+            self.0.put_if_absent(key, body).await
+        }
+        async fn put_replacing(
+            &self,
+            key: &str,
+            body: Bytes,
+            expected_etag: Option<&str>,
+        ) -> Result<(), StoreError> {
+            self.0.put_replacing(key, body, expected_etag).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+            self.0.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<Bytes, StoreError> {
+            self.0.get_range(key, range).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+            let mut all = self.0.list(prefix).await?;
+            if let Some(newest) = all.iter().rposition(|o| o.key.ends_with(".kfs")) {
+                all.remove(newest);
+            }
+            Ok(all)
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.0.delete(keys).await
+        }
+        async fn probe(&self) -> Result<(), StoreError> {
+            self.0.probe().await
+        }
+        fn describe(&self) -> String {
+            "lagging listing".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_whose_listing_stays_stale_fails_instead_of_returning_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segments(&service(dir.path(), 1 << 20).await, 0, &[3, 3]).await;
+        let lagging = FlusherService::new(
+            Arc::new(LaggingListing(LocalDirStore::new(dir.path()).unwrap())),
+            FlusherSettings {
+                prefix: "ns/c1".into(),
+                ..FlusherSettings::default()
+            },
+            crate::metrics::FlusherMetrics::detached(),
+            Arc::new(crate::metrics::StoreHealth::new(Default::default())),
+        );
+        let read = lagging
+            .handle(Request::ReadRange {
+                topic: "t".into(),
+                partition: 0,
+                offset: 4,
+                max_bytes: 1 << 20,
+            })
+            .await;
+        let err = read.expect_err("an empty range was returned where data exists");
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
     }
 
     /// What a cold read of `t`/0 at `offset` returns with the smallest max bytes.

@@ -8,7 +8,6 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafscale_flusher::protocol::{Request, Response};
 
 use super::{lead_at, log_error_code};
 use crate::partition_log::{LogError, PartitionLog};
@@ -71,26 +70,16 @@ async fn lookup(broker: &Broker, log: &PartitionLog, query: i64) -> Result<(i64,
         ts if ts >= 0 => {
             // Batch granularity: the first batch whose max timestamp reaches `ts`.
             // A consumer seeking there reads from at or before the first such record.
-            let resp = broker
+            let (offset, timestamp) = broker
                 .flusher
-                .call(Request::OffsetForTimestamp {
-                    topic: log.topic.clone(),
-                    partition: log.partition,
-                    timestamp: ts,
-                })
+                .offset_for_timestamp(log.topic.clone(), log.partition, ts)
                 .await?;
-            match resp {
-                Response::OffsetForTimestamp { offset, timestamp }
-                    if offset >= log_start && offset < hw =>
-                {
-                    Ok((offset, timestamp))
-                }
-                Response::OffsetForTimestamp { offset, timestamp }
-                    if offset >= 0 && offset < log_start =>
-                {
-                    Ok((log_start, timestamp))
-                }
-                _ => Ok((-1, -1)),
+            if offset >= log_start && offset < hw {
+                Ok((offset, timestamp))
+            } else if offset >= 0 && offset < log_start {
+                Ok((log_start, timestamp))
+            } else {
+                Ok((-1, -1))
             }
         }
         _ => Ok((-1, -1)),
