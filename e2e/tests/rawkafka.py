@@ -47,9 +47,9 @@ def _string(s: str) -> bytes:
     return struct.pack(">h", len(s)) + s.encode()
 
 
-def produce_v3(correlation_id: int, topic: str, partitions: dict[int, bytes]) -> bytes:
+def produce_v3(correlation_id: int, topic: str, partitions: dict[int, bytes], timeout_ms: int = 10000) -> bytes:
     header = struct.pack(">hhi", 0, 3, correlation_id) + _string("raw-test")
-    body = struct.pack(">hhi", -1, -1, 10000) + struct.pack(">i", 1) + _string(topic)
+    body = struct.pack(">hhi", -1, -1, timeout_ms) + struct.pack(">i", 1) + _string(topic)
     body += struct.pack(">i", len(partitions))
     for p, records in partitions.items():
         body += struct.pack(">ii", p, len(records)) + records

@@ -57,3 +57,31 @@ def test_produce_fails_fast_during_outage_and_recovers(cluster):
             break
         assert time.time() < deadline, "producing did not resume after object storage returned"
     check_history(acked, read_all(cluster.bootstrap, topic))
+
+
+def test_a_produce_to_many_partitions_waits_one_timeout_not_one_per_partition(cluster):
+    """With object storage hanging (not failing), every partition of a
+    produce request times out together: the answer comes after about the
+    client's timeout, not that timeout once per partition."""
+    import signal
+    import socket
+
+    from rawkafka import parse_produce_v3_response, produce_v3, read_frame, record_batch
+
+    topic = "one-deadline"
+    create_topic(cluster.bootstrap, topic, 4)
+    _, warm = produce_batch(cluster.bootstrap, topic, [b"warm-%d" % i for i in range(40)], retries=5)
+    assert all(err is None for err, _, _ in warm.values())
+    host, port = cluster.bootstrap.split(":")
+    cluster.minio.proc.popen.send_signal(signal.SIGSTOP)
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            started = time.monotonic()
+            s.sendall(produce_v3(1, topic, {p: record_batch(b"stuck-%d" % p) for p in range(4)}, timeout_ms=1500))
+            errors = parse_produce_v3_response(read_frame(s))
+            took = time.monotonic() - started
+    finally:
+        cluster.minio.proc.popen.send_signal(signal.SIGCONT)
+    REQUEST_TIMED_OUT = 7
+    assert set(errors.values()) == {REQUEST_TIMED_OUT}, errors
+    assert took < 4.0, f"4 partitions with a 1.5 s timeout took {took:.1f} s to answer"

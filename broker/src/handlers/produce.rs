@@ -49,6 +49,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Outcome)>)> = Vec::new();
     // Decompression work of the whole request is bounded, not just per batch.
     let mut validation_budget = broker.config.record_limits.max_uncompressed_request_bytes;
+    recover_in_parallel(broker, &req).await;
     for t in req.topic_data {
         let topic = broker.topics.get(t.name.0.as_str());
         let mut parts = Vec::with_capacity(t.partition_data.len());
@@ -120,6 +121,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
     }
     let metrics = broker.metrics.clone();
     let admitted = std::time::Instant::now();
+    // One deadline for the whole request: its partitions wait together.
+    let deadline = tokio::time::Instant::now() + timeout;
     async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, parts) in topics {
@@ -151,7 +154,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                         records,
                         bytes,
                         durable,
-                    } => match tokio::time::timeout(timeout, durable).await {
+                    } => match tokio::time::timeout_at(deadline, durable).await {
                         Ok(Ok(Ok(()))) => {
                             let topic = TopicLabels {
                                 topic: name.0.to_string(),
@@ -192,6 +195,29 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
         Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
     }
     .boxed()
+}
+
+/// Recovers, all at once, the partitions of the request that this broker
+/// leads but has not recovered yet (after a start or a leadership change),
+/// instead of one after another during admission. Failures are left to the
+/// append, which reports them per partition.
+async fn recover_in_parallel(broker: &Broker, req: &ProduceRequest) {
+    let mut logs = Vec::new();
+    for t in &req.topic_data {
+        let Some(topic) = broker.topics.get(t.name.0.as_str()) else {
+            continue;
+        };
+        for p in &t.partition_data {
+            if let Some(log) = topic.partition(p.index) {
+                if log.high_watermark_now().is_none() && lead(broker, log).is_ok() {
+                    logs.push(log.clone());
+                }
+            }
+        }
+    }
+    if logs.len() > 1 {
+        futures::future::join_all(logs.iter().map(|log| log.offsets())).await;
+    }
 }
 
 async fn append(
