@@ -23,6 +23,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 need_apt=()
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v kcat >/dev/null || need_apt+=(kcat)
+command -v strace >/dev/null || need_apt+=(strace)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v nix-instantiate >/dev/null || need_apt+=(nix-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -32,3 +32,81 @@ def test_dev_mode_serves_kcat_and_keeps_data(tmp_path):
         assert kcat("-b", bootstrap, "-t", "hello", "-C", "-e", "-q", "-f", "%o %s\n") == "0 one\n1 two\n2 three\n"
     finally:
         broker.stop()
+
+
+def _syncs_after(trace: list[str], is_publish) -> list[tuple[str, bool]]:
+    """For each line of `trace` (strace -f) that publishes a name, the name
+    and whether the same thread then opened the name's directory and fsynced
+    it before publishing anything else."""
+    import re
+
+    out = []
+    for i, line in enumerate(trace):
+        name = is_publish(line)
+        if not name:
+            continue
+        pid = line.split()[0]
+        directory = name.rsplit("/", 1)[0]
+        fds, synced = set(), False
+        for later in trace[i + 1:]:
+            if later.split()[0] != pid:
+                continue
+            if is_publish(later):
+                break
+            opened = re.search(r'openat\(AT_FDCWD, "([^"]+)", [^)]*\) = (\d+)', later)
+            if opened and opened.group(1).rstrip("/") == directory:
+                fds.add(opened.group(2))
+            fsynced = re.search(r"fsync\((\d+)\)\s*= 0", later)
+            if fsynced and fsynced.group(1) in fds:
+                synced = True
+                break
+        out.append((name, synced))
+    return out
+
+
+def test_dev_mode_makes_new_names_durable_before_acknowledging(tmp_path):
+    """A synced file is not enough to survive power loss: the directory entry
+    that names it (a segment's link, the metadata file's rename) must be
+    synced too, before the write is acknowledged."""
+    import re
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    trace_file = tmp_path / "trace.txt"
+    broker = Proc("dev-broker-traced",
+                  ["strace", "-f", "-qq", "-e", "trace=openat,link,linkat,rename,renameat,renameat2,fsync",
+                   "-o", str(trace_file),
+                   str(TARGET / "kafscale-broker"), "--listen", bootstrap, "--data-dir", str(tmp_path / "data")],
+                  tmp_path / "dev-traced.log")
+    try:
+        broker.start()
+        wait_for_port(port, broker, timeout=60)
+        kcat("-b", bootstrap, "-t", "durable", "-P", "-X", "acks=all", stdin="one\n")
+    finally:
+        # The whole process group: strace and the broker it traces.
+        import os
+        import signal
+
+        if broker.alive():
+            os.killpg(broker.popen.pid, signal.SIGTERM)
+            try:
+                broker.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(broker.popen.pid, signal.SIGKILL)
+                broker.popen.wait()
+    trace = trace_file.read_text().splitlines()
+
+    def segment_link(line):
+        m = re.search(r'linkat\([^,]+, "[^"]+", [^,]+, "([^"]+\.kfs)"', line)
+        return m and m.group(1)
+
+    def metadata_rename(line):
+        m = re.search(r'rename(?:at2?)?\(.*"([^"]+metadata\.json)"', line)
+        return m and m.group(1)
+
+    links = _syncs_after(trace, segment_link)
+    renames = _syncs_after(trace, metadata_rename)
+    assert links, "no segment was linked into place (is the trace complete?)"
+    assert renames, "the metadata file was never replaced"
+    assert all(synced for _, synced in links), f"segment names not made durable: {links}"
+    assert all(synced for _, synced in renames), f"metadata renames not made durable: {renames}"

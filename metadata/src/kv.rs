@@ -119,7 +119,13 @@ impl FileKv {
             f.write_all(&raw).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        // The rename itself must survive power loss, or the store would come
+        // back with the previous state after acknowledging this one.
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::File::open(dir.unwrap_or(std::path::Path::new(".")))
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 }
 

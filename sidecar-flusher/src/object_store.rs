@@ -150,12 +150,40 @@ fn local_etag(meta: &std::fs::Metadata) -> String {
     )
 }
 
+/// Makes a directory entry change (a link, rename or new directory) in `dir`
+/// durable: without this, power loss can take back a name whose file was
+/// synced, and with it an acknowledged segment.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all`, with every directory it creates made durable in its parent.
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = vec![dir];
+    while let Some(parent) = missing.last().and_then(|d| d.parent()) {
+        if parent.as_os_str().is_empty() || parent.is_dir() {
+            break;
+        }
+        missing.push(parent);
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `body` to a fresh temporary file beside `path`, synced, and returns its name.
 fn write_temp(path: &Path, key: &str, body: &[u8]) -> Result<PathBuf, StoreError> {
     let dir = path
         .parent()
         .ok_or_else(|| StoreError::Other(key.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(|e| io_err(key, e))?;
+    create_dir_durably(dir).map_err(|e| io_err(key, e))?;
     let tmp = dir.join(format!(".tmp-{}", rand_suffix()));
     std::fs::write(&tmp, body).map_err(|e| io_err(key, e))?;
     // fsync before publishing the name: an acknowledged record must survive power loss.
@@ -175,7 +203,10 @@ impl ObjectStore for LocalDirStore {
             let tmp = write_temp(&path, &key, &body)?;
             let linked = std::fs::hard_link(&tmp, &path);
             let _ = std::fs::remove_file(&tmp);
-            linked.map_err(|e| io_err(&key, e))
+            linked.map_err(|e| io_err(&key, e))?;
+            // The put is acknowledged only once the new name is durable.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            sync_dir(dir).map_err(|e| io_err(&key, e))
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))?
@@ -207,7 +238,9 @@ impl ObjectStore for LocalDirStore {
             if renamed.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
-            renamed.map_err(|e| io_err(&key, e))
+            renamed.map_err(|e| io_err(&key, e))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            sync_dir(dir).map_err(|e| io_err(&key, e))
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))?
