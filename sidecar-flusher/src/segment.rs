@@ -33,6 +33,8 @@ pub enum SegmentError {
     Empty,
     #[error("batch in segment is invalid: {0}")]
     Batch(#[from] batch::BatchError),
+    #[error("segment bounds disagree: {0}")]
+    Inconsistent(String),
 }
 
 /// The fixed 32-byte segment header.
@@ -44,7 +46,7 @@ pub struct SegmentHeader {
     pub created_ms: i64,
 }
 
-/// The fixed 16-byte segment footer; recovery reads only this.
+/// The fixed 16-byte segment footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentFooter {
     pub crc32c: u32,
@@ -296,6 +298,53 @@ impl SegmentIndex {
     }
 }
 
+/// Checks that what a segment says of its offsets agrees before recovery
+/// takes the log end from its footer: the header's base and record count
+/// (offsets are contiguous, so they fix the last offset), the base in its
+/// key, and the index entries, when there is an index. A footer that is
+/// wrong would otherwise re-number or hide records.
+pub fn check_bounds(
+    key_base: i64,
+    header: &SegmentHeader,
+    footer: &SegmentFooter,
+    index: Option<&SegmentIndex>,
+) -> Result<(), SegmentError> {
+    let bad = |what: String| Err(SegmentError::Inconsistent(what));
+    if header.base_offset != key_base {
+        return bad(format!(
+            "the key says base offset {key_base}, the header {}",
+            header.base_offset
+        ));
+    }
+    if header.record_count < 1 {
+        return bad(format!("the header counts {} records", header.record_count));
+    }
+    let last = header.base_offset + i64::from(header.record_count) - 1;
+    if footer.last_offset != last {
+        return bad(format!(
+            "the footer says last offset {}, the header's base {} and {} records say {last}",
+            footer.last_offset, header.base_offset, header.record_count
+        ));
+    }
+    if let Some(index) = index {
+        let first = index.entries.first().map(|(o, _)| *o);
+        let out_of_range = index
+            .entries
+            .iter()
+            .any(|(o, _)| *o < header.base_offset || *o > last);
+        let unordered = index.entries.windows(2).any(|w| w[0] >= w[1]);
+        if first != Some(header.base_offset) || out_of_range || unordered {
+            return bad(format!(
+                "the index's {} entries do not run from {} within [{}, {last}]",
+                index.entries.len(),
+                header.base_offset,
+                header.base_offset
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Object key of a segment: `{prefix}/{topic}/{partition}/segment-{base:020}.kfs`.
 pub fn segment_key(prefix: &str, topic: &str, partition: i32, base_offset: i64) -> String {
     format!(
@@ -420,5 +469,56 @@ mod tests {
         assert_eq!(base_offset_from_key(&k), Some(1234));
         assert_eq!(base_offset_from_key("x/segment-1.index"), None);
         assert!(segment_key("p", "t", 0, 9) < segment_key("p", "t", 0, 10));
+    }
+
+    #[test]
+    fn bounds_must_agree_before_a_log_end_is_trusted() {
+        let header = SegmentHeader {
+            flags: 0,
+            base_offset: 10,
+            record_count: 5,
+            created_ms: 1,
+        };
+        let footer = |last| SegmentFooter {
+            crc32c: 0,
+            last_offset: last,
+        };
+        let index = |entries: Vec<(i64, u32)>| SegmentIndex {
+            interval: 2,
+            entries,
+        };
+        assert!(check_bounds(10, &header, &footer(14), None).is_ok());
+        assert!(check_bounds(
+            10,
+            &header,
+            &footer(14),
+            Some(&index(vec![(10, 32), (12, 90)]))
+        )
+        .is_ok());
+        // Each disagreement on its own is refused.
+        assert!(check_bounds(11, &header, &footer(14), None).is_err(), "key");
+        assert!(
+            check_bounds(10, &header, &footer(20), None).is_err(),
+            "footer past the records"
+        );
+        assert!(
+            check_bounds(10, &header, &footer(13), None).is_err(),
+            "footer short of them"
+        );
+        let past_end = index(vec![(10, 32), (15, 90)]);
+        assert!(
+            check_bounds(10, &header, &footer(14), Some(&past_end)).is_err(),
+            "index"
+        );
+        let not_from_base = index(vec![(12, 32)]);
+        assert!(check_bounds(10, &header, &footer(14), Some(&not_from_base)).is_err());
+        let empty = SegmentHeader {
+            record_count: 0,
+            ..header
+        };
+        assert!(
+            check_bounds(10, &empty, &footer(9), None).is_err(),
+            "no records"
+        );
     }
 }

@@ -496,7 +496,7 @@ impl FlusherService {
                 segment_count: 0,
             });
         };
-        let Some(last_offset) = self.last_offset_of(last).await? else {
+        let Some(last_offset) = self.checked_last_offset(last).await? else {
             return Err(remote(
                 ErrorKind::Unavailable,
                 format!("{} disappeared while the log end was read; retry", last.key),
@@ -507,6 +507,45 @@ impl FlusherService {
             log_end_offset: last_offset + 1,
             segment_count: list.len() as u32,
         })
+    }
+
+    /// The last offset of the newest segment, the log end's source, once its
+    /// header, footer, key and index agree (`segment::check_bounds`); `None`
+    /// when it is gone. Disagreement is an error: the partition stays
+    /// unavailable rather than re-numbering or hiding records.
+    async fn checked_last_offset(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
+        let read = |range: std::ops::Range<u64>| self.store.get_range(&seg.key, range);
+        let header = match read(0..segment::SEGMENT_HEADER_LEN as u64).await {
+            Ok(b) => segment::decode_header(&b)?,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let footer = match read(Fact::LastOffset.range(seg.size)).await {
+            Ok(b) => segment::decode_footer(&b)?,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The index trails its segment and may be missing; one that cannot be
+        // read only costs range reads a scan, so only a readable one is held
+        // against the footer.
+        let index = match self.store.get(&seg.index_key()).await {
+            Ok(raw) => SegmentIndex::decode(&raw).ok(),
+            Err(_) => None,
+        };
+        segment::check_bounds(seg.base_offset, &header, &footer, index.as_ref()).map_err(|e| {
+            remote(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}: {e}; the partition is not served until the segment is repaired or removed",
+                    seg.key
+                ),
+            )
+        })?;
+        self.remember(seg, |f| {
+            f[Fact::LastOffset as usize] = Some(footer.last_offset);
+            f[Fact::FirstSealedMs as usize] = Some(header.created_ms);
+        });
+        Ok(Some(footer.last_offset))
     }
 
     /// A cached segment, if the cache holds this object: a cached copy whose
@@ -1510,6 +1549,29 @@ mod tests {
         svc.handle(request).await.unwrap()
     }
 
+    #[tokio::test]
+    async fn recovery_refuses_a_footer_that_disagrees_with_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), 1 << 20).await;
+        write_segments(&svc, 0, &[3, 4]).await;
+        let newest = segment_files(dir.path()).await.pop().unwrap();
+        // A footer claiming ten more offsets than the segment holds, magic intact.
+        let mut raw = std::fs::read(&newest).unwrap();
+        let at = raw.len() - segment::SEGMENT_FOOTER_LEN + 4;
+        raw[at..at + 8].copy_from_slice(&16i64.to_be_bytes());
+        std::fs::write(&newest, raw).unwrap();
+        let fresh = service(dir.path(), 1 << 20).await;
+        let err = fresh
+            .handle(Request::Recover {
+                topic: "t".into(),
+                partition: 0,
+            })
+            .await
+            .expect_err("a log end was taken from a footer its header contradicts");
+        assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
+        assert!(err.message.contains("last offset 16"), "{err}");
+    }
+
     /// Lists every object but the newest `.kfs`, as a listing that lags
     /// the writes would.
     struct LaggingListing(LocalDirStore);
@@ -1630,6 +1692,19 @@ mod tests {
             .unwrap()
             .iter()
             .filter_map(|o| segment::base_offset_from_key(&o.key))
+            .collect()
+    }
+
+    /// Paths of the `.kfs` files of `t`/0, in offset order.
+    async fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        LocalDirStore::new(dir)
+            .unwrap()
+            .list("ns/c1/t/0/")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|o| o.key.ends_with(".kfs"))
+            .map(|o| dir.join(&o.key))
             .collect()
     }
 
