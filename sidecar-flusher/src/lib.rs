@@ -16,6 +16,7 @@ pub mod s3_store;
 pub mod segment;
 pub mod server;
 pub mod service;
+pub mod store_check;
 
 pub use client::FlusherClient;
 pub use object_store::{LocalDirStore, ObjectStore, StoreError};

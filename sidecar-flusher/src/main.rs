@@ -11,6 +11,7 @@ use futures::FutureExt;
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::protocol::{HealthState, Response};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
+use kafscale_flusher::store_check::{check_conditional_writes, CheckError};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
 use kafscale_telemetry::prometheus_client::registry::Registry;
 use kafscale_telemetry::{logging, Check, HttpEndpoint, Readiness, ReadinessProbe};
@@ -128,8 +129,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut registry = Registry::default();
     let metrics = FlusherMetrics::new(&mut registry, &health_settings);
+    let store = Arc::new(store);
     let service = FlusherService::new(
-        Arc::new(store),
+        store.clone(),
         FlusherSettings {
             prefix: args.prefix.clone(),
             index_interval: args.index_interval,
@@ -140,38 +142,104 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(StoreHealth::new(health_settings)),
     );
     service.spawn_health_probe();
+    let fencing = Arc::new(Mutex::new(Fencing::Checking("not checked yet".into())));
     let http = HttpEndpoint {
         registry: Arc::new(Mutex::new(registry)),
-        readiness: Arc::new(FlusherReadiness(service.clone())),
+        readiness: Arc::new(FlusherReadiness {
+            service: service.clone(),
+            fencing: fencing.clone(),
+        }),
         on_scrape: None,
         routes: None,
     }
     .serve(args.http_listen, logging::shutdown_signal())
     .await
     .with_context(|| format!("binding the HTTP endpoint on {}", args.http_listen))?;
+    let shutdown = logging::shutdown_signal().shared();
+    tokio::select! {
+        verified = verify_fencing(&store, &args.prefix, &fencing) => {
+            if !verified {
+                // Serving no broker is the safe answer; /readyz says why.
+                shutdown.await;
+                return Ok(());
+            }
+        }
+        _ = shutdown.clone() => return Ok(()),
+    }
     let listener = server::bind(&args.socket)
         .with_context(|| format!("binding flusher socket {}", args.socket.display()))?;
     tracing::info!(socket = %args.socket.display(), store = %service.store_description(), prefix = %args.prefix, http = %http, "flusher ready");
-    server::serve(listener, service, logging::shutdown_signal()).await;
+    server::serve(listener, service, shutdown).await;
     tracing::info!("flusher stopped");
     Ok(())
 }
 
-/// Ready while object storage is not unavailable.
-struct FlusherReadiness(Arc<FlusherService>);
+/// Whether the store honours the conditional writes fencing relies on.
+enum Fencing {
+    Checking(String),
+    Verified,
+    Refused(String),
+}
+
+/// Runs the conditional-write check until it gives an answer (an
+/// unreachable store is retried); true when the store fences.
+async fn verify_fencing(store: &Arc<S3Store>, prefix: &str, fencing: &Mutex<Fencing>) -> bool {
+    let set = |state| *fencing.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id());
+    loop {
+        match check_conditional_writes(store.as_ref(), prefix, nonce).await {
+            Ok(()) => {
+                set(Fencing::Verified);
+                return true;
+            }
+            Err(CheckError::NotFencing(why)) => {
+                tracing::error!(reason = %why, "refusing to run: the object store does not honour conditional writes");
+                set(Fencing::Refused(why));
+                return false;
+            }
+            Err(e @ CheckError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "checking the object store's conditional writes; retrying");
+                set(Fencing::Checking(e.to_string()));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Ready once the store is known to fence, while it is not unavailable.
+struct FlusherReadiness {
+    service: Arc<FlusherService>,
+    fencing: Arc<Mutex<Fencing>>,
+}
 
 impl ReadinessProbe for FlusherReadiness {
     fn check(&self) -> BoxFuture<'_, Readiness> {
         async move {
-            let (ok, detail) = match self.0.health() {
+            let (ok, detail) = match self.service.health() {
                 Response::Health { state, detail } => (state != HealthState::Unavailable, detail),
                 _ => (false, "no health state".into()),
             };
-            Readiness::from_checks(vec![Check {
-                name: "object_store",
-                ok,
-                detail,
-            }])
+            let (fences, why) = match &*self.fencing.lock().unwrap_or_else(|e| e.into_inner()) {
+                Fencing::Verified => (true, "conditional writes honoured".to_string()),
+                Fencing::Checking(detail) => (false, format!("checking: {detail}")),
+                Fencing::Refused(why) => (false, why.clone()),
+            };
+            Readiness::from_checks(vec![
+                Check {
+                    name: "object_store",
+                    ok,
+                    detail,
+                },
+                Check {
+                    name: "conditional_writes",
+                    ok: fences,
+                    detail: why,
+                },
+            ])
         }
         .boxed()
     }
