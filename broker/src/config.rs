@@ -52,6 +52,9 @@ pub struct BrokerConfig {
     /// stops renewing (crash, pause, partition from etcd) its partitions and
     /// groups move to other brokers.
     pub session_timeout: Duration,
+    /// How often the controller compacts the metadata store's history
+    /// (`history_compaction`); zero turns it off.
+    pub metadata_compaction_interval: Duration,
     pub merge: MergeSettings,
     pub listener: crate::listener_limits::ListenerSettings,
     pub record_limits: crate::record_validation::RecordLimits,
@@ -72,6 +75,7 @@ impl Default for BrokerConfig {
             max_in_flight_per_connection: 16,
             retention_check_interval: Duration::from_secs(60),
             session_timeout: Duration::from_secs(6),
+            metadata_compaction_interval: Duration::from_secs(300),
             merge: MergeSettings::default(),
             listener: Default::default(),
             record_limits: Default::default(),

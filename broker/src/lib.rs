@@ -8,6 +8,7 @@ pub mod connection;
 pub mod controller;
 pub mod groups;
 pub mod handlers;
+pub mod history_compaction;
 pub mod listener_limits;
 pub mod metrics;
 pub mod ops_api;
@@ -87,6 +88,11 @@ impl Broker {
         let storage = storage_health::StorageHealth::spawn(flusher.socket_path(), metrics.clone());
         groups.spawn_ticker();
         controller::spawn(cluster.clone(), metadata.clone());
+        history_compaction::spawn(
+            cluster.clone(),
+            metadata.clone(),
+            config.metadata_compaction_interval,
+        );
         let record_validator = record_validation::RecordValidator::new(config.record_limits);
         let listener = &config.listener;
         let connections = listener_limits::ConnectionCounter::new(

@@ -100,6 +100,16 @@ struct Args {
         default_value_t = 60_000
     )]
     retention_check_interval_ms: u64,
+    /// How often the controller compacts etcd's history of old key versions
+    /// (offset commits add one each), in milliseconds; 0 leaves it to etcd's
+    /// own auto-compaction.
+    #[arg(
+        long,
+        env = "KAFSCALE_METADATA_COMPACTION_INTERVAL_MS",
+        default_value_t = 300_000,
+        value_parser = clap::value_parser!(u64).range(0..=86_400_000)
+    )]
+    metadata_compaction_interval_ms: u64,
     /// How often a partition's leader merges small segments into larger
     /// ones, in milliseconds (0: never).
     #[arg(long, env = "KAFSCALE_MERGE_INTERVAL_MS", default_value_t = 10_000)]
@@ -279,6 +289,7 @@ async fn main() -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes as usize,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         session_timeout: Duration::from_millis(args.session_timeout_ms),
+        metadata_compaction_interval: Duration::from_millis(args.metadata_compaction_interval_ms),
         merge: merge.clone(),
         listener: kafscale_broker::listener_limits::ListenerSettings {
             max_connections: args.max_connections as usize,

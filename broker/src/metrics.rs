@@ -412,4 +412,21 @@ impl KvBackend for InstrumentedKv {
         self.observe("lease_revoke", started, &r);
         r
     }
+
+    async fn revision(&self) -> Result<i64, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.revision().await;
+        self.observe("revision", started, &r);
+        r
+    }
+
+    async fn compact_history(
+        &self,
+        revision: i64,
+    ) -> Result<kafscale_metadata::HistoryCompaction, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.compact_history(revision).await;
+        self.observe("compact", started, &r);
+        r
+    }
 }

@@ -10,7 +10,7 @@ use etcd_client::{
 };
 use tokio::sync::broadcast;
 
-use crate::kv::{Compare, KeyValue, KvBackend, WatchEvent, Write};
+use crate::kv::{Compare, HistoryCompaction, KeyValue, KvBackend, WatchEvent, Write};
 use crate::MetadataError;
 
 pub struct EtcdKv {
@@ -194,6 +194,59 @@ impl KvBackend for EtcdKv {
         }
     }
 
+    async fn revision(&self) -> Result<i64, MetadataError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get("\0", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn compact_history(&self, revision: i64) -> Result<HistoryCompaction, MetadataError> {
+        if revision > 0 {
+            match self.client.kv_client().compact(revision, None).await {
+                Ok(_) => {}
+                // Someone (etcd's own auto-compaction, another controller) got there first.
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.code() == tonic::Code::OutOfRange || s.message().contains("compacted") =>
+                {
+                    tracing::debug!(
+                        revision,
+                        "etcd history was already compacted past this revision"
+                    )
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        // Compaction frees pages inside each member's file, which later
+        // writes reuse; only defragmenting gives them back. It blocks the
+        // member while it runs, so at most one member per pass, and only
+        // one whose file is large and mostly free.
+        let mut report = HistoryCompaction::default();
+        for endpoint in &self.endpoints {
+            let Ok(mut member) = Client::connect([endpoint.as_str()], None).await else {
+                continue;
+            };
+            let Ok(status) = member.status().await else {
+                continue;
+            };
+            if defragment_worthwhile(status.db_size(), status.raft_used_db_size()) {
+                member.defragment().await.map_err(unavailable)?;
+                tracing::info!(
+                    endpoint,
+                    db_bytes = status.db_size(),
+                    in_use_bytes = status.raft_used_db_size(),
+                    "defragmented an etcd member"
+                );
+                report.defragmented.push(endpoint.clone());
+                break;
+            }
+        }
+        Ok(report)
+    }
+
     async fn revoke_lease(&self, lease: i64) -> Result<(), MetadataError> {
         match self.client.lease_client().revoke(lease).await {
             Ok(_) => Ok(()),
@@ -202,6 +255,14 @@ impl KvBackend for EtcdKv {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// Members at least this large are defragmented once less than half of
+/// their file is in use.
+const DEFRAGMENT_MIN_DB_BYTES: i64 = 64 * 1024 * 1024;
+
+fn defragment_worthwhile(db_bytes: i64, in_use_bytes: i64) -> bool {
+    db_bytes >= DEFRAGMENT_MIN_DB_BYTES && in_use_bytes.saturating_mul(2) < db_bytes
 }
 
 /// Forwards watch events until the stream ends or is cancelled. Returns false

@@ -60,6 +60,19 @@ pub trait KvBackend: Send + Sync + 'static {
     async fn keep_alive(&self, lease: i64) -> Result<bool, MetadataError>;
     /// Ends the lease now, deleting its keys.
     async fn revoke_lease(&self, lease: i64) -> Result<(), MetadataError>;
+    /// The store's current revision (every write raises it).
+    async fn revision(&self) -> Result<i64, MetadataError>;
+    /// Drops the history before `revision` (older versions of keys), so that
+    /// a store written to all the time (offset commits) stays bounded, and
+    /// defragments members whose file is mostly free space.
+    async fn compact_history(&self, revision: i64) -> Result<HistoryCompaction, MetadataError>;
+}
+
+/// What a history compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryCompaction {
+    /// Members defragmented, by endpoint.
+    pub defragmented: Vec<String>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -260,6 +273,19 @@ impl KvBackend for FileKv {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&lease))
+    }
+
+    async fn revision(&self) -> Result<i64, MetadataError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision)
+    }
+
+    /// The file holds no history: nothing to drop.
+    async fn compact_history(&self, _revision: i64) -> Result<HistoryCompaction, MetadataError> {
+        Ok(HistoryCompaction::default())
     }
 
     async fn revoke_lease(&self, lease: i64) -> Result<(), MetadataError> {

@@ -36,7 +36,7 @@ pub use cluster::{
     BrokerRecord, ControllerFence, ControllerRecord, CoordinatorState, LeadershipEntry,
     LeadershipKey,
 };
-pub use kv::{Compare, FileKv, KeyValue, KvBackend, WatchEvent, Write};
+pub use kv::{Compare, FileKv, HistoryCompaction, KeyValue, KvBackend, WatchEvent, Write};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum MetadataError {
@@ -193,6 +193,16 @@ impl MetadataStore {
 
     pub fn describe(&self) -> String {
         self.kv.describe()
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<i64, MetadataError> {
+        self.kv.revision().await
+    }
+
+    /// Drops history before `revision` (see [`KvBackend::compact_history`]).
+    pub async fn compact_history(&self, revision: i64) -> Result<HistoryCompaction, MetadataError> {
+        self.kv.compact_history(revision).await
     }
 
     /// A cheap read that succeeds when the store is reachable.

@@ -456,6 +456,9 @@ pub fn broker_hpa(c: &KafscaleCluster) -> Option<HorizontalPodAutoscaler> {
     })
 }
 
+/// etcd's database limit for managed etcd (its default, stated).
+const ETCD_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Operator-managed etcd: three members with stable names and their own PDB.
 pub fn etcd_objects(
     c: &KafscaleCluster,
@@ -500,6 +503,13 @@ pub fn etcd_objects(
             format!("--initial-cluster={}", peers.join(",")),
             "--initial-cluster-state=new".into(),
             format!("--initial-cluster-token={}", cluster_id(c)),
+            // The brokers' controller compacts the history every five minutes
+            // and defragments fragmented members; etcd's own compaction is the
+            // backstop for when no broker runs, and the explicit quota keeps
+            // the limit visible (at it, etcd refuses every write).
+            "--auto-compaction-mode=periodic".into(),
+            "--auto-compaction-retention=1h".into(),
+            format!("--quota-backend-bytes={ETCD_QUOTA_BYTES}"),
         ]),
         env: Some(vec![field_env("POD_NAME", "metadata.name")]),
         ports: Some(vec![
@@ -647,6 +657,22 @@ mod tests {
     fn managed_etcd_only_without_endpoints() {
         assert!(etcd_objects(&cluster(vec!["http://etcd:2379".into()])).is_none());
         let (sts, headless, client, _pdb) = etcd_objects(&cluster(vec![])).unwrap();
+        let args = sts
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(
+            args.contains(&"--auto-compaction-mode=periodic".to_string()),
+            "managed etcd without history compaction fills up with offset commits: {args:?}"
+        );
         assert_eq!(sts.spec.unwrap().replicas, Some(3));
         assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
         assert_eq!(client.metadata.name.as_deref(), Some("prod-etcd-client"));
