@@ -65,7 +65,7 @@ pub async fn enforce_once(broker: &Broker) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(-1);
         for log in &topic.partitions {
-            if crate::handlers::lead(broker, log).is_err() {
+            if broker.lead(log).is_none() {
                 continue;
             }
             let Ok((log_start, _)) = log.offsets().await else {

@@ -33,7 +33,7 @@ use crate::Broker;
 /// Checked afresh before every step, with the maintenance lock held.
 fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> {
     let settle = broker.config.session_timeout;
-    if crate::handlers::lead(broker, log).is_err() || log.led_for().is_none_or(|d| d < settle) {
+    if broker.lead(log).is_none() || log.led_for().is_none_or(|d| d < settle) {
         return None;
     }
     let session_end = broker.cluster.session_deadline_ms()?;

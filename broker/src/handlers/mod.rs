@@ -172,12 +172,9 @@ pub fn modify_error(e: ModifyError, topic: &str) -> (i16, String) {
     }
 }
 
-/// Kafka error code and message for a log error.
-/// The epoch at which this broker leads `log`'s partition (applied to the
-/// log), or NOT_LEADER_OR_FOLLOWER with who does.
+/// [`Broker::lead`], or NOT_LEADER_OR_FOLLOWER with who leads.
 pub fn lead(broker: &Broker, log: &PartitionLog) -> Result<i32, (i16, String)> {
-    if let Some(epoch) = broker.leads(&log.topic, log.partition) {
-        log.sync_leadership(Some(epoch));
+    if let Some(epoch) = broker.lead(log) {
         return Ok(epoch);
     }
     let leader = broker.partition_leader(&log.topic, log.partition);
@@ -216,6 +213,7 @@ pub fn lead_at(broker: &Broker, log: &PartitionLog, client_epoch: i32) -> Result
     Ok(epoch)
 }
 
+/// Kafka error code and message for a log error.
 pub fn log_error_code(e: &LogError) -> (i16, String) {
     use kafka_protocol::error::ResponseError as E;
     let code = match e {
