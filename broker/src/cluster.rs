@@ -31,14 +31,35 @@ pub struct Leader {
     /// `None`: no leader assigned, or the assigned one is not alive.
     pub broker: Option<i32>,
     pub epoch: i32,
+    /// Who led before the last move, if it is alive (partitions only).
+    pub previous: Option<i32>,
+}
+
+/// A leadership record as this broker keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    leader: Option<i32>,
+    epoch: i32,
+    previous: Option<i32>,
+    revision: i64,
+}
+
+impl Held {
+    fn of(e: &kafscale_metadata::LeadershipEntry) -> Self {
+        Self {
+            leader: e.leader,
+            epoch: e.leader_epoch,
+            previous: e.previous_leader,
+            revision: e.revision.unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Default)]
 struct ViewState {
     brokers: BTreeMap<i32, BrokerRecord>,
     controller: Option<i32>,
-    /// Leader, epoch and the record's revision.
-    leaders: HashMap<LeadershipKey, (Option<i32>, i32, i64)>,
+    leaders: HashMap<LeadershipKey, Held>,
 }
 
 /// The session lease and how long it is known to be valid.
@@ -152,13 +173,15 @@ impl ClusterView {
     pub fn leader(&self, key: &LeadershipKey) -> Leader {
         let s = self.read();
         match s.leaders.get(key) {
-            Some((leader, epoch, _)) => Leader {
-                broker: leader.filter(|b| s.brokers.contains_key(b)),
-                epoch: *epoch,
+            Some(held) => Leader {
+                broker: held.leader.filter(|b| s.brokers.contains_key(b)),
+                epoch: held.epoch,
+                previous: held.previous.filter(|b| s.brokers.contains_key(b)),
             },
             None => Leader {
                 broker: None,
                 epoch: 0,
+                previous: None,
             },
         }
     }
@@ -171,9 +194,7 @@ impl ClusterView {
     /// The epoch and record revision at which this broker leads `key`.
     fn my_leadership(&self, key: &LeadershipKey) -> Option<(i32, i64)> {
         let mine = match self.read().leaders.get(key) {
-            Some((Some(leader), epoch, revision)) if *leader == self.me.id => {
-                Some((*epoch, *revision))
-            }
+            Some(held) if held.leader == Some(self.me.id) => Some((held.epoch, held.revision)),
             _ => None,
         };
         mine.filter(|_| self.session_valid())
@@ -191,7 +212,7 @@ impl ClusterView {
         self.read()
             .leaders
             .values()
-            .any(|(l, _, _)| *l == Some(self.me.id))
+            .any(|held| held.leader == Some(self.me.id))
     }
 
     pub fn broker(&self, id: i32) -> Option<BrokerRecord> {
@@ -226,9 +247,8 @@ impl ClusterView {
             s.leaders
                 .retain(|k, _| matches!(k, LeadershipKey::Partition(..)) != partitions);
             for e in entries {
-                let revision = e.revision.unwrap_or(0);
-                s.leaders
-                    .insert(e.key, (e.leader, e.leader_epoch, revision));
+                let held = Held::of(&e);
+                s.leaders.insert(e.key, held);
             }
         }
         self.notify();
@@ -256,10 +276,8 @@ impl ClusterView {
                 } else {
                     match md.parse_leadership(kv) {
                         Ok(Some(e)) => {
-                            let revision = e.revision.unwrap_or(0);
-                            self.write()
-                                .leaders
-                                .insert(e.key, (e.leader, e.leader_epoch, revision));
+                            let held = Held::of(&e);
+                            self.write().leaders.insert(e.key, held);
                         }
                         Ok(None) => {}
                         Err(e) => {

@@ -105,10 +105,9 @@ async fn reassign(
     metadata: &MetadataStore,
     fence: ControllerFence,
 ) -> Result<usize, MetadataError> {
-    let live: BTreeSet<i32> = metadata
-        .list_brokers()
-        .await?
-        .into_iter()
+    let registered = metadata.list_brokers().await?;
+    let live: BTreeSet<i32> = registered
+        .iter()
         .filter(|b| !b.draining)
         .map(|b| b.id)
         .collect();
@@ -129,6 +128,7 @@ async fn reassign(
             leader: None,
             leader_epoch: 0,
             log_start_offset: 0,
+            previous_leader: None,
             revision: None,
         })
     };
@@ -142,6 +142,16 @@ async fn reassign(
         .map(|s| take(LeadershipKey::CoordinatorSlot(s)))
         .collect();
     let mut changes = plan(&live, &partitions);
+    // A controlled move (the leader is alive, draining or not) is handed
+    // over; after a failure there is nobody to wait for.
+    for change in &mut changes {
+        if change
+            .previous_leader
+            .is_some_and(|b| !registered.iter().any(|r| r.id == b))
+        {
+            change.previous_leader = None;
+        }
+    }
     changes.extend(plan(&live, &slots));
     if changes.is_empty() {
         return Ok(0);
@@ -245,6 +255,7 @@ mod tests {
                 leader: *l,
                 leader_epoch: 3,
                 log_start_offset: 7,
+                previous_leader: None,
                 revision: Some(1),
             })
             .collect()

@@ -158,7 +158,10 @@ impl Broker {
     /// when it does not lead it.
     pub fn lead(&self, log: &partition_log::PartitionLog) -> Option<i32> {
         let epoch = self.leads(&log.topic, log.partition)?;
-        log.sync_leadership(Some(epoch));
+        if let Some(given_up) = log.sync_leadership(Some(epoch)) {
+            // A new epoch of this broker's own leadership: nobody waits for it.
+            tracing::debug!(topic = %log.topic, partition = log.partition, given_up, epoch, "leader epoch raised");
+        }
         Some(epoch)
     }
 
@@ -177,7 +180,10 @@ impl Broker {
             loop {
                 for topic in self.topics.all() {
                     for log in &topic.partitions {
-                        log.sync_leadership(self.leads(&log.topic, log.partition));
+                        let now = self.leads(&log.topic, log.partition);
+                        if let (Some(given_up), None) = (log.sync_leadership(now), now) {
+                            tokio::spawn(log.clone().hand_over(given_up));
+                        }
                     }
                 }
                 self.groups.release_unowned();

@@ -315,6 +315,9 @@ async fn main() -> anyhow::Result<()> {
             max_pending_bytes: args.max_pending_bytes,
             max_unacknowledged_bytes: args.max_unacknowledged_bytes,
             upload_grace: merge.upload_grace(),
+            // As long as a session: a live broker that cannot hand over in that
+            // time is about to lose its session anyway.
+            handover_wait: Duration::from_millis(args.session_timeout_ms),
         },
         ..defaults
     };

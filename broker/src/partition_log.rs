@@ -106,6 +106,9 @@ pub struct LogSettings {
     /// segment, so a fenced broker's late upload can never recreate a key a
     /// merge deleted (see docs/architecture.md).
     pub upload_grace: Duration,
+    /// How long a new leader waits for a live previous leader's hand-over
+    /// before reading the log end without it.
+    pub handover_wait: Duration,
 }
 
 /// What every partition log of a broker shares.
@@ -227,6 +230,9 @@ struct LogState {
     leadership_changes: u64,
     /// When this broker last became leader (or changed epoch).
     led_since: Option<std::time::Instant>,
+    /// The epoch whose hand-over was awaited (once per epoch, not on every
+    /// re-recovery).
+    handed_over: Option<i32>,
 }
 
 /// What a read from the log returns.
@@ -288,6 +294,7 @@ impl PartitionLog {
                 leader_epoch: None,
                 leadership_changes: 0,
                 led_since: None,
+                handed_over: None,
             }),
             recovery: tokio::sync::Mutex::new(()),
             hw_tx,
@@ -361,7 +368,14 @@ impl PartitionLog {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let generation = self.lock().leadership_changes;
+        let (generation, epoch) = {
+            let s = self.lock();
+            (s.leadership_changes, s.leader_epoch)
+        };
+        if let Some(epoch) = epoch.filter(|e| self.lock().handed_over != Some(*e)) {
+            self.await_handover(epoch).await;
+            self.lock().handed_over = Some(epoch);
+        }
         // Let an upload that is still in flight finish first, so the listing sees it.
         while self.lock().uploading_end.is_some() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -427,11 +441,14 @@ impl PartitionLog {
     /// lost, new epoch) drops what was not yet handed to the flusher, failing
     /// its producers with a retriable error, and re-reads the log end from
     /// object storage before the next use: another leader may have written.
-    pub fn sync_leadership(&self, epoch: Option<i32>) {
+    /// Returns the epoch given up, if any: the caller records the hand-over
+    /// once this log is quiet ([`Self::hand_over`]).
+    pub fn sync_leadership(&self, epoch: Option<i32>) -> Option<i32> {
         let mut s = self.lock();
         if s.leader_epoch == epoch {
-            return;
+            return None;
         }
+        let given_up = s.leader_epoch;
         tracing::info!(topic = %self.topic, partition = self.partition, from = ?s.leader_epoch, to = ?epoch, "partition leadership changed");
         s.leader_epoch = epoch;
         s.leadership_changes += 1;
@@ -456,6 +473,70 @@ impl PartitionLog {
         let err = self.not_leader();
         for w in failed {
             let _ = w.done.send(Err(err.clone()));
+        }
+        given_up
+    }
+
+    /// Records, once the upload in flight (if any) has ended, that this
+    /// broker will not write the partition at `epoch` again. The next leader
+    /// reads the log end only after that (`await_handover`), so what this
+    /// broker acknowledged before it saw the move is in the listing the new
+    /// leader reads.
+    pub async fn hand_over(self: Arc<Self>, epoch: i32) {
+        while self.lock().uploading_end.is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let handover = kafscale_metadata::Handover {
+            broker: self.ctx.cluster.me.id,
+            epoch,
+        };
+        for attempt in 1..=3 {
+            match self
+                .ctx
+                .metadata
+                .record_handover(&self.topic, self.partition, handover)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) if attempt == 3 => {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recording the hand-over failed; the new leader waits for it up to a session timeout")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Before a new leader reads the log end: when the partition moved away
+    /// from a broker that is still alive, wait (up to `handover_wait`) until
+    /// that broker has recorded that its last upload ended. A dead previous
+    /// leader acknowledges nothing more (its session is over), so there is
+    /// nothing to wait for.
+    async fn await_handover(&self, epoch: i32) {
+        let key = kafscale_metadata::LeadershipKey::Partition(self.topic.clone(), self.partition);
+        let me = self.ctx.cluster.me.id;
+        let deadline = tokio::time::Instant::now() + self.ctx.settings.handover_wait;
+        loop {
+            let leader = self.ctx.cluster.leader(&key);
+            let Some(previous) = leader.previous.filter(|b| *b != me) else {
+                return;
+            };
+            if leader.epoch != epoch {
+                return; // moved again; the recovery is discarded anyway
+            }
+            match self
+                .ctx
+                .metadata
+                .handover(&self.topic, self.partition)
+                .await
+            {
+                Ok(Some(h)) if h.broker == previous && h.epoch >= epoch - 1 => return,
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(topic = %self.topic, partition = self.partition, previous, "the previous leader did not hand the partition over in time; reading the log end without it");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

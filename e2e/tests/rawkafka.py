@@ -152,3 +152,29 @@ def parse_fetch_v4_response(frame_bytes: bytes) -> list[tuple[int, int, int]]:
             pos += 4 + max(size, 0)
             out.append((p, err, max(size, 0)))
     return out
+
+
+def list_offsets_v1(correlation_id: int, topic: str, partitions: list[int], timestamp: int = -1) -> bytes:
+    """ListOffsets v1 for `timestamp` (-1: latest) of each partition."""
+    body = struct.pack(">i", -1) + struct.pack(">i", 1) + _string(topic) + struct.pack(">i", len(partitions))
+    for p in partitions:
+        body += struct.pack(">iq", p, timestamp)
+    return frame(2, 1, correlation_id, body)
+
+
+def parse_list_offsets_v1_response(frame_bytes: bytes) -> dict[int, tuple[int, int]]:
+    """partition -> (error code, offset)."""
+    pos = 4  # correlation id
+    (topics,) = struct.unpack_from(">i", frame_bytes, pos)
+    pos += 4
+    out = {}
+    for _ in range(topics):
+        (nlen,) = struct.unpack_from(">h", frame_bytes, pos)
+        pos += 2 + nlen
+        (parts,) = struct.unpack_from(">i", frame_bytes, pos)
+        pos += 4
+        for _ in range(parts):
+            p, err, _ts, offset = struct.unpack_from(">ihqq", frame_bytes, pos)
+            pos += 22
+            out[p] = (err, offset)
+    return out

@@ -363,3 +363,73 @@ def test_deleting_a_topic_under_load_reaches_every_leader_and_leaves_nothing(mul
         assert old == [], f"the re-created topic served {len(old)} records of the deleted one"
     finally:
         c.close()
+
+
+def test_a_controlled_move_shows_everything_the_old_leader_acknowledged(multi):
+    """Scale-out moves partitions away from a live leader that learns of the
+    move late (its etcd answers are delayed here, as under load): it goes on
+    acknowledging until it does. The new leader must not read the log end
+    before the old one has handed over, or what was acknowledged meanwhile
+    would be invisible there (OFFSET_OUT_OF_RANGE, a false truncation) until
+    its next write."""
+    import threading
+
+    from delay_proxy import DelayProxy
+    from rawkafka import list_offsets_v1, parse_list_offsets_v1_response
+
+    proxy = DelayProxy(multi.etcd.port)
+    try:
+        multi.nodes[0].broker.proc.set_arg("--etcd-endpoints", proxy.endpoint)
+        multi.nodes[0].start()
+        boot0 = multi.bootstrap([0])
+        create_topic(boot0, "handover", 4)
+        wait_until(lambda: set(leaders(boot0, "handover").values()) == {0}, 20, "broker 0 leading all")
+        producer = AckLogProducer(boot0, "handover", "h", rate=400)
+        producer.wait_acked(200)
+
+        # Broker 1 samples its high watermarks from the moment it is up:
+        # a sample sent after an acknowledgement must include it.
+        samples: list[tuple[float, int, int]] = []  # (sent ms, partition, high watermark)
+        stop = threading.Event()
+
+        def sample(port: int):
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                        s.settimeout(30)
+                        n = 0
+                        while not stop.is_set():
+                            n += 1
+                            sent = time.time() * 1000
+                            s.sendall(list_offsets_v1(n, "handover", [0, 1, 2, 3]))
+                            for p, (err, offset) in parse_list_offsets_v1_response(read_frame(s)).items():
+                                if err == 0:
+                                    samples.append((sent, p, offset))
+                            time.sleep(0.02)
+                except OSError:
+                    time.sleep(0.05)
+
+        proxy.delay = 0.6
+        multi.nodes[1].start()
+        sampler = threading.Thread(target=sample, args=(multi.nodes[1].broker.port,), daemon=True)
+        sampler.start()
+        wait_until(lambda: spread(boot0, "handover", {0, 1}), 40, "leaders spread over two brokers")
+        n = len(producer.acks())
+        producer.wait_acked(n + 400)
+        stop.set()
+        sampler.join(timeout=60)
+        acked = producer.stop()
+        assert not producer.errors(), producer.errors()[:5]
+        moved = {p for p, leader in leaders(boot0, "handover").items() if leader == 1}
+        assert moved and samples, (moved, len(samples))
+        hidden = []
+        for _, p, offset, ack_ms, _ in producer.acks():
+            if p not in moved:
+                continue
+            later = [hw for sent, sp, hw in samples if sp == p and sent > ack_ms + 5]
+            if later and min(later) <= offset:
+                hidden.append((p, offset, min(later)))
+        assert not hidden, f"{len(hidden)} acknowledged records were not visible on the new leader, e.g. {hidden[:5]}"
+        check_history(acked, read_all(boot0, "handover"))
+    finally:
+        proxy.close()

@@ -56,6 +56,8 @@ pub struct LeadershipEntry {
     pub leader_epoch: i32,
     /// Partitions only: kept unchanged by a leader change.
     pub log_start_offset: i64,
+    /// Partitions only: who led before the last change.
+    pub previous_leader: Option<i32>,
     /// `None`: the key does not exist yet.
     pub revision: Option<i64>,
 }
@@ -66,6 +68,7 @@ impl LeadershipEntry {
         LeadershipEntry {
             leader: Some(leader),
             leader_epoch: self.leader_epoch + 1,
+            previous_leader: self.leader,
             ..self.clone()
         }
     }
@@ -241,6 +244,7 @@ impl MetadataStore {
                     leader: s.leader,
                     leader_epoch: s.leader_epoch,
                     log_start_offset: s.log_start_offset,
+                    previous_leader: s.previous_leader,
                     revision: Some(kv.mod_revision),
                 })
             }
@@ -251,6 +255,7 @@ impl MetadataStore {
                     leader: s.leader,
                     leader_epoch: s.leader_epoch,
                     log_start_offset: 0,
+                    previous_leader: None,
                     revision: Some(kv.mod_revision),
                 })
             }
@@ -294,6 +299,7 @@ impl MetadataStore {
                         leader: entry.leader,
                         leader_epoch: entry.leader_epoch,
                         log_start_offset: entry.log_start_offset,
+                        previous_leader: entry.previous_leader,
                     }),
                     LeadershipKey::CoordinatorSlot(_) => encode(&CoordinatorState {
                         leader: entry.leader,

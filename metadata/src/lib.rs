@@ -8,6 +8,7 @@
 //! | `topics/{name}` | [`TopicRecord`] |
 //! | `partitions/{name}/{partition}` | [`PartitionState`] |
 //! | `producer-ids` | [`ProducerIdBlock`]: the next unallocated producer id |
+//! | `handovers/{name}/{partition}` | [`Handover`]: the previous leader finished its last upload |
 //! | `topic-deletions/{name}/{broker}` | the topic id: this broker stopped writing the topic being deleted |
 //! | `group-index/{group}` | empty: the group exists |
 //! | `groups/{group}/metadata` | [`GroupRecord`]: generation, protocol, members, assignments |
@@ -93,6 +94,18 @@ pub struct PartitionState {
     pub leader: Option<i32>,
     pub leader_epoch: i32,
     pub log_start_offset: i64,
+    /// Who led before the last move: the new leader waits for its hand-over
+    /// (`handovers/`) before reading the log end, while it is alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_leader: Option<i32>,
+}
+
+/// `handovers/{topic}/{partition}`: a leader that lost the partition has
+/// finished its last upload and will not write it at `epoch` again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub broker: i32,
+    pub epoch: i32,
 }
 
 /// A consumer group member as persisted after each completed rebalance.
@@ -332,9 +345,39 @@ impl MetadataStore {
                     Write::Delete(key),
                     Write::DeletePrefix(self.partitions_prefix(&topic.name)),
                     Write::DeletePrefix(self.deletions_prefix(&topic.name)),
+                    Write::DeletePrefix(self.handovers_prefix(&topic.name)),
                 ],
             )
             .await
+    }
+
+    fn handovers_prefix(&self, topic: &str) -> String {
+        format!("{}handovers/{topic}/", self.root)
+    }
+
+    /// Records that `broker` finished its uploads of the partition it led at
+    /// `epoch` and will not write it at that epoch again.
+    pub async fn record_handover(
+        &self,
+        topic: &str,
+        partition: i32,
+        handover: Handover,
+    ) -> Result<(), MetadataError> {
+        let key = format!("{}{partition}", self.handovers_prefix(topic));
+        self.kv
+            .txn(Vec::new(), vec![Write::Put(key, encode(&handover))])
+            .await
+            .map(|_| ())
+    }
+
+    /// The last hand-over recorded for the partition.
+    pub async fn handover(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Handover>, MetadataError> {
+        let key = format!("{}{partition}", self.handovers_prefix(topic));
+        self.get_key(&key).await?.as_ref().map(decode).transpose()
     }
 
     fn deletions_prefix(&self, topic: &str) -> String {
@@ -793,6 +836,7 @@ mod tests {
             leader: None,
             leader_epoch: 0,
             log_start_offset: 0,
+            previous_leader: None,
             revision: None,
         };
         assert_eq!(
