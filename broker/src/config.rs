@@ -86,7 +86,7 @@ impl Default for BrokerConfig {
                 max_pending_bytes: 64 * 1024 * 1024,
                 max_unacknowledged_bytes: 256 * 1024 * 1024,
                 upload_grace: MergeSettings::default().upload_grace(),
-                handover_wait: Duration::from_secs(6),
+                handover_wait: Duration::from_secs(30),
             },
             groups: GroupSettings {
                 initial_rebalance_delay: Duration::from_millis(3000),

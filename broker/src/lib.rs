@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod controller;
+pub mod fencing;
 pub mod groups;
 pub mod handlers;
 pub mod history_compaction;

@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use kafscale_broker::config::MergeSettings;
 use kafscale_broker::metrics::{BrokerMetrics, InstrumentedKv};
 use kafscale_broker::partition_log::LogSettings;
-use kafscale_broker::{ops_api, server, Broker, BrokerConfig};
+use kafscale_broker::{fencing, ops_api, server, Broker, BrokerConfig};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
 use kafscale_metadata::etcd::EtcdKv;
@@ -216,6 +216,21 @@ async fn main() -> anyhow::Result<()> {
         })?;
     let bound = listener.local_addr()?;
     let flusher_timeout = Duration::from_millis(args.flusher_timeout_ms);
+    let merge = MergeSettings {
+        interval: Duration::from_millis(args.merge_interval_ms),
+        min_age: Duration::from_millis(args.merge_min_age_ms),
+    };
+    let session_timeout = Duration::from_millis(args.session_timeout_ms);
+    let handover_wait =
+        fencing::handover_wait(session_timeout, merge.upload_grace(), flusher_timeout);
+    fencing::check_timing(&fencing::Timing {
+        session_timeout,
+        merge_min_age: merge.min_age,
+        upload_grace: merge.upload_grace(),
+        flusher_timeout,
+        handover_wait,
+    })
+    .map_err(|why| anyhow::anyhow!("inconsistent settings: {why}"))?;
     let mut registry = Registry::default();
     let metrics = BrokerMetrics::new(&mut registry);
 
@@ -272,10 +287,6 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let defaults = BrokerConfig::default();
-    let merge = MergeSettings {
-        interval: Duration::from_millis(args.merge_interval_ms),
-        min_age: Duration::from_millis(args.merge_min_age_ms),
-    };
     let config = BrokerConfig {
         node_id: args.node_id,
         cluster_id: args.cluster_id.clone(),
@@ -288,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
         default_partitions: args.default_partitions,
         max_request_bytes: args.max_request_bytes as usize,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
-        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        session_timeout,
         metadata_compaction_interval: Duration::from_millis(args.metadata_compaction_interval_ms),
         merge: merge.clone(),
         listener: kafscale_broker::listener_limits::ListenerSettings {
@@ -315,9 +326,7 @@ async fn main() -> anyhow::Result<()> {
             max_pending_bytes: args.max_pending_bytes,
             max_unacknowledged_bytes: args.max_unacknowledged_bytes,
             upload_grace: merge.upload_grace(),
-            // As long as a session: a live broker that cannot hand over in that
-            // time is about to lose its session anyway.
-            handover_wait: Duration::from_millis(args.session_timeout_ms),
+            handover_wait,
         },
         ..defaults
     };

@@ -809,13 +809,13 @@ impl PartitionLog {
             if s.pending.is_empty() || s.deleted || s.needs_recovery || s.leader_epoch.is_none() {
                 return false;
             }
-            let Some(session_end) = self.ctx.cluster.session_deadline_ms() else {
+            let Some(not_after_ms) =
+                crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace)
+            else {
                 // Paused or cut off: a new leader may be writing already.
                 self.abandon_unacknowledged(&mut s, &self.not_leader());
                 return true;
             };
-            let not_after_ms =
-                session_end.saturating_add(self.ctx.settings.upload_grace.as_millis() as i64);
             let epoch = s.leader_epoch;
             let chunks = std::mem::take(&mut s.pending);
             s.uploading_bytes = s.pending_bytes;

@@ -32,17 +32,12 @@ use crate::Broker;
 /// it, has led it for less than a session timeout, or has no valid session.
 /// Checked afresh before every step, with the maintenance lock held.
 fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> {
-    let settle = broker.config.session_timeout;
-    if broker.lead(log).is_none() || log.led_for().is_none_or(|d| d < settle) {
-        return None;
-    }
-    let session_end = broker.cluster.session_deadline_ms()?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_millis();
-    let soon = i64::try_from(now_ms + settle.as_millis() / 2).ok()?;
-    Some(session_end.min(soon))
+    broker.lead(log)?;
+    crate::fencing::maintenance_deadline(
+        &broker.cluster,
+        broker.config.session_timeout,
+        log.led_for(),
+    )
 }
 
 /// Runs one maintenance step of `log` under the broker's maintenance lock:
