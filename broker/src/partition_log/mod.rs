@@ -1,27 +1,28 @@
-//! One partition's log on this broker: offset assignment, group commit to the
-//! flusher, the durable high watermark and the in-memory tail.
+//! One partition's log on this broker: the driver of its durability rule.
 //!
 //! # The durability rule
 //!
-//! This module is the one place that decides when a record counts as written:
+//! Every decision of when a record counts as written lives in [`durability`], a
+//! synchronous state machine with no I/O and no clock (unit-tested there).
+//! This module carries its answers out:
 //!
-//! * `append` assigns offsets and queues the batches as *pending*. Pending
-//!   batches are never served to consumers.
+//! * `append` recovers the log first if needed, then lets the core number the
+//!   batches and queue them as *pending* (never served to consumers).
 //! * A per-partition group-commit loop waits one flush window, takes every
-//!   pending batch, and sends them to the flusher as one segment. Only when the
-//!   flusher confirms the segment is in object storage does the high watermark
-//!   move past them, the batches join the readable in-memory tail, and the
-//!   producers waiting on them (acks=1/-1) get their answer.
-//! * If an upload fails, every pending batch fails with a retriable error and
-//!   the log is re-recovered from object storage before the next append: an
-//!   upload that failed on our side may still have landed, and the recovered
-//!   log end adopts it, so no offset is ever handed out twice.
-//! * acks=0 appends use the same path; only the producer does not wait.
-//! * Only the partition's leader appends, and only while its session is
-//!   valid: a confirmed upload is acknowledged only if the session is still
-//!   valid and the partition still led at the epoch the upload started under. Each change of leadership re-reads the
-//!   log end from object storage; conditional segment keys make a writer with a
-//!   stale view fail instead of overwriting (see docs/architecture.md).
+//!   pending batch from the core and sends them to the flusher as one segment
+//!   with the broker's write deadline (`fencing`). The core moves the high
+//!   watermark only for a stored segment taken at the epoch still led, with
+//!   a valid session; then the batches join the readable in-memory tail here.
+//! * Anything else fails what was not yet durable, and the log end is read
+//!   again from object storage (`Recover`) before the next append: an upload
+//!   that failed on our side may still have landed, and the recovered log end
+//!   adopts it, so no offset is ever handed out twice.
+//! * Each change of leadership re-reads the log end; after a controlled move
+//!   only once the old leader handed over. Conditional segment keys make a
+//!   writer with a stale view fail instead of overwriting (see
+//!   docs/architecture.md).
+
+pub mod durability;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use kafscale_flusher::batch::{self, BatchHeader, BatchRewrite};
+use kafscale_flusher::batch::{self, BatchHeader};
 use kafscale_flusher::protocol::{ErrorKind, RemoteError};
 use kafscale_flusher::FlusherClient;
 use kafscale_metadata::MetadataStore;
@@ -39,11 +40,13 @@ use crate::cluster::ClusterView;
 use crate::metrics::BrokerMetrics;
 use thiserror::Error;
 
-use crate::producer_state::{seq_add, ProducerStateTable, SequenceCheck, SequenceError};
+use crate::producer_state::{ProducerStateTable, SequenceError};
+use durability::{AfterUpload, Limits, LogCore, Refusal, Upload, UploadResult};
+pub use durability::{Appended, Chunk, Durable};
 
 /// Bytes of the newest segments read back to rebuild producer state on recovery.
 const PRODUCER_STATE_SCAN_BYTES: u64 = 16 * 1024 * 1024;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum LogError {
@@ -185,49 +188,14 @@ impl LogContext {
     }
 }
 
-/// Batches made durable together, kept in memory for tail reads.
-#[derive(Debug, Clone)]
-struct Chunk {
-    /// When the chunk became durable, in the broker-wide order (0 while pending).
-    durable_seq: u64,
-    base_offset: i64,
-    /// One past the last offset.
-    end_offset: i64,
-    max_timestamp: i64,
-    bytes: Bytes,
-}
-
-struct Waiter {
-    end_offset: i64,
-    done: oneshot::Sender<Result<(), LogError>>,
-}
-
 struct LogState {
-    needs_recovery: bool,
-    deleted: bool,
-    log_start: i64,
-    /// Next offset to assign.
-    log_end: i64,
-    /// One past the last durable offset: what consumers may see.
-    high_watermark: i64,
-    /// Durable chunks in memory, contiguous, ending at `high_watermark`.
+    /// Every durability decision (see `durability`).
+    core: LogCore,
+    /// Durable chunks in memory, contiguous, ending at the high watermark.
     memory: VecDeque<Chunk>,
     memory_bytes: usize,
-    /// Assigned, not yet durable, in offset order.
-    pending: Vec<Chunk>,
-    pending_bytes: usize,
-    /// Bytes of the upload in flight.
-    uploading_bytes: usize,
-    /// `pending_bytes + uploading_bytes` as last added to the broker-wide count.
+    /// The core's unacknowledged bytes as last added to the broker-wide count.
     counted_unacknowledged: usize,
-    waiters: Vec<Waiter>,
-    /// A segment upload is in flight, ending at this offset.
-    uploading_end: Option<i64>,
-    producers: ProducerStateTable,
-    /// The epoch at which this broker leads the partition; `None`: not leader.
-    leader_epoch: Option<i32>,
-    /// Counts leadership changes, so a recovery that raced one is discarded.
-    leadership_changes: u64,
     /// When this broker last became leader (or changed epoch).
     led_since: Option<std::time::Instant>,
     /// The epoch whose hand-over was awaited (once per epoch, not on every
@@ -241,15 +209,6 @@ pub struct ReadResult {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start: i64,
-}
-
-/// Result of an append: where the batches landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    pub base_offset: i64,
-    pub log_start: i64,
-    /// The broker time written into the batches (LogAppendTime), else -1.
-    pub log_append_time_ms: i64,
 }
 
 pub struct PartitionLog {
@@ -272,27 +231,16 @@ fn now_ms() -> i64 {
 impl PartitionLog {
     pub fn new(topic: String, partition: i32, ctx: Arc<LogContext>) -> Arc<Self> {
         let (hw_tx, _) = watch::channel(0);
+        let not_leader = not_leader(ctx.cluster.me.id, &topic, partition);
         let log = Arc::new(Self {
             topic,
             partition,
             ctx,
             state: Mutex::new(LogState {
-                needs_recovery: true,
-                deleted: false,
-                log_start: 0,
-                log_end: 0,
-                high_watermark: 0,
+                core: LogCore::new(not_leader),
                 memory: VecDeque::new(),
                 memory_bytes: 0,
-                pending: Vec::new(),
-                pending_bytes: 0,
-                uploading_bytes: 0,
                 counted_unacknowledged: 0,
-                waiters: Vec::new(),
-                uploading_end: None,
-                producers: ProducerStateTable::default(),
-                leader_epoch: None,
-                leadership_changes: 0,
                 led_since: None,
                 handed_over: None,
             }),
@@ -312,7 +260,7 @@ impl PartitionLog {
     /// Brings the broker-wide count of unacknowledged bytes in line with this
     /// partition's; called after every change of what is pending or uploading.
     fn count_unacknowledged(&self, s: &mut LogState) {
-        let now = s.pending_bytes + s.uploading_bytes;
+        let now = s.core.unacknowledged_bytes();
         if now >= s.counted_unacknowledged {
             self.ctx
                 .unacknowledged
@@ -329,10 +277,17 @@ impl PartitionLog {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn drop_memory(&self, s: &mut LogState) {
+        let freed = s.memory_bytes;
+        s.memory.clear();
+        s.memory_bytes = 0;
+        self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
+    }
+
     /// The high watermark if the log is recovered (for metrics; never waits).
     pub fn high_watermark_now(&self) -> Option<i64> {
         let s = self.lock();
-        (!s.needs_recovery).then_some(s.high_watermark)
+        (!s.core.needs_recovery()).then_some(s.core.high_watermark())
     }
 
     /// Subscribes to high-watermark changes (for long-polling fetches).
@@ -343,41 +298,32 @@ impl PartitionLog {
     /// Log start, high watermark, after recovering if needed. Only the
     /// leader knows them: elsewhere they would go stale.
     pub async fn offsets(&self) -> Result<(i64, i64), LogError> {
-        if self.lock().leader_epoch.is_none() {
+        if self.lock().core.leader_epoch().is_none() {
             return Err(self.not_leader());
         }
         self.ensure_recovered().await?;
         let s = self.lock();
-        Ok((s.log_start, s.high_watermark))
+        Ok((s.core.log_start(), s.core.high_watermark()))
     }
 
     /// Recovers the log end from object storage: after start, and after any
-    /// failed upload (see the module docs).
+    /// failed upload or change of leadership (see the module docs).
     async fn ensure_recovered(&self) -> Result<(), LogError> {
-        {
-            let s = self.lock();
-            if s.deleted {
-                return Err(LogError::Deleted);
-            }
-            if !s.needs_recovery {
-                return Ok(());
-            }
-        }
-        let _guard = self.recovery.lock().await;
-        if !self.lock().needs_recovery {
+        if self.lock().core.begin_recovery()?.is_none() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let (generation, epoch) = {
-            let s = self.lock();
-            (s.leadership_changes, s.leader_epoch)
+        let _guard = self.recovery.lock().await;
+        let Some(ticket) = self.lock().core.begin_recovery()? else {
+            return Ok(());
         };
+        let started = std::time::Instant::now();
+        let epoch = self.lock().core.leader_epoch();
         if let Some(epoch) = epoch.filter(|e| self.lock().handed_over != Some(*e)) {
             self.await_handover(epoch).await;
             self.lock().handed_over = Some(epoch);
         }
         // Let an upload that is still in flight finish first, so the listing sees it.
-        while self.lock().uploading_end.is_some() {
+        while self.lock().core.uploading() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let kafscale_flusher::client::Recovered {
@@ -415,64 +361,37 @@ impl PartitionLog {
             .map_err(|e| LogError::StorageUnavailable(format!("{e}; retry")))?
             .log_start_offset;
         let mut s = self.lock();
-        if s.leadership_changes != generation {
+        if s.core
+            .recovered(
+                ticket,
+                log_start_offset,
+                log_end_offset,
+                stored_start,
+                producers,
+            )
+            .is_err()
+        {
             // Read before leadership changed: another leader may have written since.
             return Err(self.not_leader());
         }
-        s.producers = producers;
-        s.log_start = s
-            .log_start
-            .max(log_start_offset)
-            .max(stored_start.min(log_end_offset));
-        s.log_end = log_end_offset;
-        s.high_watermark = log_end_offset;
-        let freed = s.memory_bytes;
-        s.memory.clear();
-        s.memory_bytes = 0;
-        self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
-        s.needs_recovery = false;
-        tracing::info!(topic = %self.topic, partition = self.partition, log_start = s.log_start, log_end = log_end_offset, took_ms = started.elapsed().as_millis() as u64, "partition recovered from object storage");
+        self.drop_memory(&mut s);
+        tracing::info!(topic = %self.topic, partition = self.partition, log_start = s.core.log_start(), log_end = log_end_offset, took_ms = started.elapsed().as_millis() as u64, "partition recovered from object storage");
         drop(s);
         self.hw_tx.send_replace(log_end_offset);
         Ok(())
     }
 
-    /// Follows this broker's leadership of the partition. Any change (gained,
-    /// lost, new epoch) drops what was not yet handed to the flusher, failing
-    /// its producers with a retriable error, and re-reads the log end from
-    /// object storage before the next use: another leader may have written.
-    /// Returns the epoch given up, if any: the caller records the hand-over
-    /// once this log is quiet ([`Self::hand_over`]).
+    /// Follows this broker's leadership of the partition (see
+    /// `LogCore::follow_leadership`). Returns the epoch given up, if any: the
+    /// caller records the hand-over once this log is quiet ([`Self::hand_over`]).
     pub fn sync_leadership(&self, epoch: Option<i32>) -> Option<i32> {
         let mut s = self.lock();
-        if s.leader_epoch == epoch {
-            return None;
-        }
-        let given_up = s.leader_epoch;
-        tracing::info!(topic = %self.topic, partition = self.partition, from = ?s.leader_epoch, to = ?epoch, "partition leadership changed");
-        s.leader_epoch = epoch;
-        s.leadership_changes += 1;
+        let given_up = s.core.follow_leadership(epoch)?;
+        tracing::info!(topic = %self.topic, partition = self.partition, from = ?given_up, to = ?epoch, "partition leadership changed");
         s.led_since = epoch.map(|_| std::time::Instant::now());
-        s.needs_recovery = true;
-        s.pending.clear();
-        s.pending_bytes = 0;
         self.count_unacknowledged(&mut s);
-        // An upload in flight decides its own producers' fate.
-        let kept = s.uploading_end.unwrap_or(s.high_watermark);
-        s.log_end = kept;
-        let (failed, kept_waiters): (Vec<_>, Vec<_>) =
-            s.waiters.drain(..).partition(|w| w.end_offset > kept);
-        s.waiters = kept_waiters;
         if epoch.is_none() {
-            let freed = s.memory_bytes;
-            s.memory.clear();
-            s.memory_bytes = 0;
-            self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
-        }
-        drop(s);
-        let err = self.not_leader();
-        for w in failed {
-            let _ = w.done.send(Err(err.clone()));
+            self.drop_memory(&mut s);
         }
         given_up
     }
@@ -483,7 +402,7 @@ impl PartitionLog {
     /// broker acknowledged before it saw the move is in the listing the new
     /// leader reads.
     pub async fn hand_over(self: Arc<Self>, epoch: i32) {
-        while self.lock().uploading_end.is_some() {
+        while self.lock().core.uploading() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let handover = kafscale_metadata::Handover {
@@ -499,7 +418,7 @@ impl PartitionLog {
             {
                 Ok(()) => return,
                 Err(e) if attempt == 3 => {
-                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recording the hand-over failed; the new leader waits for it up to a session timeout")
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recording the hand-over failed; the new leader waits for it up to its hand-over wait")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -546,24 +465,17 @@ impl PartitionLog {
     }
 
     fn not_leader(&self) -> LogError {
-        LogError::NotLeader(format!(
-            "broker {} is not the leader of {}-{} (leadership moved or its session ended); refresh metadata and retry",
-            self.ctx.cluster.me.id, self.topic, self.partition
-        ))
+        not_leader(self.ctx.cluster.me.id, &self.topic, self.partition)
     }
 
-    /// Whether nothing waits for upload (for shutdown).
+    /// Whether nothing waits for upload (for shutdown and topic deletion).
     pub fn quiet(&self) -> bool {
-        let s = self.lock();
-        s.pending.is_empty() && s.uploading_end.is_none()
+        self.lock().core.quiet()
     }
 
     /// Raises the log start offset (retention, DeleteRecords, metadata).
     pub fn advance_log_start(&self, offset: i64) {
-        let mut s = self.lock();
-        if offset > s.log_start {
-            s.log_start = offset.min(s.high_watermark.max(s.log_start));
-        }
+        self.lock().core.advance_log_start(offset);
     }
 
     /// Assigns offsets to validated batches and queues them for the next upload.
@@ -573,147 +485,30 @@ impl PartitionLog {
         batches: &[(BatchHeader, Bytes)],
         leader_epoch: i32,
         log_append_time: bool,
-    ) -> Result<(Appended, oneshot::Receiver<Result<(), LogError>>), LogError> {
+    ) -> Result<(Appended, Durable), LogError> {
         self.ensure_recovered().await?;
         let append_time = log_append_time.then(now_ms);
-        let size: usize = batches.iter().map(|(_, b)| b.len()).sum();
         let mut s = self.lock();
-        if s.needs_recovery {
-            return Err(LogError::StorageUnavailable(
-                "a previous upload failed and the partition is recovering; retry".into(),
-            ));
-        }
-        if s.deleted {
-            return Err(LogError::Deleted);
-        }
-        if s.leader_epoch != Some(leader_epoch) {
-            return Err(self.not_leader());
-        }
-        let unacknowledged = s.pending_bytes + s.uploading_bytes;
-        if unacknowledged + size > self.ctx.settings.max_pending_bytes && unacknowledged > 0 {
-            self.ctx.metrics.produce_rejected.inc();
-            return Err(LogError::StorageUnavailable(format!(
-                "{unacknowledged} bytes are already waiting for object storage on this partition; retry shortly"
-            )));
-        }
-        let broker_wide = self.ctx.unacknowledged.load(Ordering::Relaxed);
-        if broker_wide + size > self.ctx.settings.max_unacknowledged_bytes && broker_wide > 0 {
-            self.ctx.metrics.produce_rejected.inc();
-            return Err(LogError::StorageUnavailable(format!(
-                "{broker_wide} bytes are waiting for object storage on this broker (--max-unacknowledged-bytes); retry shortly"
-            )));
-        }
-        // Sequence checks and offset assignment happen under one lock, so a retry
-        // racing its original is still recognised.
-        let mut accepted: Vec<(i64, i16, i32)> = Vec::new();
-        let mut checks = Vec::with_capacity(batches.len());
-        for (h, _) in batches {
-            let check = s.producers.check(h, &accepted)?;
-            if check == SequenceCheck::Append && h.producer_id >= 0 {
-                accepted.push((
-                    h.producer_id,
-                    h.producer_epoch,
-                    seq_add(h.base_sequence, h.last_offset_delta),
-                ));
-            }
-            checks.push(check);
-        }
-        if checks
-            .iter()
-            .all(|c| matches!(c, SequenceCheck::Duplicate { .. }))
-        {
-            return Ok(self.answer_duplicate(&mut s, &checks));
-        }
-        let base_offset = match checks.first() {
-            Some(SequenceCheck::Duplicate { base_offset, .. }) => *base_offset,
-            _ => s.log_end,
+        let limits = Limits {
+            partition_bytes: self.ctx.settings.max_pending_bytes,
+            broker_bytes: self.ctx.unacknowledged.load(Ordering::Relaxed),
+            broker_limit: self.ctx.settings.max_unacknowledged_bytes,
         };
-        let mut next = s.log_end;
-        let first_new = next;
-        let mut out = BytesMut::with_capacity(size);
-        let mut max_timestamp = -1;
-        for ((h, b), check) in batches.iter().zip(&checks) {
-            if check != &SequenceCheck::Append {
-                continue;
+        let appended = match s.core.append(batches, leader_epoch, append_time, limits) {
+            Ok(a) => a,
+            Err(Refusal::Log(e)) => return Err(e),
+            Err(Refusal::Backlog { waiting, scope }) => {
+                self.ctx.metrics.produce_rejected.inc();
+                return Err(LogError::StorageUnavailable(match scope {
+                    "partition" => format!("{waiting} bytes are already waiting for object storage on this partition; retry shortly"),
+                    _ => format!("{waiting} bytes are waiting for object storage on this broker (--max-unacknowledged-bytes); retry shortly"),
+                }));
             }
-            let rewritten = batch::rewrite(
-                b,
-                BatchRewrite {
-                    base_offset: next,
-                    partition_leader_epoch: leader_epoch,
-                    log_append_time_ms: append_time,
-                },
-            );
-            out.extend_from_slice(&rewritten);
-            max_timestamp = max_timestamp.max(append_time.unwrap_or(h.max_timestamp));
-            s.producers.record(
-                h.producer_id,
-                h.producer_epoch,
-                h.base_sequence,
-                h.last_offset_delta,
-                next,
-            );
-            next += h.offset_count();
-        }
-        s.log_end = next;
-        s.pending.push(Chunk {
-            durable_seq: 0,
-            base_offset: first_new,
-            end_offset: next,
-            max_timestamp,
-            bytes: out.freeze(),
-        });
-        s.pending_bytes += size;
+        };
         self.count_unacknowledged(&mut s);
-        let (tx, rx) = oneshot::channel();
-        s.waiters.push(Waiter {
-            end_offset: next,
-            done: tx,
-        });
-        let log_start = s.log_start;
         drop(s);
         self.wake_flush.notify_one();
-        Ok((
-            Appended {
-                base_offset,
-                log_start,
-                log_append_time_ms: append_time.unwrap_or(-1),
-            },
-            rx,
-        ))
-    }
-
-    /// The answer to a request made only of retried batches: their original
-    /// offsets, once those are durable.
-    fn answer_duplicate(
-        &self,
-        s: &mut LogState,
-        checks: &[SequenceCheck],
-    ) -> (Appended, oneshot::Receiver<Result<(), LogError>>) {
-        let (base_offset, end_offset) = checks.iter().fold((i64::MAX, 0), |(lo, hi), c| match c {
-            SequenceCheck::Duplicate {
-                base_offset,
-                last_offset,
-            } => (lo.min(*base_offset), hi.max(*last_offset + 1)),
-            SequenceCheck::Append => (lo, hi),
-        });
-        let (tx, rx) = oneshot::channel();
-        if end_offset <= s.high_watermark {
-            let _ = tx.send(Ok(()));
-        } else {
-            s.waiters.push(Waiter {
-                end_offset,
-                done: tx,
-            });
-        }
-        (
-            Appended {
-                base_offset,
-                log_start: s.log_start,
-                log_append_time_ms: -1,
-            },
-            rx,
-        )
+        Ok(appended)
     }
 
     /// Reads durable batches from `offset`: from memory when the tail holds
@@ -722,17 +517,10 @@ impl PartitionLog {
         self.ensure_recovered().await?;
         let (hw, log_start, from_memory) = {
             let s = self.lock();
-            if s.leader_epoch.is_none() {
+            if s.core.leader_epoch().is_none() {
                 return Err(self.not_leader());
             }
-            let hw = s.high_watermark;
-            if offset < s.log_start || offset > hw {
-                return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    log_start: s.log_start,
-                    high_watermark: hw,
-                });
-            }
+            let (log_start, hw) = s.core.readable(offset)?;
             let mem_start = s.memory.front().map(|c| c.base_offset).unwrap_or(hw);
             // Slices only (reference counts) under the lock; any copy happens after.
             let from_memory = if offset >= mem_start {
@@ -740,7 +528,7 @@ impl PartitionLog {
             } else {
                 None
             };
-            (hw, s.log_start, from_memory)
+            (hw, log_start, from_memory)
         };
         if offset == hw {
             return Ok(ReadResult {
@@ -786,17 +574,9 @@ impl PartitionLog {
     /// Marks the log deleted: pending appends fail, the group-commit loop ends.
     pub fn close(&self) {
         let mut s = self.lock();
-        s.deleted = true;
-        for w in s.waiters.drain(..) {
-            let _ = w.done.send(Err(LogError::Deleted));
-        }
-        s.pending.clear();
-        s.pending_bytes = 0;
+        s.core.close();
         self.count_unacknowledged(&mut s);
-        let freed = s.memory_bytes;
-        s.memory.clear();
-        s.memory_bytes = 0;
-        self.ctx.memory_used.fetch_sub(freed, Ordering::Relaxed);
+        self.drop_memory(&mut s);
         drop(s);
         self.wake_flush.notify_one();
     }
@@ -804,62 +584,48 @@ impl PartitionLog {
     /// Uploads everything pending as one segment. Returns false when there was
     /// nothing to do.
     async fn flush_once(&self) -> bool {
-        let (chunks, batches, epoch, not_after_ms) = {
+        let upload = {
             let mut s = self.lock();
-            if s.pending.is_empty() || s.deleted || s.needs_recovery || s.leader_epoch.is_none() {
+            if !s.core.has_pending() {
                 return false;
             }
-            let Some(not_after_ms) =
-                crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace)
-            else {
-                // Paused or cut off: a new leader may be writing already.
-                self.abandon_unacknowledged(&mut s, &self.not_leader());
-                return true;
-            };
-            let epoch = s.leader_epoch;
-            let chunks = std::mem::take(&mut s.pending);
-            s.uploading_bytes = s.pending_bytes;
-            s.pending_bytes = 0;
-            s.uploading_end = chunks.last().map(|c| c.end_offset);
-            let batches: Vec<Bytes> = chunks
-                .iter()
-                .flat_map(|c| {
-                    batch::iter_headers(&c.bytes)
-                        .map(|(pos, h)| c.bytes.slice(pos..pos + h.size))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            (chunks, batches, epoch, not_after_ms)
+            let deadline =
+                crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace);
+            let upload = s.core.take_upload(deadline);
+            self.count_unacknowledged(&mut s);
+            match (upload, deadline) {
+                (Some(u), Some(not_after_ms)) => (u, not_after_ms),
+                // Nothing to take (recovering, not leading), or the session
+                // ended and what was pending failed.
+                (_, d) => return d.is_none(),
+            }
         };
+        let (Upload { epoch: _, batches }, not_after_ms) = upload;
         let result = self
             .ctx
             .flusher
             .write_segment(self.topic.clone(), self.partition, not_after_ms, batches)
             .await;
-        let mut s = self.lock();
-        s.uploading_end = None;
-        s.uploading_bytes = 0;
-        self.count_unacknowledged(&mut s);
-        // Acknowledge only as the leader the upload started under, with a valid
-        // session: after a move the new leader may have read the log end before
-        // this segment landed, and would not serve it until its own next write.
+        let failed = result.is_err();
         let result = match result {
-            Ok(_) if s.leader_epoch != epoch || !self.ctx.cluster.session_valid() => Err(None),
-            Ok(r) => Ok(r),
-            Err(e) => Err(Some(e)),
+            Ok(_) => UploadResult::Stored,
+            Err(e) => UploadResult::Failed(LogError::from(e)),
         };
-        match result {
-            Ok(_) if !s.deleted => {
+        let mut s = self.lock();
+        let after = s
+            .core
+            .upload_finished(result, self.ctx.cluster.session_valid());
+        self.count_unacknowledged(&mut s);
+        match after {
+            AfterUpload::Durable {
+                chunks,
+                high_watermark,
+            } => {
                 let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
                 let records = chunks.last().map(|c| c.end_offset).unwrap_or(0)
                     - chunks.first().map(|c| c.base_offset).unwrap_or(0);
                 self.ctx.metrics.flush_bytes.observe(bytes as f64);
                 self.ctx.metrics.flush_records.observe(records as f64);
-                let end = chunks
-                    .last()
-                    .map(|c| c.end_offset)
-                    .unwrap_or(s.high_watermark);
-                s.high_watermark = end;
                 let durable_seq = self.ctx.durable_seq.fetch_add(1, Ordering::Relaxed) + 1;
                 for mut c in chunks {
                     c.durable_seq = durable_seq;
@@ -869,43 +635,27 @@ impl PartitionLog {
                         .fetch_add(c.bytes.len(), Ordering::Relaxed);
                     s.memory.push_back(c);
                 }
-                let (done, waiting): (Vec<_>, Vec<_>) =
-                    s.waiters.drain(..).partition(|w| w.end_offset <= end);
-                s.waiters = waiting;
                 drop(s);
                 self.ctx.evict_over_budget();
-                self.hw_tx.send_replace(end);
-                for w in done {
-                    let _ = w.done.send(Ok(()));
-                }
+                self.hw_tx.send_replace(high_watermark);
             }
-            Ok(_) => {}
-            Err(Some(e)) => {
+            AfterUpload::Abandoned(err) if failed => {
                 self.ctx.metrics.flush_failures.inc();
-                let err = LogError::from(e);
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "segment upload failed; failing pending produces");
-                self.abandon_unacknowledged(&mut s, &err);
             }
-            Err(None) => {
+            AfterUpload::Abandoned(_) => {
                 tracing::info!(topic = %self.topic, partition = self.partition, "leadership moved (or the session ended) while a segment upload was in flight; its producers retry on the new leader");
-                self.abandon_unacknowledged(&mut s, &self.not_leader());
             }
+            AfterUpload::Closed => {}
         }
         true
     }
+}
 
-    /// Fails everything not yet durable: it was numbered after what failed.
-    /// The log end is re-learnt from object storage before the next append.
-    fn abandon_unacknowledged(&self, s: &mut LogState, err: &LogError) {
-        s.pending.clear();
-        s.pending_bytes = 0;
-        self.count_unacknowledged(s);
-        s.log_end = s.high_watermark;
-        s.needs_recovery = true;
-        for w in s.waiters.drain(..) {
-            let _ = w.done.send(Err(err.clone()));
-        }
-    }
+fn not_leader(broker: i32, topic: &str, partition: i32) -> LogError {
+    LogError::NotLeader(format!(
+        "broker {broker} is not the leader of {topic}-{partition} (leadership moved or its session ended); refresh metadata and retry"
+    ))
 }
 
 /// The group-commit loop: one upload per flush window per partition, never one
@@ -914,7 +664,7 @@ async fn group_commit_loop(log: Arc<PartitionLog>) {
     loop {
         let (deleted, idle) = {
             let s = log.lock();
-            (s.deleted, s.pending.is_empty())
+            (s.core.deleted(), !s.core.has_pending())
         };
         if deleted {
             return;
@@ -926,7 +676,7 @@ async fn group_commit_loop(log: Arc<PartitionLog>) {
         }
         // Gather for one window, unless enough bytes are already pending.
         let deadline = tokio::time::Instant::now() + log.ctx.settings.flush_window;
-        while log.lock().pending_bytes < log.ctx.settings.flush_bytes
+        while log.lock().core.pending_bytes() < log.ctx.settings.flush_bytes
             && tokio::time::Instant::now() < deadline
         {
             let _ = tokio::time::timeout_at(deadline, log.wake_flush.notified()).await;
