@@ -42,14 +42,27 @@ enum Outcome {
 
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
+/// How long an acks=0 request's appends may wait for recoveries.
+const ACKS_0_ADMISSION: Duration = Duration::from_secs(30);
+
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Deferred {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    // One deadline for the whole request, recoveries included: its partitions
+    // wait together, and one whose log must first be read back from a slow
+    // store does not hold the answer past the client's timeout. (acks=0 has
+    // no answer to hold; its appends get the usual client timeout.)
+    let deadline = tokio::time::Instant::now()
+        + if acks == 0 {
+            timeout.max(ACKS_0_ADMISSION)
+        } else {
+            timeout
+        };
     let transactional = req.transactional_id.is_some();
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Outcome)>)> = Vec::new();
     // Decompression work of the whole request is bounded, not just per batch.
     let mut validation_budget = broker.config.record_limits.max_uncompressed_request_bytes;
-    recover_in_parallel(broker, &req).await;
+    let _ = tokio::time::timeout_at(deadline, recover_in_parallel(broker, &req)).await;
     for t in req.topic_data {
         let topic = broker.topics.get(t.name.0.as_str());
         let mut parts = Vec::with_capacity(t.partition_data.len());
@@ -105,7 +118,16 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
                         let log_append =
                             topic.config("message.timestamp.type") == Some("LogAppendTime");
-                        append(broker, log, p.records.unwrap_or_default(), max_bytes, log_append, epoch, &mut validation_budget).await
+                        let appending = append(broker, log, p.records.unwrap_or_default(), max_bytes, log_append, epoch, &mut validation_budget);
+                        // Cancelling is safe: an append changes the log only
+                        // in one synchronous step, after its last await.
+                        match tokio::time::timeout_at(deadline, appending).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => Outcome::Failed(
+                                ResponseError::RequestTimedOut.code(),
+                                format!("the partition could not be read back from object storage within the request timeout ({timeout:?}); nothing was written, the client should retry"),
+                            ),
+                        }
                     }
                     },
                 },
@@ -121,8 +143,6 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
     }
     let metrics = broker.metrics.clone();
     let admitted = std::time::Instant::now();
-    // One deadline for the whole request: its partitions wait together.
-    let deadline = tokio::time::Instant::now() + timeout;
     async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, parts) in topics {
