@@ -32,6 +32,15 @@ use kafscale_metadata::{LeadershipKey, MetadataStore};
 pub use config::BrokerConfig;
 use topics::TopicRegistry;
 
+/// The wall clock in Unix milliseconds (0 before 1970), for timestamps that
+/// leave the process (LogAppendTime, etcd records).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Everything a request handler can reach.
 pub struct Broker {
     pub config: BrokerConfig,

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kafscale_metadata::{MetadataError, TopicRecord};
 use tokio::sync::mpsc;
@@ -49,12 +49,6 @@ pub enum DeletionError {
     },
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Which of the brokers noted at the request still keep the deletion open:
 /// those that have not confirmed and are either registered or gone for less
@@ -83,7 +77,7 @@ pub async fn delete(
 ) -> Result<(), DeletionError> {
     let marked = broker
         .metadata
-        .request_topic_deletion(&topic.name, now_ms())
+        .request_topic_deletion(&topic.name, crate::now_ms())
         .await?
         .filter(|r| r.id == topic.id)
         .ok_or(DeletionError::NotFound)?;

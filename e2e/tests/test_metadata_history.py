@@ -5,27 +5,15 @@ refuses every write in the cluster. The controller compacts the history
 bounded however many commits arrive."""
 
 import time
-import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import create_topic, running
-from harness import Cluster
+from harness import Cluster, scrape
 
 PARTITIONS = 16
 COMMITS = 2500
-
-
-def etcd_metrics(endpoint: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as r:
-        body = r.read().decode()
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 @pytest.fixture(scope="module", params=[1000, 0], ids=["compacting", "not-compacting"])
@@ -45,7 +33,7 @@ def test_many_offset_commits_keep_etcd_bounded(history_cluster):
     finally:
         c.close()
     time.sleep(3)  # at least two compaction intervals
-    m = etcd_metrics(cluster.etcd.endpoint)
+    m = scrape(cluster.etcd.port)
     in_use = m["etcd_mvcc_db_total_size_in_use_in_bytes"]
     keys = m.get("etcd_debugging_mvcc_keys_total", 0)
     print(f"interval={interval}: {COMMITS} commits of {PARTITIONS} offsets, db in use {in_use / 1e6:.1f} MB, keys {keys}")

@@ -28,7 +28,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafscale_flusher::batch::{self, BatchHeader};
@@ -221,12 +221,6 @@ pub struct PartitionLog {
     wake_flush: Notify,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl PartitionLog {
     pub fn new(topic: String, partition: i32, ctx: Arc<LogContext>) -> Arc<Self> {
@@ -487,7 +481,7 @@ impl PartitionLog {
         log_append_time: bool,
     ) -> Result<(Appended, Durable), LogError> {
         self.ensure_recovered().await?;
-        let append_time = log_append_time.then(now_ms);
+        let append_time = log_append_time.then(crate::now_ms);
         let mut s = self.lock();
         let limits = Limits {
             partition_bytes: self.ctx.settings.max_pending_bytes,
