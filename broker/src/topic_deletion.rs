@@ -49,7 +49,6 @@ pub enum DeletionError {
     },
 }
 
-
 /// Which of the brokers noted at the request still keep the deletion open:
 /// those that have not confirmed and are either registered or gone for less
 /// than `upload_grace` (a gone broker's upload may land that long after its

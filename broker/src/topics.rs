@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use kafscale_flusher::FlusherClient;
 use kafscale_metadata::{MetadataStore, TopicRecord, WatchEvent};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -56,14 +55,14 @@ pub struct ClosedTopic {
 impl TopicRegistry {
     pub fn new(
         metadata: MetadataStore,
-        flusher: Arc<FlusherClient>,
+        storage: Arc<dyn crate::partition_log::storage::SegmentStorage>,
         settings: LogSettings,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<crate::cluster::ClusterView>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<ClosedTopic>) {
         let logs = Arc::new(LogContext::new(
             settings,
-            flusher,
+            storage,
             metadata.clone(),
             metrics,
             cluster,

@@ -22,7 +22,10 @@
 //!   writer with a stale view fail instead of overwriting (see
 //!   docs/architecture.md).
 
+#[cfg(test)]
+mod driver_tests;
 pub mod durability;
+pub mod storage;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -33,7 +36,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafscale_flusher::batch::{self, BatchHeader};
 use kafscale_flusher::protocol::{ErrorKind, RemoteError};
-use kafscale_flusher::FlusherClient;
 use kafscale_metadata::MetadataStore;
 
 use crate::cluster::ClusterView;
@@ -43,6 +45,7 @@ use thiserror::Error;
 use crate::producer_state::{ProducerStateTable, SequenceError};
 use durability::{AfterUpload, Limits, LogCore, Refusal, Upload, UploadResult};
 pub use durability::{Appended, Chunk, Durable};
+use storage::SegmentStorage;
 
 /// Bytes of the newest segments read back to rebuild producer state on recovery.
 const PRODUCER_STATE_SCAN_BYTES: u64 = 16 * 1024 * 1024;
@@ -117,7 +120,8 @@ pub struct LogSettings {
 /// What every partition log of a broker shares.
 pub struct LogContext {
     pub settings: LogSettings,
-    pub flusher: Arc<FlusherClient>,
+    /// Object storage, through the flusher (or a test's stand-in).
+    pub storage: Arc<dyn SegmentStorage>,
     pub metadata: MetadataStore,
     pub metrics: Arc<BrokerMetrics>,
     pub cluster: Arc<ClusterView>,
@@ -134,14 +138,14 @@ pub struct LogContext {
 impl LogContext {
     pub fn new(
         settings: LogSettings,
-        flusher: Arc<FlusherClient>,
+        storage: Arc<dyn SegmentStorage>,
         metadata: MetadataStore,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<ClusterView>,
     ) -> Self {
         Self {
             settings,
-            flusher,
+            storage,
             metadata,
             metrics,
             cluster,
@@ -220,7 +224,6 @@ pub struct PartitionLog {
     hw_tx: watch::Sender<i64>,
     wake_flush: Notify,
 }
-
 
 impl PartitionLog {
     pub fn new(topic: String, partition: i32, ctx: Arc<LogContext>) -> Arc<Self> {
@@ -326,7 +329,7 @@ impl PartitionLog {
             ..
         } = self
             .ctx
-            .flusher
+            .storage
             .recover(self.topic.clone(), self.partition)
             .await?;
         // Idempotent producers' recent batches, so that a retry of a batch stored
@@ -334,7 +337,7 @@ impl PartitionLog {
         let producers = if log_end_offset > log_start_offset {
             let batches = self
                 .ctx
-                .flusher
+                .storage
                 .producer_batches(
                     self.topic.clone(),
                     self.partition,
@@ -536,7 +539,7 @@ impl PartitionLog {
             None => {
                 let batches = self
                     .ctx
-                    .flusher
+                    .storage
                     .read_range(
                         self.topic.clone(),
                         self.partition,
@@ -597,7 +600,7 @@ impl PartitionLog {
         let (Upload { epoch: _, batches }, not_after_ms) = upload;
         let result = self
             .ctx
-            .flusher
+            .storage
             .write_segment(self.topic.clone(), self.partition, not_after_ms, batches)
             .await;
         let failed = result.is_err();
