@@ -125,7 +125,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                             Ok(outcome) => outcome,
                             Err(_) => Outcome::Failed(
                                 ResponseError::RequestTimedOut.code(),
-                                format!("the partition could not be read back from object storage within the request timeout ({timeout:?}); nothing was written, the client should retry"),
+                                format!("the partition could not take the batches within the request timeout ({timeout:?}): its log was still being read back from object storage, or its batches validated; nothing was written, the client should retry"),
                             ),
                         }
                     }

@@ -43,8 +43,9 @@ use crate::metrics::BrokerMetrics;
 use thiserror::Error;
 
 use crate::producer_state::{ProducerStateTable, SequenceError};
+use durability::Chunk;
 use durability::{AfterUpload, Limits, LogCore, Refusal, Upload, UploadResult};
-pub use durability::{Appended, Chunk, Durable};
+pub use durability::{Appended, Durable};
 use storage::SegmentStorage;
 
 /// Bytes of the newest segments read back to rebuild producer state on recovery.
