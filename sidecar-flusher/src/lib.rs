@@ -14,6 +14,7 @@ pub mod protocol;
 #[cfg(feature = "s3")]
 pub mod s3_store;
 pub mod segment;
+pub mod segment_facts;
 pub mod server;
 pub mod service;
 pub mod store_check;

@@ -15,6 +15,7 @@ use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
 use crate::protocol::{ErrorKind, ProducerBatch, RemoteError, Request, Response};
 use crate::segment::{self, SegmentIndex, VerifiedSegment};
+use crate::segment_facts::{Fact, FactMemo};
 
 /// Producer-state rebuilds read at most this many of the newest segments.
 /// The batches a producer may retry after a failover are the ones whose
@@ -72,44 +73,6 @@ struct MergeLimits {
     /// A segment whose oldest data was sealed longer ago is not extended.
     max_span_ms: i64,
 }
-
-/// A number a segment's header or footer holds, read with a small ranged GET.
-#[derive(Debug, Clone, Copy)]
-enum Fact {
-    /// The footer's last offset.
-    LastOffset = 0,
-    /// The header's `created_ms`: when the segment's oldest data was sealed
-    /// (a merged segment keeps the first merged segment's).
-    FirstSealedMs = 1,
-}
-
-impl Fact {
-    fn range(self, size: u64) -> std::ops::Range<u64> {
-        match self {
-            Fact::LastOffset => size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64)..size,
-            Fact::FirstSealedMs => 0..segment::SEGMENT_HEADER_LEN as u64,
-        }
-    }
-
-    fn decode(self, bytes: &[u8]) -> Result<i64, segment::SegmentError> {
-        Ok(match self {
-            Fact::LastOffset => segment::decode_footer(bytes)?.last_offset,
-            Fact::FirstSealedMs => segment::decode_header(bytes)?.created_ms,
-        })
-    }
-
-    fn of_whole(self, whole: &VerifiedSegment) -> i64 {
-        match self {
-            Fact::LastOffset => whole.footer.last_offset,
-            Fact::FirstSealedMs => whole.header.created_ms,
-        }
-    }
-}
-
-/// The facts read so far of one object version: by `Fact`, then the
-/// greatest batch max timestamp (known only once the segment was read whole).
-type SegmentFacts = [Option<i64>; 3];
-const MAX_TIMESTAMP_FACT: usize = 2;
 
 /// A segment as a read finds it.
 enum Loaded {
@@ -176,9 +139,7 @@ pub struct FlusherService {
     listings: ListingCache,
     cache: Mutex<SegmentCache>,
     inflight: Mutex<HashMap<String, SharedFetch>>,
-    /// Facts from segment headers and footers, by key and the ETag they were
-    /// read at: merge passes and retention check the same segments again and again.
-    facts: Mutex<HashMap<String, (String, SegmentFacts)>>,
+    facts: FactMemo,
     /// Held shared by every index upload still in flight, so that deleting a
     /// topic can wait for them and its listing sees their objects.
     index_uploads: Arc<tokio::sync::RwLock<()>>,
@@ -270,7 +231,7 @@ impl FlusherService {
             listings: ListingCache::default(),
             cache: Mutex::new(cache),
             inflight: Mutex::new(HashMap::new()),
-            facts: Mutex::new(HashMap::new()),
+            facts: FactMemo::default(),
             index_uploads: Arc::new(tokio::sync::RwLock::new(())),
             metrics,
             health,
@@ -541,10 +502,10 @@ impl FlusherService {
                 ),
             )
         })?;
-        self.remember(seg, |f| {
-            f[Fact::LastOffset as usize] = Some(footer.last_offset);
-            f[Fact::FirstSealedMs as usize] = Some(header.created_ms);
-        });
+        self.facts
+            .remember(seg, Fact::LastOffset, footer.last_offset);
+        self.facts
+            .remember(seg, Fact::FirstSealedMs, header.created_ms);
         Ok(Some(footer.last_offset))
     }
 
@@ -847,7 +808,7 @@ impl FlusherService {
         self: &Arc<Self>,
         seg: &SegmentRef,
     ) -> Result<Option<i64>, RemoteError> {
-        if let Some(max) = self.known(seg).and_then(|f| f[MAX_TIMESTAMP_FACT]) {
+        if let Some(max) = self.facts.max_timestamp(seg) {
             return Ok(Some(max));
         }
         let Some(whole) = self.load_any_size(seg).await? else {
@@ -858,7 +819,7 @@ impl FlusherService {
             .map(|(_, h)| h.max_timestamp)
             .max()
             .unwrap_or(i64::MIN);
-        self.remember(seg, |f| f[MAX_TIMESTAMP_FACT] = Some(max));
+        self.facts.remember_max_timestamp(seg, max);
         Ok(Some(max))
     }
 
@@ -935,7 +896,7 @@ impl FlusherService {
     }
 
     async fn fact_of(&self, seg: &SegmentRef, fact: Fact) -> Result<Option<i64>, RemoteError> {
-        if let Some(value) = self.known(seg).and_then(|f| f[fact as usize]) {
+        if let Some(value) = self.facts.get(seg, fact) {
             return Ok(Some(value));
         }
         let value = match self.cached(seg) {
@@ -946,34 +907,8 @@ impl FlusherService {
                 Err(e) => return Err(e.into()),
             },
         };
-        self.remember(seg, |f| f[fact as usize] = Some(value));
+        self.facts.remember(seg, fact, value);
         Ok(Some(value))
-    }
-
-    fn lock_facts(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, SegmentFacts)>> {
-        self.facts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// What is known of this version of the object (none without an ETag).
-    fn known(&self, seg: &SegmentRef) -> Option<SegmentFacts> {
-        match self.lock_facts().get(&seg.key) {
-            Some((etag, facts)) if !seg.etag.is_empty() && *etag == seg.etag => Some(*facts),
-            _ => None,
-        }
-    }
-
-    fn remember(&self, seg: &SegmentRef, learn: impl FnOnce(&mut SegmentFacts)) {
-        if seg.etag.is_empty() {
-            return;
-        }
-        let mut facts = self.lock_facts();
-        let entry = facts
-            .entry(seg.key.clone())
-            .or_insert_with(|| (seg.etag.clone(), SegmentFacts::default()));
-        if entry.0 != seg.etag {
-            *entry = (seg.etag.clone(), SegmentFacts::default());
-        }
-        learn(&mut entry.1);
     }
 
     async fn delete_segments_below(
@@ -1036,10 +971,9 @@ impl FlusherService {
         }
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let mut facts = self.lock_facts();
             for seg in doomed {
                 cache.remove(&seg.key);
-                facts.remove(&seg.key);
+                self.facts.forget(&seg.key);
             }
             self.metrics.cache_bytes.set(cache.bytes as i64);
         }
