@@ -11,12 +11,16 @@
 //!    flusher (which first waits for that flusher's trailing index uploads),
 //!    and confirms in the store that it will never write the topic again.
 //! 3. Once every noted broker has confirmed, or is gone for longer than an
-//!    upload may trail its session, one final sweep removes whatever landed
-//!    meanwhile, then the groups' offsets of the topic, then the record.
+//!    upload may trail its session, one broker claims the finish in the
+//!    record (compare-and-swap; it is replaced only once it is gone), sweeps
+//!    a last time for whatever landed meanwhile, removes the groups' offsets
+//!    of the topic, then the record.
 //!
 //! Only then is the name free: whatever a re-created topic finds under it was
-//! written by the new topic. Any broker finishes a deletion it sees pending,
-//! so a crash at any step only delays it.
+//! written by the new topic, and nothing of the old deletion sweeps it again
+//! (every sweep checks first that the record still exists, and runs within
+//! its broker's session). Any broker finishes a deletion whose finisher is
+//! gone, so a crash at any step only delays it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -180,10 +184,21 @@ async fn still_pending(broker: &Broker, record: &TopicRecord) -> bool {
     }
 }
 
+/// Deletes every object under the topic's name, only while the record of
+/// this deletion still exists and within this broker's session: a broker
+/// that may have lost its session must not sweep a name that a re-created
+/// topic may own by now.
 async fn sweep(broker: &Broker, record: &TopicRecord) -> Result<(), String> {
+    if !still_pending(broker, record).await {
+        return Ok(());
+    }
+    let not_after_ms = broker
+        .cluster
+        .session_deadline_ms()
+        .ok_or("this broker has no valid session")?;
     broker
         .flusher
-        .delete_topic(record.name.clone())
+        .delete_topic(record.name.clone(), not_after_ms)
         .await
         .map(|_| ())
         .map_err(|e| e.message)
@@ -225,17 +240,31 @@ async fn finish_if_due(
     if !waiting.is_empty() {
         return Ok(false);
     }
+    // One finisher: it sweeps last and removes the record; a replaced one
+    // (gone from the cluster) sweeps no more.
+    let me = broker.config.node_id;
+    let claimed = broker
+        .metadata
+        .claim_topic_deletion(record, me, |b| !live.contains(&b))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !claimed {
+        return Ok(false);
+    }
     sweep(broker, record).await?;
     broker
         .metadata
         .delete_topic_offsets(&record.name)
         .await
         .map_err(|e| e.to_string())?;
-    broker
+    let removed = broker
         .metadata
-        .delete_topic(record)
+        .delete_topic(record, Some(me))
         .await
         .map_err(|e| e.to_string())?;
+    if !removed {
+        return Ok(false); // another broker took over meanwhile
+    }
     broker.groups.forget_topic(&record.name);
     Ok(true)
 }

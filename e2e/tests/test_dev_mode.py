@@ -35,9 +35,9 @@ def test_dev_mode_serves_kcat_and_keeps_data(tmp_path):
 
 
 def _syncs_after(trace: list[str], is_publish) -> list[tuple[str, bool]]:
-    """For each line of `trace` (strace -f) that publishes a name, the name
-    and whether the same thread then opened the name's directory and fsynced
-    it before publishing anything else."""
+    """For each line of one thread's trace that publishes a name, the name and
+    whether the thread then opened the name's directory and fsynced it before
+    publishing anything else."""
     import re
 
     out = []
@@ -45,12 +45,9 @@ def _syncs_after(trace: list[str], is_publish) -> list[tuple[str, bool]]:
         name = is_publish(line)
         if not name:
             continue
-        pid = line.split()[0]
         directory = name.rsplit("/", 1)[0]
         fds, synced = set(), False
         for later in trace[i + 1:]:
-            if later.split()[0] != pid:
-                continue
             if is_publish(later):
                 break
             opened = re.search(r'openat\(AT_FDCWD, "([^"]+)", [^)]*\) = (\d+)', later)
@@ -72,10 +69,11 @@ def test_dev_mode_makes_new_names_durable_before_acknowledging(tmp_path):
 
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    trace_file = tmp_path / "trace.txt"
+    trace_prefix = tmp_path / "trace"
     broker = Proc("dev-broker-traced",
-                  ["strace", "-f", "-qq", "-e", "trace=openat,link,linkat,rename,renameat,renameat2,fsync",
-                   "-o", str(trace_file),
+                  # One file per thread (-ff): no call is split by another thread's.
+                  ["strace", "-ff", "-qq", "-e", "trace=openat,link,linkat,rename,renameat,renameat2,fsync",
+                   "-o", str(trace_prefix),
                    str(TARGET / "kafscale-broker"), "--listen", bootstrap, "--data-dir", str(tmp_path / "data")],
                   tmp_path / "dev-traced.log")
     try:
@@ -94,7 +92,7 @@ def test_dev_mode_makes_new_names_durable_before_acknowledging(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(broker.popen.pid, signal.SIGKILL)
                 broker.popen.wait()
-    trace = trace_file.read_text().splitlines()
+    threads = [f.read_text().splitlines() for f in tmp_path.glob("trace.*")]
 
     def segment_link(line):
         m = re.search(r'linkat\([^,]+, "[^"]+", [^,]+, "([^"]+\.kfs)"', line)
@@ -104,8 +102,8 @@ def test_dev_mode_makes_new_names_durable_before_acknowledging(tmp_path):
         m = re.search(r'rename(?:at2?)?\(.*"([^"]+metadata\.json)"', line)
         return m and m.group(1)
 
-    links = _syncs_after(trace, segment_link)
-    renames = _syncs_after(trace, metadata_rename)
+    links = [r for t in threads for r in _syncs_after(t, segment_link)]
+    renames = [r for t in threads for r in _syncs_after(t, metadata_rename)]
     assert links, "no segment was linked into place (is the trace complete?)"
     assert renames, "the metadata file was never replaced"
     assert all(synced for _, synced in links), f"segment names not made durable: {links}"

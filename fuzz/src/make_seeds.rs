@@ -157,6 +157,7 @@ fn flusher_frames(dir: &Path) {
         },
         Request::DeleteTopic {
             topic: topic.clone(),
+            not_after_ms: 1_000,
         },
         Request::Health,
         Request::OffsetForTimestamp {

@@ -84,6 +84,11 @@ pub struct TopicDeletion {
     /// stopped writing the topic, or be gone long enough that none of its
     /// uploads can still land.
     pub brokers: Vec<i32>,
+    /// The one broker that makes the final sweep and removes the record:
+    /// a second one sweeping after the record is gone could delete the
+    /// objects of a topic re-created under the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finisher: Option<i32>,
 }
 
 /// Per-partition state in `partitions/{name}/{partition}`.
@@ -326,10 +331,49 @@ impl MetadataStore {
         Ok(())
     }
 
-    /// Deletes the topic, its partition states and its deletion
-    /// confirmations (prefix deletes, within etcd's operation limit at any
-    /// partition count); false if it did not exist.
-    pub async fn delete_topic(&self, topic: &TopicRecord) -> Result<bool, MetadataError> {
+    /// Makes `broker` the one that finishes the deletion of `topic` (by id),
+    /// unless another broker holds that role and `may_take_over` says it
+    /// cannot be replaced (it is alive). True when `broker` holds it.
+    pub async fn claim_topic_deletion(
+        &self,
+        topic: &TopicRecord,
+        broker: i32,
+        may_take_over: impl Fn(i32) -> bool,
+    ) -> Result<bool, MetadataError> {
+        loop {
+            let Some((mut record, revision)) = self.get_topic(&topic.name).await? else {
+                return Ok(false);
+            };
+            if record.id != topic.id || !record.deleting {
+                return Ok(false);
+            }
+            // Marked by an older version, without the deletion's details.
+            let deletion = record.deletion.get_or_insert(TopicDeletion {
+                requested_ms: 0,
+                brokers: Vec::new(),
+                finisher: None,
+            });
+            match deletion.finisher {
+                Some(b) if b == broker => return Ok(true),
+                Some(b) if !may_take_over(b) => return Ok(false),
+                _ => deletion.finisher = Some(broker),
+            }
+            let partitions = record.partitions;
+            if self.update_topic(&record, revision, partitions).await? {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Deletes the topic, its partition states, its deletion confirmations
+    /// and hand-overs (prefix deletes, within etcd's operation limit at any
+    /// partition count); false if it did not exist (by id) or, when it is
+    /// being deleted, if `finisher` is not the broker finishing it.
+    pub async fn delete_topic(
+        &self,
+        topic: &TopicRecord,
+        finisher: Option<i32>,
+    ) -> Result<bool, MetadataError> {
         let key = self.topic_key(&topic.name);
         let Some(kv) = self.get_key(&key).await? else {
             return Ok(false);
@@ -337,6 +381,11 @@ impl MetadataStore {
         let stored: TopicRecord = decode(&kv)?;
         if stored.id != topic.id {
             return Ok(false);
+        }
+        if let Some(d) = &stored.deletion {
+            if d.finisher != finisher {
+                return Ok(false);
+            }
         }
         self.kv
             .txn(
@@ -511,6 +560,7 @@ impl MetadataStore {
             record.deletion = Some(TopicDeletion {
                 requested_ms: now_ms,
                 brokers,
+                finisher: None,
             });
             let partitions = record.partitions;
             if self.update_topic(&record, revision, partitions).await? {
@@ -753,8 +803,11 @@ mod tests {
         let reopened = MetadataStore::new(Arc::new(FileKv::open(&path).unwrap()), "c1");
         assert_eq!(reopened.list_topics().await.unwrap(), vec![t.clone()]);
         // Deleting with a stale id (a re-created topic) does nothing.
-        assert!(!reopened.delete_topic(&topic("orders", 3)).await.unwrap());
-        assert!(reopened.delete_topic(&t).await.unwrap());
+        assert!(!reopened
+            .delete_topic(&topic("orders", 3), None)
+            .await
+            .unwrap());
+        assert!(reopened.delete_topic(&t, None).await.unwrap());
         assert!(reopened.list_topics().await.unwrap().is_empty());
         assert!(reopened
             .partition_states("orders")

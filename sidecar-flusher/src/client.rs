@@ -262,8 +262,12 @@ impl FlusherClient {
     }
 
     /// Objects deleted.
-    pub async fn delete_topic(&self, topic: String) -> Result<u32, RemoteError> {
-        match self.call(Request::DeleteTopic { topic }).await? {
+    pub async fn delete_topic(&self, topic: String, not_after_ms: i64) -> Result<u32, RemoteError> {
+        let req = Request::DeleteTopic {
+            topic,
+            not_after_ms,
+        };
+        match self.call(req).await? {
             Response::Deleted { objects } => Ok(objects),
             other => Err(unexpected("DeleteTopic", &other)),
         }

@@ -1,4 +1,4 @@
-//! The broker ⇄ flusher socket protocol, version 2.
+//! The broker ⇄ flusher socket protocol, version 3.
 //!
 //! Every frame is `u32 length` followed by `length` bytes:
 //!
@@ -16,7 +16,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest frame either side accepts; a segment write is bounded by the broker's flush size.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const RESPONSE_BIT: u8 = 0x80;
@@ -97,6 +97,10 @@ pub enum Request {
     /// Delete every object of a topic.
     DeleteTopic {
         topic: String,
+        /// No delete starts after this moment (the broker's session end):
+        /// a broker that may have lost its session must not sweep a name
+        /// that a new topic may own by now.
+        not_after_ms: i64,
     },
     Health,
     /// The first offset whose batch max timestamp is `>= timestamp`.
@@ -378,7 +382,13 @@ pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
             put_str(&mut b, topic);
             b.put_i32(*partition);
         }
-        Request::DeleteTopic { topic } => put_str(&mut b, topic),
+        Request::DeleteTopic {
+            topic,
+            not_after_ms,
+        } => {
+            put_str(&mut b, topic);
+            b.put_i64(*not_after_ms);
+        }
         Request::Health => {}
         Request::OffsetForTimestamp {
             topic,
@@ -483,6 +493,7 @@ pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, Prot
             },
             Op::DeleteTopic => Request::DeleteTopic {
                 topic: get_str(&mut b, "topic")?,
+                not_after_ms: get_i64(&mut b, "not_after_ms")?,
             },
             Op::Health => Request::Health,
             Op::OffsetForTimestamp => Request::OffsetForTimestamp {
@@ -697,7 +708,10 @@ mod tests {
                 topic: "t".into(),
                 partition: 1,
             },
-            Request::DeleteTopic { topic: "t".into() },
+            Request::DeleteTopic {
+                topic: "t".into(),
+                not_after_ms: 99,
+            },
             Request::Health,
             Request::OffsetForTimestamp {
                 topic: "t".into(),

@@ -260,7 +260,10 @@ impl FlusherService {
                 max_bytes,
             } => self.read_range(&topic, partition, offset, max_bytes).await,
             Request::Recover { topic, partition } => self.recover(&topic, partition).await,
-            Request::DeleteTopic { topic } => self.delete_topic(&topic).await,
+            Request::DeleteTopic {
+                topic,
+                not_after_ms,
+            } => self.delete_topic(&topic, not_after_ms).await,
             Request::Health => Ok(self.health()),
             Request::OffsetForTimestamp {
                 topic,
@@ -1261,14 +1264,14 @@ impl FlusherService {
         }))
     }
 
-    async fn delete_topic(&self, topic: &str) -> Result<Response, RemoteError> {
+    async fn delete_topic(&self, topic: &str, not_after_ms: i64) -> Result<Response, RemoteError> {
         // Index uploads trail their segments; wait for those in flight (for a
         // bounded time) so that none lands after the listing below.
         let _quiet = tokio::time::timeout(INDEX_UPLOAD_WAIT, self.index_uploads.write()).await;
         let prefix = segment::topic_prefix(&self.settings.prefix, topic);
         let objects = self.store.list(&prefix).await?;
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
-        self.store.delete(&keys).await?;
+        before_deadline(not_after_ms, &prefix, self.store.delete(&keys)).await?;
         self.listings.invalidate_topic(topic);
         self.cache
             .lock()
