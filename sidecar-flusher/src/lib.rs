@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod s3_store;
 pub mod segment;
 pub mod segment_facts;
+pub mod segment_loader;
 pub mod server;
 pub mod service;
 pub mod store_check;

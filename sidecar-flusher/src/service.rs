@@ -1,12 +1,10 @@
 //! What the flusher does for each request, independent of the socket: segment
 //! uploads, cold reads through a bounded cache, recovery and deletes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::StreamExt;
 
 use crate::batch;
@@ -16,6 +14,7 @@ use crate::object_store::{ObjectStore, StoreError};
 use crate::protocol::{ErrorKind, ProducerBatch, RemoteError, Request, Response};
 use crate::segment::{self, SegmentIndex, VerifiedSegment};
 use crate::segment_facts::{Fact, FactMemo};
+use crate::segment_loader::{Loaded, SegmentLoader};
 
 /// Producer-state rebuilds read at most this many of the newest segments.
 /// The batches a producer may retry after a failover are the ones whose
@@ -54,14 +53,6 @@ impl Default for FlusherSettings {
 const MERGE_PARALLELISM: usize = 8;
 /// How long deleting a topic waits for index uploads still in flight.
 const INDEX_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How far cold reads fetch ahead of a consumer: at most this many segments
-/// and this share of the cache, so that several partitions read at once do
-/// not evict each other's prefetched segments before they are read.
-const READ_AHEAD_SEGMENTS: usize = 8;
-const READ_AHEAD_CACHE_SHARE: u64 = 16;
-
-/// A GET of one whole segment that concurrent readers share; `None`: gone.
-type SharedFetch = Shared<BoxFuture<'static, Result<Option<Arc<VerifiedSegment>>, RemoteError>>>;
 
 /// What a merge step may do.
 #[derive(Debug, Clone, Copy)]
@@ -74,71 +65,12 @@ struct MergeLimits {
     max_span_ms: i64,
 }
 
-/// A segment as a read finds it.
-enum Loaded {
-    Whole(Arc<VerifiedSegment>),
-    /// Too large to load whole: read by range through its index.
-    Large,
-    /// Deleted since the listing was taken (merged into an earlier segment).
-    Gone,
-}
-
-/// A byte-bounded LRU of verified segments.
-struct SegmentCache {
-    max_bytes: u64,
-    bytes: u64,
-    entries: lru::LruCache<String, Arc<VerifiedSegment>>,
-}
-
-impl SegmentCache {
-    fn get(&mut self, key: &str) -> Option<Arc<VerifiedSegment>> {
-        self.entries.get(key).cloned()
-    }
-
-    fn insert(&mut self, key: String, seg: Arc<VerifiedSegment>) {
-        let size = seg.body.len() as u64;
-        if size > self.max_bytes {
-            return;
-        }
-        if let Some(old) = self.entries.put(key, seg) {
-            self.bytes -= old.body.len() as u64;
-        }
-        self.bytes += size;
-        while self.bytes > self.max_bytes {
-            match self.entries.pop_lru() {
-                Some((_, old)) => self.bytes -= old.body.len() as u64,
-                None => break,
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(old) = self.entries.pop(key) {
-            self.bytes -= old.body.len() as u64;
-        }
-    }
-
-    fn remove_prefix(&mut self, prefix: &str) {
-        let keys: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            if let Some(old) = self.entries.pop(&k) {
-                self.bytes -= old.body.len() as u64;
-            }
-        }
-    }
-}
-
 pub struct FlusherService {
     store: Arc<dyn ObjectStore>,
     settings: FlusherSettings,
     listings: ListingCache,
-    cache: Mutex<SegmentCache>,
-    inflight: Mutex<HashMap<String, SharedFetch>>,
+    /// Whole verified segments: the cache, shared GETs, read-ahead.
+    segments: Arc<SegmentLoader>,
     facts: FactMemo,
     /// Held shared by every index upload still in flight, so that deleting a
     /// topic can wait for them and its listing sees their objects.
@@ -220,17 +152,17 @@ impl FlusherService {
             metrics.clone(),
             health.clone(),
         ));
-        let cache = SegmentCache {
-            max_bytes: settings.cache_bytes,
-            bytes: 0,
-            entries: lru::LruCache::unbounded(),
-        };
+        let segments = SegmentLoader::new(
+            store.clone(),
+            settings.cache_bytes,
+            settings.whole_segment_bytes,
+            metrics.clone(),
+        );
         Arc::new(Self {
             store,
             settings,
             listings: ListingCache::default(),
-            cache: Mutex::new(cache),
-            inflight: Mutex::new(HashMap::new()),
+            segments,
             facts: FactMemo::default(),
             index_uploads: Arc::new(tokio::sync::RwLock::new(())),
             metrics,
@@ -421,12 +353,6 @@ impl FlusherService {
         }
     }
 
-    fn cache_insert(&self, key: String, seg: Arc<VerifiedSegment>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(key, seg);
-        self.metrics.cache_bytes.set(cache.bytes as i64);
-    }
-
     async fn list_partition(
         &self,
         topic: &str,
@@ -512,74 +438,6 @@ impl FlusherService {
         Ok(Some(footer.last_offset))
     }
 
-    /// A cached segment, if the cache holds this object: a cached copy whose
-    /// size differs from the listing's was replaced by a merge and is dropped.
-    fn cached(&self, seg: &SegmentRef) -> Option<Arc<VerifiedSegment>> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let hit = cache.get(&seg.key)?;
-        if hit.kfs_len() == seg.size {
-            return Some(hit);
-        }
-        cache.remove(&seg.key);
-        self.metrics.cache_bytes.set(cache.bytes as i64);
-        None
-    }
-
-    /// Loads a segment: from the cache, else whole from the store (verified) when
-    /// small enough; large ones are read by range. Concurrent loads of one
-    /// object share a single GET (read-ahead and the reader it runs ahead of).
-    async fn load(self: &Arc<Self>, seg: &SegmentRef) -> Result<Loaded, RemoteError> {
-        if let Some(s) = self.cached(seg) {
-            self.metrics.cache_hits.inc();
-            return Ok(Loaded::Whole(s));
-        }
-        self.metrics.cache_misses.inc();
-        if seg.size > self.settings.whole_segment_bytes {
-            return Ok(Loaded::Large);
-        }
-        Ok(match self.fetch_shared(seg).await? {
-            Some(s) => Loaded::Whole(s),
-            None => Loaded::Gone,
-        })
-    }
-
-    fn fetch_shared(self: &Arc<Self>, seg: &SegmentRef) -> SharedFetch {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = inflight.get(&seg.key) {
-            return f.clone();
-        }
-        let this = Arc::clone(self);
-        let key = seg.key.clone();
-        // A task, so the GET completes (and leaves the map) even if every
-        // waiter gives up.
-        let task = tokio::spawn(async move {
-            let result = match this.store.get(&key).await {
-                Ok(raw) => VerifiedSegment::decode(raw)
-                    .map(|v| {
-                        let v = Arc::new(v);
-                        this.cache_insert(key.clone(), v.clone());
-                        Some(v)
-                    })
-                    .map_err(RemoteError::from),
-                Err(StoreError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.into()),
-            };
-            this.inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            result
-        });
-        let fetch = async move {
-            task.await
-                .unwrap_or_else(|e| Err(remote(ErrorKind::Internal, e.to_string())))
-        }
-        .boxed()
-        .shared();
-        inflight.insert(seg.key.clone(), fetch.clone());
-        fetch
-    }
-
     async fn read_range(
         self: &Arc<Self>,
         topic: &str,
@@ -632,7 +490,7 @@ impl FlusherService {
             let Some(seg) = list.get(i) else {
                 return Ok(None);
             };
-            let batches = match self.load(seg).await? {
+            let batches = match self.segments.load(seg).await? {
                 Loaded::Gone => return Ok(None),
                 Loaded::Whole(whole) => {
                     if whole.kfs_len() != seg.size {
@@ -647,7 +505,7 @@ impl FlusherService {
                 },
             };
             if !batches.is_empty() {
-                self.read_ahead(&list[i + 1..]);
+                self.segments.read_ahead(&list[i + 1..]);
                 return Ok(Some(batches));
             }
             if i + 1 == list.len() {
@@ -656,22 +514,6 @@ impl FlusherService {
             }
         }
         Ok(None)
-    }
-
-    /// A consumer reading one segment will want the next ones soon: fetch
-    /// some of them in the background (at least the next one).
-    fn read_ahead(self: &Arc<Self>, next: &[SegmentRef]) {
-        let mut budget = (self.settings.cache_bytes / READ_AHEAD_CACHE_SHARE)
-            .max(next.first().map_or(0, |s| s.size));
-        for seg in next.iter().take(READ_AHEAD_SEGMENTS) {
-            if seg.size > self.settings.whole_segment_bytes || seg.size > budget {
-                break;
-            }
-            budget -= seg.size;
-            if self.cached(seg).is_none() {
-                drop(self.fetch_shared(seg));
-            }
-        }
     }
 
     /// Range read of a large segment: index lookup, ranged GETs, each batch's
@@ -738,7 +580,7 @@ impl FlusherService {
         self: &Arc<Self>,
         seg: &SegmentRef,
     ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
-        match self.load(seg).await? {
+        match self.segments.load(seg).await? {
             Loaded::Whole(w) => Ok(Some(w)),
             Loaded::Gone => Ok(None),
             Loaded::Large => self.get_verified(seg).await,
@@ -902,7 +744,7 @@ impl FlusherService {
         if let Some(value) = self.facts.get(seg, fact) {
             return Ok(Some(value));
         }
-        let value = match self.cached(seg) {
+        let value = match self.segments.cached(seg) {
             Some(whole) => fact.of_whole(&whole),
             None => match self.store.get_range(&seg.key, fact.range(seg.size)).await {
                 Ok(bytes) => fact.decode(&bytes)?,
@@ -972,13 +814,9 @@ impl FlusherService {
         for keys in [kfs, index] {
             before_deadline(not_after_ms, &keys[0], self.store.delete(&keys)).await?;
         }
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            for seg in doomed {
-                cache.remove(&seg.key);
-                self.facts.forget(&seg.key);
-            }
-            self.metrics.cache_bytes.set(cache.bytes as i64);
+        for seg in doomed {
+            self.segments.forget(&seg.key);
+            self.facts.forget(&seg.key);
         }
         self.listings.invalidate(topic, partition);
         Ok(())
@@ -1059,7 +897,7 @@ impl FlusherService {
         let whole = |seg: &SegmentRef| {
             let seg = seg.clone();
             async move {
-                match self.cached(&seg) {
+                match self.segments.cached(&seg) {
                     Some(w) => Ok(Some(w)),
                     None => self.get_verified(&seg).await,
                 }
@@ -1181,7 +1019,7 @@ impl FlusherService {
         let segs: Vec<SegmentRef> = keep.iter().map(|(s, _)| (*s).clone()).collect();
         let loaded: Vec<Option<Arc<VerifiedSegment>>> = futures::stream::iter(segs)
             .map(|seg| async move {
-                match self.cached(&seg) {
+                match self.segments.cached(&seg) {
                     Some(whole) => Ok(Some(whole)),
                     None => self.get_verified(&seg).await,
                 }
@@ -1240,10 +1078,7 @@ impl FlusherService {
             tracing::warn!(key = %first.index_key(), error = %e, "merged index upload failed; range reads will scan");
         }
         let rest: Vec<&SegmentRef> = keep[1..].iter().map(|(s, _)| *s).collect();
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove_prefix(&first.key);
+        self.segments.forget_prefix(&first.key);
         self.delete_segments(topic, partition, &rest, not_after_ms)
             .await?;
         self.metrics.merge_segments.inc_by(keep.len() as u64);
@@ -1273,10 +1108,7 @@ impl FlusherService {
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
         before_deadline(not_after_ms, &prefix, self.store.delete(&keys)).await?;
         self.listings.invalidate_topic(topic);
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove_prefix(&prefix);
+        self.segments.forget_prefix(&prefix);
         Ok(Response::Deleted {
             objects: keys.len() as u32,
         })
