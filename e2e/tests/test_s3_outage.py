@@ -71,28 +71,35 @@ def test_a_produce_to_many_partitions_waits_one_timeout_not_one_per_partition(tm
         _one_deadline(cluster)
 
 
-def _one_deadline(cluster):
+def produce_with_store_hung(cluster, topic: str, partitions: int, timeout_ms: int) -> tuple[dict[int, int], float]:
+    """One raw acks=-1 produce to every partition while MinIO is stopped (it
+    hangs rather than fails): (partition -> error code, seconds to answer)."""
     import signal
     import socket
 
     from rawkafka import parse_produce_v3_response, produce_v3, read_frame, record_batch
 
+    host, port = cluster.bootstrap.split(":")
+    cluster.minio.proc.popen.send_signal(signal.SIGSTOP)
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            started = time.monotonic()
+            batches = {p: record_batch(b"stuck-%d" % p) for p in range(partitions)}
+            s.sendall(produce_v3(1, topic, batches, timeout_ms=timeout_ms))
+            errors = parse_produce_v3_response(read_frame(s))
+            return errors, time.monotonic() - started
+    finally:
+        cluster.minio.proc.popen.send_signal(signal.SIGCONT)
+
+
+def _one_deadline(cluster):
     topic = "one-deadline"
     create_topic(cluster.bootstrap, topic, 4)
     warm = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "log_level": 2})
     for p in range(4):  # every partition recovered and written before the store hangs
         warm.produce(topic, value=b"warm", partition=p)
     assert warm.flush(30) == 0
-    host, port = cluster.bootstrap.split(":")
-    cluster.minio.proc.popen.send_signal(signal.SIGSTOP)
-    try:
-        with socket.create_connection((host, int(port)), timeout=30) as s:
-            started = time.monotonic()
-            s.sendall(produce_v3(1, topic, {p: record_batch(b"stuck-%d" % p) for p in range(4)}, timeout_ms=1500))
-            errors = parse_produce_v3_response(read_frame(s))
-            took = time.monotonic() - started
-    finally:
-        cluster.minio.proc.popen.send_signal(signal.SIGCONT)
+    errors, took = produce_with_store_hung(cluster, topic, 4, timeout_ms=1500)
     REQUEST_TIMED_OUT = 7
     assert set(errors.values()) == {REQUEST_TIMED_OUT}, errors
     assert took < 4.0, f"4 partitions with a 1.5 s timeout took {took:.1f} s to answer"
@@ -103,25 +110,12 @@ def test_a_produce_that_needs_recoveries_answers_within_its_timeout(tmp_path):
     from object storage before the first append; with the store hanging, the
     request still answers by its timeout, retriably, instead of waiting on
     the store."""
-    import signal
-    import socket
-
     from conftest import running
     from harness import Cluster
-    from rawkafka import parse_produce_v3_response, produce_v3, read_frame, record_batch
 
     with running(Cluster(tmp_path, name="recover-deadline")) as cluster:
         create_topic(cluster.bootstrap, "unrecovered", 3)
-        host, port = cluster.bootstrap.split(":")
-        cluster.minio.proc.popen.send_signal(signal.SIGSTOP)
-        try:
-            with socket.create_connection((host, int(port)), timeout=30) as s:
-                started = time.monotonic()
-                s.sendall(produce_v3(1, "unrecovered", {p: record_batch(b"x") for p in range(3)}, timeout_ms=1500))
-                errors = parse_produce_v3_response(read_frame(s))
-                took = time.monotonic() - started
-        finally:
-            cluster.minio.proc.popen.send_signal(signal.SIGCONT)
+        errors, took = produce_with_store_hung(cluster, "unrecovered", 3, timeout_ms=1500)
         REQUEST_TIMED_OUT = 7
         assert set(errors.values()) == {REQUEST_TIMED_OUT}, errors
         assert took < 4.0, f"a produce needing recoveries took {took:.1f} s with a 1.5 s timeout"

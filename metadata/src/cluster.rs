@@ -67,7 +67,8 @@ impl LeadershipEntry {
     pub fn moved_to(&self, leader: i32) -> LeadershipEntry {
         LeadershipEntry {
             leader: Some(leader),
-            leader_epoch: self.leader_epoch + 1,
+            // Saturating: the epoch is read from the store.
+            leader_epoch: self.leader_epoch.saturating_add(1),
             previous_leader: self.leader,
             ..self.clone()
         }

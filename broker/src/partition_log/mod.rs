@@ -446,7 +446,7 @@ impl PartitionLog {
                 .handover(&self.topic, self.partition)
                 .await
             {
-                Ok(Some(h)) if h.broker == previous && h.epoch >= epoch - 1 => return,
+                Ok(Some(h)) if h.broker == previous && h.epoch >= epoch.saturating_sub(1) => return,
                 _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
