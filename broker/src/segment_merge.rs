@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kafscale_flusher::client::Merged;
+use kafscale_flusher::protocol::Merged;
 use kafscale_flusher::protocol::RemoteError;
 use kafscale_metadata::topic_rules::topic_config_value;
 

@@ -73,7 +73,7 @@ async fn health_is_answered_while_the_data_connection_is_backed_up() {
     );
     // What the poll would see on the data connection: no answer in time.
     let on_data_connection =
-        tokio::time::timeout(Duration::from_secs(2), data.call(Request::Health)).await;
+        tokio::time::timeout(Duration::from_secs(2), data.call(Request::Health {})).await;
     assert!(
         on_data_connection.is_err(),
         "the data connection answered health although it is backed up"

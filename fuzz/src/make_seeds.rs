@@ -159,7 +159,7 @@ fn flusher_frames(dir: &Path) {
             topic: topic.clone(),
             not_after_ms: 1_000,
         },
-        Request::Health,
+        Request::Health {},
         Request::OffsetForTimestamp {
             topic: topic.clone(),
             partition: 0,

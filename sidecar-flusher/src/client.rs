@@ -16,7 +16,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use bytes::Bytes;
 
 use crate::protocol::{
-    self, ErrorKind, HealthState, ProducerBatch, RemoteError, Request, Response,
+    self, Deleted, ErrorKind, Health, HealthState, Merged, OffsetForTimestamp, ProducerBatch,
+    ProducerBatches, Range, Recovered, RemoteError, Request, Response, RetentionPoint, Written,
 };
 use crate::server::frame_codec;
 
@@ -173,30 +174,6 @@ fn unexpected(asked: &str, got: &Response) -> RemoteError {
     }
 }
 
-/// Where an upload landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub object_bytes: u64,
-}
-
-/// A partition's bounds as its segment listing says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recovered {
-    pub log_start_offset: i64,
-    pub log_end_offset: i64,
-    pub segment_count: u32,
-}
-
-/// What a merge pass did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Merged {
-    pub merged: u32,
-    pub written: u32,
-    pub removed: u32,
-}
-
 /// One typed method per operation: callers get the answer to what they
 /// asked, or an error, and never match responses themselves.
 impl FlusherClient {
@@ -214,15 +191,7 @@ impl FlusherClient {
             batches,
         };
         match self.call(req).await? {
-            Response::Written {
-                base_offset,
-                last_offset,
-                object_bytes,
-            } => Ok(Written {
-                base_offset,
-                last_offset,
-                object_bytes,
-            }),
+            Response::Written(answer) => Ok(answer),
             other => Err(unexpected("WriteSegment", &other)),
         }
     }
@@ -241,22 +210,14 @@ impl FlusherClient {
             max_bytes,
         };
         match self.call(req).await? {
-            Response::Range { batches } => Ok(batches),
+            Response::Range(Range { batches }) => Ok(batches),
             other => Err(unexpected("ReadRange", &other)),
         }
     }
 
     pub async fn recover(&self, topic: String, partition: i32) -> Result<Recovered, RemoteError> {
         match self.call(Request::Recover { topic, partition }).await? {
-            Response::Recovered {
-                log_start_offset,
-                log_end_offset,
-                segment_count,
-            } => Ok(Recovered {
-                log_start_offset,
-                log_end_offset,
-                segment_count,
-            }),
+            Response::Recovered(answer) => Ok(answer),
             other => Err(unexpected("Recover", &other)),
         }
     }
@@ -268,14 +229,14 @@ impl FlusherClient {
             not_after_ms,
         };
         match self.call(req).await? {
-            Response::Deleted { objects } => Ok(objects),
+            Response::Deleted(Deleted { objects }) => Ok(objects),
             other => Err(unexpected("DeleteTopic", &other)),
         }
     }
 
     pub async fn health(&self) -> Result<(HealthState, String), RemoteError> {
-        match self.call(Request::Health).await? {
-            Response::Health { state, detail } => Ok((state, detail)),
+        match self.call(Request::Health {}).await? {
+            Response::Health(Health { state, detail }) => Ok((state, detail)),
             other => Err(unexpected("Health", &other)),
         }
     }
@@ -293,7 +254,9 @@ impl FlusherClient {
             timestamp,
         };
         match self.call(req).await? {
-            Response::OffsetForTimestamp { offset, timestamp } => Ok((offset, timestamp)),
+            Response::OffsetForTimestamp(OffsetForTimestamp { offset, timestamp }) => {
+                Ok((offset, timestamp))
+            }
             other => Err(unexpected("OffsetForTimestamp", &other)),
         }
     }
@@ -310,7 +273,7 @@ impl FlusherClient {
             max_bytes,
         };
         match self.call(req).await? {
-            Response::ProducerBatches { batches } => Ok(batches),
+            Response::ProducerBatches(ProducerBatches { batches }) => Ok(batches),
             other => Err(unexpected("ProducerBatches", &other)),
         }
     }
@@ -330,7 +293,7 @@ impl FlusherClient {
             retention_bytes,
         };
         match self.call(req).await? {
-            Response::RetentionPoint { offset } => Ok(offset),
+            Response::RetentionPoint(RetentionPoint { offset }) => Ok(offset),
             other => Err(unexpected("RetentionPoint", &other)),
         }
     }
@@ -352,7 +315,7 @@ impl FlusherClient {
             not_after_ms,
         };
         match self.call(req).await? {
-            Response::Deleted { objects } => Ok(objects),
+            Response::Deleted(Deleted { objects }) => Ok(objects),
             other => Err(unexpected("DeleteSegmentsBelow", &other)),
         }
     }
@@ -375,15 +338,7 @@ impl FlusherClient {
             not_after_ms,
         };
         match self.call(req).await? {
-            Response::Merged {
-                merged,
-                written,
-                removed,
-            } => Ok(Merged {
-                merged,
-                written,
-                removed,
-            }),
+            Response::Merged(answer) => Ok(answer),
             other => Err(unexpected("MergeSegments", &other)),
         }
     }
@@ -407,10 +362,10 @@ mod tests {
                 let Ok((id, _)) = protocol::decode_request(frame.freeze()) else {
                     return;
                 };
-                let answer = Ok(Response::Health {
+                let answer = Ok(Response::Health(Health {
                     state: HealthState::Healthy,
                     detail: String::new(),
-                });
+                }));
                 let frame = protocol::encode_response(id, protocol::Op::Health, &answer);
                 if sink.send(frame).await.is_err() {
                     return;

@@ -9,7 +9,7 @@ use clap::Parser;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
-use kafscale_flusher::protocol::{HealthState, Response};
+use kafscale_flusher::protocol::{Health, HealthState, Response};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
 use kafscale_flusher::store_check::{check_conditional_writes, CheckError};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
@@ -220,7 +220,9 @@ impl ReadinessProbe for FlusherReadiness {
     fn check(&self) -> BoxFuture<'_, Readiness> {
         async move {
             let (ok, detail) = match self.service.health() {
-                Response::Health { state, detail } => (state != HealthState::Unavailable, detail),
+                Response::Health(Health { state, detail }) => {
+                    (state != HealthState::Unavailable, detail)
+                }
                 _ => (false, "no health state".into()),
             };
             let (fences, why) = match &*self.fencing.lock().unwrap_or_else(|e| e.into_inner()) {

@@ -3,15 +3,18 @@
 //! Every frame is `u32 length` followed by `length` bytes:
 //!
 //! ```text
-//! request:  u16 version=2 | u8 op      | u64 request_id | payload
-//! response: u16 version=2 | u8 op|0x80 | u64 request_id | u8 status | payload
+//! request:  u16 version | u8 op      | u64 request_id | payload
+//! response: u16 version | u8 op|0x80 | u64 request_id | u8 status | payload
 //! ```
 //!
 //! Requests are pipelined: a client may have any number in flight on one
 //! connection and responses come back in completion order, matched by
-//! `request_id`. Strings are `u16 length + UTF-8`, byte blobs `u32 length +
-//! bytes`. A non-zero status carries a `u16`-prefixed message instead of the
-//! payload. `docs/architecture.md` has the full table of operations.
+//! `request_id`. A non-zero status carries a `u16`-prefixed message instead of
+//! the payload. Payloads are the fields in the order they are declared below,
+//! each in its [`Wire`] encoding. Each operation and each answer is defined
+//! once, in the tables at the end of this file, from which the types, the
+//! operation codes and both codecs are generated. `docs/architecture.md` has
+//! the table of operations.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -33,209 +36,150 @@ pub enum ProtocolError {
     Utf8,
 }
 
-/// Operation codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    WriteSegment = 1,
-    ReadRange = 2,
-    Recover = 3,
-    DeleteTopic = 4,
-    Health = 5,
-    OffsetForTimestamp = 6,
-    ProducerBatches = 7,
-    RetentionPoint = 8,
-    DeleteSegmentsBelow = 9,
-    MergeSegments = 10,
-}
-
-impl Op {
-    fn from_u8(v: u8) -> Result<Self, ProtocolError> {
-        Ok(match v {
-            1 => Op::WriteSegment,
-            2 => Op::ReadRange,
-            3 => Op::Recover,
-            4 => Op::DeleteTopic,
-            5 => Op::Health,
-            6 => Op::OffsetForTimestamp,
-            7 => Op::ProducerBatches,
-            8 => Op::RetentionPoint,
-            9 => Op::DeleteSegmentsBelow,
-            10 => Op::MergeSegments,
-            other => return Err(ProtocolError::UnknownOp(other)),
-        })
+/// A field's encoding on the socket, big-endian throughout.
+pub trait Wire: Sized {
+    /// The fewest bytes one value takes: bounds what a count from the wire
+    /// may allocate before the values are read.
+    const MIN_LEN: usize;
+    fn put(&self, b: &mut BytesMut);
+    /// `what` names the field in a truncation error.
+    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError>;
+    /// Bytes `put` will write, to size the frame buffer once.
+    fn wire_len(&self) -> usize {
+        Self::MIN_LEN
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// Encode the batches (offsets assigned, contiguous) as one sealed segment
-    /// and upload it with a create-once write. Answered only once durable.
-    /// `not_after_ms` (Unix millis) is when the broker's session may have
-    /// ended: no upload starts after it and none runs past it, which bounds how
-    /// late a fenced broker's segment can land.
-    WriteSegment {
-        topic: String,
-        partition: i32,
-        not_after_ms: i64,
-        batches: Vec<Bytes>,
-    },
-    /// Batches from object storage starting at the batch that holds `offset`:
-    /// at most `max_bytes`, but always one whole batch when there is one.
-    ReadRange {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        max_bytes: u32,
-    },
-    /// The partition's log start and log end from the segment listing and the
-    /// last segment's footer.
-    Recover {
-        topic: String,
-        partition: i32,
-    },
-    /// Delete every object of a topic.
-    DeleteTopic {
-        topic: String,
-        /// No delete starts after this moment (the broker's session end):
-        /// a broker that may have lost its session must not sweep a name
-        /// that a new topic may own by now.
-        not_after_ms: i64,
-    },
-    Health,
-    /// The first offset whose batch max timestamp is `>= timestamp`.
-    OffsetForTimestamp {
-        topic: String,
-        partition: i32,
-        timestamp: i64,
-    },
-    /// Producer fields of the idempotent batches in the partition's newest
-    /// segments (at most `max_bytes` of segments, at least the last one), for
-    /// rebuilding producer state after a restart.
-    ProducerBatches {
-        topic: String,
-        partition: i32,
-        max_bytes: u64,
-    },
-    /// Where the log may start under these retention limits (-1 = unlimited):
-    /// the base offset of the oldest segment that must be kept.
-    RetentionPoint {
-        topic: String,
-        partition: i32,
-        retention_ms: i64,
-        retention_bytes: i64,
-    },
-    /// Deletes segments that hold only offsets below `offset` and were
-    /// written at least `min_age_ms` ago (younger ones wait for a later
-    /// request: a fenced broker's late upload could recreate their key). The
-    /// newest segment is always kept: it records the log end. No delete
-    /// starts after `not_after_ms`.
-    DeleteSegmentsBelow {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        min_age_ms: i64,
-        not_after_ms: i64,
-    },
-    /// Merges runs of small adjacent segments older than `min_age_ms` into
-    /// segments of up to `target_bytes`; a segment whose oldest data was
-    /// sealed more than `max_span_ms` ago is not extended any more (so time
-    /// retention can reach it). Every write starts before `not_after_ms`.
-    MergeSegments {
-        topic: String,
-        partition: i32,
-        target_bytes: u64,
-        min_age_ms: i64,
-        max_span_ms: i64,
-        not_after_ms: i64,
-    },
+fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), ProtocolError> {
+    if buf.remaining() < n {
+        Err(ProtocolError::Truncated(what))
+    } else {
+        Ok(())
+    }
 }
 
-/// One idempotent batch's producer fields, as stored in its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducerBatch {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
-    pub last_offset_delta: i32,
-    pub base_offset: i64,
+macro_rules! wire_numbers {
+    ($($ty:ty: $put:ident, $get:ident;)*) => {$(
+        impl Wire for $ty {
+            const MIN_LEN: usize = std::mem::size_of::<$ty>();
+            fn put(&self, b: &mut BytesMut) {
+                b.$put(*self);
+            }
+            fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
+                need(b, Self::MIN_LEN, what)?;
+                Ok(b.$get())
+            }
+        }
+    )*};
 }
 
-impl Response {
-    /// The variant's name, for messages (the contents may be large).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Response::Written { .. } => "Written",
-            Response::Range { .. } => "Range",
-            Response::Recovered { .. } => "Recovered",
-            Response::Deleted { .. } => "Deleted",
-            Response::Health { .. } => "Health",
-            Response::OffsetForTimestamp { .. } => "OffsetForTimestamp",
-            Response::ProducerBatches { .. } => "ProducerBatches",
-            Response::RetentionPoint { .. } => "RetentionPoint",
-            Response::Merged { .. } => "Merged",
+wire_numbers! {
+    u8: put_u8, get_u8;
+    u16: put_u16, get_u16;
+    i16: put_i16, get_i16;
+    u32: put_u32, get_u32;
+    i32: put_i32, get_i32;
+    u64: put_u64, get_u64;
+    i64: put_i64, get_i64;
+}
+
+/// `u16` length + UTF-8. Topic names are at most 249 bytes; longer text (an
+/// error message) is cut to fit, at a character boundary.
+impl Wire for String {
+    const MIN_LEN: usize = 2;
+    fn put(&self, b: &mut BytesMut) {
+        let mut end = self.len().min(u16::MAX as usize);
+        while !self.is_char_boundary(end) {
+            end -= 1;
+        }
+        b.put_u16(end as u16);
+        b.put_slice(&self.as_bytes()[..end]);
+    }
+    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
+        let n = u16::get(b, what)? as usize;
+        need(b, n, what)?;
+        String::from_utf8(b.split_to(n).to_vec()).map_err(|_| ProtocolError::Utf8)
+    }
+    fn wire_len(&self) -> usize {
+        2 + self.len().min(u16::MAX as usize)
+    }
+}
+
+/// `u32` length + bytes; decoding shares the frame's buffer (no copy).
+impl Wire for Bytes {
+    const MIN_LEN: usize = 4;
+    fn put(&self, b: &mut BytesMut) {
+        b.put_u32(self.len() as u32);
+        b.put_slice(self);
+    }
+    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
+        let n = u32::get(b, what)? as usize;
+        need(b, n, what)?;
+        Ok(b.split_to(n))
+    }
+    fn wire_len(&self) -> usize {
+        4 + self.len()
+    }
+}
+
+/// `u32` count + the items.
+impl<T: Wire> Wire for Vec<T> {
+    const MIN_LEN: usize = 4;
+    fn put(&self, b: &mut BytesMut) {
+        b.put_u32(self.len() as u32);
+        for item in self {
+            item.put(b);
         }
     }
-}
-
-impl Request {
-    pub fn op(&self) -> Op {
-        match self {
-            Request::WriteSegment { .. } => Op::WriteSegment,
-            Request::ReadRange { .. } => Op::ReadRange,
-            Request::Recover { .. } => Op::Recover,
-            Request::DeleteTopic { .. } => Op::DeleteTopic,
-            Request::Health => Op::Health,
-            Request::OffsetForTimestamp { .. } => Op::OffsetForTimestamp,
-            Request::ProducerBatches { .. } => Op::ProducerBatches,
-            Request::RetentionPoint { .. } => Op::RetentionPoint,
-            Request::DeleteSegmentsBelow { .. } => Op::DeleteSegmentsBelow,
-            Request::MergeSegments { .. } => Op::MergeSegments,
+    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
+        let n = u32::get(b, what)? as usize;
+        // Every item takes at least MIN_LEN bytes: a hostile count cannot
+        // reserve more than the frame holds.
+        let mut items = Vec::with_capacity(n.min(b.remaining() / T::MIN_LEN.max(1)));
+        for _ in 0..n {
+            items.push(T::get(b, what)?);
         }
+        Ok(items)
+    }
+    fn wire_len(&self) -> usize {
+        4 + self.iter().map(Wire::wire_len).sum::<usize>()
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Response {
-    Written {
-        base_offset: i64,
-        last_offset: i64,
-        object_bytes: u64,
-    },
-    Range {
-        batches: Bytes,
-    },
-    Recovered {
-        log_start_offset: i64,
-        log_end_offset: i64,
-        segment_count: u32,
-    },
-    Deleted {
-        objects: u32,
-    },
-    Health {
-        state: HealthState,
-        detail: String,
-    },
-    OffsetForTimestamp {
-        /// -1 when no batch has such a timestamp.
-        offset: i64,
-        timestamp: i64,
-    },
-    ProducerBatches {
-        batches: Vec<ProducerBatch>,
-    },
-    /// -1 when nothing needs deleting.
-    RetentionPoint {
-        offset: i64,
-    },
-    /// What a merge pass did: segments read, segments written, redundant
-    /// segments removed (leftovers of an interrupted merge).
-    Merged {
-        merged: u32,
-        written: u32,
-        removed: u32,
-    },
+/// Declares a plain struct whose wire form is its fields in order.
+macro_rules! wire_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
+
+        impl Wire for $name {
+            const MIN_LEN: usize = 0 $(+ <$ty as Wire>::MIN_LEN)*;
+            fn put(&self, b: &mut BytesMut) {
+                $(self.$field.put(b);)*
+            }
+            fn get(b: &mut Bytes, _what: &'static str) -> Result<Self, ProtocolError> {
+                Ok(Self { $($field: Wire::get(b, stringify!($field))?,)* })
+            }
+            fn wire_len(&self) -> usize {
+                0 $(+ self.$field.wire_len())*
+            }
+        }
+    };
+}
+
+wire_struct! {
+    /// One idempotent batch's producer fields, as stored in its header.
+    pub struct ProducerBatch {
+        pub producer_id: i64,
+        pub producer_epoch: i16,
+        pub base_sequence: i32,
+        pub last_offset_delta: i32,
+        pub base_offset: i64,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +188,21 @@ pub enum HealthState {
     Healthy = 0,
     Degraded = 1,
     Unavailable = 2,
+}
+
+/// One byte; a state this build does not know reads as unavailable.
+impl Wire for HealthState {
+    const MIN_LEN: usize = 1;
+    fn put(&self, b: &mut BytesMut) {
+        b.put_u8(*self as u8);
+    }
+    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
+        Ok(match u8::get(b, what)? {
+            0 => HealthState::Healthy,
+            1 => HealthState::Degraded,
+            _ => HealthState::Unavailable,
+        })
+    }
 }
 
 /// Why a request failed; travels as the response status byte.
@@ -285,255 +244,272 @@ pub struct RemoteError {
     pub message: String,
 }
 
-// ---- primitive readers/writers ---------------------------------------------
+/// Generates, from one table of answers, a struct per answer, the `Response`
+/// enum over them, its codec and `ResponseKind` (which answer an operation
+/// expects on the wire).
+macro_rules! responses {
+    ($(
+        $(#[$meta:meta])*
+        $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? }
+    ),* $(,)?) => {
+        $(wire_struct! {
+            $(#[$meta])*
+            pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
+        })*
 
-fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), ProtocolError> {
-    if buf.remaining() < n {
-        Err(ProtocolError::Truncated(what))
-    } else {
-        Ok(())
-    }
-}
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Response {
+            $($name($name),)*
+        }
 
-fn get_u8(b: &mut Bytes, what: &'static str) -> Result<u8, ProtocolError> {
-    need(b, 1, what)?;
-    Ok(b.get_u8())
-}
-fn get_u16(b: &mut Bytes, what: &'static str) -> Result<u16, ProtocolError> {
-    need(b, 2, what)?;
-    Ok(b.get_u16())
-}
-fn get_u32(b: &mut Bytes, what: &'static str) -> Result<u32, ProtocolError> {
-    need(b, 4, what)?;
-    Ok(b.get_u32())
-}
-fn get_i32(b: &mut Bytes, what: &'static str) -> Result<i32, ProtocolError> {
-    need(b, 4, what)?;
-    Ok(b.get_i32())
-}
-fn get_i64(b: &mut Bytes, what: &'static str) -> Result<i64, ProtocolError> {
-    need(b, 8, what)?;
-    Ok(b.get_i64())
-}
-fn get_u64(b: &mut Bytes, what: &'static str) -> Result<u64, ProtocolError> {
-    need(b, 8, what)?;
-    Ok(b.get_u64())
-}
-fn get_str(b: &mut Bytes, what: &'static str) -> Result<String, ProtocolError> {
-    let n = get_u16(b, what)? as usize;
-    need(b, n, what)?;
-    String::from_utf8(b.split_to(n).to_vec()).map_err(|_| ProtocolError::Utf8)
-}
-fn get_blob(b: &mut Bytes, what: &'static str) -> Result<Bytes, ProtocolError> {
-    let n = get_u32(b, what)? as usize;
-    need(b, n, what)?;
-    Ok(b.split_to(n))
-}
-fn put_str(b: &mut BytesMut, s: &str) {
-    // Topic names are at most 249 bytes; messages are truncated to fit u16.
-    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    b.put_u16(s.len() as u16);
-    b.put_slice(s);
-}
-fn put_blob(b: &mut BytesMut, v: &[u8]) {
-    b.put_u32(v.len() as u32);
-    b.put_slice(v);
+        /// The kinds of answer, without their contents.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ResponseKind {
+            $($name,)*
+        }
+
+        impl Response {
+            /// The variant's name, for messages (the contents may be large).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Response::$name(_) => stringify!($name),)*
+                }
+            }
+
+            fn put_payload(&self, b: &mut BytesMut) {
+                match self {
+                    $(Response::$name(answer) => {
+                        b.reserve(answer.wire_len());
+                        answer.put(b);
+                    })*
+                }
+            }
+
+            fn get_payload(kind: ResponseKind, b: &mut Bytes) -> Result<Self, ProtocolError> {
+                Ok(match kind {
+                    $(ResponseKind::$name => Response::$name(Wire::get(b, stringify!($name))?),)*
+                })
+            }
+        }
+    };
 }
 
-// ---- requests -----------------------------------------------------------------
+/// Generates, from one table of operations (code, request fields, the kind
+/// of answer), the `Op` and `Request` enums and the request codec.
+macro_rules! operations {
+    ($(
+        $(#[$meta:meta])*
+        $code:literal $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? } -> $answer:ident
+    ),* $(,)?) => {
+        /// Operation codes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum Op {
+            $($name = $code,)*
+        }
+
+        impl Op {
+            fn from_u8(v: u8) -> Result<Self, ProtocolError> {
+                match v {
+                    $($code => Ok(Op::$name),)*
+                    other => Err(ProtocolError::UnknownOp(other)),
+                }
+            }
+
+            /// The answer this operation gets when it succeeds.
+            pub fn answer(self) -> ResponseKind {
+                match self {
+                    $(Op::$name => ResponseKind::$answer,)*
+                }
+            }
+        }
+
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Request {
+            $($(#[$meta])* $name { $($(#[$fmeta])* $field: $ty),* },)*
+        }
+
+        impl Request {
+            pub fn op(&self) -> Op {
+                match self {
+                    $(Request::$name { .. } => Op::$name,)*
+                }
+            }
+
+            fn payload_len(&self) -> usize {
+                match self {
+                    $(Request::$name { $($field),* } => 0 $(+ $field.wire_len())*,)*
+                }
+            }
+
+            fn put_payload(&self, b: &mut BytesMut) {
+                match self {
+                    $(Request::$name { $($field),* } => { $($field.put(b);)* })*
+                }
+            }
+
+            fn get_payload(op: Op, b: &mut Bytes) -> Result<Self, ProtocolError> {
+                Ok(match op {
+                    $(Op::$name => Request::$name {
+                        $($field: Wire::get(b, stringify!($field))?,)*
+                    },)*
+                })
+            }
+        }
+    };
+}
+
+operations! {
+    /// Encode the batches (offsets assigned, contiguous) as one sealed segment
+    /// and upload it with a create-once write. Answered only once durable.
+    /// `not_after_ms` (Unix millis) is when the broker's session may have
+    /// ended: no upload starts after it and none runs past it, which bounds how
+    /// late a fenced broker's segment can land.
+    1 WriteSegment {
+        topic: String,
+        partition: i32,
+        not_after_ms: i64,
+        batches: Vec<Bytes>,
+    } -> Written,
+    /// Batches from object storage starting at the batch that holds `offset`:
+    /// at most `max_bytes`, but always one whole batch when there is one.
+    2 ReadRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: u32,
+    } -> Range,
+    /// The partition's log start and log end from the segment listing and the
+    /// last segment's footer.
+    3 Recover {
+        topic: String,
+        partition: i32,
+    } -> Recovered,
+    /// Delete every object of a topic.
+    4 DeleteTopic {
+        topic: String,
+        /// No delete starts after this moment (the broker's session end):
+        /// a broker that may have lost its session must not sweep a name
+        /// that a new topic may own by now.
+        not_after_ms: i64,
+    } -> Deleted,
+    5 Health {} -> Health,
+    /// The first offset whose batch max timestamp is `>= timestamp`.
+    6 OffsetForTimestamp {
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+    } -> OffsetForTimestamp,
+    /// Producer fields of the idempotent batches in the partition's newest
+    /// segments (at most `max_bytes` of segments, at least the last one), for
+    /// rebuilding producer state after a restart.
+    7 ProducerBatches {
+        topic: String,
+        partition: i32,
+        max_bytes: u64,
+    } -> ProducerBatches,
+    /// Where the log may start under these retention limits (-1 = unlimited):
+    /// the base offset of the oldest segment that must be kept.
+    8 RetentionPoint {
+        topic: String,
+        partition: i32,
+        retention_ms: i64,
+        retention_bytes: i64,
+    } -> RetentionPoint,
+    /// Deletes segments that hold only offsets below `offset` and were
+    /// written at least `min_age_ms` ago (younger ones wait for a later
+    /// request: a fenced broker's late upload could recreate their key). The
+    /// newest segment is always kept: it records the log end. No delete
+    /// starts after `not_after_ms`.
+    9 DeleteSegmentsBelow {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        min_age_ms: i64,
+        not_after_ms: i64,
+    } -> Deleted,
+    /// Merges runs of small adjacent segments older than `min_age_ms` into
+    /// segments of up to `target_bytes`; a segment whose oldest data was
+    /// sealed more than `max_span_ms` ago is not extended any more (so time
+    /// retention can reach it). Every write starts before `not_after_ms`.
+    10 MergeSegments {
+        topic: String,
+        partition: i32,
+        target_bytes: u64,
+        min_age_ms: i64,
+        max_span_ms: i64,
+        not_after_ms: i64,
+    } -> Merged,
+}
+
+responses! {
+    Written {
+        base_offset: i64,
+        last_offset: i64,
+        object_bytes: u64,
+    },
+    Range {
+        batches: Bytes,
+    },
+    Recovered {
+        log_start_offset: i64,
+        log_end_offset: i64,
+        segment_count: u32,
+    },
+    Deleted {
+        objects: u32,
+    },
+    Health {
+        state: HealthState,
+        detail: String,
+    },
+    OffsetForTimestamp {
+        /// -1 when no batch has such a timestamp.
+        offset: i64,
+        timestamp: i64,
+    },
+    ProducerBatches {
+        batches: Vec<ProducerBatch>,
+    },
+    /// -1 when nothing needs deleting.
+    RetentionPoint {
+        offset: i64,
+    },
+    /// What a merge pass did: segments read, segments written, redundant
+    /// segments removed (leftovers of an interrupted merge).
+    Merged {
+        merged: u32,
+        written: u32,
+        removed: u32,
+    },
+}
+
+/// The fixed part of every frame: version, op and request id.
+const FRAME_HEAD_LEN: usize = 2 + 1 + 8;
 
 /// Encodes a request frame body (without the u32 length prefix).
 pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
-    let payload_hint = match req {
-        Request::WriteSegment { batches, .. } => batches.iter().map(|b| b.len() + 4).sum(),
-        _ => 0,
-    };
-    let mut b = BytesMut::with_capacity(64 + payload_hint);
+    let mut b = BytesMut::with_capacity(FRAME_HEAD_LEN + req.payload_len());
     b.put_u16(PROTOCOL_VERSION);
     b.put_u8(req.op() as u8);
     b.put_u64(request_id);
-    match req {
-        Request::WriteSegment {
-            topic,
-            partition,
-            not_after_ms,
-            batches,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-            b.put_i64(*not_after_ms);
-            b.put_u32(batches.len() as u32);
-            for batch in batches {
-                put_blob(&mut b, batch);
-            }
-        }
-        Request::ReadRange {
-            topic,
-            partition,
-            offset,
-            max_bytes,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-            b.put_i64(*offset);
-            b.put_u32(*max_bytes);
-        }
-        Request::Recover { topic, partition } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-        }
-        Request::DeleteTopic {
-            topic,
-            not_after_ms,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i64(*not_after_ms);
-        }
-        Request::Health => {}
-        Request::OffsetForTimestamp {
-            topic,
-            partition,
-            timestamp,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-            b.put_i64(*timestamp);
-        }
-        Request::ProducerBatches {
-            topic,
-            partition,
-            max_bytes,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-            b.put_u64(*max_bytes);
-        }
-        Request::RetentionPoint {
-            topic,
-            partition,
-            retention_ms,
-            retention_bytes,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-            b.put_i64(*retention_ms);
-            b.put_i64(*retention_bytes);
-        }
-        Request::DeleteSegmentsBelow {
-            topic,
-            partition,
-            offset,
-            min_age_ms,
-            not_after_ms,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-            b.put_i64(*offset);
-            b.put_i64(*min_age_ms);
-            b.put_i64(*not_after_ms);
-        }
-        Request::MergeSegments {
-            topic,
-            partition,
-            target_bytes,
-            min_age_ms,
-            max_span_ms,
-            not_after_ms,
-        } => {
-            put_str(&mut b, topic);
-            b.put_i32(*partition);
-            b.put_u64(*target_bytes);
-            b.put_i64(*min_age_ms);
-            b.put_i64(*max_span_ms);
-            b.put_i64(*not_after_ms);
-        }
-    }
+    req.put_payload(&mut b);
     b.freeze()
 }
 
 /// Decodes a request frame body. On error the request id is returned when it
 /// could be read, so the server can still answer.
 pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, ProtocolError)> {
-    let version = get_u16(&mut b, "version").map_err(|e| (None, e))?;
+    let version = u16::get(&mut b, "version").map_err(|e| (None, e))?;
     if version != PROTOCOL_VERSION {
         return Err((None, ProtocolError::Version(version)));
     }
-    let op = get_u8(&mut b, "op").map_err(|e| (None, e))?;
-    let id = get_u64(&mut b, "request id").map_err(|e| (None, e))?;
+    let op = u8::get(&mut b, "op").map_err(|e| (None, e))?;
+    let id = u64::get(&mut b, "request id").map_err(|e| (None, e))?;
     let op = Op::from_u8(op).map_err(|e| (Some(id), e))?;
-    let req = (|| -> Result<Request, ProtocolError> {
-        Ok(match op {
-            Op::WriteSegment => {
-                let topic = get_str(&mut b, "topic")?;
-                let partition = get_i32(&mut b, "partition")?;
-                let not_after_ms = get_i64(&mut b, "not after")?;
-                let n = get_u32(&mut b, "batch count")? as usize;
-                // Each batch takes at least its 4-byte length: the count cannot
-                // make the capacity exceed what the frame holds.
-                let mut batches = Vec::with_capacity(n.min(b.remaining() / 4));
-                for _ in 0..n {
-                    batches.push(get_blob(&mut b, "batch")?);
-                }
-                Request::WriteSegment {
-                    topic,
-                    partition,
-                    not_after_ms,
-                    batches,
-                }
-            }
-            Op::ReadRange => Request::ReadRange {
-                topic: get_str(&mut b, "topic")?,
-                partition: get_i32(&mut b, "partition")?,
-                offset: get_i64(&mut b, "offset")?,
-                max_bytes: get_u32(&mut b, "max bytes")?,
-            },
-            Op::Recover => Request::Recover {
-                topic: get_str(&mut b, "topic")?,
-                partition: get_i32(&mut b, "partition")?,
-            },
-            Op::DeleteTopic => Request::DeleteTopic {
-                topic: get_str(&mut b, "topic")?,
-                not_after_ms: get_i64(&mut b, "not_after_ms")?,
-            },
-            Op::Health => Request::Health,
-            Op::OffsetForTimestamp => Request::OffsetForTimestamp {
-                topic: get_str(&mut b, "topic")?,
-                partition: get_i32(&mut b, "partition")?,
-                timestamp: get_i64(&mut b, "timestamp")?,
-            },
-            Op::ProducerBatches => Request::ProducerBatches {
-                topic: get_str(&mut b, "topic")?,
-                partition: get_i32(&mut b, "partition")?,
-                max_bytes: get_u64(&mut b, "max bytes")?,
-            },
-            Op::RetentionPoint => Request::RetentionPoint {
-                topic: get_str(&mut b, "topic")?,
-                partition: get_i32(&mut b, "partition")?,
-                retention_ms: get_i64(&mut b, "retention ms")?,
-                retention_bytes: get_i64(&mut b, "retention bytes")?,
-            },
-            Op::DeleteSegmentsBelow => Request::DeleteSegmentsBelow {
-                topic: get_str(&mut b, "topic")?,
-                partition: get_i32(&mut b, "partition")?,
-                offset: get_i64(&mut b, "offset")?,
-                min_age_ms: get_i64(&mut b, "min age")?,
-                not_after_ms: get_i64(&mut b, "not after")?,
-            },
-            Op::MergeSegments => Request::MergeSegments {
-                topic: get_str(&mut b, "topic")?,
-                partition: get_i32(&mut b, "partition")?,
-                target_bytes: get_u64(&mut b, "target bytes")?,
-                min_age_ms: get_i64(&mut b, "min age")?,
-                max_span_ms: get_i64(&mut b, "max span")?,
-                not_after_ms: get_i64(&mut b, "not after")?,
-            },
-        })
-    })()
-    .map_err(|e| (Some(id), e))?;
+    let req = Request::get_payload(op, &mut b).map_err(|e| (Some(id), e))?;
     Ok((id, req))
 }
-
-// ---- responses ----------------------------------------------------------------
 
 pub fn encode_response(request_id: u64, op: Op, result: &Result<Response, RemoteError>) -> Bytes {
     let mut b = BytesMut::with_capacity(64);
@@ -543,64 +519,11 @@ pub fn encode_response(request_id: u64, op: Op, result: &Result<Response, Remote
     match result {
         Err(e) => {
             b.put_u8(e.kind as u8);
-            put_str(&mut b, &e.message);
+            e.message.put(&mut b);
         }
         Ok(resp) => {
             b.put_u8(0);
-            match resp {
-                Response::Written {
-                    base_offset,
-                    last_offset,
-                    object_bytes,
-                } => {
-                    b.put_i64(*base_offset);
-                    b.put_i64(*last_offset);
-                    b.put_u64(*object_bytes);
-                }
-                Response::Range { batches } => {
-                    b.reserve(batches.len() + 4);
-                    put_blob(&mut b, batches);
-                }
-                Response::Recovered {
-                    log_start_offset,
-                    log_end_offset,
-                    segment_count,
-                } => {
-                    b.put_i64(*log_start_offset);
-                    b.put_i64(*log_end_offset);
-                    b.put_u32(*segment_count);
-                }
-                Response::Deleted { objects } => b.put_u32(*objects),
-                Response::Health { state, detail } => {
-                    b.put_u8(*state as u8);
-                    put_str(&mut b, detail);
-                }
-                Response::OffsetForTimestamp { offset, timestamp } => {
-                    b.put_i64(*offset);
-                    b.put_i64(*timestamp);
-                }
-                Response::ProducerBatches { batches } => {
-                    b.reserve(4 + batches.len() * 26);
-                    b.put_u32(batches.len() as u32);
-                    for p in batches {
-                        b.put_i64(p.producer_id);
-                        b.put_i16(p.producer_epoch);
-                        b.put_i32(p.base_sequence);
-                        b.put_i32(p.last_offset_delta);
-                        b.put_i64(p.base_offset);
-                    }
-                }
-                Response::RetentionPoint { offset } => b.put_i64(*offset),
-                Response::Merged {
-                    merged,
-                    written,
-                    removed,
-                } => {
-                    b.put_u32(*merged);
-                    b.put_u32(*written);
-                    b.put_u32(*removed);
-                }
-            }
+            resp.put_payload(&mut b);
         }
     }
     b.freeze()
@@ -609,16 +532,17 @@ pub fn encode_response(request_id: u64, op: Op, result: &Result<Response, Remote
 /// A decoded response frame: its request id and the result.
 pub type DecodedResponse = (u64, Result<Response, RemoteError>);
 
+/// Decodes a response frame body; the answer's kind follows from its op.
 pub fn decode_response(mut b: Bytes) -> Result<DecodedResponse, ProtocolError> {
-    let version = get_u16(&mut b, "version")?;
+    let version = u16::get(&mut b, "version")?;
     if version != PROTOCOL_VERSION {
         return Err(ProtocolError::Version(version));
     }
-    let op = Op::from_u8(get_u8(&mut b, "op")? & !RESPONSE_BIT)?;
-    let id = get_u64(&mut b, "request id")?;
-    let status = get_u8(&mut b, "status")?;
+    let op = Op::from_u8(u8::get(&mut b, "op")? & !RESPONSE_BIT)?;
+    let id = u64::get(&mut b, "request id")?;
+    let status = u8::get(&mut b, "status")?;
     if status != 0 {
-        let message = get_str(&mut b, "error message")?;
+        let message = String::get(&mut b, "error message")?;
         return Ok((
             id,
             Err(RemoteError {
@@ -627,61 +551,7 @@ pub fn decode_response(mut b: Bytes) -> Result<DecodedResponse, ProtocolError> {
             }),
         ));
     }
-    let resp = match op {
-        Op::WriteSegment => Response::Written {
-            base_offset: get_i64(&mut b, "base offset")?,
-            last_offset: get_i64(&mut b, "last offset")?,
-            object_bytes: get_u64(&mut b, "object bytes")?,
-        },
-        Op::ReadRange => Response::Range {
-            batches: get_blob(&mut b, "batches")?,
-        },
-        Op::Recover => Response::Recovered {
-            log_start_offset: get_i64(&mut b, "log start")?,
-            log_end_offset: get_i64(&mut b, "log end")?,
-            segment_count: get_u32(&mut b, "segment count")?,
-        },
-        Op::DeleteTopic => Response::Deleted {
-            objects: get_u32(&mut b, "objects")?,
-        },
-        Op::Health => Response::Health {
-            state: match get_u8(&mut b, "state")? {
-                0 => HealthState::Healthy,
-                1 => HealthState::Degraded,
-                _ => HealthState::Unavailable,
-            },
-            detail: get_str(&mut b, "detail")?,
-        },
-        Op::OffsetForTimestamp => Response::OffsetForTimestamp {
-            offset: get_i64(&mut b, "offset")?,
-            timestamp: get_i64(&mut b, "timestamp")?,
-        },
-        Op::ProducerBatches => {
-            let n = get_u32(&mut b, "batch count")? as usize;
-            need(&b, n.saturating_mul(26), "producer batches")?;
-            let batches = (0..n)
-                .map(|_| ProducerBatch {
-                    producer_id: b.get_i64(),
-                    producer_epoch: b.get_i16(),
-                    base_sequence: b.get_i32(),
-                    last_offset_delta: b.get_i32(),
-                    base_offset: b.get_i64(),
-                })
-                .collect();
-            Response::ProducerBatches { batches }
-        }
-        Op::RetentionPoint => Response::RetentionPoint {
-            offset: get_i64(&mut b, "offset")?,
-        },
-        Op::DeleteSegmentsBelow => Response::Deleted {
-            objects: get_u32(&mut b, "objects")?,
-        },
-        Op::MergeSegments => Response::Merged {
-            merged: get_u32(&mut b, "merged")?,
-            written: get_u32(&mut b, "written")?,
-            removed: get_u32(&mut b, "removed")?,
-        },
-    };
+    let resp = Response::get_payload(op.answer(), &mut b)?;
     Ok((id, Ok(resp)))
 }
 
@@ -712,7 +582,7 @@ mod tests {
                 topic: "t".into(),
                 not_after_ms: 99,
             },
-            Request::Health,
+            Request::Health {},
             Request::OffsetForTimestamp {
                 topic: "t".into(),
                 partition: 0,
@@ -753,11 +623,11 @@ mod tests {
 
     #[test]
     fn responses_round_trip_and_errors_carry_messages() {
-        let ok = Ok(Response::Recovered {
+        let ok = Ok(Response::Recovered(Recovered {
             log_start_offset: 3,
             log_end_offset: 10,
             segment_count: 2,
-        });
+        }));
         let f = encode_response(7, Op::Recover, &ok);
         assert_eq!(decode_response(f).unwrap(), (7, ok));
         let err = Err(RemoteError {
@@ -766,7 +636,7 @@ mod tests {
         });
         let f = encode_response(8, Op::WriteSegment, &err);
         assert_eq!(decode_response(f).unwrap(), (8, err));
-        let batches = Ok(Response::ProducerBatches {
+        let batches = Ok(Response::ProducerBatches(ProducerBatches {
             batches: vec![ProducerBatch {
                 producer_id: 5,
                 producer_epoch: 1,
@@ -774,16 +644,44 @@ mod tests {
                 last_offset_delta: 3,
                 base_offset: 100,
             }],
-        });
+        }));
         let f = encode_response(9, Op::ProducerBatches, &batches);
         assert_eq!(decode_response(f).unwrap(), (9, batches));
-        let merged = Ok(Response::Merged {
+        let merged = Ok(Response::Merged(Merged {
             merged: 40,
             written: 2,
             removed: 1,
-        });
+        }));
         let f = encode_response(10, Op::MergeSegments, &merged);
         assert_eq!(decode_response(f).unwrap(), (10, merged));
+    }
+
+    #[test]
+    fn a_long_error_message_is_cut_at_a_character_boundary() {
+        let err = Err(RemoteError {
+            kind: ErrorKind::Internal,
+            message: "é".repeat(40_000),
+        });
+        let (_, back) = decode_response(encode_response(1, Op::Recover, &err)).unwrap();
+        let message = back.unwrap_err().message;
+        assert_eq!(message.len(), 65_534, "the longest whole-character prefix");
+        assert!(message.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_hostile_count_fails_as_truncated_without_allocating_for_it() {
+        let mut frame = BytesMut::new();
+        frame.put_u16(PROTOCOL_VERSION);
+        frame.put_u8(Op::WriteSegment as u8);
+        frame.put_u64(4);
+        "t".to_string().put(&mut frame);
+        frame.put_i32(0);
+        frame.put_i64(0);
+        frame.put_u32(u32::MAX);
+        assert_eq!(
+            decode_request(frame.freeze()).unwrap_err(),
+            (Some(4), ProtocolError::Truncated("batches"))
+        );
     }
 
     #[test]

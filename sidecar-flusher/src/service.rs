@@ -11,7 +11,10 @@ use crate::batch;
 use crate::listing::{ListingCache, SegmentRef};
 use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
-use crate::protocol::{ErrorKind, ProducerBatch, RemoteError, Request, Response};
+use crate::protocol::{
+    Deleted, ErrorKind, Health, Merged, OffsetForTimestamp, ProducerBatch, ProducerBatches, Range,
+    Recovered, RemoteError, Request, Response, RetentionPoint, Written,
+};
 use crate::segment::{self, SegmentIndex, VerifiedSegment};
 use crate::segment_facts::{Fact, FactMemo};
 use crate::segment_loader::{Loaded, SegmentLoader};
@@ -196,7 +199,7 @@ impl FlusherService {
                 topic,
                 not_after_ms,
             } => self.delete_topic(&topic, not_after_ms).await,
-            Request::Health => Ok(self.health()),
+            Request::Health {} => Ok(self.health()),
             Request::OffsetForTimestamp {
                 topic,
                 partition,
@@ -217,9 +220,9 @@ impl FlusherService {
                 retention_bytes,
             } => {
                 let list = self.list_partition(&topic, partition).await?;
-                Ok(Response::RetentionPoint {
+                Ok(Response::RetentionPoint(RetentionPoint {
                     offset: retention_point(&list, now_ms(), retention_ms, retention_bytes),
-                })
+                }))
             }
             Request::DeleteSegmentsBelow {
                 topic,
@@ -254,10 +257,10 @@ impl FlusherService {
         let (state, error_ratio, detail) = self.health.state(Instant::now());
         self.metrics.health_state.set(state as i64);
         self.metrics.health_error_rate.set(error_ratio);
-        Response::Health {
+        Response::Health(Health {
             state,
             detail: format!("{}: {detail}", self.store.describe()),
-        }
+        })
     }
 
     /// Keeps the health state current when traffic is idle: probes the store
@@ -339,11 +342,11 @@ impl FlusherService {
                 etag: String::new(),
             },
         );
-        Ok(Response::Written {
+        Ok(Response::Written(Written {
             base_offset: seg.base_offset,
             last_offset: seg.last_offset,
             object_bytes: size,
-        })
+        }))
     }
 
     async fn same_object(&self, key: &str, body: &Bytes) -> bool {
@@ -380,11 +383,11 @@ impl FlusherService {
     async fn recover(&self, topic: &str, partition: i32) -> Result<Response, RemoteError> {
         let list = self.list_partition(topic, partition).await?;
         let (Some(first), Some(last)) = (list.first(), list.last()) else {
-            return Ok(Response::Recovered {
+            return Ok(Response::Recovered(Recovered {
                 log_start_offset: 0,
                 log_end_offset: 0,
                 segment_count: 0,
-            });
+            }));
         };
         let Some(last_offset) = self.checked_last_offset(last).await? else {
             return Err(remote(
@@ -392,11 +395,11 @@ impl FlusherService {
                 format!("{} disappeared while the log end was read; retry", last.key),
             ));
         };
-        Ok(Response::Recovered {
+        Ok(Response::Recovered(Recovered {
             log_start_offset: first.base_offset,
             log_end_offset: last_offset + 1,
             segment_count: list.len() as u32,
-        })
+        }))
     }
 
     /// The last offset of the newest segment, the log end's source, once its
@@ -456,7 +459,7 @@ impl FlusherService {
                 .read_listed(topic, partition, &list, offset, max_bytes as usize)
                 .await?
             {
-                return Ok(Response::Range { batches });
+                return Ok(Response::Range(Range { batches }));
             }
             list = self.list_partition(topic, partition).await?;
         }
@@ -631,16 +634,16 @@ impl FlusherService {
                     .find(|(_, h)| h.max_timestamp >= timestamp)
                     .map(|(_, h)| h);
                 if let Some(h) = found {
-                    return Ok(Response::OffsetForTimestamp {
+                    return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
                         offset: h.base_offset,
                         timestamp: h.max_timestamp,
-                    });
+                    }));
                 }
             }
-            return Ok(Response::OffsetForTimestamp {
+            return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
                 offset: -1,
                 timestamp: -1,
-            });
+            }));
         }
         Err(remote(
             ErrorKind::Unavailable,
@@ -677,7 +680,7 @@ impl FlusherService {
         for _ in 0..3 {
             let list = self.list_partition(topic, partition).await?;
             if let Some(batches) = self.producer_batches_listed(&list, max_bytes).await? {
-                return Ok(Response::ProducerBatches { batches });
+                return Ok(Response::ProducerBatches(ProducerBatches { batches }));
             }
         }
         Err(remote(
@@ -793,9 +796,9 @@ impl FlusherService {
             .collect();
         self.delete_segments(topic, partition, &doomed, not_after_ms)
             .await?;
-        Ok(Response::Deleted {
+        Ok(Response::Deleted(Deleted {
             objects: doomed.len() as u32,
-        })
+        }))
     }
 
     /// Deletes segments (`.kfs` first, then `.index`) and forgets them.
@@ -874,11 +877,11 @@ impl FlusherService {
             }
             i = j.max(i + 1);
         }
-        Ok(Response::Merged {
+        Ok(Response::Merged(Merged {
             merged: 0,
             written: 0,
             removed: 0,
-        })
+        }))
     }
 
     /// Segments changed under a merge step: it gives up (as an error, so the
@@ -1002,11 +1005,11 @@ impl FlusherService {
                 segments = redundant.len(),
                 "removed segments left over from an interrupted merge"
             );
-            return Ok(Some(Response::Merged {
+            return Ok(Some(Response::Merged(Merged {
                 merged: 0,
                 written: 0,
                 removed: redundant.len() as u32,
-            }));
+            })));
         }
         if keep.len() < 2 {
             return Ok(None);
@@ -1092,11 +1095,11 @@ impl FlusherService {
             bytes = size,
             "merged segments"
         );
-        Ok(Some(Response::Merged {
+        Ok(Some(Response::Merged(Merged {
             merged: keep.len() as u32,
             written: 1,
             removed: 0,
-        }))
+        })))
     }
 
     async fn delete_topic(&self, topic: &str, not_after_ms: i64) -> Result<Response, RemoteError> {
@@ -1109,9 +1112,9 @@ impl FlusherService {
         before_deadline(not_after_ms, &prefix, self.store.delete(&keys)).await?;
         self.listings.invalidate_topic(topic);
         self.segments.forget_prefix(&prefix);
-        Ok(Response::Deleted {
+        Ok(Response::Deleted(Deleted {
             objects: keys.len() as u32,
-        })
+        }))
     }
 }
 
@@ -1271,11 +1274,11 @@ mod tests {
             let fresh = service(dir.path(), whole).await;
             assert_eq!(
                 recover(&fresh).await,
-                Response::Recovered {
+                Response::Recovered(Recovered {
                     log_start_offset: 0,
                     log_end_offset: 10,
                     segment_count: 2
-                }
+                })
             );
             for (offset, want_base) in [(0, 0), (3, 2), (6, 6), (9, 6)] {
                 let batches = read_at(&fresh, offset).await;
@@ -1420,7 +1423,7 @@ mod tests {
             max_bytes: 1,
         };
         match svc.handle(request).await.unwrap() {
-            Response::Range { batches } => batches,
+            Response::Range(Range { batches }) => batches,
             other => panic!("expected a range, got {other:?}"),
         }
     }
@@ -1491,11 +1494,11 @@ mod tests {
         let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
         assert_eq!(
             r,
-            Response::Merged {
+            Response::Merged(Merged {
                 merged: 5,
                 written: 1,
                 removed: 0
-            }
+            })
         );
         assert_eq!(segment_bases(dir.path()).await, vec![0, 12]);
         // Nothing more to do: one merged segment and the newest one.
@@ -1503,11 +1506,11 @@ mod tests {
         assert!(
             matches!(
                 r,
-                Response::Merged {
+                Response::Merged(Merged {
                     written: 0,
                     removed: 0,
                     ..
-                }
+                })
             ),
             "{r:?}"
         );
@@ -1517,11 +1520,11 @@ mod tests {
         assert_eq!(read_all(&fresh, 15).await, written);
         assert_eq!(
             recover(&fresh).await,
-            Response::Recovered {
+            Response::Recovered(Recovered {
                 log_start_offset: 0,
                 log_end_offset: 15,
                 segment_count: 2
-            }
+            })
         );
         // Once its oldest data is older than the span, a merged segment is not
         // extended (time retention must be able to reach it); newer small
@@ -1535,11 +1538,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             r,
-            Response::Merged {
+            Response::Merged(Merged {
                 merged: 2,
                 written: 1,
                 removed: 0
-            }
+            })
         );
         assert_eq!(segment_bases(dir.path()).await, vec![0, 12, 15, 17]);
         assert_eq!(read_all(&fresh, 18).await, all);
@@ -1576,16 +1579,16 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(r, Response::Deleted { objects: 0 });
+        assert_eq!(r, Response::Deleted(Deleted { objects: 0 }));
         // The next merge step removes the leftovers, then merges what is left.
         let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
         assert_eq!(
             r,
-            Response::Merged {
+            Response::Merged(Merged {
                 merged: 0,
                 written: 0,
                 removed: 2
-            }
+            })
         );
         assert_eq!(segment_bases(dir.path()).await, vec![0, 6]);
         assert_eq!(read_all(&svc, 10).await, written);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use kafscale_flusher::batch;
-use kafscale_flusher::client::{Recovered, Written};
 use kafscale_flusher::protocol::{ErrorKind, ProducerBatch, RemoteError};
+use kafscale_flusher::protocol::{Recovered, Written};
 use kafscale_metadata::{BrokerRecord, FileKv, MetadataStore};
 use tokio::sync::Notify;
 

@@ -324,7 +324,7 @@ impl PartitionLog {
         while self.lock().core.uploading() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let kafscale_flusher::client::Recovered {
+        let kafscale_flusher::protocol::Recovered {
             log_start_offset,
             log_end_offset,
             ..

@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kafscale_flusher::client::{Recovered, Written};
 use kafscale_flusher::protocol::{ProducerBatch, RemoteError};
+use kafscale_flusher::protocol::{Recovered, Written};
 use kafscale_flusher::FlusherClient;
 
 #[async_trait]
