@@ -1,0 +1,350 @@
+//! What the flusher does for each request, independent of the socket. This
+//! module holds the service's state, the dispatch and what every concern
+//! shares (listing a partition, loading segments, segment facts, deadlines);
+//! each concern has its own module: `writes`, `reads`, `recovery`,
+//! `retention` (and topic deletion) and `merging`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::listing::{ListingCache, SegmentRef};
+use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
+use crate::object_store::{ObjectStore, StoreError};
+use crate::protocol::{ErrorKind, Health, RemoteError, Request, Response};
+use crate::segment::{self, VerifiedSegment};
+use crate::segment_facts::{Fact, FactMemo};
+use crate::segment_loader::{Loaded, SegmentLoader};
+use merging::MergeLimits;
+
+#[derive(Debug, Clone)]
+pub struct FlusherSettings {
+    /// Key prefix that identifies this cluster, `{namespace}/{cluster}` in Kubernetes.
+    pub prefix: String,
+    /// Records between `.index` entries.
+    pub index_interval: u32,
+    /// Bytes of verified segments kept in memory for cold reads.
+    pub cache_bytes: u64,
+    /// Segments up to this size are fetched whole (one GET, verified as a whole)
+    /// and cached; larger ones are read by range through their index.
+    pub whole_segment_bytes: u64,
+}
+
+impl Default for FlusherSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "kafscale".into(),
+            index_interval: 4096,
+            cache_bytes: 256 * 1024 * 1024,
+            whole_segment_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Segment GETs (whole segments or footers) one request runs at once.
+const PARALLEL_GETS: usize = 8;
+
+pub struct FlusherService {
+    store: Arc<dyn ObjectStore>,
+    settings: FlusherSettings,
+    listings: ListingCache,
+    /// Whole verified segments: the cache, shared GETs, read-ahead.
+    segments: Arc<SegmentLoader>,
+    facts: FactMemo,
+    /// Held shared by every index upload still in flight, so that deleting a
+    /// topic can wait for them and its listing sees their objects.
+    index_uploads: Arc<tokio::sync::RwLock<()>>,
+    metrics: Arc<FlusherMetrics>,
+    health: Arc<StoreHealth>,
+}
+
+fn remote(kind: ErrorKind, message: impl Into<String>) -> RemoteError {
+    RemoteError {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl From<StoreError> for RemoteError {
+    fn from(e: StoreError) -> Self {
+        let kind = match &e {
+            StoreError::AlreadyExists(_) | StoreError::Changed(_) => ErrorKind::Conflict,
+            StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            StoreError::NotFound(_) | StoreError::Other(_) => ErrorKind::Internal,
+        };
+        remote(kind, e.to_string())
+    }
+}
+
+impl From<segment::SegmentError> for RemoteError {
+    fn from(e: segment::SegmentError) -> Self {
+        remote(ErrorKind::Corrupt, e.to_string())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs one mutating store request only if it can start before `not_after_ms`
+/// and cancels it at that moment: a broker whose session may have ended must
+/// not change object storage any later (see `WriteSegment`).
+async fn before_deadline<T>(
+    not_after_ms: i64,
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, RemoteError> {
+    let left = not_after_ms.saturating_sub(now_ms());
+    let expired = || {
+        remote(
+            ErrorKind::Expired,
+            format!("{what}: the broker's session deadline passed; nothing was written after it"),
+        )
+    };
+    if left <= 0 {
+        return Err(expired());
+    }
+    // The deadline first: a process resumed after a pause past the deadline
+    // must not send anything more, not even once.
+    let deadline = tokio::time::sleep(Duration::from_millis(left as u64));
+    tokio::select! {
+        biased;
+        _ = deadline => Err(expired()),
+        r = request => r.map_err(RemoteError::from),
+    }
+}
+
+mod merging;
+mod reads;
+mod recovery;
+mod retention;
+#[cfg(test)]
+mod tests;
+mod writes;
+
+impl FlusherService {
+    /// Wraps `store` so every request is measured (`metrics`) and feeds the
+    /// health window (`health`).
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        settings: FlusherSettings,
+        metrics: Arc<FlusherMetrics>,
+        health: Arc<StoreHealth>,
+    ) -> Arc<Self> {
+        let store: Arc<dyn ObjectStore> = Arc::new(InstrumentedStore::new(
+            store,
+            metrics.clone(),
+            health.clone(),
+        ));
+        let segments = SegmentLoader::new(
+            store.clone(),
+            settings.cache_bytes,
+            settings.whole_segment_bytes,
+            metrics.clone(),
+        );
+        Arc::new(Self {
+            store,
+            settings,
+            listings: ListingCache::default(),
+            segments,
+            facts: FactMemo::default(),
+            index_uploads: Arc::new(tokio::sync::RwLock::new(())),
+            metrics,
+            health,
+        })
+    }
+
+    pub fn store_description(&self) -> String {
+        self.store.describe()
+    }
+
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Response, RemoteError> {
+        match req {
+            Request::WriteSegment {
+                topic,
+                partition,
+                not_after_ms,
+                batches,
+            } => {
+                self.write_segment(&topic, partition, not_after_ms, batches)
+                    .await
+            }
+            Request::ReadRange {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+            } => self.read_range(&topic, partition, offset, max_bytes).await,
+            Request::Recover { topic, partition } => self.recover(&topic, partition).await,
+            Request::DeleteTopic {
+                topic,
+                not_after_ms,
+            } => self.delete_topic(&topic, not_after_ms).await,
+            Request::Health {} => Ok(self.health()),
+            Request::OffsetForTimestamp {
+                topic,
+                partition,
+                timestamp,
+            } => {
+                self.offset_for_timestamp(&topic, partition, timestamp)
+                    .await
+            }
+            Request::ProducerBatches {
+                topic,
+                partition,
+                max_bytes,
+            } => self.producer_batches(&topic, partition, max_bytes).await,
+            Request::RetentionPoint {
+                topic,
+                partition,
+                retention_ms,
+                retention_bytes,
+            } => {
+                self.retention_point(&topic, partition, retention_ms, retention_bytes)
+                    .await
+            }
+            Request::DeleteSegmentsBelow {
+                topic,
+                partition,
+                offset,
+                min_age_ms,
+                not_after_ms,
+            } => {
+                self.delete_segments_below(&topic, partition, offset, min_age_ms, not_after_ms)
+                    .await
+            }
+            Request::MergeSegments {
+                topic,
+                partition,
+                target_bytes,
+                min_age_ms,
+                max_span_ms,
+                not_after_ms,
+            } => {
+                let limits = MergeLimits {
+                    target: target_bytes.min(self.settings.whole_segment_bytes),
+                    min_age_ms,
+                    max_span_ms,
+                };
+                self.merge_segments(&topic, partition, limits, not_after_ms)
+                    .await
+            }
+        }
+    }
+
+    pub fn health(&self) -> Response {
+        let (state, error_ratio, detail) = self.health.state(Instant::now());
+        self.metrics.health_state.set(state as i64);
+        self.metrics.health_error_rate.set(error_ratio);
+        Response::Health(Health {
+            state,
+            detail: format!("{}: {detail}", self.store.describe()),
+        })
+    }
+
+    /// Keeps the health state current when traffic is idle: probes the store
+    /// whenever nothing succeeded for a while (and so lets an unavailable store
+    /// be seen coming back).
+    pub fn spawn_health_probe(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(svc) = this.upgrade() else { return };
+                let quiet = svc
+                    .health
+                    .since_last_success(Instant::now())
+                    .is_none_or(|d| d > Duration::from_secs(3));
+                if quiet {
+                    let _ = svc.store.probe().await;
+                }
+                svc.health();
+            }
+        });
+    }
+
+    pub(super) async fn list_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<SegmentRef>, RemoteError> {
+        let prefix = segment::partition_prefix(&self.settings.prefix, topic, partition);
+        let ticket = self.listings.ticket();
+        let objects = self.store.list(&prefix).await?;
+        let list: Vec<SegmentRef> = objects
+            .into_iter()
+            .filter_map(|o| {
+                segment::base_offset_from_key(&o.key).map(|base_offset| SegmentRef {
+                    base_offset,
+                    key: o.key,
+                    size: o.size,
+                    last_modified_ms: o.last_modified_ms,
+                    etag: o.etag,
+                })
+            })
+            .collect();
+        self.listings.offer(topic, partition, ticket, list.clone());
+        Ok(list)
+    }
+
+    /// Loads a whole segment however large (recovery scans, timestamp lookups);
+    /// `None` when it is gone.
+    pub(super) async fn load_any_size(
+        self: &Arc<Self>,
+        seg: &SegmentRef,
+    ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
+        match self.segments.load(seg).await? {
+            Loaded::Whole(w) => Ok(Some(w)),
+            Loaded::Gone => Ok(None),
+            Loaded::Large => self.get_verified(seg).await,
+        }
+    }
+
+    /// One GET of a whole segment, verified, not cached; `None` when it is gone.
+    pub(super) async fn get_verified(
+        &self,
+        seg: &SegmentRef,
+    ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
+        match self.store.get(&seg.key).await {
+            Ok(raw) => Ok(Some(Arc::new(VerifiedSegment::decode(raw)?))),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The last offset in a segment, from its footer; `None` when it is gone.
+    pub(super) async fn last_offset_of(
+        &self,
+        seg: &SegmentRef,
+    ) -> Result<Option<i64>, RemoteError> {
+        self.fact_of(seg, Fact::LastOffset).await
+    }
+
+    /// When a segment's oldest data was sealed, from its header; `None` when
+    /// it is gone.
+    pub(super) async fn first_sealed_ms_of(
+        &self,
+        seg: &SegmentRef,
+    ) -> Result<Option<i64>, RemoteError> {
+        self.fact_of(seg, Fact::FirstSealedMs).await
+    }
+
+    async fn fact_of(&self, seg: &SegmentRef, fact: Fact) -> Result<Option<i64>, RemoteError> {
+        if let Some(value) = self.facts.get(seg, fact) {
+            return Ok(Some(value));
+        }
+        let value = match self.segments.cached(seg) {
+            Some(whole) => fact.of_whole(&whole),
+            None => match self.store.get_range(&seg.key, fact.range(seg.size)).await {
+                Ok(bytes) => fact.decode(&bytes)?,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        self.facts.remember(seg, fact, value);
+        Ok(Some(value))
+    }
+}

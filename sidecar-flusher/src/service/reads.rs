@@ -1,0 +1,244 @@
+//! Cold reads: range reads through whole cached segments or a large
+//! segment's index, and lookups by timestamp.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::{remote, FlusherService, PARALLEL_GETS};
+use crate::batch;
+use crate::listing::SegmentRef;
+use crate::object_store::StoreError;
+use crate::protocol::{ErrorKind, OffsetForTimestamp, Range, RemoteError, Response};
+use crate::segment::{self, SegmentIndex};
+use crate::segment_loader::Loaded;
+
+impl FlusherService {
+    pub(super) async fn read_range(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: u32,
+    ) -> Result<Response, RemoteError> {
+        let mut list = match self.listings.get(topic, partition) {
+            Some(list) => list,
+            None => self.list_partition(topic, partition).await?,
+        };
+        // A listing goes stale when segments are added or merged; one fresh
+        // listing is always enough unless a merge lands in between.
+        for _ in 0..3 {
+            if let Some(batches) = self
+                .read_listed(topic, partition, &list, offset, max_bytes as usize)
+                .await?
+            {
+                return Ok(Response::Range(Range { batches }));
+            }
+            list = self.list_partition(topic, partition).await?;
+        }
+        // Not an empty range: that would tell the consumer there is nothing
+        // where data exists, and it would ask again at once, for ever.
+        Err(remote(
+            ErrorKind::Unavailable,
+            format!(
+                "the segments of {topic}-{partition} kept changing while offset {offset} was read (merges or an inconsistent listing); retry"
+            ),
+        ))
+    }
+
+    /// Reads from the segment that holds `offset` in `list`; `None` when the
+    /// listing turned out stale. Normally that is the last segment whose base
+    /// is `<= offset`; after an interrupted merge a merged segment may extend
+    /// past later (redundant) ones, so earlier segments are tried too.
+    async fn read_listed(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        list: &[SegmentRef],
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, RemoteError> {
+        // Below the first segment (retention moved the start): serve from the first.
+        let at = list.partition_point(|s| s.base_offset <= offset).max(1);
+        // Leftovers of an interrupted merge are few; a bound keeps a damaged
+        // listing from turning one read into many.
+        for i in (0..at).rev().take(64) {
+            let Some(seg) = list.get(i) else {
+                return Ok(None);
+            };
+            let batches = match self.segments.load(seg).await? {
+                Loaded::Gone => return Ok(None),
+                Loaded::Whole(whole) => {
+                    if whole.kfs_len() != seg.size {
+                        // Replaced by a merge since this listing was taken.
+                        self.listings.invalidate(topic, partition);
+                    }
+                    slice_batches(&whole.body, offset, max_bytes)
+                }
+                Loaded::Large => match self.read_by_index(seg, offset, max_bytes).await? {
+                    Some(b) => b,
+                    None => return Ok(None),
+                },
+            };
+            if !batches.is_empty() {
+                self.segments.read_ahead(&list[i + 1..]);
+                return Ok(Some(batches));
+            }
+            if i + 1 == list.len() {
+                // The newest listed segment ends before `offset`: newer ones exist.
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Range read of a large segment: index lookup, ranged GETs, each batch's
+    /// CRC verified. `None` when the segment is gone.
+    async fn read_by_index(
+        &self,
+        seg: &SegmentRef,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, RemoteError> {
+        let mut start = match self.store.get(&seg.index_key()).await {
+            Ok(raw) => SegmentIndex::decode(&raw)?
+                .lookup(offset)
+                .unwrap_or(segment::SEGMENT_HEADER_LEN as u32),
+            Err(_) => segment::SEGMENT_HEADER_LEN as u32,
+        } as u64;
+        let body_end = seg.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
+        let window = (max_bytes as u64).max(1024 * 1024);
+        let mut want = window;
+        'windows: loop {
+            let end = (start + want).min(body_end);
+            let raw = match self.store.get_range(&seg.key, start..end).await {
+                Ok(raw) => raw,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let mut pos = 0;
+            let mut out = BytesMut::new();
+            while pos < raw.len() {
+                match batch::validate(&raw[pos..]) {
+                    Ok(h) => {
+                        let fits = out.len() + h.size <= max_bytes || out.is_empty();
+                        if h.last_offset() >= offset && fits {
+                            out.extend_from_slice(&raw[pos..pos + h.size]);
+                        } else if !fits {
+                            break;
+                        }
+                        pos += h.size;
+                    }
+                    Err(batch::BatchError::LengthMismatch { declared, .. })
+                        if out.is_empty() && end < body_end =>
+                    {
+                        // The batch at `pos` runs past the window: read on from it.
+                        start += pos as u64;
+                        want = (declared as u64).max(window);
+                        continue 'windows;
+                    }
+                    Err(batch::BatchError::LengthMismatch { .. }) => break,
+                    Err(e) => return Err(remote(ErrorKind::Corrupt, format!("{}: {e}", seg.key))),
+                }
+            }
+            if !out.is_empty() || end >= body_end {
+                return Ok(Some(out.freeze()));
+            }
+            // Every batch of the window precedes `offset`: move past them.
+            start += pos as u64;
+            want = window;
+        }
+    }
+
+    /// The first batch whose max timestamp is at least `timestamp`. Each
+    /// segment's greatest timestamp is remembered per object version, so a
+    /// segment is read at most once for all lookups; up to
+    /// `PARALLEL_GETS` segments are read at a time.
+    pub(super) async fn offset_for_timestamp(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<Response, RemoteError> {
+        'listing: for _ in 0..3 {
+            let list = self.list_partition(topic, partition).await?;
+            let mut greatest = futures::stream::iter(list.iter().cloned())
+                .map(|seg| async move {
+                    let max = self.max_timestamp_of(&seg).await;
+                    (seg, max)
+                })
+                .buffered(PARALLEL_GETS);
+            while let Some((seg, max)) = greatest.next().await {
+                match max? {
+                    None => continue 'listing,
+                    Some(max) if max < timestamp => continue,
+                    Some(_) => {}
+                }
+                let Some(whole) = self.load_any_size(&seg).await? else {
+                    continue 'listing;
+                };
+                let found = whole
+                    .batch_headers()
+                    .find(|(_, h)| h.max_timestamp >= timestamp)
+                    .map(|(_, h)| h);
+                if let Some(h) = found {
+                    return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
+                        offset: h.base_offset,
+                        timestamp: h.max_timestamp,
+                    }));
+                }
+            }
+            return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
+                offset: -1,
+                timestamp: -1,
+            }));
+        }
+        Err(remote(
+            ErrorKind::Unavailable,
+            "segments kept disappearing while searching by timestamp (merges in progress); retry",
+        ))
+    }
+
+    /// The greatest batch max timestamp in a segment; `None` when it is gone.
+    async fn max_timestamp_of(
+        self: &Arc<Self>,
+        seg: &SegmentRef,
+    ) -> Result<Option<i64>, RemoteError> {
+        if let Some(max) = self.facts.max_timestamp(seg) {
+            return Ok(Some(max));
+        }
+        let Some(whole) = self.load_any_size(seg).await? else {
+            return Ok(None);
+        };
+        let max = whole
+            .batch_headers()
+            .map(|(_, h)| h.max_timestamp)
+            .max()
+            .unwrap_or(i64::MIN);
+        self.facts.remember_max_timestamp(seg, max);
+        Ok(Some(max))
+    }
+}
+
+/// Batches of a verified body from the one holding `offset`: at most
+/// `max_bytes`, but at least one whole batch.
+fn slice_batches(body: &Bytes, offset: i64, max_bytes: usize) -> Bytes {
+    let mut start = None;
+    let mut end = 0;
+    for (pos, h) in batch::iter_headers(body) {
+        match start {
+            None if h.last_offset() >= offset => {
+                start = Some(pos);
+                end = pos + h.size;
+            }
+            Some(s) if pos + h.size - s <= max_bytes => end = pos + h.size,
+            Some(_) => break,
+            None => {}
+        }
+    }
+    match start {
+        Some(s) => body.slice(s..end),
+        None => Bytes::new(),
+    }
+}

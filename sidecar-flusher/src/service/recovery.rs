@@ -1,0 +1,152 @@
+//! What a new leader reads: the log bounds (checked against header, footer,
+//! key and index) and the producer state of the newest segments.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::{remote, FlusherService};
+use crate::listing::SegmentRef;
+use crate::object_store::StoreError;
+use crate::protocol::{
+    ErrorKind, ProducerBatch, ProducerBatches, Recovered, RemoteError, Response,
+};
+use crate::segment::{self, SegmentIndex};
+use crate::segment_facts::Fact;
+
+/// Producer-state rebuilds read at most this many of the newest segments.
+/// The batches a producer may retry after a failover are the ones whose
+/// acknowledgement was lost: they are in the old leader's last uploads, one
+/// segment per flush, so the newest segments hold them; many small segments
+/// must not make recovery (and so failover) slow.
+const PRODUCER_SCAN_MAX_SEGMENTS: usize = 128;
+/// Segments fetched at once while rebuilding producer state.
+const PRODUCER_SCAN_PARALLELISM: usize = 16;
+
+impl FlusherService {
+    pub(super) async fn recover(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Response, RemoteError> {
+        let list = self.list_partition(topic, partition).await?;
+        let (Some(first), Some(last)) = (list.first(), list.last()) else {
+            return Ok(Response::Recovered(Recovered {
+                log_start_offset: 0,
+                log_end_offset: 0,
+                segment_count: 0,
+            }));
+        };
+        let Some(last_offset) = self.checked_last_offset(last).await? else {
+            return Err(remote(
+                ErrorKind::Unavailable,
+                format!("{} disappeared while the log end was read; retry", last.key),
+            ));
+        };
+        Ok(Response::Recovered(Recovered {
+            log_start_offset: first.base_offset,
+            log_end_offset: last_offset + 1,
+            segment_count: list.len() as u32,
+        }))
+    }
+
+    /// The last offset of the newest segment, the log end's source, once its
+    /// header, footer, key and index agree (`segment::check_bounds`); `None`
+    /// when it is gone. Disagreement is an error: the partition stays
+    /// unavailable rather than re-numbering or hiding records.
+    async fn checked_last_offset(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
+        let read = |range: std::ops::Range<u64>| self.store.get_range(&seg.key, range);
+        let header = match read(0..segment::SEGMENT_HEADER_LEN as u64).await {
+            Ok(b) => segment::decode_header(&b)?,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let footer = match read(Fact::LastOffset.range(seg.size)).await {
+            Ok(b) => segment::decode_footer(&b)?,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The index trails its segment and may be missing; one that cannot be
+        // read only costs range reads a scan, so only a readable one is held
+        // against the footer.
+        let index = match self.store.get(&seg.index_key()).await {
+            Ok(raw) => SegmentIndex::decode(&raw).ok(),
+            Err(_) => None,
+        };
+        segment::check_bounds(seg.base_offset, &header, &footer, index.as_ref()).map_err(|e| {
+            remote(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}: {e}; the partition is not served until the segment is repaired or removed",
+                    seg.key
+                ),
+            )
+        })?;
+        self.facts
+            .remember(seg, Fact::LastOffset, footer.last_offset);
+        self.facts
+            .remember(seg, Fact::FirstSealedMs, header.created_ms);
+        Ok(Some(footer.last_offset))
+    }
+
+    pub(super) async fn producer_batches(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        max_bytes: u64,
+    ) -> Result<Response, RemoteError> {
+        for _ in 0..3 {
+            let list = self.list_partition(topic, partition).await?;
+            if let Some(batches) = self.producer_batches_listed(&list, max_bytes).await? {
+                return Ok(Response::ProducerBatches(ProducerBatches { batches }));
+            }
+        }
+        Err(remote(
+            ErrorKind::Unavailable,
+            "segments kept disappearing while producer state was read (merges in progress); retry",
+        ))
+    }
+
+    /// `None` when a listed segment is gone (merged meanwhile).
+    async fn producer_batches_listed(
+        self: &Arc<Self>,
+        list: &[SegmentRef],
+        max_bytes: u64,
+    ) -> Result<Option<Vec<ProducerBatch>>, RemoteError> {
+        let mut budget = max_bytes;
+        let mut newest_first = Vec::new();
+        for seg in list.iter().rev().take(PRODUCER_SCAN_MAX_SEGMENTS) {
+            if !newest_first.is_empty() && seg.size > budget {
+                break;
+            }
+            budget = budget.saturating_sub(seg.size);
+            newest_first.push(seg.clone());
+        }
+        // Recovery (and so failover) waits for this: fetch in parallel, in order.
+        let mut segments = futures::stream::iter(newest_first.into_iter().rev())
+            .map(|seg| async move { self.load_any_size(&seg).await })
+            .buffered(PRODUCER_SCAN_PARALLELISM);
+        let mut batches: Vec<ProducerBatch> = Vec::new();
+        while let Some(whole) = segments.next().await {
+            let Some(whole) = whole? else {
+                return Ok(None);
+            };
+            // A segment left over from an interrupted merge repeats batches
+            // of the merged one before it: keep offsets increasing.
+            let after = batches.last().map_or(i64::MIN, |b| b.base_offset);
+            batches.extend(
+                whole
+                    .batch_headers()
+                    .filter(|(_, h)| h.producer_id >= 0 && h.base_offset > after)
+                    .map(|(_, h)| ProducerBatch {
+                        producer_id: h.producer_id,
+                        producer_epoch: h.producer_epoch,
+                        base_sequence: h.base_sequence,
+                        last_offset_delta: h.last_offset_delta,
+                        base_offset: h.base_offset,
+                    }),
+            );
+        }
+        Ok(Some(batches))
+    }
+}

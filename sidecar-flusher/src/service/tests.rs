@@ -1,0 +1,402 @@
+//! The service end to end over a local directory store: writes, reads,
+//! recovery, retention and merging together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{FlusherService, FlusherSettings};
+use crate::batch::tests::make_batch;
+use crate::batch::{rewrite, BatchRewrite};
+use crate::object_store::{LocalDirStore, ObjectInfo};
+use crate::object_store::{ObjectStore, StoreError};
+use crate::protocol::{Deleted, ErrorKind, Merged, Range, Recovered, Request, Response};
+use crate::{batch, segment};
+
+fn batch_at(base: i64, n: i32) -> Bytes {
+    rewrite(
+        &make_batch(0, n, &[1u8; 100]),
+        BatchRewrite {
+            base_offset: base,
+            partition_leader_epoch: 0,
+            log_append_time_ms: None,
+        },
+    )
+}
+
+async fn service(dir: &std::path::Path, whole: u64) -> Arc<FlusherService> {
+    let store = Arc::new(LocalDirStore::new(dir).unwrap());
+    FlusherService::new(
+        store,
+        FlusherSettings {
+            prefix: "ns/c1".into(),
+            index_interval: 2,
+            cache_bytes: 1 << 20,
+            whole_segment_bytes: whole,
+        },
+        crate::metrics::FlusherMetrics::detached(),
+        Arc::new(crate::metrics::StoreHealth::new(Default::default())),
+    )
+}
+
+#[tokio::test]
+async fn write_recover_read_and_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    for whole in [1 << 20, 0] {
+        let svc = service(dir.path(), whole).await;
+        let write = |base: i64, sizes: &[i32]| {
+            let mut next = base;
+            let batches = sizes
+                .iter()
+                .map(|&n| {
+                    let b = batch_at(next, n);
+                    next += i64::from(n);
+                    b
+                })
+                .collect();
+            Request::WriteSegment {
+                topic: "t".into(),
+                partition: 0,
+                not_after_ms: i64::MAX,
+                batches,
+            }
+        };
+        if whole > 0 {
+            svc.handle(write(0, &[2, 3])).await.unwrap();
+            svc.handle(write(5, &[1, 4])).await.unwrap();
+            // A second writer for an existing key with different bytes is fenced.
+            let err = svc.handle(write(5, &[2])).await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Conflict);
+        }
+        // A fresh service (a restarted flusher) recovers from the listing and footer.
+        let fresh = service(dir.path(), whole).await;
+        assert_eq!(
+            recover(&fresh).await,
+            Response::Recovered(Recovered {
+                log_start_offset: 0,
+                log_end_offset: 10,
+                segment_count: 2
+            })
+        );
+        for (offset, want_base) in [(0, 0), (3, 2), (6, 6), (9, 6)] {
+            let batches = read_at(&fresh, offset).await;
+            let h = batch::validate(&batches).unwrap();
+            assert_eq!(h.base_offset, want_base, "offset {offset} whole={whole}");
+            assert_eq!(
+                batches.len(),
+                h.size,
+                "max_bytes 1 still gives one whole batch"
+            );
+        }
+    }
+}
+
+/// Writes segments of `counts[i]` records (one batch each) from `from` on.
+async fn write_segments(svc: &Arc<FlusherService>, from: i64, counts: &[i32]) -> Vec<Bytes> {
+    let mut next = from;
+    let mut all = Vec::new();
+    for &n in counts {
+        let b = batch_at(next, n);
+        next += i64::from(n);
+        all.push(b.clone());
+        svc.handle(Request::WriteSegment {
+            topic: "t".into(),
+            partition: 0,
+            not_after_ms: i64::MAX,
+            batches: vec![b],
+        })
+        .await
+        .unwrap();
+    }
+    all
+}
+
+async fn recover(svc: &Arc<FlusherService>) -> Response {
+    let request = Request::Recover {
+        topic: "t".into(),
+        partition: 0,
+    };
+    svc.handle(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn recovery_refuses_a_footer_that_disagrees_with_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 1 << 20).await;
+    write_segments(&svc, 0, &[3, 4]).await;
+    let newest = segment_files(dir.path()).await.pop().unwrap();
+    // A footer claiming ten more offsets than the segment holds, magic intact.
+    let mut raw = std::fs::read(&newest).unwrap();
+    let at = raw.len() - segment::SEGMENT_FOOTER_LEN + 4;
+    raw[at..at + 8].copy_from_slice(&16i64.to_be_bytes());
+    std::fs::write(&newest, raw).unwrap();
+    let fresh = service(dir.path(), 1 << 20).await;
+    let err = fresh
+        .handle(Request::Recover {
+            topic: "t".into(),
+            partition: 0,
+        })
+        .await
+        .expect_err("a log end was taken from a footer its header contradicts");
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
+    assert!(err.message.contains("last offset 16"), "{err}");
+}
+
+/// Lists every object but the newest `.kfs`, as a listing that lags
+/// the writes would.
+struct LaggingListing(LocalDirStore);
+
+#[async_trait::async_trait]
+impl ObjectStore for LaggingListing {
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.0.put_if_absent(key, body).await
+    }
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        expected_etag: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.0.put_replacing(key, body, expected_etag).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.0.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
+        self.0.get_range(key, range).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut all = self.0.list(prefix).await?;
+        if let Some(newest) = all.iter().rposition(|o| o.key.ends_with(".kfs")) {
+            all.remove(newest);
+        }
+        Ok(all)
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.0.delete(keys).await
+    }
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.0.probe().await
+    }
+    fn describe(&self) -> String {
+        "lagging listing".into()
+    }
+}
+
+#[tokio::test]
+async fn a_read_whose_listing_stays_stale_fails_instead_of_returning_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_segments(&service(dir.path(), 1 << 20).await, 0, &[3, 3]).await;
+    let lagging = FlusherService::new(
+        Arc::new(LaggingListing(LocalDirStore::new(dir.path()).unwrap())),
+        FlusherSettings {
+            prefix: "ns/c1".into(),
+            ..FlusherSettings::default()
+        },
+        crate::metrics::FlusherMetrics::detached(),
+        Arc::new(crate::metrics::StoreHealth::new(Default::default())),
+    );
+    let read = lagging
+        .handle(Request::ReadRange {
+            topic: "t".into(),
+            partition: 0,
+            offset: 4,
+            max_bytes: 1 << 20,
+        })
+        .await;
+    let err = read.expect_err("an empty range was returned where data exists");
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+}
+
+/// What a cold read of `t`/0 at `offset` returns with the smallest max bytes.
+async fn read_at(svc: &Arc<FlusherService>, offset: i64) -> Bytes {
+    let request = Request::ReadRange {
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        max_bytes: 1,
+    };
+    match svc.handle(request).await.unwrap() {
+        Response::Range(Range { batches }) => batches,
+        other => panic!("expected a range, got {other:?}"),
+    }
+}
+
+/// Reads the whole partition from `offset` 0 the way a consumer does.
+async fn read_all(svc: &Arc<FlusherService>, end: i64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let batches = read_at(svc, offset).await;
+        let h = batch::validate(&batches).unwrap_or_else(|e| panic!("offset {offset}: {e}"));
+        out.push(batches.slice(..h.size));
+        offset = h.last_offset() + 1;
+    }
+    out
+}
+
+fn merge_request(not_after_ms: i64) -> Request {
+    merge_request_within(not_after_ms, i64::MAX)
+}
+
+fn merge_request_within(not_after_ms: i64, max_span_ms: i64) -> Request {
+    Request::MergeSegments {
+        topic: "t".into(),
+        partition: 0,
+        target_bytes: 1 << 20,
+        min_age_ms: 0,
+        max_span_ms,
+        not_after_ms,
+    }
+}
+
+async fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
+    LocalDirStore::new(dir)
+        .unwrap()
+        .list("ns/c1/t/0/")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|o| segment::base_offset_from_key(&o.key))
+        .collect()
+}
+
+/// Paths of the `.kfs` files of `t`/0, in offset order.
+async fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    LocalDirStore::new(dir)
+        .unwrap()
+        .list("ns/c1/t/0/")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|o| o.key.ends_with(".kfs"))
+        .map(|o| dir.join(&o.key))
+        .collect()
+}
+
+#[tokio::test]
+async fn merging_keeps_every_offset_once_and_never_touches_the_newest_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 1 << 20).await;
+    let written = write_segments(&svc, 0, &[2, 3, 1, 4, 2, 3]).await;
+    // Warm the reader's cache and listing with the small segments first.
+    assert_eq!(read_all(&svc, 15).await, written);
+    // Past the session deadline a merge changes nothing.
+    let late = svc.handle(merge_request(1)).await.unwrap_err();
+    assert_eq!(late.kind, ErrorKind::Expired);
+    assert_eq!(segment_bases(dir.path()).await, vec![0, 2, 5, 6, 10, 12]);
+    let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
+    assert_eq!(
+        r,
+        Response::Merged(Merged {
+            merged: 5,
+            written: 1,
+            removed: 0
+        })
+    );
+    assert_eq!(segment_bases(dir.path()).await, vec![0, 12]);
+    // Nothing more to do: one merged segment and the newest one.
+    let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Merged(Merged {
+                written: 0,
+                removed: 0,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // The same service (stale cache) and a fresh one read every offset once.
+    assert_eq!(read_all(&svc, 15).await, written);
+    let fresh = service(dir.path(), 1 << 20).await;
+    assert_eq!(read_all(&fresh, 15).await, written);
+    assert_eq!(
+        recover(&fresh).await,
+        Response::Recovered(Recovered {
+            log_start_offset: 0,
+            log_end_offset: 15,
+            segment_count: 2
+        })
+    );
+    // Once its oldest data is older than the span, a merged segment is not
+    // extended (time retention must be able to reach it); newer small
+    // segments merge among themselves.
+    let mut all = written;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    all.extend(write_segments(&fresh, 15, &[1, 1, 1]).await);
+    let r = fresh
+        .handle(merge_request_within(i64::MAX, 1500))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Response::Merged(Merged {
+            merged: 2,
+            written: 1,
+            removed: 0
+        })
+    );
+    assert_eq!(segment_bases(dir.path()).await, vec![0, 12, 15, 17]);
+    assert_eq!(read_all(&fresh, 18).await, all);
+}
+
+#[tokio::test]
+async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 1 << 20).await;
+    let written = write_segments(&svc, 0, &[2, 3, 1, 4]).await;
+    // The state a crash leaves after the merged object replaced the first
+    // segment and before the others were deleted: segments 0..=5 in one
+    // object at key 0, the old ones at keys 2 and 5 still there.
+    let merged = segment::encode(&written[..3], 1, 2).unwrap();
+    let store = LocalDirStore::new(dir.path()).unwrap();
+    let key = segment::segment_key("ns/c1", "t", 0, 0);
+    store
+        .put_replacing(&key, merged.kfs_bytes(), None)
+        .await
+        .unwrap();
+    assert_eq!(segment_bases(dir.path()).await, vec![0, 2, 5, 6]);
+    for reader in [svc.clone(), service(dir.path(), 1 << 20).await] {
+        assert_eq!(read_all(&reader, 10).await, written);
+    }
+    // Retention below offset 3 must not delete the merged segment (it
+    // holds 3..=5) just because the next listed segment starts at 2.
+    let r = svc
+        .handle(Request::DeleteSegmentsBelow {
+            topic: "t".into(),
+            partition: 0,
+            offset: 3,
+            min_age_ms: 0,
+            not_after_ms: i64::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r, Response::Deleted(Deleted { objects: 0 }));
+    // The next merge step removes the leftovers, then merges what is left.
+    let r = svc.handle(merge_request(i64::MAX)).await.unwrap();
+    assert_eq!(
+        r,
+        Response::Merged(Merged {
+            merged: 0,
+            written: 0,
+            removed: 2
+        })
+    );
+    assert_eq!(segment_bases(dir.path()).await, vec![0, 6]);
+    assert_eq!(read_all(&svc, 10).await, written);
+    // A deadline already passed: no write happens.
+    let err = svc
+        .handle(Request::WriteSegment {
+            topic: "t".into(),
+            partition: 0,
+            not_after_ms: 1,
+            batches: vec![batch_at(10, 1)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Expired);
+    assert_eq!(segment_bases(dir.path()).await, vec![0, 6]);
+}
