@@ -1,6 +1,6 @@
 //! The driver against storage that fails the way object storage does: a PUT
-//! that lands but answers failure, an upload held across a leadership
-//! change, another writer's segment at the same key. The rule itself is
+//! that lands but answers failure or expiry, an upload held across a
+//! leadership change, another writer's segment at the same key. The rule itself is
 //! tested in `durability`; these check that the driver carries it out.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -26,6 +26,10 @@ enum Fault {
     LandThenFail,
     /// The write waits for this before it lands.
     Hold(Arc<Notify>),
+    /// The session deadline passed during the PUT: the flusher answers
+    /// "expired", yet the cancelled request reached the store (the worst
+    /// case the upload grace covers).
+    LandThenExpire,
 }
 
 /// Segments by base offset: (last offset, bytes).
@@ -89,6 +93,13 @@ impl SegmentStorage for FakeStorage {
             Some(Fault::LandThenFail) => {
                 self.store(&batches)?;
                 Err(unavailable("the response was lost"))
+            }
+            Some(Fault::LandThenExpire) => {
+                self.store(&batches)?;
+                Err(RemoteError {
+                    kind: ErrorKind::Expired,
+                    message: "the session deadline passed".into(),
+                })
             }
             Some(Fault::Hold(release)) => {
                 release.notified().await;
@@ -290,4 +301,29 @@ async fn another_writers_segment_at_our_key_fences_the_upload_and_the_log_moves_
         "numbered over the other writer's records"
     );
     durable(rx).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_upload_is_refused_retriably_and_what_landed_keeps_its_offsets() {
+    let h = harness().await;
+    let (_, rx) = h.log.append(&batch_of(2, 1), 1, false).await.unwrap();
+    durable(rx).await.unwrap();
+    h.storage
+        .faults
+        .lock()
+        .unwrap()
+        .push_back(Fault::LandThenExpire);
+    let (expired, rx) = h.log.append(&batch_of(3, 2), 1, false).await.unwrap();
+    assert_eq!(expired.base_offset, 2);
+    assert!(
+        matches!(durable(rx).await, Err(LogError::NotLeader(_))),
+        "an expired upload must fail with a retriable not-leader error"
+    );
+    let (next, rx) = h.log.append(&batch_of(1, 3), 1, false).await.unwrap();
+    assert_eq!(
+        next.base_offset, 5,
+        "the offsets of the upload that landed after its deadline were reused"
+    );
+    durable(rx).await.unwrap();
+    assert_eq!(h.log.read(0, 1 << 20).await.unwrap().high_watermark, 6);
 }
