@@ -55,6 +55,17 @@ impl Held {
     }
 }
 
+/// Keeps the newer of two versions of a record: a re-read and the watch may
+/// deliver them in either order.
+fn apply_newer(leaders: &mut HashMap<LeadershipKey, Held>, key: LeadershipKey, held: Held) {
+    match leaders.get(&key) {
+        Some(known) if known.revision > held.revision => {}
+        _ => {
+            leaders.insert(key, held);
+        }
+    }
+}
+
 #[derive(Default)]
 struct ViewState {
     brokers: BTreeMap<i32, BrokerRecord>,
@@ -227,6 +238,12 @@ impl ClusterView {
         self.read().controller
     }
 
+    /// Re-reads every partition leadership record now: afterwards the view
+    /// holds every change written before this call.
+    pub async fn refresh_partitions(&self) -> Result<(), MetadataError> {
+        self.reload(&self.metadata.all_partitions_prefix()).await
+    }
+
     /// Re-reads one watched prefix completely.
     async fn reload(&self, prefix: &str) -> Result<(), MetadataError> {
         let md = &self.metadata;
@@ -244,11 +261,17 @@ impl ClusterView {
             };
             let mut s = self.write();
             let partitions = prefix == md.all_partitions_prefix();
-            s.leaders
-                .retain(|k, _| matches!(k, LeadershipKey::Partition(..)) != partitions);
-            for e in entries {
-                let held = Held::of(&e);
-                s.leaders.insert(e.key, held);
+            let read: HashMap<LeadershipKey, Held> = entries
+                .iter()
+                .map(|e| (e.key.clone(), Held::of(e)))
+                .collect();
+            // Keys gone from the store go; a record the watch applied while
+            // the read was under way is newer than the read's and stays.
+            s.leaders.retain(|k, _| {
+                matches!(k, LeadershipKey::Partition(..)) != partitions || read.contains_key(k)
+            });
+            for (key, held) in read {
+                apply_newer(&mut s.leaders, key, held);
             }
         }
         self.notify();
@@ -277,7 +300,7 @@ impl ClusterView {
                     match md.parse_leadership(kv) {
                         Ok(Some(e)) => {
                             let held = Held::of(&e);
-                            self.write().leaders.insert(e.key, held);
+                            apply_newer(&mut self.write().leaders, e.key, held);
                         }
                         Ok(None) => {}
                         Err(e) => {

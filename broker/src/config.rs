@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::groups::GroupSettings;
-use crate::partition_log::LogSettings;
+use crate::partition_log::{LogSettings, WritePath};
 
 /// Background merging of small segments (`segment_merge`).
 #[derive(Debug, Clone)]
@@ -56,6 +56,8 @@ pub struct BrokerConfig {
     /// (`history_compaction`); zero turns it off.
     pub metadata_compaction_interval: Duration,
     pub merge: MergeSettings,
+    /// Intake write path only: compaction of intake parts into segments.
+    pub compaction: crate::intake_compaction::CompactionSettings,
     pub listener: crate::listener_limits::ListenerSettings,
     pub record_limits: crate::record_validation::RecordLimits,
     pub log: LogSettings,
@@ -77,6 +79,7 @@ impl Default for BrokerConfig {
             session_timeout: Duration::from_secs(6),
             metadata_compaction_interval: Duration::from_secs(300),
             merge: MergeSettings::default(),
+            compaction: Default::default(),
             listener: Default::default(),
             record_limits: Default::default(),
             log: LogSettings {
@@ -87,6 +90,7 @@ impl Default for BrokerConfig {
                 max_unacknowledged_bytes: 256 * 1024 * 1024,
                 upload_grace: MergeSettings::default().upload_grace(),
                 handover_wait: Duration::from_secs(30),
+                write_path: WritePath::Segments,
             },
             groups: GroupSettings {
                 initial_rebalance_delay: Duration::from_millis(3000),

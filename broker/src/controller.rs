@@ -141,10 +141,17 @@ async fn reassign(
     let slots: Vec<LeadershipEntry> = (0..COORDINATOR_SLOTS)
         .map(|s| take(LeadershipKey::CoordinatorSlot(s)))
         .collect();
-    let mut changes = plan(&live, &partitions);
+    // Each change with the broker it takes the entry from.
+    let mut changes: Vec<(LeadershipEntry, Option<i32>)> = plan(&live, &partitions)
+        .into_iter()
+        .map(|c| {
+            let from = c.previous_leader;
+            (c, from)
+        })
+        .collect();
     // A controlled move (the leader is alive, draining or not) is handed
     // over; after a failure there is nobody to wait for.
-    for change in &mut changes {
+    for (change, _) in &mut changes {
         if change
             .previous_leader
             .is_some_and(|b| !registered.iter().any(|r| r.id == b))
@@ -152,7 +159,10 @@ async fn reassign(
             change.previous_leader = None;
         }
     }
-    changes.extend(plan(&live, &slots));
+    changes.extend(plan(&live, &slots).into_iter().map(|c| {
+        let from = c.previous_leader;
+        (c, from)
+    }));
     if changes.is_empty() {
         return Ok(0);
     }

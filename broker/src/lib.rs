@@ -10,6 +10,8 @@ pub mod fencing;
 pub mod groups;
 pub mod handlers;
 pub mod history_compaction;
+pub mod intake_compaction;
+pub mod leadership_check;
 pub mod listener_limits;
 pub mod metrics;
 pub mod ops_api;

@@ -10,8 +10,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use kafscale_broker::config::MergeSettings;
 use kafscale_broker::metrics::{BrokerMetrics, InstrumentedKv};
-use kafscale_broker::partition_log::LogSettings;
+use kafscale_broker::partition_log::{LogSettings, WritePath};
 use kafscale_broker::{fencing, ops_api, server, Broker, BrokerConfig};
+use kafscale_flusher::intake_writer::FlushPreset;
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
 use kafscale_metadata::etcd::EtcdKv;
@@ -90,6 +91,36 @@ struct Args {
     /// Upload early once this many bytes are pending for a partition.
     #[arg(long, env = "KAFSCALE_FLUSH_BYTES", default_value_t = 8 * 1024 * 1024)]
     flush_bytes: usize,
+    /// How uploads reach object storage: `segments` (one segment per
+    /// partition per flush window) or `intake` (the flusher gathers all
+    /// partitions of its window into one object; its `--flush-preset` sets
+    /// the window). Intake is being built: see docs/intake-objects.md.
+    #[arg(
+        long,
+        env = "KAFSCALE_WRITE_PATH",
+        value_enum,
+        default_value = "segments"
+    )]
+    write_path: WritePath,
+    /// Intake write path: how long uploaded parts may gather toward
+    /// `segment.bytes` before they are compacted into a segment, in
+    /// milliseconds (longer: fewer, larger segments and fewer PUTs).
+    #[arg(
+        long,
+        env = "KAFSCALE_INTAKE_COMPACTION_DELAY_MS",
+        default_value_t = 600_000,
+        value_parser = clap::value_parser!(u64).range(0..=86_400_000)
+    )]
+    intake_compaction_delay_ms: u64,
+    /// Dev mode: the embedded flusher's intake window, `latency` (5 ms),
+    /// `balanced` (50 ms) or `cost` (250 ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_FLUSH_PRESET",
+        value_enum,
+        default_value = "balanced"
+    )]
+    flush_preset: FlushPreset,
     /// Bytes of recent data kept in memory for tail reads, across all partitions.
     #[arg(long, env = "KAFSCALE_MEMORY_BUDGET_BYTES", default_value_t = 256 * 1024 * 1024)]
     memory_budget_bytes: usize,
@@ -247,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(store),
                 FlusherSettings {
                     prefix: args.cluster_id.clone(),
+                    intake: args.flush_preset.settings(),
                     ..FlusherSettings::default()
                 },
                 flusher_metrics,
@@ -319,6 +351,10 @@ async fn main() -> anyhow::Result<()> {
             min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
             ..defaults.groups.clone()
         },
+        compaction: kafscale_broker::intake_compaction::CompactionSettings {
+            max_delay: Duration::from_millis(args.intake_compaction_delay_ms),
+            ..Default::default()
+        },
         log: LogSettings {
             flush_window: Duration::from_millis(args.flush_window_ms),
             flush_bytes: args.flush_bytes,
@@ -327,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
             max_unacknowledged_bytes: args.max_unacknowledged_bytes,
             upload_grace: merge.upload_grace(),
             handover_wait,
+            write_path: args.write_path,
         },
         ..defaults
     };
@@ -346,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
     .with_context(|| format!("binding the HTTP endpoint on {}", args.http_listen))?;
     kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
     kafscale_broker::segment_merge::spawn(broker.clone());
+    kafscale_broker::intake_compaction::spawn(broker.clone());
     tracing::info!(listen = %bound, http = %http, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
     server::serve(broker.clone(), listener, logging::shutdown_signal()).await;
     // Connections already open keep being served while the broker hands over.

@@ -142,6 +142,7 @@ impl TopicRegistry {
         while partitions.len() < wanted {
             partitions.push(PartitionLog::new(
                 record.name.clone(),
+                *record.id.as_bytes(),
                 partitions.len() as i32,
                 self.logs.clone(),
             ));

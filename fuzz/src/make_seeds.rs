@@ -1,7 +1,8 @@
 //! Writes the seed corpus under `fuzz/corpus/<target>/`: real requests for
 //! every served API at its lowest and highest version, flusher frames of
-//! every operation, record batches in every codec, and a segment with its
-//! index. Run after a format change: `cargo run --bin make-seeds`.
+//! every operation, record batches in every codec, a segment with its index
+//! and an intake object. Run after a format change: `cargo run --bin
+//! make-seeds`.
 
 use std::path::Path;
 
@@ -147,26 +148,39 @@ fn flusher_frames(dir: &Path) {
         },
         Request::ReadRange {
             topic: topic.clone(),
+            topic_id: [7; 16],
             partition: 0,
             offset: 0,
             max_bytes: 1024,
         },
         Request::Recover {
             topic: topic.clone(),
+            topic_id: [7; 16],
             partition: 1,
         },
         Request::DeleteTopic {
             topic: topic.clone(),
             not_after_ms: 1_000,
         },
+        Request::AppendIntake {
+            topic: topic.clone(),
+            topic_id: [7; 16],
+            partition: 2,
+            leader_epoch: 3,
+            generation: 4,
+            not_after_ms: 1_000,
+            batches: vec![batch(Compression::None, 2)],
+        },
         Request::Health {},
         Request::OffsetForTimestamp {
             topic: topic.clone(),
+            topic_id: [7; 16],
             partition: 0,
             timestamp: 5,
         },
         Request::ProducerBatches {
             topic: topic.clone(),
+            topic_id: [7; 16],
             partition: 0,
             max_bytes: 1 << 20,
         },
@@ -217,6 +231,16 @@ fn segments(dir: &Path) {
     let mut short = BytesMut::new();
     short.put_slice(&seg.kfs_bytes()[..40]);
     write(dir, "truncated.kfs", &short);
+    let parts = [0, 1].map(|partition| kafscale_flusher::intake::PartInput {
+        topic: "seed".into(),
+        topic_id: [7; 16],
+        partition,
+        leader_epoch: 1,
+        generation: 2,
+        batches: batches.clone(),
+    });
+    let intake = kafscale_flusher::intake::encode(&parts, 1_000).expect("intake object");
+    write(dir, "intake.kfi", &intake.body);
 }
 
 fn main() {

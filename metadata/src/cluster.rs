@@ -274,22 +274,49 @@ impl MetadataStore {
         Some(LeadershipKey::CoordinatorSlot(slot.parse().ok()?))
     }
 
+    fn partitions_taken_key(&self, broker: i32) -> String {
+        format!("{}leaderships/{broker}", self.root)
+    }
+
+    /// The revision of the last leadership change that took a partition away
+    /// from `broker` (0: none yet), read linearizably. A broker that has
+    /// applied every leadership record up to it knows which partitions it
+    /// still leads (the intake acknowledgement check, docs/intake-objects.md).
+    pub async fn partitions_taken_revision(&self, broker: i32) -> Result<i64, MetadataError> {
+        let key = self.partitions_taken_key(broker);
+        Ok(self
+            .kv
+            .get_prefix(&key)
+            .await?
+            .into_iter()
+            .find(|kv| kv.key == key)
+            .map_or(0, |kv| kv.mod_revision))
+    }
+
     /// Writes leadership changes, each conditioned on the record being
     /// unchanged since it was read (its `revision`) and on `fence` still being
-    /// the controller.
+    /// the controller. Each change names the broker that led before (`from`);
+    /// the same transaction marks that a partition was taken from it.
     /// Returns how many were applied; a chunk that lost a race is skipped (the
     /// controller re-reads and plans again).
     pub async fn apply_leadership(
         &self,
         fence: ControllerFence,
-        changes: &[LeadershipEntry],
+        changes: &[(LeadershipEntry, Option<i32>)],
     ) -> Result<usize, MetadataError> {
         let controller = Compare::ModRevision(self.controller_key(), fence.0);
         let mut applied = 0;
+        // Each chunk writes its records and at most as many markers.
         for chunk in changes.chunks(MAX_TXN_OPS / 2) {
             let mut compares = vec![controller.clone()];
             let mut writes = Vec::with_capacity(chunk.len());
-            for entry in chunk {
+            let mut taken_from = std::collections::BTreeSet::new();
+            for (entry, from) in chunk {
+                if let (LeadershipKey::Partition(..), Some(b)) = (&entry.key, from) {
+                    if entry.leader != Some(*b) {
+                        taken_from.insert(*b);
+                    }
+                }
                 let key = self.leadership_key(&entry.key);
                 compares.push(match entry.revision {
                     Some(r) => Compare::ModRevision(key.clone(), r),
@@ -308,6 +335,9 @@ impl MetadataStore {
                     }),
                 };
                 writes.push(Write::Put(key, value));
+            }
+            for b in taken_from {
+                writes.push(Write::Put(self.partitions_taken_key(b), Vec::new()));
             }
             if self.kv.txn(compares, writes).await? {
                 applied += chunk.len();

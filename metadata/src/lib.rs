@@ -164,6 +164,18 @@ fn unescape_group(key: &str) -> String {
     key.replace("%2F", "/").replace("%25", "%")
 }
 
+/// A partition's recovery-generation counter in `generations/{topic}/{p}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationCounter {
+    pub last: u64,
+}
+
+/// How far a partition's intake parts are compacted, in `compacted/{topic}/{p}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedOffset {
+    pub last_offset: i64,
+}
+
 /// The producer-id counter in `producer-ids`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerIdBlock {
@@ -395,6 +407,8 @@ impl MetadataStore {
                     Write::DeletePrefix(self.partitions_prefix(&topic.name)),
                     Write::DeletePrefix(self.deletions_prefix(&topic.name)),
                     Write::DeletePrefix(self.handovers_prefix(&topic.name)),
+                    Write::DeletePrefix(self.generations_prefix(&topic.name)),
+                    Write::DeletePrefix(self.compacted_prefix(&topic.name)),
                 ],
             )
             .await
@@ -598,6 +612,90 @@ impl MetadataStore {
                 return Ok(offset);
             }
         }
+    }
+
+    fn generations_prefix(&self, topic: &str) -> String {
+        format!("{}generations/{topic}/", self.root)
+    }
+
+    /// Takes the partition's next recovery generation: every recovery of a
+    /// partition, by any broker at any epoch, gets a greater one than all
+    /// before it (intake parts of a later generation override earlier ones;
+    /// see docs/intake-objects.md).
+    pub async fn next_generation(&self, topic: &str, partition: i32) -> Result<u64, MetadataError> {
+        let key = format!("{}{partition}", self.generations_prefix(topic));
+        loop {
+            let (counter, compare) = match self.get_key(&key).await?.as_ref() {
+                Some(kv) => (
+                    decode::<GenerationCounter>(kv)?,
+                    Compare::ModRevision(key.clone(), kv.mod_revision),
+                ),
+                None => (GenerationCounter { last: 0 }, Compare::Absent(key.clone())),
+            };
+            let next = GenerationCounter {
+                last: counter.last.saturating_add(1),
+            };
+            if self
+                .kv
+                .txn(vec![compare], vec![Write::Put(key.clone(), encode(&next))])
+                .await?
+            {
+                return Ok(next.last);
+            }
+        }
+    }
+
+    fn compacted_prefix(&self, topic: &str) -> String {
+        format!("{}compacted/{topic}/", self.root)
+    }
+
+    /// Records that the partition's intake parts are compacted into
+    /// segments through `last_offset`; never lowers what is recorded.
+    pub async fn record_compacted(
+        &self,
+        topic: &str,
+        partition: i32,
+        last_offset: i64,
+    ) -> Result<(), MetadataError> {
+        let key = format!("{}{partition}", self.compacted_prefix(topic));
+        loop {
+            let compare = match self.get_key(&key).await?.as_ref() {
+                Some(kv) if decode::<CompactedOffset>(kv)?.last_offset >= last_offset => {
+                    return Ok(())
+                }
+                Some(kv) => Compare::ModRevision(key.clone(), kv.mod_revision),
+                None => Compare::Absent(key.clone()),
+            };
+            let value = encode(&CompactedOffset { last_offset });
+            if self
+                .kv
+                .txn(vec![compare], vec![Write::Put(key.clone(), value)])
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Every recorded compaction point: (topic, partition, last offset).
+    pub async fn compacted_offsets(&self) -> Result<Vec<(String, i32, i64)>, MetadataError> {
+        let prefix = format!("{}compacted/", self.root);
+        let mut out = Vec::new();
+        for kv in self.kv.get_prefix(&prefix).await? {
+            let Some((topic, partition)) = kv
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.rsplit_once('/'))
+            else {
+                continue;
+            };
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
+            let offset: CompactedOffset = decode(&kv)?;
+            out.push((topic.to_string(), partition, offset.last_offset));
+        }
+        Ok(out)
     }
 
     /// Reserves `count` producer ids for this broker; ids are never handed out
@@ -894,7 +992,7 @@ mod tests {
         };
         assert_eq!(
             store
-                .apply_leadership(fence, &[entry.moved_to(1)])
+                .apply_leadership(fence, &[(entry.moved_to(1), entry.leader)])
                 .await
                 .unwrap(),
             1
@@ -903,7 +1001,7 @@ mod tests {
         assert_eq!((stored[0].leader, stored[0].leader_epoch), (Some(1), 1));
         assert_eq!(
             store
-                .apply_leadership(fence, &[entry.moved_to(1)])
+                .apply_leadership(fence, &[(entry.moved_to(1), entry.leader)])
                 .await
                 .unwrap(),
             0,
@@ -949,7 +1047,7 @@ mod tests {
         assert!(store.list_brokers().await.unwrap().is_empty());
         assert_eq!(
             store
-                .apply_leadership(fence, &[stored[0].moved_to(2)])
+                .apply_leadership(fence, &[(stored[0].moved_to(2), stored[0].leader)])
                 .await
                 .unwrap(),
             0,

@@ -16,8 +16,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use bytes::Bytes;
 
 use crate::protocol::{
-    self, Deleted, ErrorKind, Health, HealthState, Merged, OffsetForTimestamp, ProducerBatch,
-    ProducerBatches, Range, Recovered, RemoteError, Request, Response, RetentionPoint, Written,
+    self, Compacted, CompactedTo, Deleted, ErrorKind, Health, HealthState, LiveTopic, Merged,
+    OffsetForTimestamp, ProducerBatch, ProducerBatches, Range, Recovered, RemoteError, Request,
+    Response, RetentionPoint, Written,
 };
 use crate::server::frame_codec;
 
@@ -174,6 +175,15 @@ fn unexpected(asked: &str, got: &Response) -> RemoteError {
     }
 }
 
+/// One partition of one incarnation of a topic: a topic re-created under
+/// the same name has another id, and never sees the old one's intake parts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionId {
+    pub topic: String,
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+}
+
 /// One typed method per operation: callers get the answer to what they
 /// asked, or an error, and never match responses themselves.
 impl FlusherClient {
@@ -198,14 +208,14 @@ impl FlusherClient {
 
     pub async fn read_range(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         offset: i64,
         max_bytes: u32,
     ) -> Result<Bytes, RemoteError> {
         let req = Request::ReadRange {
-            topic,
-            partition,
+            topic: at.topic.clone(),
+            topic_id: at.topic_id,
+            partition: at.partition,
             offset,
             max_bytes,
         };
@@ -215,10 +225,84 @@ impl FlusherClient {
         }
     }
 
-    pub async fn recover(&self, topic: String, partition: i32) -> Result<Recovered, RemoteError> {
-        match self.call(Request::Recover { topic, partition }).await? {
+    pub async fn recover(&self, at: &PartitionId) -> Result<Recovered, RemoteError> {
+        let req = Request::Recover {
+            topic: at.topic.clone(),
+            topic_id: at.topic_id,
+            partition: at.partition,
+        };
+        match self.call(req).await? {
             Response::Recovered(answer) => Ok(answer),
             other => Err(unexpected("Recover", &other)),
+        }
+    }
+
+    /// Adds the batches to the intake object being gathered; answers once
+    /// that object is stored.
+    pub async fn append_intake(
+        &self,
+        at: &PartitionId,
+        leader_epoch: i32,
+        generation: u64,
+        not_after_ms: i64,
+        batches: Vec<Bytes>,
+    ) -> Result<Written, RemoteError> {
+        let req = Request::AppendIntake {
+            topic: at.topic.clone(),
+            topic_id: at.topic_id,
+            partition: at.partition,
+            leader_epoch,
+            generation,
+            not_after_ms,
+            batches,
+        };
+        match self.call(req).await? {
+            Response::Written(answer) => Ok(answer),
+            other => Err(unexpected("AppendIntake", &other)),
+        }
+    }
+
+    /// One compaction step of a partition.
+    pub async fn compact_intake(
+        &self,
+        at: &PartitionId,
+        up_to: i64,
+        target_bytes: u64,
+        max_delay_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<Compacted, RemoteError> {
+        let req = Request::CompactIntake {
+            topic: at.topic.clone(),
+            topic_id: at.topic_id,
+            partition: at.partition,
+            up_to,
+            target_bytes,
+            max_delay_ms,
+            not_after_ms,
+        };
+        match self.call(req).await? {
+            Response::Compacted(answer) => Ok(answer),
+            other => Err(unexpected("CompactIntake", &other)),
+        }
+    }
+
+    /// Intake objects deleted.
+    pub async fn collect_intake(
+        &self,
+        live: Vec<LiveTopic>,
+        compacted: Vec<CompactedTo>,
+        min_age_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<u32, RemoteError> {
+        let req = Request::CollectIntake {
+            live,
+            compacted,
+            min_age_ms,
+            not_after_ms,
+        };
+        match self.call(req).await? {
+            Response::Deleted(Deleted { objects }) => Ok(objects),
+            other => Err(unexpected("CollectIntake", &other)),
         }
     }
 
@@ -244,13 +328,13 @@ impl FlusherClient {
     /// (offset, timestamp) of the first batch reaching `timestamp`; offset -1: none.
     pub async fn offset_for_timestamp(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         timestamp: i64,
     ) -> Result<(i64, i64), RemoteError> {
         let req = Request::OffsetForTimestamp {
-            topic,
-            partition,
+            topic: at.topic.clone(),
+            topic_id: at.topic_id,
+            partition: at.partition,
             timestamp,
         };
         match self.call(req).await? {
@@ -263,13 +347,13 @@ impl FlusherClient {
 
     pub async fn producer_batches(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         max_bytes: u64,
     ) -> Result<Vec<ProducerBatch>, RemoteError> {
         let req = Request::ProducerBatches {
-            topic,
-            partition,
+            topic: at.topic.clone(),
+            topic_id: at.topic_id,
+            partition: at.partition,
             max_bytes,
         };
         match self.call(req).await? {
@@ -380,8 +464,13 @@ mod tests {
         let path = dir.path().join("f.sock");
         confused_flusher(&path).await;
         let client = FlusherClient::new(&path, Duration::from_secs(5));
+        let at = PartitionId {
+            topic: "t".into(),
+            topic_id: [0; 16],
+            partition: 0,
+        };
         let err = client
-            .producer_batches("t".into(), 0, 1 << 20)
+            .producer_batches(&at, 1 << 20)
             .await
             .expect_err("a health report was taken for an empty producer table");
         assert_eq!(err.kind, ErrorKind::Internal);
@@ -391,7 +480,7 @@ mod tests {
             err.message
         );
         let err = client
-            .read_range("t".into(), 0, 0, 1024)
+            .read_range(&at, 0, 1024)
             .await
             .expect_err("a health report was taken for an empty range");
         assert!(err.message.contains("ReadRange"), "{}", err.message);

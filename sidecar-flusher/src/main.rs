@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use kafscale_flusher::intake_writer::{FlushPreset, IntakeSettings};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::protocol::{Health, HealthState, Response};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
@@ -72,6 +73,31 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1024 * 1024..=1024 * 1024 * 1024)
     )]
     whole_segment_bytes: u64,
+    /// How long a broker's writes gather into one intake object before it is
+    /// uploaded: `latency` (5 ms), `balanced` (50 ms) or `cost` (250 ms).
+    /// The cost/latency dial; see the README for PUTs and latency of each.
+    #[arg(
+        long,
+        env = "KAFSCALE_FLUSH_PRESET",
+        value_enum,
+        default_value = "balanced"
+    )]
+    flush_preset: FlushPreset,
+    /// Overrides the preset's window, in milliseconds.
+    #[arg(
+        long,
+        env = "KAFSCALE_FLUSH_WINDOW_MS",
+        value_parser = clap::value_parser!(u64).range(1..=10_000)
+    )]
+    flush_window_ms: Option<u64>,
+    /// Overrides the preset's size threshold: an intake object is uploaded
+    /// at once when its parts reach this many bytes.
+    #[arg(
+        long,
+        env = "KAFSCALE_FLUSH_BYTES",
+        value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024)
+    )]
+    flush_bytes: Option<u64>,
     /// Address of the HTTP endpoint: /metrics, /healthz, /readyz.
     #[arg(
         long,
@@ -98,6 +124,16 @@ struct Args {
     /// Log format: `text` or `json`.
     #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+fn intake_settings(args: &Args) -> IntakeSettings {
+    let preset = args.flush_preset.settings();
+    IntakeSettings {
+        window: args
+            .flush_window_ms
+            .map_or(preset.window, Duration::from_millis),
+        max_bytes: args.flush_bytes.map_or(preset.max_bytes, |b| b as usize),
+    }
 }
 
 #[tokio::main]
@@ -137,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             index_interval: args.index_interval,
             cache_bytes: args.cache_bytes,
             whole_segment_bytes: args.whole_segment_bytes,
+            intake: intake_settings(&args),
         },
         metrics,
         Arc::new(StoreHealth::new(health_settings)),

@@ -43,6 +43,15 @@ pub struct FlusherMetrics {
     pub cache_bytes: Gauge,
     pub segments_written: Counter,
     pub segment_bytes: Histogram,
+    /// Intake objects uploaded (one per flush window of a broker).
+    pub intake_objects_written: Counter,
+    pub intake_object_bytes: Histogram,
+    /// Partitions in each intake object.
+    pub intake_parts: Histogram,
+    /// Intake parts copied into segments.
+    pub compacted_parts: Counter,
+    /// Intake objects deleted once nothing in them was needed.
+    pub intake_objects_deleted: Counter,
     /// Small segments folded into merged ones.
     pub merge_segments: Counter,
     /// Merged segments written.
@@ -70,6 +79,13 @@ impl FlusherMetrics {
             cache_bytes: Gauge::default(),
             segments_written: Counter::default(),
             segment_bytes: Histogram::new(size_buckets()),
+            intake_objects_written: Counter::default(),
+            intake_object_bytes: Histogram::new(size_buckets()),
+            intake_parts: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 4.0, 8),
+            ),
+            compacted_parts: Counter::default(),
+            intake_objects_deleted: Counter::default(),
             merge_segments: Counter::default(),
             merge_written: Counter::default(),
             merge_removed: Counter::default(),
@@ -125,6 +141,32 @@ impl FlusherMetrics {
             "Size of uploaded segments",
             Unit::Bytes,
             m.segment_bytes.clone(),
+        );
+        r.register(
+            "intake_objects_written",
+            "Intake objects uploaded (the partitions of one flush window each)",
+            m.intake_objects_written.clone(),
+        );
+        r.register_with_unit(
+            "intake_object_size",
+            "Size of uploaded intake objects",
+            Unit::Bytes,
+            m.intake_object_bytes.clone(),
+        );
+        r.register(
+            "intake_object_parts",
+            "Partitions held by each uploaded intake object",
+            m.intake_parts.clone(),
+        );
+        r.register(
+            "compacted_intake_parts",
+            "Intake parts copied into per-partition segments",
+            m.compacted_parts.clone(),
+        );
+        r.register(
+            "intake_objects_deleted",
+            "Intake objects deleted once every part was compacted or obsolete",
+            m.intake_objects_deleted.clone(),
         );
         r.register(
             "merged_segments",

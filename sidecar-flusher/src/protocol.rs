@@ -1,4 +1,4 @@
-//! The broker ⇄ flusher socket protocol, version 3.
+//! The broker ⇄ flusher socket protocol, version 4.
 //!
 //! Every frame is `u32 length` followed by `length` bytes:
 //!
@@ -19,7 +19,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest frame either side accepts; a segment write is bounded by the broker's flush size.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const RESPONSE_BIT: u8 = 0x80;
@@ -122,6 +122,20 @@ impl Wire for Bytes {
     }
 }
 
+/// A topic id: 16 bytes as they are.
+impl Wire for [u8; 16] {
+    const MIN_LEN: usize = 16;
+    fn put(&self, b: &mut BytesMut) {
+        b.put_slice(self);
+    }
+    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
+        need(b, 16, what)?;
+        let mut id = [0u8; 16];
+        b.copy_to_slice(&mut id);
+        Ok(id)
+    }
+}
+
 /// `u32` count + the items.
 impl<T: Wire> Wire for Vec<T> {
     const MIN_LEN: usize = 4;
@@ -179,6 +193,24 @@ wire_struct! {
         pub base_sequence: i32,
         pub last_offset_delta: i32,
         pub base_offset: i64,
+    }
+}
+
+wire_struct! {
+    /// How far a partition's intake parts are compacted into segments.
+    pub struct CompactedTo {
+        pub topic: String,
+        pub topic_id: [u8; 16],
+        pub partition: i32,
+        pub last_offset: i64,
+    }
+}
+
+wire_struct! {
+    /// A topic that exists, by name and id.
+    pub struct LiveTopic {
+        pub name: String,
+        pub topic_id: [u8; 16],
     }
 }
 
@@ -375,14 +407,18 @@ operations! {
     /// at most `max_bytes`, but always one whole batch when there is one.
     2 ReadRange {
         topic: String,
+        /// The topic's id: intake parts of an older topic of the same name
+        /// are never read.
+        topic_id: [u8; 16],
         partition: i32,
         offset: i64,
         max_bytes: u32,
     } -> Range,
-    /// The partition's log start and log end from the segment listing and the
-    /// last segment's footer.
+    /// The partition's log start and log end from the intake objects' parts
+    /// and the segments (the last segment's footer).
     3 Recover {
         topic: String,
+        topic_id: [u8; 16],
         partition: i32,
     } -> Recovered,
     /// Delete every object of a topic.
@@ -397,6 +433,7 @@ operations! {
     /// The first offset whose batch max timestamp is `>= timestamp`.
     6 OffsetForTimestamp {
         topic: String,
+        topic_id: [u8; 16],
         partition: i32,
         timestamp: i64,
     } -> OffsetForTimestamp,
@@ -405,6 +442,7 @@ operations! {
     /// rebuilding producer state after a restart.
     7 ProducerBatches {
         topic: String,
+        topic_id: [u8; 16],
         partition: i32,
         max_bytes: u64,
     } -> ProducerBatches,
@@ -440,6 +478,44 @@ operations! {
         max_span_ms: i64,
         not_after_ms: i64,
     } -> Merged,
+    /// Adds the batches (offsets assigned, contiguous) as one part to the
+    /// intake object this flusher is gathering, and answers once that object
+    /// is stored with a create-once PUT (`docs/intake-objects.md`). The
+    /// object is sealed when its window ends or its size threshold is
+    /// reached; no PUT starts after the earliest `not_after_ms` of its parts.
+    /// `generation` is the writer's recovery generation of the partition.
+    11 AppendIntake {
+        topic: String,
+        topic_id: [u8; 16],
+        partition: i32,
+        leader_epoch: i32,
+        generation: u64,
+        not_after_ms: i64,
+        batches: Vec<Bytes>,
+    } -> Written,
+    /// One compaction step of a partition: its intake parts from the end of
+    /// its segments, below `up_to` (the leader's high watermark), into one
+    /// segment of up to `target_bytes`, once that much has gathered or the
+    /// oldest part waited `max_delay_ms`. No write starts after `not_after_ms`.
+    12 CompactIntake {
+        topic: String,
+        topic_id: [u8; 16],
+        partition: i32,
+        up_to: i64,
+        target_bytes: u64,
+        max_delay_ms: i64,
+        not_after_ms: i64,
+    } -> Compacted,
+    /// Deletes the intake objects older than `min_age_ms` whose every part
+    /// is compacted (at or below its partition's entry in `compacted`) or
+    /// belongs to no topic in `live` (both read from the metadata store just
+    /// before).
+    13 CollectIntake {
+        live: Vec<LiveTopic>,
+        compacted: Vec<CompactedTo>,
+        min_age_ms: i64,
+        not_after_ms: i64,
+    } -> Deleted,
 }
 
 responses! {
@@ -481,6 +557,13 @@ responses! {
         merged: u32,
         written: u32,
         removed: u32,
+    },
+    /// What a compaction step did: intake parts copied, segments written,
+    /// and the last offset now in the partition's segments (-1: none).
+    Compacted {
+        parts: u32,
+        written: u32,
+        last_offset: i64,
     },
 }
 
@@ -570,26 +653,39 @@ mod tests {
             },
             Request::ReadRange {
                 topic: "t".into(),
+                topic_id: [7; 16],
                 partition: 0,
                 offset: 99,
                 max_bytes: 1 << 20,
             },
             Request::Recover {
                 topic: "t".into(),
+                topic_id: [7; 16],
                 partition: 1,
             },
             Request::DeleteTopic {
                 topic: "t".into(),
                 not_after_ms: 99,
             },
+            Request::AppendIntake {
+                topic: "t".into(),
+                topic_id: [9; 16],
+                partition: 4,
+                leader_epoch: 2,
+                generation: 11,
+                not_after_ms: 1_700_000_000_000,
+                batches: vec![Bytes::from_static(b"xyz")],
+            },
             Request::Health {},
             Request::OffsetForTimestamp {
                 topic: "t".into(),
+                topic_id: [7; 16],
                 partition: 0,
                 timestamp: 5,
             },
             Request::ProducerBatches {
                 topic: "t".into(),
+                topic_id: [7; 16],
                 partition: 0,
                 max_bytes: 9,
             },
@@ -690,6 +786,7 @@ mod tests {
             1,
             &Request::ReadRange {
                 topic: "topic".into(),
+                topic_id: [7; 16],
                 partition: 0,
                 offset: 0,
                 max_bytes: 1,

@@ -70,10 +70,7 @@ async fn lookup(broker: &Broker, log: &PartitionLog, query: i64) -> Result<(i64,
         ts if ts >= 0 => {
             // Batch granularity: the first batch whose max timestamp reaches `ts`.
             // A consumer seeking there reads from at or before the first such record.
-            let (offset, timestamp) = broker
-                .flusher
-                .offset_for_timestamp(log.topic.clone(), log.partition, ts)
-                .await?;
+            let (offset, timestamp) = broker.flusher.offset_for_timestamp(&log.id(), ts).await?;
             if offset >= log_start && offset < hw {
                 Ok((offset, timestamp))
             } else if offset >= 0 && offset < log_start {

@@ -16,10 +16,11 @@ use kafscale_flusher::protocol::{Recovered, Written};
 use kafscale_metadata::{BrokerRecord, FileKv, MetadataStore};
 use tokio::sync::Notify;
 
-use super::storage::SegmentStorage;
-use super::{LogContext, LogError, LogSettings, PartitionLog};
+use super::storage::{SegmentStorage, UploadRequest};
+use super::{LogContext, LogError, LogSettings, PartitionLog, WritePath};
 use crate::cluster::ClusterView;
 use crate::metrics::BrokerMetrics;
+use kafscale_flusher::PartitionId;
 
 enum Fault {
     /// The segment is stored, but the answer is a failure (a lost response).
@@ -81,11 +82,10 @@ impl FakeStorage {
 impl SegmentStorage for FakeStorage {
     async fn write_segment(
         &self,
-        _topic: String,
-        _partition: i32,
-        _not_after_ms: i64,
-        batches: Vec<Bytes>,
+        _at: &PartitionId,
+        upload: UploadRequest,
     ) -> Result<Written, RemoteError> {
+        let batches = upload.batches;
         self.writes_started.fetch_add(1, Ordering::SeqCst);
         let fault = self.faults.lock().unwrap().pop_front();
         match fault {
@@ -108,10 +108,17 @@ impl SegmentStorage for FakeStorage {
         }
     }
 
+    async fn append_intake(
+        &self,
+        at: &PartitionId,
+        upload: UploadRequest,
+    ) -> Result<Written, RemoteError> {
+        self.write_segment(at, upload).await
+    }
+
     async fn read_range(
         &self,
-        _topic: String,
-        _partition: i32,
+        _at: &PartitionId,
         offset: i64,
         _max_bytes: u32,
     ) -> Result<Bytes, RemoteError> {
@@ -124,7 +131,7 @@ impl SegmentStorage for FakeStorage {
             .unwrap_or_default())
     }
 
-    async fn recover(&self, _topic: String, _partition: i32) -> Result<Recovered, RemoteError> {
+    async fn recover(&self, _at: &PartitionId) -> Result<Recovered, RemoteError> {
         let segments = self.segments.lock().unwrap();
         Ok(Recovered {
             log_start_offset: segments.keys().next().copied().unwrap_or(0),
@@ -138,8 +145,7 @@ impl SegmentStorage for FakeStorage {
 
     async fn producer_batches(
         &self,
-        _topic: String,
-        _partition: i32,
+        _at: &PartitionId,
         _max_bytes: u64,
     ) -> Result<Vec<ProducerBatch>, RemoteError> {
         Ok(Vec::new())
@@ -197,6 +203,7 @@ async fn harness() -> Harness {
         max_unacknowledged_bytes: 1 << 20,
         upload_grace: Duration::from_secs(1),
         handover_wait: Duration::from_secs(1),
+        write_path: WritePath::Segments,
     };
     let metrics = BrokerMetrics::new(&mut prometheus_client::registry::Registry::default());
     let ctx = Arc::new(LogContext::new(
@@ -206,7 +213,7 @@ async fn harness() -> Harness {
         metrics,
         cluster,
     ));
-    let log = PartitionLog::new("t".into(), 0, ctx);
+    let log = PartitionLog::new("t".into(), [0; 16], 0, ctx);
     log.sync_leadership(Some(1));
     Harness {
         log,

@@ -21,6 +21,12 @@
 //!   only once the old leader handed over. Conditional segment keys make a
 //!   writer with a stale view fail instead of overwriting (see
 //!   docs/architecture.md).
+//! * With the intake write path (`WritePath::Intake`) the batches go to the
+//!   flusher as one part of the intake object it gathers from all partitions
+//!   instead, tagged with the partition's recovery generation (taken from the
+//!   metadata store at every recovery), and a stored part counts only after
+//!   the shared leadership check (`leadership_check`) found this broker still
+//!   leading the partition at the upload's epoch (docs/intake-objects.md).
 
 #[cfg(test)]
 mod driver_tests;
@@ -46,7 +52,20 @@ use crate::producer_state::{ProducerStateTable, SequenceError};
 use durability::Chunk;
 use durability::{AfterUpload, Limits, LogCore, Refusal, Upload, UploadResult};
 pub use durability::{Appended, Durable};
-use storage::SegmentStorage;
+use kafscale_flusher::PartitionId;
+use storage::{SegmentStorage, UploadRequest};
+
+use crate::leadership_check::LeadershipCheck;
+
+/// How uploads reach object storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WritePath {
+    /// One create-once segment per partition per flush window.
+    Segments,
+    /// One part of the flusher's intake object (all partitions of a window
+    /// in one PUT).
+    Intake,
+}
 
 /// Bytes of the newest segments read back to rebuild producer state on recovery.
 const PRODUCER_STATE_SCAN_BYTES: u64 = 16 * 1024 * 1024;
@@ -116,6 +135,7 @@ pub struct LogSettings {
     /// How long a new leader waits for a live previous leader's hand-over
     /// before reading the log end without it.
     pub handover_wait: Duration,
+    pub write_path: WritePath,
 }
 
 /// What every partition log of a broker shares.
@@ -126,6 +146,8 @@ pub struct LogContext {
     pub metadata: MetadataStore,
     pub metrics: Arc<BrokerMetrics>,
     pub cluster: Arc<ClusterView>,
+    /// Confirms leadership before intake parts are acknowledged.
+    pub leadership: LeadershipCheck,
     /// Bytes of in-memory tail across the broker, for the budget.
     pub memory_used: AtomicUsize,
     /// Bytes assigned offsets but not yet acknowledged, across the broker.
@@ -145,6 +167,7 @@ impl LogContext {
         cluster: Arc<ClusterView>,
     ) -> Self {
         Self {
+            leadership: LeadershipCheck::new(cluster.clone(), metadata.clone()),
             settings,
             storage,
             metadata,
@@ -206,6 +229,8 @@ struct LogState {
     /// The epoch whose hand-over was awaited (once per epoch, not on every
     /// re-recovery).
     handed_over: Option<i32>,
+    /// The recovery generation the log numbers under (intake parts carry it).
+    generation: u64,
 }
 
 /// What a read from the log returns.
@@ -219,6 +244,8 @@ pub struct ReadResult {
 pub struct PartitionLog {
     pub topic: String,
     pub partition: i32,
+    /// The topic's id (a re-created topic has another).
+    pub topic_id: [u8; 16],
     ctx: Arc<LogContext>,
     state: Mutex<LogState>,
     recovery: tokio::sync::Mutex<()>,
@@ -227,12 +254,18 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
-    pub fn new(topic: String, partition: i32, ctx: Arc<LogContext>) -> Arc<Self> {
+    pub fn new(
+        topic: String,
+        topic_id: [u8; 16],
+        partition: i32,
+        ctx: Arc<LogContext>,
+    ) -> Arc<Self> {
         let (hw_tx, _) = watch::channel(0);
         let not_leader = not_leader(ctx.cluster.me.id, &topic, partition);
         let log = Arc::new(Self {
             topic,
             partition,
+            topic_id,
             ctx,
             state: Mutex::new(LogState {
                 core: LogCore::new(not_leader),
@@ -241,6 +274,7 @@ impl PartitionLog {
                 counted_unacknowledged: 0,
                 led_since: None,
                 handed_over: None,
+                generation: 0,
             }),
             recovery: tokio::sync::Mutex::new(()),
             hw_tx,
@@ -253,6 +287,15 @@ impl PartitionLog {
             .push(Arc::downgrade(&log));
         tokio::spawn(group_commit_loop(log.clone()));
         log
+    }
+
+    /// The partition as the flusher names it.
+    pub fn id(&self) -> PartitionId {
+        PartitionId {
+            topic: self.topic.clone(),
+            topic_id: self.topic_id,
+            partition: self.partition,
+        }
     }
 
     /// Brings the broker-wide count of unacknowledged bytes in line with this
@@ -324,26 +367,27 @@ impl PartitionLog {
         while self.lock().core.uploading() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Before the log end is read: whatever this recovery's numbering
+        // writes then overrides any earlier writer's part that lands late.
+        let generation = self
+            .ctx
+            .metadata
+            .next_generation(&self.topic, self.partition)
+            .await
+            .map_err(|e| LogError::StorageUnavailable(format!("{e}; retry")))?;
+        let id = self.id();
         let kafscale_flusher::protocol::Recovered {
             log_start_offset,
             log_end_offset,
             ..
-        } = self
-            .ctx
-            .storage
-            .recover(self.topic.clone(), self.partition)
-            .await?;
+        } = self.ctx.storage.recover(&id).await?;
         // Idempotent producers' recent batches, so that a retry of a batch stored
         // just before a crash is still recognised.
         let producers = if log_end_offset > log_start_offset {
             let batches = self
                 .ctx
                 .storage
-                .producer_batches(
-                    self.topic.clone(),
-                    self.partition,
-                    PRODUCER_STATE_SCAN_BYTES,
-                )
+                .producer_batches(&id, PRODUCER_STATE_SCAN_BYTES)
                 .await?;
             ProducerStateTable::rebuild(&batches)
         } else {
@@ -372,6 +416,7 @@ impl PartitionLog {
             // Read before leadership changed: another leader may have written since.
             return Err(self.not_leader());
         }
+        s.generation = generation;
         self.drop_memory(&mut s);
         tracing::info!(topic = %self.topic, partition = self.partition, log_start = s.core.log_start(), log_end = log_end_offset, took_ms = started.elapsed().as_millis() as u64, "partition recovered from object storage");
         drop(s);
@@ -541,12 +586,7 @@ impl PartitionLog {
                 let batches = self
                     .ctx
                     .storage
-                    .read_range(
-                        self.topic.clone(),
-                        self.partition,
-                        offset,
-                        max_bytes.min(u32::MAX as usize) as u32,
-                    )
+                    .read_range(&self.id(), offset, max_bytes.min(u32::MAX as usize) as u32)
                     .await?;
                 trim_to(batches, hw)
             }
@@ -579,6 +619,17 @@ impl PartitionLog {
         self.wake_flush.notify_one();
     }
 
+    /// Whether this broker still leads the partition at `epoch` as of a
+    /// leadership check that began after the upload returned.
+    async fn confirm_leading(&self, epoch: i32) -> bool {
+        if let Err(e) = self.ctx.leadership.confirm().await {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "an intake part was stored but leadership could not be confirmed; its producers retry");
+            return false;
+        }
+        let key = kafscale_metadata::LeadershipKey::Partition(self.topic.clone(), self.partition);
+        self.ctx.cluster.my_epoch(&key) == Some(epoch)
+    }
+
     /// Uploads everything pending as one segment. Returns false when there was
     /// nothing to do.
     async fn flush_once(&self) -> bool {
@@ -592,19 +643,32 @@ impl PartitionLog {
             let upload = s.core.take_upload(deadline);
             self.count_unacknowledged(&mut s);
             match (upload, deadline) {
-                (Some(u), Some(not_after_ms)) => (u, not_after_ms),
+                (Some(u), Some(not_after_ms)) => (u, not_after_ms, s.generation),
                 // Nothing to take (recovering, not leading), or the session
                 // ended and what was pending failed.
                 (_, d) => return d.is_none(),
             }
         };
-        let (Upload { epoch: _, batches }, not_after_ms) = upload;
-        let result = self
-            .ctx
-            .storage
-            .write_segment(self.topic.clone(), self.partition, not_after_ms, batches)
-            .await;
+        let (Upload { epoch, batches }, not_after_ms, generation) = upload;
+        let request = UploadRequest {
+            leader_epoch: epoch,
+            generation,
+            not_after_ms,
+            batches,
+        };
+        let id = self.id();
+        let path = self.ctx.settings.write_path;
+        let result = match path {
+            WritePath::Segments => self.ctx.storage.write_segment(&id, request).await,
+            WritePath::Intake => self.ctx.storage.append_intake(&id, request).await,
+        };
         let failed = result.is_err();
+        // A stored intake part has a key of its own: only the leadership
+        // check tells that no new leader can have read the log end before it.
+        let still_leading = match (&result, path) {
+            (Ok(_), WritePath::Intake) => self.confirm_leading(epoch).await,
+            _ => true,
+        };
         let result = match result {
             Ok(_) => UploadResult::Stored,
             Err(e) => UploadResult::Failed(LogError::from(e)),
@@ -612,7 +676,7 @@ impl PartitionLog {
         let mut s = self.lock();
         let after = s
             .core
-            .upload_finished(result, self.ctx.cluster.session_valid());
+            .upload_finished(result, still_leading && self.ctx.cluster.session_valid());
         self.count_unacknowledged(&mut s);
         match after {
             AfterUpload::Durable {
@@ -672,8 +736,13 @@ async fn group_commit_loop(log: Arc<PartitionLog>) {
             log.wake_flush.notified().await;
             continue;
         }
-        // Gather for one window, unless enough bytes are already pending.
-        let deadline = tokio::time::Instant::now() + log.ctx.settings.flush_window;
+        // Gather for one window, unless enough bytes are already pending. On
+        // the intake path the flusher gathers all partitions for its window.
+        let window = match log.ctx.settings.write_path {
+            WritePath::Segments => log.ctx.settings.flush_window,
+            WritePath::Intake => Duration::ZERO,
+        };
+        let deadline = tokio::time::Instant::now() + window;
         while log.lock().core.pending_bytes() < log.ctx.settings.flush_bytes
             && tokio::time::Instant::now() < deadline
         {

@@ -6,7 +6,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kafscale_flusher::protocol::{ProducerBatch, RemoteError};
 use kafscale_flusher::protocol::{Recovered, Written};
-use kafscale_flusher::FlusherClient;
+use kafscale_flusher::{FlusherClient, PartitionId};
+
+/// One upload of a partition's pending batches.
+#[derive(Debug, Clone)]
+pub struct UploadRequest {
+    pub leader_epoch: i32,
+    /// The recovery generation the leader numbers under.
+    pub generation: u64,
+    /// No write lands after this (Unix ms): the broker's session end plus grace.
+    pub not_after_ms: i64,
+    pub batches: Vec<Bytes>,
+}
 
 #[async_trait]
 pub trait SegmentStorage: Send + Sync + 'static {
@@ -14,27 +25,30 @@ pub trait SegmentStorage: Send + Sync + 'static {
     /// `not_after_ms` or not at all.
     async fn write_segment(
         &self,
-        topic: String,
-        partition: i32,
-        not_after_ms: i64,
-        batches: Vec<Bytes>,
+        at: &PartitionId,
+        upload: UploadRequest,
+    ) -> Result<Written, RemoteError>;
+    /// Stores the batches as one part of the intake object the flusher is
+    /// gathering; answers once that object is stored.
+    async fn append_intake(
+        &self,
+        at: &PartitionId,
+        upload: UploadRequest,
     ) -> Result<Written, RemoteError>;
     /// Whole batches from the one holding `offset`, at most `max_bytes` but
     /// at least one when there is one.
     async fn read_range(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         offset: i64,
         max_bytes: u32,
     ) -> Result<Bytes, RemoteError>;
-    /// The partition's bounds as its segments say.
-    async fn recover(&self, topic: String, partition: i32) -> Result<Recovered, RemoteError>;
-    /// Producer fields of the idempotent batches in the newest segments.
+    /// The partition's bounds as its intake parts and segments say.
+    async fn recover(&self, at: &PartitionId) -> Result<Recovered, RemoteError>;
+    /// Producer fields of the idempotent batches in the newest data.
     async fn producer_batches(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         max_bytes: u64,
     ) -> Result<Vec<ProducerBatch>, RemoteError>;
 }
@@ -43,31 +57,49 @@ pub trait SegmentStorage: Send + Sync + 'static {
 impl SegmentStorage for FlusherClient {
     async fn write_segment(
         &self,
-        topic: String,
-        partition: i32,
-        not_after_ms: i64,
-        batches: Vec<Bytes>,
+        at: &PartitionId,
+        upload: UploadRequest,
     ) -> Result<Written, RemoteError> {
-        FlusherClient::write_segment(self, topic, partition, not_after_ms, batches).await
+        FlusherClient::write_segment(
+            self,
+            at.topic.clone(),
+            at.partition,
+            upload.not_after_ms,
+            upload.batches,
+        )
+        .await
+    }
+    async fn append_intake(
+        &self,
+        at: &PartitionId,
+        upload: UploadRequest,
+    ) -> Result<Written, RemoteError> {
+        FlusherClient::append_intake(
+            self,
+            at,
+            upload.leader_epoch,
+            upload.generation,
+            upload.not_after_ms,
+            upload.batches,
+        )
+        .await
     }
     async fn read_range(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         offset: i64,
         max_bytes: u32,
     ) -> Result<Bytes, RemoteError> {
-        FlusherClient::read_range(self, topic, partition, offset, max_bytes).await
+        FlusherClient::read_range(self, at, offset, max_bytes).await
     }
-    async fn recover(&self, topic: String, partition: i32) -> Result<Recovered, RemoteError> {
-        FlusherClient::recover(self, topic, partition).await
+    async fn recover(&self, at: &PartitionId) -> Result<Recovered, RemoteError> {
+        FlusherClient::recover(self, at).await
     }
     async fn producer_batches(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         max_bytes: u64,
     ) -> Result<Vec<ProducerBatch>, RemoteError> {
-        FlusherClient::producer_batches(self, topic, partition, max_bytes).await
+        FlusherClient::producer_batches(self, at, max_bytes).await
     }
 }

@@ -2,11 +2,17 @@
 //! module holds the service's state, the dispatch and what every concern
 //! shares (listing a partition, loading segments, segment facts, deadlines);
 //! each concern has its own module: `writes`, `reads`, `recovery`,
-//! `retention` (and topic deletion) and `merging`.
+//! `retention` (and topic deletion) and `merging`. Data lives in two kinds
+//! of object: intake objects (the parts of many partitions from one flush
+//! window, `docs/intake-objects.md`) and per-partition segments.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::claims::{self, Claim};
+use crate::intake::PartInput;
+use crate::intake_index::{IndexError, IntakeIndex, PartLocation};
+use crate::intake_writer::{IntakeSettings, IntakeWriter};
 use crate::listing::{ListingCache, SegmentRef};
 use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
@@ -14,6 +20,7 @@ use crate::protocol::{ErrorKind, Health, RemoteError, Request, Response};
 use crate::segment::{self, VerifiedSegment};
 use crate::segment_facts::{Fact, FactMemo};
 use crate::segment_loader::{Loaded, SegmentLoader};
+use compaction::CompactionLimits;
 use merging::MergeLimits;
 
 #[derive(Debug, Clone)]
@@ -27,6 +34,8 @@ pub struct FlusherSettings {
     /// Segments up to this size are fetched whole (one GET, verified as a whole)
     /// and cached; larger ones are read by range through their index.
     pub whole_segment_bytes: u64,
+    /// When an intake object is sealed: the cost/latency dial.
+    pub intake: IntakeSettings,
 }
 
 impl Default for FlusherSettings {
@@ -36,6 +45,7 @@ impl Default for FlusherSettings {
             index_interval: 4096,
             cache_bytes: 256 * 1024 * 1024,
             whole_segment_bytes: 16 * 1024 * 1024,
+            intake: IntakeSettings::default(),
         }
     }
 }
@@ -50,6 +60,10 @@ pub struct FlusherService {
     /// Whole verified segments: the cache, shared GETs, read-ahead.
     segments: Arc<SegmentLoader>,
     facts: FactMemo,
+    /// The cluster's intake objects and their directories.
+    intake: Arc<IntakeIndex>,
+    /// Gathers this flusher's parts into intake objects.
+    intake_writer: Arc<IntakeWriter>,
     /// Held shared by every index upload still in flight, so that deleting a
     /// topic can wait for them and its listing sees their objects.
     index_uploads: Arc<tokio::sync::RwLock<()>>,
@@ -75,47 +89,26 @@ impl From<StoreError> for RemoteError {
     }
 }
 
+impl From<IndexError> for RemoteError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Store(e) => e.into(),
+            unreadable @ IndexError::Unreadable { .. } => {
+                remote(ErrorKind::Corrupt, unreadable.to_string())
+            }
+        }
+    }
+}
+
 impl From<segment::SegmentError> for RemoteError {
     fn from(e: segment::SegmentError) -> Self {
         remote(ErrorKind::Corrupt, e.to_string())
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::deadline::{before_deadline, now_ms};
 
-/// Runs one mutating store request only if it can start before `not_after_ms`
-/// and cancels it at that moment: a broker whose session may have ended must
-/// not change object storage any later (see `WriteSegment`).
-async fn before_deadline<T>(
-    not_after_ms: i64,
-    what: &str,
-    request: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, RemoteError> {
-    let left = not_after_ms.saturating_sub(now_ms());
-    let expired = || {
-        remote(
-            ErrorKind::Expired,
-            format!("{what}: the broker's session deadline passed; nothing was written after it"),
-        )
-    };
-    if left <= 0 {
-        return Err(expired());
-    }
-    // The deadline first: a process resumed after a pause past the deadline
-    // must not send anything more, not even once.
-    let deadline = tokio::time::sleep(Duration::from_millis(left as u64));
-    tokio::select! {
-        biased;
-        _ = deadline => Err(expired()),
-        r = request => r.map_err(RemoteError::from),
-    }
-}
-
+mod compaction;
 mod merging;
 mod reads;
 mod recovery;
@@ -144,12 +137,22 @@ impl FlusherService {
             settings.whole_segment_bytes,
             metrics.clone(),
         );
+        let intake = Arc::new(IntakeIndex::new(store.clone(), &settings.prefix));
+        let intake_writer = IntakeWriter::new(
+            store.clone(),
+            &settings.prefix,
+            settings.intake,
+            intake.clone(),
+            metrics.clone(),
+        );
         Arc::new(Self {
             store,
             settings,
             listings: ListingCache::default(),
             segments,
             facts: FactMemo::default(),
+            intake,
+            intake_writer,
             index_uploads: Arc::new(tokio::sync::RwLock::new(())),
             metrics,
             health,
@@ -173,11 +176,67 @@ impl FlusherService {
             }
             Request::ReadRange {
                 topic,
+                topic_id,
                 partition,
                 offset,
                 max_bytes,
-            } => self.read_range(&topic, partition, offset, max_bytes).await,
-            Request::Recover { topic, partition } => self.recover(&topic, partition).await,
+            } => {
+                self.read_range(&topic, topic_id, partition, offset, max_bytes)
+                    .await
+            }
+            Request::Recover {
+                topic,
+                topic_id,
+                partition,
+            } => self.recover(&topic, topic_id, partition).await,
+            Request::AppendIntake {
+                topic,
+                topic_id,
+                partition,
+                leader_epoch,
+                generation,
+                not_after_ms,
+                batches,
+            } => {
+                let part = PartInput {
+                    topic,
+                    topic_id,
+                    partition,
+                    leader_epoch,
+                    generation,
+                    batches,
+                };
+                self.intake_writer
+                    .write(part, not_after_ms)
+                    .await
+                    .map(Response::Written)
+            }
+            Request::CompactIntake {
+                topic,
+                topic_id,
+                partition,
+                up_to,
+                target_bytes,
+                max_delay_ms,
+                not_after_ms,
+            } => {
+                let limits = CompactionLimits {
+                    up_to,
+                    target_bytes,
+                    max_delay_ms,
+                };
+                self.compact_intake(&topic, topic_id, partition, limits, not_after_ms)
+                    .await
+            }
+            Request::CollectIntake {
+                live,
+                compacted,
+                min_age_ms,
+                not_after_ms,
+            } => {
+                self.collect_intake(&live, &compacted, min_age_ms, not_after_ms)
+                    .await
+            }
             Request::DeleteTopic {
                 topic,
                 not_after_ms,
@@ -185,17 +244,22 @@ impl FlusherService {
             Request::Health {} => Ok(self.health()),
             Request::OffsetForTimestamp {
                 topic,
+                topic_id,
                 partition,
                 timestamp,
             } => {
-                self.offset_for_timestamp(&topic, partition, timestamp)
+                self.offset_for_timestamp(&topic, topic_id, partition, timestamp)
                     .await
             }
             Request::ProducerBatches {
                 topic,
+                topic_id,
                 partition,
                 max_bytes,
-            } => self.producer_batches(&topic, partition, max_bytes).await,
+            } => {
+                self.producer_batches(&topic, topic_id, partition, max_bytes)
+                    .await
+            }
             Request::RetentionPoint {
                 topic,
                 partition,
@@ -288,6 +352,46 @@ impl FlusherService {
             .collect();
         self.listings.offer(topic, partition, ticket, list.clone());
         Ok(list)
+    }
+
+    /// The intake parts that hold the partition's offsets after its
+    /// segments (`claims::resolve`), in offset order, from the intake view
+    /// as it is (callers refresh it when they need a fresh one).
+    pub(super) fn valid_claims(
+        &self,
+        topic: &str,
+        topic_id: [u8; 16],
+        partition: i32,
+        segments_end: Option<i64>,
+    ) -> Result<Vec<Claim<PartLocation>>, RemoteError> {
+        let claims = self.intake.claims(topic, topic_id, partition);
+        claims::resolve(segments_end, claims).map_err(|e| {
+            remote(
+                ErrorKind::Corrupt,
+                format!("{topic}-{partition}: {e}; the partition is not served until an operator checks its intake objects"),
+            )
+        })
+    }
+
+    /// The last offset in the newest listed segment; `None` without
+    /// segments. An error when it is gone (the listing is stale; retry).
+    pub(super) async fn segments_end(
+        &self,
+        list: &[SegmentRef],
+    ) -> Result<Option<i64>, RemoteError> {
+        let Some(last) = list.last() else {
+            return Ok(None);
+        };
+        match self.last_offset_of(last).await? {
+            Some(end) => Ok(Some(end)),
+            None => Err(remote(
+                ErrorKind::Unavailable,
+                format!(
+                    "{} disappeared while the partition was read; retry",
+                    last.key
+                ),
+            )),
+        }
     }
 
     /// Loads a whole segment however large (recovery scans, timestamp lookups);

@@ -1,5 +1,5 @@
-//! Cold reads: range reads through whole cached segments or a large
-//! segment's index, and lookups by timestamp.
+//! Cold reads: range reads from intake parts, whole cached segments or a
+//! large segment's index, and lookups by timestamp.
 
 use std::sync::Arc;
 
@@ -18,23 +18,39 @@ impl FlusherService {
     pub(super) async fn read_range(
         self: &Arc<Self>,
         topic: &str,
+        topic_id: [u8; 16],
         partition: i32,
         offset: i64,
         max_bytes: u32,
     ) -> Result<Response, RemoteError> {
+        let max_bytes = max_bytes as usize;
         let mut list = match self.listings.get(topic, partition) {
             Some(list) => list,
             None => self.list_partition(topic, partition).await?,
         };
-        // A listing goes stale when segments are added or merged; one fresh
-        // listing is always enough unless a merge lands in between.
-        for _ in 0..3 {
-            if let Some(batches) = self
-                .read_listed(topic, partition, &list, offset, max_bytes as usize)
-                .await?
-            {
+        // The segment listing and the intake view go stale as data is
+        // written, merged and compacted; fresh ones are enough unless a merge
+        // or a compaction lands in between.
+        for attempt in 0..3 {
+            let fresh = attempt > 0;
+            let found = match self.segments_end(&list).await {
+                Err(e) if e.kind == ErrorKind::Unavailable && !fresh => None,
+                Err(e) => return Err(e),
+                // Newer than every segment: an intake part holds it.
+                Ok(end) if end.is_none_or(|end| offset > end) => {
+                    self.read_intake(topic, topic_id, partition, end, offset, max_bytes, fresh)
+                        .await?
+                }
+                Ok(_) => {
+                    self.read_listed(topic, partition, &list, offset, max_bytes)
+                        .await?
+                }
+            };
+            if let Some(batches) = found {
                 return Ok(Response::Range(Range { batches }));
             }
+            // Intake first, then segments (see `recover`).
+            self.intake.refresh().await?;
             list = self.list_partition(topic, partition).await?;
         }
         // Not an empty range: that would tell the consumer there is nothing
@@ -42,9 +58,39 @@ impl FlusherService {
         Err(remote(
             ErrorKind::Unavailable,
             format!(
-                "the segments of {topic}-{partition} kept changing while offset {offset} was read (merges or an inconsistent listing); retry"
+                "the segments of {topic}-{partition} kept changing while offset {offset} was read (merges, compaction or an inconsistent listing); retry"
             ),
         ))
+    }
+
+    /// Reads from the intake part that holds `offset` (or the first one,
+    /// when `offset` is below them all); `None` when the view lacks it or
+    /// its object is gone. From views that may be stale (`fresh` false) a
+    /// contradiction is taken for staleness, not reported.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_intake(
+        &self,
+        topic: &str,
+        topic_id: [u8; 16],
+        partition: i32,
+        segments_end: Option<i64>,
+        offset: i64,
+        max_bytes: usize,
+        fresh: bool,
+    ) -> Result<Option<Bytes>, RemoteError> {
+        let claims = match self.valid_claims(topic, topic_id, partition, segments_end) {
+            Ok(claims) => claims,
+            Err(_) if !fresh => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(holder) = claims.iter().find(|c| c.last_offset >= offset) else {
+            return Ok(None);
+        };
+        let Some(part) = self.intake.read_part(&holder.source).await? else {
+            return Ok(None);
+        };
+        let batches = slice_batches(&part, offset, max_bytes);
+        Ok((!batches.is_empty()).then_some(batches))
     }
 
     /// Reads from the segment that holds `offset` in `list`; `None` when the
@@ -158,10 +204,13 @@ impl FlusherService {
     pub(super) async fn offset_for_timestamp(
         self: &Arc<Self>,
         topic: &str,
+        topic_id: [u8; 16],
         partition: i32,
         timestamp: i64,
     ) -> Result<Response, RemoteError> {
         'listing: for _ in 0..3 {
+            // Intake first, then segments (see `recover`).
+            self.intake.refresh().await?;
             let list = self.list_partition(topic, partition).await?;
             let mut greatest = futures::stream::iter(list.iter().cloned())
                 .map(|seg| async move {
@@ -182,6 +231,28 @@ impl FlusherService {
                     .batch_headers()
                     .find(|(_, h)| h.max_timestamp >= timestamp)
                     .map(|(_, h)| h);
+                if let Some(h) = found {
+                    return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
+                        offset: h.base_offset,
+                        timestamp: h.max_timestamp,
+                    }));
+                }
+            }
+            // Then the intake parts after the segments, each skipped by the
+            // greatest timestamp its directory entry records.
+            drop(greatest);
+            let segments_end = self.segments_end(&list).await?;
+            let claims = self.valid_claims(topic, topic_id, partition, segments_end)?;
+            for c in claims
+                .iter()
+                .filter(|c| c.source.entry().max_timestamp >= timestamp)
+            {
+                let Some(part) = self.intake.read_part(&c.source).await? else {
+                    continue 'listing;
+                };
+                let found = batch::iter_headers(&part)
+                    .map(|(_, h)| h)
+                    .find(|h| h.max_timestamp >= timestamp);
                 if let Some(h) = found {
                     return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
                         offset: h.base_offset,

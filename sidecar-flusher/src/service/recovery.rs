@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{remote, FlusherService};
+use crate::batch::{self, BatchHeader};
 use crate::listing::SegmentRef;
 use crate::object_store::StoreError;
 use crate::protocol::{
@@ -24,29 +26,45 @@ const PRODUCER_SCAN_MAX_SEGMENTS: usize = 128;
 const PRODUCER_SCAN_PARALLELISM: usize = 16;
 
 impl FlusherService {
+    /// The log bounds from the intake parts and the segments. The intake
+    /// view is refreshed first and the segments listed after it: compaction
+    /// stores a segment before it deletes the intake parts it copied, so
+    /// whatever the intake view misses, the later segment listing has.
     pub(super) async fn recover(
         &self,
         topic: &str,
+        topic_id: [u8; 16],
         partition: i32,
     ) -> Result<Response, RemoteError> {
+        self.intake.refresh().await?;
         let list = self.list_partition(topic, partition).await?;
-        let (Some(first), Some(last)) = (list.first(), list.last()) else {
-            return Ok(Response::Recovered(Recovered {
-                log_start_offset: 0,
-                log_end_offset: 0,
-                segment_count: 0,
-            }));
+        let segments_end = match list.last() {
+            None => None,
+            Some(last) => match self.checked_last_offset(last).await? {
+                Some(end) => Some(end),
+                None => {
+                    return Err(remote(
+                        ErrorKind::Unavailable,
+                        format!("{} disappeared while the log end was read; retry", last.key),
+                    ))
+                }
+            },
         };
-        let Some(last_offset) = self.checked_last_offset(last).await? else {
-            return Err(remote(
-                ErrorKind::Unavailable,
-                format!("{} disappeared while the log end was read; retry", last.key),
-            ));
-        };
+        let claims = self.valid_claims(topic, topic_id, partition, segments_end)?;
+        let log_start_offset = list
+            .first()
+            .map(|s| s.base_offset)
+            .or(claims.first().map(|c| c.base_offset))
+            .unwrap_or(0);
+        let log_end_offset = claims
+            .last()
+            .map(|c| c.last_offset)
+            .or(segments_end)
+            .map_or(0, |last| last + 1);
         Ok(Response::Recovered(Recovered {
-            log_start_offset: first.base_offset,
-            log_end_offset: last_offset + 1,
-            segment_count: list.len() as u32,
+            log_start_offset,
+            log_end_offset,
+            segment_count: (list.len() + claims.len()) as u32,
         }))
     }
 
@@ -89,21 +107,64 @@ impl FlusherService {
         Ok(Some(footer.last_offset))
     }
 
+    /// Producer fields of the newest idempotent batches: of the partition's
+    /// intake parts (newest first, within `max_bytes`), then of its newest
+    /// segments with what budget is left. Runs right after `Recover`, whose
+    /// intake view it uses.
     pub(super) async fn producer_batches(
         self: &Arc<Self>,
         topic: &str,
+        topic_id: [u8; 16],
         partition: i32,
         max_bytes: u64,
     ) -> Result<Response, RemoteError> {
         for _ in 0..3 {
             let list = self.list_partition(topic, partition).await?;
-            if let Some(batches) = self.producer_batches_listed(&list, max_bytes).await? {
-                return Ok(Response::ProducerBatches(ProducerBatches { batches }));
+            let segments_end = self.segments_end(&list).await?;
+            let claims = self.valid_claims(topic, topic_id, partition, segments_end)?;
+            let mut budget = max_bytes;
+            let mut newest_first = Vec::new();
+            for c in claims.iter().rev().take(PRODUCER_SCAN_MAX_SEGMENTS) {
+                let len = u64::from(c.source.entry().length);
+                if !newest_first.is_empty() && len > budget {
+                    break;
+                }
+                budget = budget.saturating_sub(len);
+                newest_first.push(c.source.clone());
             }
+            let reached_segments = newest_first.len() == claims.len() && budget > 0;
+            let parts: Vec<Option<Bytes>> = futures::stream::iter(newest_first.into_iter().rev())
+                .map(|at| async move { self.intake.read_part(&at).await })
+                .buffered(PRODUCER_SCAN_PARALLELISM)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            let Some(parts) = parts.into_iter().collect::<Option<Vec<Bytes>>>() else {
+                continue; // compacted meanwhile: list again
+            };
+            let mut batches = if reached_segments && !list.is_empty() {
+                match self.producer_batches_listed(&list, budget).await? {
+                    Some(b) => b,
+                    None => continue,
+                }
+            } else {
+                Vec::new()
+            };
+            for part in &parts {
+                let after = batches.last().map_or(i64::MIN, |b| b.base_offset);
+                batches.extend(
+                    batch::iter_headers(part)
+                        .map(|(_, h)| h)
+                        .filter(|h| h.producer_id >= 0 && h.base_offset > after)
+                        .map(|h| producer_batch(&h)),
+                );
+            }
+            return Ok(Response::ProducerBatches(ProducerBatches { batches }));
         }
         Err(remote(
             ErrorKind::Unavailable,
-            "segments kept disappearing while producer state was read (merges in progress); retry",
+            "segments kept disappearing while producer state was read (merges or compaction in progress); retry",
         ))
     }
 
@@ -138,15 +199,19 @@ impl FlusherService {
                 whole
                     .batch_headers()
                     .filter(|(_, h)| h.producer_id >= 0 && h.base_offset > after)
-                    .map(|(_, h)| ProducerBatch {
-                        producer_id: h.producer_id,
-                        producer_epoch: h.producer_epoch,
-                        base_sequence: h.base_sequence,
-                        last_offset_delta: h.last_offset_delta,
-                        base_offset: h.base_offset,
-                    }),
+                    .map(|(_, h)| producer_batch(&h)),
             );
         }
         Ok(Some(batches))
+    }
+}
+
+fn producer_batch(h: &BatchHeader) -> ProducerBatch {
+    ProducerBatch {
+        producer_id: h.producer_id,
+        producer_epoch: h.producer_epoch,
+        base_sequence: h.base_sequence,
+        last_offset_delta: h.last_offset_delta,
+        base_offset: h.base_offset,
     }
 }

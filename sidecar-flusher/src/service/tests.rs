@@ -34,6 +34,10 @@ async fn service(dir: &std::path::Path, whole: u64) -> Arc<FlusherService> {
             index_interval: 2,
             cache_bytes: 1 << 20,
             whole_segment_bytes: whole,
+            intake: crate::intake_writer::IntakeSettings {
+                window: Duration::from_millis(20),
+                max_bytes: 1 << 20,
+            },
         },
         crate::metrics::FlusherMetrics::detached(),
         Arc::new(crate::metrics::StoreHealth::new(Default::default())),
@@ -115,6 +119,7 @@ async fn write_segments(svc: &Arc<FlusherService>, from: i64, counts: &[i32]) ->
 async fn recover(svc: &Arc<FlusherService>) -> Response {
     let request = Request::Recover {
         topic: "t".into(),
+        topic_id: [0; 16],
         partition: 0,
     };
     svc.handle(request).await.unwrap()
@@ -135,6 +140,7 @@ async fn recovery_refuses_a_footer_that_disagrees_with_its_header() {
     let err = fresh
         .handle(Request::Recover {
             topic: "t".into(),
+            topic_id: [0; 16],
             partition: 0,
         })
         .await
@@ -200,6 +206,7 @@ async fn a_read_whose_listing_stays_stale_fails_instead_of_returning_nothing() {
     let read = lagging
         .handle(Request::ReadRange {
             topic: "t".into(),
+            topic_id: [0; 16],
             partition: 0,
             offset: 4,
             max_bytes: 1 << 20,
@@ -213,6 +220,7 @@ async fn a_read_whose_listing_stays_stale_fails_instead_of_returning_nothing() {
 async fn read_at(svc: &Arc<FlusherService>, offset: i64) -> Bytes {
     let request = Request::ReadRange {
         topic: "t".into(),
+        topic_id: [0; 16],
         partition: 0,
         offset,
         max_bytes: 1,
@@ -399,4 +407,189 @@ async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Expired);
     assert_eq!(segment_bases(dir.path()).await, vec![0, 6]);
+}
+
+fn intake_part(
+    partition: i32,
+    topic_id: u8,
+    generation: u64,
+    from: i64,
+    counts: &[i32],
+) -> Request {
+    let mut next = from;
+    let batches = counts
+        .iter()
+        .map(|&n| {
+            let b = batch_at(next, n);
+            next += i64::from(n);
+            b
+        })
+        .collect();
+    Request::AppendIntake {
+        topic: "t".into(),
+        topic_id: [topic_id; 16],
+        partition,
+        leader_epoch: 1,
+        generation,
+        not_after_ms: i64::MAX,
+        batches,
+    }
+}
+
+async fn recover_id(svc: &Arc<FlusherService>, partition: i32, topic_id: u8) -> (i64, i64) {
+    let request = Request::Recover {
+        topic: "t".into(),
+        topic_id: [topic_id; 16],
+        partition,
+    };
+    match svc.handle(request).await.unwrap() {
+        Response::Recovered(r) => (r.log_start_offset, r.log_end_offset),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn read_id(svc: &Arc<FlusherService>, partition: i32, offset: i64) -> Bytes {
+    let request = Request::ReadRange {
+        topic: "t".into(),
+        topic_id: [0; 16],
+        partition,
+        offset,
+        max_bytes: 1,
+    };
+    match svc.handle(request).await.unwrap() {
+        Response::Range(Range { batches }) => batches,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn intake_parts_after_segments_are_recovered_and_read_by_a_restarted_flusher() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 1 << 20).await;
+    write_segments(&svc, 0, &[2, 3]).await;
+    let (a, b) = tokio::join!(
+        svc.handle(intake_part(0, 0, 1, 5, &[1, 2])),
+        svc.handle(intake_part(1, 0, 1, 0, &[4]))
+    );
+    a.unwrap();
+    b.unwrap();
+    let objects = svc
+        .store
+        .list(&crate::intake::intake_prefix("ns/c1"))
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 1, "two partitions in one window, one object");
+    let fresh = service(dir.path(), 1 << 20).await;
+    assert_eq!(recover_id(&fresh, 0, 0).await, (0, 8));
+    assert_eq!(recover_id(&fresh, 1, 0).await, (0, 4));
+    for (offset, want_base) in [(1, 0), (4, 2), (5, 5), (7, 6)] {
+        let h = batch::validate(&read_id(&fresh, 0, offset).await).unwrap();
+        assert_eq!(h.base_offset, want_base, "offset {offset}");
+    }
+    assert_eq!(
+        recover_id(&fresh, 1, 9).await,
+        (0, 0),
+        "a re-created topic (another id) sees none of the old parts"
+    );
+}
+
+#[tokio::test]
+async fn a_late_part_of_an_earlier_generation_never_hides_a_later_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 1 << 20).await;
+    svc.handle(intake_part(0, 0, 1, 0, &[3])).await.unwrap();
+    // Generation 2 recovered the log end (3) and wrote 3..=4; generation
+    // 1's upload of 3..=9 landed after that.
+    svc.handle(intake_part(0, 0, 2, 3, &[2])).await.unwrap();
+    svc.handle(intake_part(0, 0, 1, 3, &[7])).await.unwrap();
+    let fresh = service(dir.path(), 1 << 20).await;
+    assert_eq!(recover_id(&fresh, 0, 0).await, (0, 5));
+    let h = batch::validate(&read_id(&fresh, 0, 3).await).unwrap();
+    assert_eq!(
+        (h.base_offset, h.records_count),
+        (3, 2),
+        "generation 2's batch, not the late one"
+    );
+}
+
+#[tokio::test]
+async fn compaction_moves_parts_into_a_segment_and_the_clean_up_deletes_only_what_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 1 << 20).await;
+    for (p, from) in [(0, 0), (0, 3), (1, 0)] {
+        svc.handle(intake_part(p, 0, 1, from, &[3])).await.unwrap();
+    }
+    let compact = |partition: i32, up_to: i64| Request::CompactIntake {
+        topic: "t".into(),
+        topic_id: [0; 16],
+        partition,
+        up_to,
+        target_bytes: 1 << 20,
+        max_delay_ms: 0,
+        not_after_ms: i64::MAX,
+    };
+    // Only below the high watermark: the part at 3..=5 stays in intake.
+    match svc.handle(compact(0, 3)).await.unwrap() {
+        Response::Compacted(c) => assert_eq!((c.parts, c.written, c.last_offset), (1, 1, 2)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(segment_bases(dir.path()).await, vec![0]);
+    let live = vec![crate::protocol::LiveTopic {
+        name: "t".into(),
+        topic_id: [0; 16],
+    }];
+    let collect = |compacted: Vec<(i32, i64)>| Request::CollectIntake {
+        live: live.clone(),
+        compacted: compacted
+            .into_iter()
+            .map(|(partition, last_offset)| crate::protocol::CompactedTo {
+                topic: "t".into(),
+                topic_id: [0; 16],
+                partition,
+                last_offset,
+            })
+            .collect(),
+        min_age_ms: 0,
+        not_after_ms: i64::MAX,
+    };
+    let intake_objects = || async {
+        svc.store
+            .list(&crate::intake::intake_prefix("ns/c1"))
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = intake_objects().await;
+    assert_eq!(before, 3, "three windows, three objects");
+    // Partition 0 compacted through 2: only its first object is all compacted.
+    let deleted = svc.handle(collect(vec![(0, 2)])).await.unwrap();
+    assert_eq!(deleted, Response::Deleted(Deleted { objects: 1 }));
+    // Everything stays readable and recoverable, from segment and intake.
+    let fresh = service(dir.path(), 1 << 20).await;
+    assert_eq!(recover_id(&fresh, 0, 0).await, (0, 6));
+    assert_eq!(recover_id(&fresh, 1, 0).await, (0, 3));
+    for offset in [0, 2, 3, 5] {
+        let h = batch::validate(&read_id(&fresh, 0, offset).await).unwrap();
+        assert!(
+            h.base_offset <= offset && offset <= h.last_offset(),
+            "offset {offset}"
+        );
+    }
+    // Once partition 0 is compacted to its end and partition 1's topic is
+    // gone (re-created under a new id), nothing is kept.
+    fresh.handle(compact(0, 6)).await.unwrap();
+    let deleted = fresh
+        .handle(Request::CollectIntake {
+            live: vec![crate::protocol::LiveTopic {
+                name: "t".into(),
+                topic_id: [5; 16],
+            }],
+            compacted: Vec::new(),
+            min_age_ms: 0,
+            not_after_ms: i64::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, Response::Deleted(Deleted { objects: 2 }));
+    assert_eq!(intake_objects().await, 0);
 }

@@ -76,7 +76,7 @@ impl FlusherService {
         }))
     }
 
-    async fn same_object(&self, key: &str, body: &Bytes) -> bool {
+    pub(super) async fn same_object(&self, key: &str, body: &Bytes) -> bool {
         match self.store.get(key).await {
             Ok(existing) => existing == *body,
             Err(_) => false,

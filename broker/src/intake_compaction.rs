@@ -1,0 +1,187 @@
+//! On the intake write path (docs/intake-objects.md): every leader has its
+//! flusher copy its partitions' intake parts into per-partition segments,
+//! and the controller has intake objects deleted once nothing in them is
+//! needed.
+//!
+//! Compaction is partition maintenance (`segment_merge::maintenance_step`):
+//! only the leader, only below its high watermark, one step at a time within
+//! the maintenance lease. After each step the leader records in the metadata
+//! store how far the partition is compacted; the clean-up deletes an object
+//! only when every part in it is at or below that point, or of a topic that
+//! no longer exists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafscale_flusher::protocol::{CompactedTo, LiveTopic};
+use kafscale_metadata::topic_rules::topic_config_value;
+
+use crate::partition_log::WritePath;
+use crate::segment_merge::maintenance_step;
+use crate::Broker;
+
+/// Compaction steps per partition per pass.
+const STEPS_PER_PARTITION: usize = 8;
+/// How often intake objects are cleaned up (by the controller).
+const CLEAN_UP_INTERVAL: Duration = Duration::from_secs(15);
+/// Intake objects younger than this are never deleted.
+const CLEAN_UP_MIN_AGE: Duration = Duration::from_secs(30);
+
+/// When compaction runs and what it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionSettings {
+    /// How often each led partition is offered a compaction step.
+    pub interval: Duration,
+    /// Parts gather toward `segment.bytes` (capped by the flusher) for at
+    /// most this long after their upload.
+    pub max_delay: Duration,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One compaction pass over every partition this broker may maintain.
+/// `recorded` remembers the compaction point last written per partition, so
+/// the metadata store is written only when it moves.
+pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<(String, i32), i64>) {
+    let max_delay_ms = broker.config.compaction.max_delay.as_millis() as i64;
+    for topic in broker.topics.all() {
+        let target_bytes = topic_config_value(&topic.record.config, "segment.bytes")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        for log in &topic.partitions {
+            let Some(high_watermark) = log.high_watermark_now() else {
+                continue;
+            };
+            let id = log.id();
+            for _ in 0..STEPS_PER_PARTITION {
+                let step = maintenance_step(broker, log, |not_after_ms| {
+                    broker.flusher.compact_intake(
+                        &id,
+                        high_watermark,
+                        target_bytes,
+                        max_delay_ms,
+                        not_after_ms,
+                    )
+                })
+                .await;
+                let Some(step) = step else { break };
+                let done = match step {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "intake compaction step failed; will retry on the next pass");
+                        break;
+                    }
+                };
+                let key = (log.topic.clone(), log.partition);
+                if done.last_offset >= 0 && recorded.get(&key) < Some(&done.last_offset) {
+                    match broker
+                        .metadata
+                        .record_compacted(&log.topic, log.partition, done.last_offset)
+                        .await
+                    {
+                        Ok(()) => {
+                            recorded.insert(key, done.last_offset);
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "recording the compaction point failed; intake objects stay until it is recorded")
+                        }
+                    }
+                }
+                if done.written == 0 {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes intake objects nothing needs, when this broker is the controller.
+pub async fn clean_up_once(broker: &Broker) {
+    if broker.cluster.controller() != Some(broker.cluster.me.id) {
+        return;
+    }
+    let Some(not_after_ms) = broker.cluster.session_deadline_ms() else {
+        return;
+    };
+    // Fresh reads, after which only newer objects can hold other topics.
+    let topics = match broker.metadata.list_topics().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing topics for the intake clean-up failed; will retry");
+            return;
+        }
+    };
+    let compacted = match broker.metadata.compacted_offsets().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading compaction points failed; will retry");
+            return;
+        }
+    };
+    let ids: HashMap<&str, [u8; 16]> = topics
+        .iter()
+        .map(|t| (t.name.as_str(), *t.id.as_bytes()))
+        .collect();
+    let compacted: Vec<CompactedTo> = compacted
+        .into_iter()
+        .filter_map(|(topic, partition, last_offset)| {
+            let topic_id = *ids.get(topic.as_str())?;
+            Some(CompactedTo {
+                topic,
+                topic_id,
+                partition,
+                last_offset,
+            })
+        })
+        .collect();
+    let live: Vec<LiveTopic> = topics
+        .iter()
+        .map(|t| LiveTopic {
+            name: t.name.clone(),
+            topic_id: *t.id.as_bytes(),
+        })
+        .collect();
+    let min_age_ms = CLEAN_UP_MIN_AGE.as_millis() as i64;
+    match broker
+        .flusher
+        .collect_intake(live, compacted, min_age_ms, not_after_ms)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(objects = n, "deleted intake objects nothing needs"),
+        Err(e) => tracing::warn!(error = %e, "intake clean-up failed; will retry"),
+    }
+}
+
+/// Runs compaction and the clean-up, on the intake write path only.
+pub fn spawn(broker: Arc<Broker>) {
+    if broker.config.log.write_path != WritePath::Intake {
+        return;
+    }
+    let compaction = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(compaction.config.compaction.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recorded = HashMap::new();
+        loop {
+            tick.tick().await;
+            compact_once(&compaction, &mut recorded).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CLEAN_UP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            clean_up_once(&broker).await;
+        }
+    });
+}

@@ -1,0 +1,248 @@
+//! The flusher's view of the cluster's intake objects: their keys from a
+//! listing of `{prefix}/!intake/`, and each one's directory, read once (an
+//! object never changes) with a ranged GET of its tail.
+//!
+//! A recovery needs a view that includes every object that had landed when
+//! it began: [`IntakeIndex::refresh`] waits for a listing that started after
+//! its call, and callers that arrive together share one. An object this
+//! flusher wrote is known at once ([`IntakeIndex::added`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use thiserror::Error;
+
+use crate::claims::Claim;
+use crate::intake::{self, IntakeError, PartEntry};
+use crate::object_store::{ObjectStore, StoreError};
+
+/// The first GET of an object's tail: enough for the directory of a few
+/// hundred parts; a longer directory costs a second GET.
+const TAIL_GUESS: u64 = 64 * 1024;
+/// Directories read at once while refreshing.
+const PARALLEL_TAILS: usize = 8;
+
+#[derive(Debug, Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("intake object {key}: {error}; every partition waits until it is repaired or removed")]
+    Unreadable { key: String, error: IntakeError },
+}
+
+/// One intake object as this flusher knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeObject {
+    pub key: String,
+    pub size: u64,
+    pub created_ms: i64,
+    pub entries: Vec<PartEntry>,
+}
+
+/// Where a claim's bytes are: an object and one of its directory entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartLocation {
+    pub object: Arc<IntakeObject>,
+    pub entry: usize,
+}
+
+impl PartLocation {
+    pub fn entry(&self) -> &PartEntry {
+        &self.object.entries[self.entry]
+    }
+}
+
+#[derive(Default)]
+struct Known {
+    /// By key (so oldest first), with the number of the listing that was
+    /// the latest to start when the object became known.
+    objects: BTreeMap<String, (u64, Arc<IntakeObject>)>,
+    /// Listings started so far, and the number of the last one applied.
+    listings_started: u64,
+    last_applied: u64,
+}
+
+pub struct IntakeIndex {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    known: Mutex<Known>,
+    /// One listing at a time; waiters share the next one.
+    listing: tokio::sync::Mutex<()>,
+}
+
+impl IntakeIndex {
+    /// `prefix` is the cluster's key prefix.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: intake::intake_prefix(prefix),
+            known: Mutex::new(Known::default()),
+            listing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings the view up to a listing that started after this call.
+    pub async fn refresh(&self) -> Result<(), IndexError> {
+        let asked_at = self.known().listings_started;
+        let _one_at_a_time = self.listing.lock().await;
+        let number = {
+            let mut k = self.known();
+            if k.last_applied > asked_at {
+                return Ok(()); // someone else's listing started after we asked
+            }
+            k.listings_started += 1;
+            k.listings_started
+        };
+        let listed = self.store.list(&self.prefix).await?;
+        let unknown: Vec<_> = {
+            let k = self.known();
+            listed
+                .iter()
+                .filter(|o| !k.objects.contains_key(&o.key))
+                .filter_map(|o| {
+                    intake::created_ms_from_key(&o.key).map(|ms| (o.key.clone(), o.size, ms))
+                })
+                .collect()
+        };
+        let read: Vec<Option<IntakeObject>> = futures::stream::iter(unknown)
+            .map(|(key, size, created_ms)| async move {
+                self.read_directory(key, size, created_ms).await
+            })
+            .buffered(PARALLEL_TAILS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let mut k = self.known();
+        let listed_keys: std::collections::HashSet<&str> =
+            listed.iter().map(|o| o.key.as_str()).collect();
+        // Missing from the listing: deleted (compacted), unless it became
+        // known while this listing ran (this flusher stored it meanwhile).
+        k.objects
+            .retain(|key, (known_at, _)| *known_at >= number || listed_keys.contains(key.as_str()));
+        for o in read.into_iter().flatten() {
+            k.objects.insert(o.key.clone(), (number, Arc::new(o)));
+        }
+        k.last_applied = number;
+        Ok(())
+    }
+
+    /// Lists once if this view never was (a flusher that just started).
+    pub async fn ensure_listed(&self) -> Result<(), IndexError> {
+        if self.known().last_applied == 0 {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// The directory of one object; `None` when it was deleted meanwhile.
+    async fn read_directory(
+        &self,
+        key: String,
+        size: u64,
+        created_ms: i64,
+    ) -> Result<Option<IntakeObject>, IndexError> {
+        let unreadable = |error| IndexError::Unreadable {
+            key: key.clone(),
+            error,
+        };
+        let guess = size.min(TAIL_GUESS);
+        let mut tail = match self.store.get_range(&key, size - guess..size).await {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let footer = intake::decode_footer(&tail).map_err(unreadable)?;
+        if footer.tail_len() > tail.len() as u64 {
+            let from = size
+                .checked_sub(footer.tail_len())
+                .ok_or_else(|| unreadable(IntakeError::TooShort(size)))?;
+            tail = match self.store.get_range(&key, from..size).await {
+                Ok(b) => b,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+        }
+        let entries = intake::decode_directory(&tail, size).map_err(unreadable)?;
+        Ok(Some(IntakeObject {
+            key,
+            size,
+            created_ms,
+            entries,
+        }))
+    }
+
+    /// An object this flusher just stored.
+    pub fn added(&self, object: IntakeObject) {
+        let mut k = self.known();
+        let now = k.listings_started;
+        k.objects
+            .insert(object.key.clone(), (now, Arc::new(object)));
+    }
+
+    /// Objects deleted by this flusher.
+    pub fn removed(&self, keys: &[String]) {
+        let mut k = self.known();
+        for key in keys {
+            k.objects.remove(key);
+        }
+    }
+
+    /// Every known part of one partition of the topic with this id, as claims.
+    pub fn claims(
+        &self,
+        topic: &str,
+        topic_id: [u8; 16],
+        partition: i32,
+    ) -> Vec<Claim<PartLocation>> {
+        let k = self.known();
+        let mut out = Vec::new();
+        for (_, object) in k.objects.values() {
+            for (i, e) in object.entries.iter().enumerate() {
+                if e.partition == partition && e.topic_id == topic_id && e.topic == topic {
+                    out.push(Claim {
+                        generation: e.generation,
+                        base_offset: e.base_offset,
+                        last_offset: e.last_offset,
+                        source: PartLocation {
+                            object: object.clone(),
+                            entry: i,
+                        },
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Every known object, oldest first (for clean-up).
+    pub fn objects(&self) -> Vec<Arc<IntakeObject>> {
+        self.known()
+            .objects
+            .values()
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Reads and verifies one part's bytes; `None` when its object is gone.
+    pub async fn read_part(&self, at: &PartLocation) -> Result<Option<Bytes>, IndexError> {
+        let e = at.entry();
+        match self.store.get_range(&at.object.key, e.range()).await {
+            Ok(bytes) => {
+                e.verify(&bytes).map_err(|error| IndexError::Unreadable {
+                    key: at.object.key.clone(),
+                    error,
+                })?;
+                Ok(Some(bytes))
+            }
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
