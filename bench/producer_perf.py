@@ -43,10 +43,12 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=300_000, help="1 KiB records")
     ap.add_argument("--throughput", type=int, default=-1, help="records/s cap (-1: unthrottled)")
     ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--flusher-arg", action="append", default=[], dest="flusher_args",
+                    help="an extra flusher flag, e.g. --flusher-arg=--flush-preset=cost (repeatable)")
     ap.add_argument("broker_args", nargs="*", help="extra broker flags (after --)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp), "perf", broker_args=args.broker_args)
+        cluster = Cluster(Path(tmp), "perf", broker_args=args.broker_args, flusher_args=args.flusher_args)
         try:
             create_topic(cluster.bootstrap, "perf", args.partitions)
             procs = {"broker": cluster.broker.proc, "flusher": cluster.flusher.proc, "minio": cluster.minio.proc}
@@ -57,7 +59,7 @@ def main() -> None:
             gib = args.records * 1024 / 2**30
             puts = scrape(cluster.flusher.http_port).get(PUTS, 0) - puts_before
             print(f"{args.records} x 1 KiB, {args.partitions} partitions, cap {args.throughput} records/s, "
-                  f"broker flags {args.broker_args or 'default'}")
+                  f"broker flags {args.broker_args or 'default'}, flusher flags {args.flusher_args or 'default'}")
             print(f"client: {result['mb_s']} MB/s, p50 {result['p50']:g} ms, p99 {result['p99']:g} ms, "
                   f"p99.9 {result['p999']:g} ms")
             print(f"broker acknowledgement: {ack_latency(scrape(cluster.broker.http_port))}")

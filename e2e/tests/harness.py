@@ -160,7 +160,8 @@ class MinIO:
 
 
 class Flusher:
-    def __init__(self, workdir: Path, minio: MinIO, prefix: str, bucket: str = "kafscale"):
+    def __init__(self, workdir: Path, minio: MinIO, prefix: str, bucket: str = "kafscale",
+                 extra: list[str] | None = None):
         self.socket = workdir / "run" / "flusher.sock"
         self.http_port = free_port()
         self.proc = Proc(
@@ -168,7 +169,7 @@ class Flusher:
             [str(TARGET / "kafscale-flusher"), "--socket", str(self.socket), "--bucket", bucket,
              "--endpoint", minio.endpoint, "--path-style", "--create-bucket", "--prefix", prefix,
              "--s3-attempt-timeout-ms", "2000", "--s3-max-attempts", "3",
-             "--http-listen", f"127.0.0.1:{self.http_port}"],
+             "--http-listen", f"127.0.0.1:{self.http_port}", *(extra or [])],
             workdir / "flusher.log",
             env={"AWS_ACCESS_KEY_ID": MINIO_USER, "AWS_SECRET_ACCESS_KEY": MINIO_PASSWORD,
                  "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "info"},
@@ -233,14 +234,15 @@ class Broker:
 class Cluster:
     """etcd + MinIO + flusher + broker, all real, all separate processes."""
 
-    def __init__(self, workdir: Path, name: str = "e2e", broker_args: list[str] | None = None):
+    def __init__(self, workdir: Path, name: str = "e2e", broker_args: list[str] | None = None,
+                 flusher_args: list[str] | None = None):
         self.workdir = workdir
         self.started: list[Proc] = []
         try:
             self.etcd = self._up(Etcd(workdir))
             self.minio = self._up(MinIO(workdir))
             self.prefix = f"test/{name}"
-            self.flusher = self._up(Flusher(workdir, self.minio, self.prefix))
+            self.flusher = self._up(Flusher(workdir, self.minio, self.prefix, extra=flusher_args))
             self.broker = self._up(Broker(workdir, self.etcd, self.flusher, name, broker_args))
         except BaseException:
             # A cluster that fails to start leaves nothing running.
