@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use std::collections::HashMap;
+
+use tokio::sync::{oneshot, Notify};
 
 use crate::batch;
 use crate::deadline::{before_deadline, now_ms};
@@ -60,16 +62,37 @@ impl Default for IntakeSettings {
 
 type Answer = oneshot::Sender<Result<Written, RemoteError>>;
 
+/// A partition of one topic incarnation, as parts name it.
+type PartitionKey = (String, [u8; 16], i32);
+
+fn key_of(part: &PartInput) -> PartitionKey {
+    (part.topic.clone(), part.topic_id, part.partition)
+}
+
 struct OpenObject {
-    /// Tells the window's timer which object it was started for.
-    number: u64,
     parts: Vec<PartInput>,
     answers: Vec<Answer>,
     bytes: usize,
     /// The earliest deadline of its parts: no part may land after its own.
     not_after_ms: i64,
+    /// When its first part came: the window runs from here.
+    opened: tokio::time::Instant,
 }
 
+#[derive(Default)]
+struct Gathering {
+    open: Option<OpenObject>,
+    /// Per partition, the generation of a part whose object failed. Parts of
+    /// that generation that come after it were numbered after the failed
+    /// one: stored, they would leave a gap in the partition's offsets, so
+    /// they fail too. A later generation (the writer recovered) clears it.
+    failed: HashMap<PartitionKey, u64>,
+}
+
+/// Gathers parts and uploads one object at a time, in order: an object's PUT
+/// starts only once the one before it has ended, so a partition's parts
+/// land in offset order, and after a failure the parts queued behind the
+/// failed ones fail too instead of landing after a gap.
 pub struct IntakeWriter {
     store: Arc<dyn ObjectStore>,
     prefix: String,
@@ -77,7 +100,9 @@ pub struct IntakeWriter {
     /// Random per process, so that two flushers never pick the same key.
     writer_id: u64,
     sequence: AtomicU64,
-    open: Mutex<Option<OpenObject>>,
+    gathering: Mutex<Gathering>,
+    /// Wakes the uploader: a first part, or the size threshold reached.
+    wake: Arc<Notify>,
     index: Arc<IntakeIndex>,
     metrics: Arc<FlusherMetrics>,
 }
@@ -90,20 +115,23 @@ impl IntakeWriter {
         index: Arc<IntakeIndex>,
         metrics: Arc<FlusherMetrics>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let writer = Arc::new(Self {
             store,
             prefix: prefix.to_string(),
             settings,
             writer_id: rand::random(),
             sequence: AtomicU64::new(0),
-            open: Mutex::new(None),
+            gathering: Mutex::new(Gathering::default()),
+            wake: Arc::new(Notify::new()),
             index,
             metrics,
-        })
+        });
+        tokio::spawn(uploader(Arc::downgrade(&writer), writer.wake.clone()));
+        writer
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, Option<OpenObject>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    fn gathering(&self) -> std::sync::MutexGuard<'_, Gathering> {
+        self.gathering.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds one partition's batches to the object being gathered and answers
@@ -118,44 +146,32 @@ impl IntakeWriter {
         check_part(&part)?;
         let (answer, answered) = oneshot::channel();
         let bytes: usize = part.batches.iter().map(|b| b.len()).sum();
-        let (sealed, timer_for) = {
-            let mut open = self.open();
-            let started = open.is_none();
-            let object = open.get_or_insert_with(|| OpenObject {
-                number: self.sequence.fetch_add(1, Ordering::Relaxed),
+        {
+            let mut g = self.gathering();
+            let key = key_of(&part);
+            match g.failed.get(&key) {
+                Some(&failed) if part.generation <= failed => {
+                    return Err(behind_a_failure(&part));
+                }
+                Some(_) => {
+                    g.failed.remove(&key);
+                }
+                None => {}
+            }
+            let object = g.open.get_or_insert_with(|| OpenObject {
                 parts: Vec::new(),
                 answers: Vec::new(),
                 bytes: 0,
                 not_after_ms,
+                opened: tokio::time::Instant::now(),
             });
             object.parts.push(part);
             object.answers.push(answer);
             object.bytes += bytes;
             object.not_after_ms = object.not_after_ms.min(not_after_ms);
-            let number = object.number;
-            if object.bytes >= self.settings.max_bytes {
-                (open.take(), None)
-            } else {
-                (None, started.then_some(number))
+            if object.parts.len() == 1 || object.bytes >= self.settings.max_bytes {
+                self.wake.notify_one();
             }
-        };
-        if let Some(object) = sealed {
-            tokio::spawn(self.clone().upload(object));
-        } else if let Some(number) = timer_for {
-            let this = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(this.settings.window).await;
-                let due = {
-                    let mut open = this.open();
-                    match open.as_ref() {
-                        Some(o) if o.number == number => open.take(),
-                        _ => None, // sealed by size already
-                    }
-                };
-                if let Some(object) = due {
-                    this.upload(object).await;
-                }
-            });
         }
         answered.await.unwrap_or_else(|_| {
             Err(RemoteError {
@@ -165,23 +181,49 @@ impl IntakeWriter {
         })
     }
 
-    async fn upload(self: Arc<Self>, object: OpenObject) {
+    /// The open object once it is due: its window has passed or it reached
+    /// the size threshold. `None` when nothing is open.
+    async fn next_due(&self) -> Option<OpenObject> {
+        loop {
+            let due_at = {
+                let mut g = self.gathering();
+                let object = g.open.as_ref()?;
+                let due_at = object.opened + self.settings.window;
+                if object.bytes >= self.settings.max_bytes || tokio::time::Instant::now() >= due_at
+                {
+                    return g.open.take();
+                }
+                due_at
+            };
+            let _ = tokio::time::timeout_at(due_at, self.wake.notified()).await;
+        }
+    }
+
+    async fn upload(&self, object: OpenObject) {
         let OpenObject {
-            number,
             parts,
             answers,
             not_after_ms,
             ..
         } = object;
+        let number = self.sequence.fetch_add(1, Ordering::Relaxed);
         let created_ms = now_ms();
         let result = match intake::encode(&parts, created_ms) {
             Ok(encoded) => {
                 let key = intake::intake_key(&self.prefix, created_ms, self.writer_id, number);
                 let size = encoded.body.len() as u64;
-                let put = self.store.put_if_absent(&key, encoded.body);
-                before_deadline(not_after_ms, &key, put)
-                    .await
-                    .map(|()| (key, size, encoded.entries))
+                let put = self.store.put_if_absent(&key, encoded.body.clone());
+                match before_deadline(not_after_ms, &key, put).await {
+                    Ok(()) => Ok((key, size, encoded.entries)),
+                    // A retried PUT whose first attempt landed finds its own bytes.
+                    Err(e)
+                        if e.kind == ErrorKind::Conflict
+                            && self.store.get(&key).await.is_ok_and(|b| b == encoded.body) =>
+                    {
+                        Ok((key, size, encoded.entries))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(RemoteError {
                 kind: ErrorKind::BadRequest,
@@ -212,11 +254,74 @@ impl IntakeWriter {
                 }
             }
             Err(e) => {
+                // Whatever of these partitions waits behind them fails too.
+                let behind: Vec<(Answer, PartInput)> = {
+                    let mut g = self.gathering();
+                    for p in &parts {
+                        let failed = g.failed.entry(key_of(p)).or_insert(p.generation);
+                        *failed = (*failed).max(p.generation);
+                    }
+                    let failed = g.failed.clone();
+                    match g.open.as_mut() {
+                        Some(open) => {
+                            let queued = std::mem::take(&mut open.parts);
+                            let waiting = std::mem::take(&mut open.answers);
+                            let (doomed, kept): (Vec<_>, Vec<_>) =
+                                waiting.into_iter().zip(queued).partition(|(_, p)| {
+                                    failed.get(&key_of(p)).is_some_and(|&g| p.generation <= g)
+                                });
+                            for (a, p) in kept {
+                                open.answers.push(a);
+                                open.parts.push(p);
+                            }
+                            open.bytes = open
+                                .parts
+                                .iter()
+                                .flat_map(|p| p.batches.iter())
+                                .map(|b| b.len())
+                                .sum();
+                            if open.parts.is_empty() {
+                                g.open = None;
+                            }
+                            doomed
+                        }
+                        None => Vec::new(),
+                    }
+                };
                 for answer in answers {
                     let _ = answer.send(Err(e.clone()));
                 }
+                for (answer, part) in behind {
+                    let _ = answer.send(Err(behind_a_failure(&part)));
+                }
             }
         }
+    }
+}
+
+/// Uploads due objects one after another for as long as the writer exists.
+async fn uploader(writer: std::sync::Weak<IntakeWriter>, wake: Arc<Notify>) {
+    loop {
+        let Some(w) = writer.upgrade() else { return };
+        match w.next_due().await {
+            Some(object) => w.upload(object).await,
+            None => {
+                // Nothing open: wait for a first part, without keeping the
+                // writer alive (it ends this task by going away).
+                drop(w);
+                let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            }
+        }
+    }
+}
+
+fn behind_a_failure(part: &PartInput) -> RemoteError {
+    RemoteError {
+        kind: ErrorKind::Unavailable,
+        message: format!(
+            "{}-{}: an earlier upload of this partition failed, so this part (numbered after it) was not stored; retry",
+            part.topic, part.partition
+        ),
     }
 }
 
@@ -334,5 +439,124 @@ mod tests {
         assert_eq!(expired.kind, ErrorKind::Expired);
         let objects = store.list(&intake::intake_prefix("ns/c")).await.unwrap();
         assert_eq!(objects.len(), 1, "nothing was stored for the expired part");
+    }
+
+    /// Its first PUT waits for `release`, then fails; the rest go through.
+    struct FirstPutFails {
+        inner: LocalDirStore,
+        puts: std::sync::atomic::AtomicUsize,
+        release: Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for FirstPutFails {
+        async fn put_if_absent(
+            &self,
+            key: &str,
+            body: bytes::Bytes,
+        ) -> Result<(), crate::object_store::StoreError> {
+            if self.puts.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.release.notified().await;
+                return Err(crate::object_store::StoreError::Unavailable(
+                    "injected".into(),
+                ));
+            }
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn put_replacing(
+            &self,
+            key: &str,
+            body: bytes::Bytes,
+            expected_etag: Option<&str>,
+        ) -> Result<(), crate::object_store::StoreError> {
+            self.inner.put_replacing(key, body, expected_etag).await
+        }
+        async fn get(&self, key: &str) -> Result<bytes::Bytes, crate::object_store::StoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<bytes::Bytes, crate::object_store::StoreError> {
+            self.inner.get_range(key, range).await
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<crate::object_store::ObjectInfo>, crate::object_store::StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), crate::object_store::StoreError> {
+            self.inner.delete(keys).await
+        }
+        async fn probe(&self) -> Result<(), crate::object_store::StoreError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "first put fails".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_queued_behind_a_failed_object_fail_instead_of_landing_after_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FirstPutFails {
+            inner: LocalDirStore::new(dir.path()).unwrap(),
+            puts: Default::default(),
+            release: Notify::new(),
+        });
+        let index = Arc::new(IntakeIndex::new(store.clone(), "ns/c"));
+        let w = IntakeWriter::new(
+            store.clone(),
+            "ns/c",
+            IntakeSettings {
+                window: Duration::from_millis(10),
+                max_bytes: 1 << 20,
+            },
+            index,
+            FlusherMetrics::detached(),
+        );
+        let far = now_ms() + 60_000;
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move { w.write(part(0, 0, 2), far).await }
+        });
+        while store.puts.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Sent while the first object's PUT runs: partition 0's next part
+        // (same generation) and another partition's part.
+        let behind = tokio::spawn({
+            let w = w.clone();
+            async move { w.write(part(0, 2, 1), far).await }
+        });
+        let other = tokio::spawn({
+            let w = w.clone();
+            async move { w.write(part(5, 0, 1), far).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        store.release.notify_one();
+        assert_eq!(
+            first.await.unwrap().unwrap_err().kind,
+            ErrorKind::Unavailable
+        );
+        let behind = behind.await.unwrap().unwrap_err();
+        assert!(
+            behind.message.contains("earlier upload"),
+            "{}",
+            behind.message
+        );
+        other.await.unwrap().unwrap();
+        // After its recovery the writer's next generation is taken again.
+        let mut recovered = part(0, 0, 1);
+        recovered.generation = 2;
+        w.write(recovered, far).await.unwrap();
+        let objects = store.list(&intake::intake_prefix("ns/c")).await.unwrap();
+        assert_eq!(
+            objects.len(),
+            2,
+            "the other partition's part and the recovered one"
+        );
     }
 }

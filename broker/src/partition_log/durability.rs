@@ -8,12 +8,16 @@
 //! * Appends are admitted only at the epoch this broker leads, within the
 //!   limits of unacknowledged bytes, after the idempotence check; they get
 //!   the next offsets and wait as *pending*, never readable.
-//! * One upload at a time takes everything pending. When it is stored, and
+//! * An upload takes everything pending; up to `max_in_flight` run at once
+//!   (one on the segment path, whose keys order nothing; more on the intake
+//!   path, whose flusher stores a partition's parts in order). Outcomes are
+//!   applied in the order the uploads were taken: when one is stored, and
 //!   only if the partition is still led at the epoch the upload was taken
 //!   under with a valid session, the high watermark moves to its end and the
 //!   producers waiting for those offsets are answered.
 //! * Any other outcome fails everything not yet durable (it was numbered
-//!   after what failed) and the log end is learnt again from object storage
+//!   after what failed; later uploads in flight are disregarded whatever
+//!   they end with) and the log end is learnt again from object storage
 //!   before the next append: what failed on our side may have landed.
 //! * A recovery read under an earlier leadership is discarded.
 
@@ -76,8 +80,23 @@ pub struct Limits {
 
 /// An upload to make: everything that was pending.
 pub struct Upload {
+    /// Names the upload when it finishes.
+    pub id: u64,
     pub epoch: i32,
     pub batches: Vec<Bytes>,
+}
+
+/// An upload in flight, in the order taken.
+struct InFlight {
+    id: u64,
+    chunks: Vec<Chunk>,
+    bytes: usize,
+    epoch: i32,
+    /// Its outcome once it ended: acknowledgeable, or why not.
+    outcome: Option<Result<(), LogError>>,
+    /// An earlier upload failed: whatever this one ends with, nothing in it
+    /// is acknowledged (it was numbered after what failed).
+    disregarded: bool,
 }
 
 /// How an upload ended, as the driver saw it.
@@ -89,14 +108,19 @@ pub enum UploadResult {
 /// What the driver does after an upload ended.
 #[derive(Debug)]
 pub enum AfterUpload {
-    /// Durable and acknowledged: keep these chunks as the readable tail.
+    /// Durable and acknowledged: keep these chunks as the readable tail. Then,
+    /// if an upload taken later had failed already, everything after them
+    /// was abandoned (`then_abandoned`).
     Durable {
         chunks: Vec<Chunk>,
         high_watermark: i64,
+        then_abandoned: Option<LogError>,
     },
     /// Not acknowledged; the log recovers before the next append.
     Abandoned(LogError),
-    /// The log was closed meanwhile.
+    /// Ended before an earlier upload did: decided once that one ends.
+    Waiting,
+    /// The log was closed meanwhile (or the upload was disregarded).
     Closed,
 }
 
@@ -111,8 +135,9 @@ pub struct LogCore {
     /// Assigned, not yet durable, in offset order.
     pending: Vec<Chunk>,
     pending_bytes: usize,
-    /// The upload in flight: its chunks, bytes, and the epoch it was taken under.
-    uploading: Option<(Vec<Chunk>, usize, i32)>,
+    /// Uploads in flight, oldest first.
+    uploading: std::collections::VecDeque<InFlight>,
+    next_upload_id: u64,
     waiters: Vec<Waiter>,
     producers: ProducerStateTable,
     /// The epoch at which this broker leads the partition; `None`: not leader.
@@ -134,7 +159,8 @@ impl LogCore {
             high_watermark: 0,
             pending: Vec::new(),
             pending_bytes: 0,
-            uploading: None,
+            uploading: std::collections::VecDeque::new(),
+            next_upload_id: 0,
             waiters: Vec::new(),
             producers: ProducerStateTable::default(),
             leader_epoch: None,
@@ -174,10 +200,11 @@ impl LogCore {
     }
     /// Bytes numbered but not yet acknowledged (pending and uploading).
     pub fn unacknowledged_bytes(&self) -> usize {
-        self.pending_bytes + self.uploading.as_ref().map_or(0, |u| u.1)
+        self.pending_bytes + self.uploading.iter().map(|u| u.bytes).sum::<usize>()
     }
+    /// Some upload is in flight.
     pub fn uploading(&self) -> bool {
-        self.uploading.is_some()
+        !self.uploading.is_empty()
     }
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -187,7 +214,7 @@ impl LogCore {
     }
     /// Nothing waits for an upload.
     pub fn quiet(&self) -> bool {
-        self.pending.is_empty() && self.uploading.is_none()
+        self.pending.is_empty() && self.uploading.is_empty()
     }
 
     /// Numbers validated batches and queues them for the next upload. The
@@ -331,12 +358,16 @@ impl LogCore {
 
     /// Takes everything pending for one upload, given the latest moment it
     /// may land (`None`: no valid session, so nothing may be uploaded and
-    /// everything pending fails).
-    pub fn take_upload(&mut self, write_deadline: Option<i64>) -> Option<Upload> {
+    /// everything pending fails), while fewer than `max_in_flight` run.
+    pub fn take_upload(
+        &mut self,
+        write_deadline: Option<i64>,
+        max_in_flight: usize,
+    ) -> Option<Upload> {
         if self.pending.is_empty()
             || self.deleted
             || self.needs_recovery
-            || self.uploading.is_some()
+            || self.uploading.len() >= max_in_flight.max(1)
         {
             return None;
         }
@@ -355,46 +386,90 @@ impl LogCore {
                     .collect::<Vec<_>>()
             })
             .collect();
-        self.uploading = Some((chunks, self.pending_bytes, epoch));
+        let id = self.next_upload_id;
+        self.next_upload_id += 1;
+        self.uploading.push_back(InFlight {
+            id,
+            chunks,
+            bytes: self.pending_bytes,
+            epoch,
+            outcome: None,
+            disregarded: false,
+        });
         self.pending_bytes = 0;
-        Some(Upload { epoch, batches })
+        Some(Upload { id, epoch, batches })
     }
 
-    /// An upload ended. Acknowledged only as the leader the upload was taken
-    /// under, with a valid session (`session_valid`, as the driver saw it
-    /// when the upload ended): after a move the new leader may have read the
-    /// log end before this segment landed.
-    pub fn upload_finished(&mut self, result: UploadResult, session_valid: bool) -> AfterUpload {
-        let Some((chunks, _, epoch)) = self.uploading.take() else {
+    /// Upload `id` ended. Acknowledged only as the leader the upload was
+    /// taken under, with a valid session (`session_valid`, as the driver saw
+    /// it when the upload ended): after a move the new leader may have read
+    /// the log end before this upload landed. Outcomes apply in the order
+    /// the uploads were taken, so an upload that ends before an earlier one
+    /// waits for it.
+    pub fn upload_finished(
+        &mut self,
+        id: u64,
+        result: UploadResult,
+        session_valid: bool,
+    ) -> AfterUpload {
+        let leader_epoch = self.leader_epoch;
+        let not_leader = self.not_leader.clone();
+        let Some(upload) = self.uploading.iter_mut().find(|u| u.id == id) else {
             return AfterUpload::Closed;
         };
+        upload.outcome = Some(match result {
+            UploadResult::Stored if leader_epoch == Some(upload.epoch) && session_valid => Ok(()),
+            UploadResult::Stored => Err(not_leader),
+            UploadResult::Failed(e) => Err(e),
+        });
+        let mut durable: Vec<Chunk> = Vec::new();
+        let mut failure = None;
+        while self.uploading.front().is_some_and(|u| u.outcome.is_some()) {
+            let Some(done) = self.uploading.pop_front() else {
+                break;
+            };
+            if done.disregarded || self.deleted {
+                continue;
+            }
+            match done.outcome {
+                Some(Ok(())) => durable.extend(done.chunks),
+                Some(Err(e)) => {
+                    // Everything taken later is disregarded; those that ended
+                    // already leave the queue in this same pass.
+                    for later in self.uploading.iter_mut() {
+                        later.disregarded = true;
+                    }
+                    failure = Some(e);
+                }
+                None => {}
+            }
+        }
         if self.deleted {
             return AfterUpload::Closed;
         }
-        let err = match result {
-            UploadResult::Stored if self.leader_epoch == Some(epoch) && session_valid => {
-                let end = chunks
-                    .last()
-                    .map(|c| c.end_offset)
-                    .unwrap_or(self.high_watermark);
-                self.high_watermark = end;
-                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
-                    .into_iter()
-                    .partition(|w| w.end_offset <= end);
-                self.waiters = waiting;
-                for w in done {
-                    let _ = w.done.send(Ok(()));
-                }
-                return AfterUpload::Durable {
-                    chunks,
-                    high_watermark: end,
-                };
+        if let Some(end) = durable.last().map(|c| c.end_offset) {
+            self.high_watermark = end;
+            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .partition(|w| w.end_offset <= end);
+            self.waiters = waiting;
+            for w in done {
+                let _ = w.done.send(Ok(()));
             }
-            UploadResult::Stored => self.not_leader.clone(),
-            UploadResult::Failed(e) => e,
-        };
-        self.abandon(&err);
-        AfterUpload::Abandoned(err)
+        }
+        if let Some(err) = &failure {
+            self.abandon(err);
+        }
+        match (durable.is_empty(), failure) {
+            (false, then_abandoned) => AfterUpload::Durable {
+                chunks: durable,
+                high_watermark: self.high_watermark,
+                then_abandoned,
+            },
+            (true, Some(err)) => AfterUpload::Abandoned(err),
+            (true, None) if self.uploading.iter().any(|u| u.id == id) => AfterUpload::Waiting,
+            (true, None) => AfterUpload::Closed,
+        }
     }
 
     /// Fails everything not yet durable: it was numbered after what failed.
@@ -426,8 +501,10 @@ impl LogCore {
         self.pending_bytes = 0;
         let kept = self
             .uploading
-            .as_ref()
-            .and_then(|(chunks, _, _)| chunks.last().map(|c| c.end_offset))
+            .iter()
+            .rev()
+            .find(|u| !u.disregarded)
+            .and_then(|u| u.chunks.last().map(|c| c.end_offset))
             .unwrap_or(self.high_watermark);
         self.log_end = kept;
         let (failed, kept_waiters): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
@@ -570,11 +647,11 @@ mod tests {
         assert_eq!(appended.base_offset, 10);
         assert_eq!(answer(&mut durable), None, "acknowledged while pending");
         assert!(log.readable(11).is_err(), "pending offsets are readable");
-        let upload = log.take_upload(Some(i64::MAX)).unwrap();
+        let upload = log.take_upload(Some(i64::MAX), 1).unwrap();
         assert_eq!(upload.batches.len(), 1);
         assert_eq!(upload.epoch, EPOCH);
         assert_eq!(answer(&mut durable), None, "acknowledged while uploading");
-        match log.upload_finished(UploadResult::Stored, true) {
+        match log.upload_finished(upload.id, UploadResult::Stored, true) {
             AfterUpload::Durable { high_watermark, .. } => assert_eq!(high_watermark, 13),
             other => panic!("{other:?}"),
         }
@@ -586,12 +663,12 @@ mod tests {
     fn a_failed_upload_fails_everything_unacknowledged_and_forces_recovery() {
         let mut log = led_log(0);
         let (_, mut first) = append(&mut log, &batch(2, None));
-        log.take_upload(Some(i64::MAX)).unwrap();
+        let upload = log.take_upload(Some(i64::MAX), 1).unwrap();
         // Appended while the upload was in flight: numbered after what fails.
         let (_, mut second) = append(&mut log, &batch(2, None));
         let failure = LogError::StorageUnavailable("PUT failed".into());
         assert!(matches!(
-            log.upload_finished(UploadResult::Failed(failure.clone()), true),
+            log.upload_finished(upload.id, UploadResult::Failed(failure.clone()), true),
             AfterUpload::Abandoned(_)
         ));
         assert_eq!(answer(&mut first), Some(Err(failure.clone())));
@@ -614,13 +691,13 @@ mod tests {
         for new_epoch in [None, Some(EPOCH + 1)] {
             let mut log = led_log(5);
             let (_, mut durable) = append(&mut log, &batch(1, None));
-            log.take_upload(Some(i64::MAX)).unwrap();
+            let upload = log.take_upload(Some(i64::MAX), 1).unwrap();
             // The upload in flight decides its own producers' fate...
             log.follow_leadership(new_epoch);
             assert_eq!(answer(&mut durable), None);
             // ...and a zombie's stored upload is not acknowledged.
             assert!(matches!(
-                log.upload_finished(UploadResult::Stored, true),
+                log.upload_finished(upload.id, UploadResult::Stored, true),
                 AfterUpload::Abandoned(LogError::NotLeader(_))
             ));
             assert_eq!(answer(&mut durable), Some(Err(not_leader())));
@@ -633,16 +710,16 @@ mod tests {
     fn a_stored_upload_is_not_acknowledged_without_a_valid_session() {
         let mut log = led_log(0);
         let (_, mut durable) = append(&mut log, &batch(1, None));
-        log.take_upload(Some(i64::MAX)).unwrap();
+        let upload = log.take_upload(Some(i64::MAX), 1).unwrap();
         assert!(matches!(
-            log.upload_finished(UploadResult::Stored, false),
+            log.upload_finished(upload.id, UploadResult::Stored, false),
             AfterUpload::Abandoned(_)
         ));
         assert_eq!(answer(&mut durable), Some(Err(not_leader())));
         // And nothing is uploaded once the session has no deadline.
         let mut log = led_log(0);
         let (_, mut durable) = append(&mut log, &batch(1, None));
-        assert!(log.take_upload(None).is_none());
+        assert!(log.take_upload(None, 1).is_none());
         assert_eq!(answer(&mut durable), Some(Err(not_leader())));
         assert!(log.quiet());
     }
@@ -651,7 +728,7 @@ mod tests {
     fn a_leadership_change_fails_what_was_pending_but_not_what_is_uploading() {
         let mut log = led_log(0);
         let (_, mut uploading) = append(&mut log, &batch(1, None));
-        log.take_upload(Some(i64::MAX)).unwrap();
+        let _upload = log.take_upload(Some(i64::MAX), 1).unwrap();
         let (_, mut pending) = append(&mut log, &batch(1, None));
         assert_eq!(log.follow_leadership(Some(EPOCH + 1)), Some(Some(EPOCH)));
         assert_eq!(answer(&mut pending), Some(Err(not_leader())));
@@ -701,11 +778,11 @@ mod tests {
         let (appended, mut durable) = append(&mut log, &first);
         assert_eq!(appended.base_offset, 0);
         // The retry arrives while the original is still uploading.
-        log.take_upload(Some(i64::MAX)).unwrap();
+        let upload = log.take_upload(Some(i64::MAX), 1).unwrap();
         let (retry, mut retry_durable) = append(&mut log, &first);
         assert_eq!(retry.base_offset, 0, "a retry is not numbered again");
         assert_eq!(answer(&mut retry_durable), None, "answered before durable");
-        log.upload_finished(UploadResult::Stored, true);
+        log.upload_finished(upload.id, UploadResult::Stored, true);
         assert_eq!(answer(&mut durable), Some(Ok(())));
         assert_eq!(answer(&mut retry_durable), Some(Ok(())));
         // A retry of durable data is answered at once, nothing is appended.
@@ -758,13 +835,13 @@ mod tests {
     fn closing_fails_every_waiter_and_ends_uploads_quietly() {
         let mut log = led_log(0);
         let (_, mut uploading) = append(&mut log, &batch(1, None));
-        log.take_upload(Some(i64::MAX)).unwrap();
+        let upload = log.take_upload(Some(i64::MAX), 1).unwrap();
         let (_, mut pending) = append(&mut log, &batch(1, None));
         log.close();
         assert_eq!(answer(&mut uploading), Some(Err(LogError::Deleted)));
         assert_eq!(answer(&mut pending), Some(Err(LogError::Deleted)));
         assert!(matches!(
-            log.upload_finished(UploadResult::Stored, true),
+            log.upload_finished(upload.id, UploadResult::Stored, true),
             AfterUpload::Closed
         ));
         assert_eq!(log.high_watermark(), 0);
@@ -778,5 +855,124 @@ mod tests {
         log.advance_log_start(5);
         assert_eq!(log.log_start(), 10, "never lowered");
         assert!(log.readable(9).is_err());
+    }
+
+    #[test]
+    fn uploads_in_flight_together_are_acknowledged_in_the_order_taken() {
+        let mut log = led_log(0);
+        let (_, mut first) = append(&mut log, &batch(2, None));
+        let a = log.take_upload(Some(i64::MAX), 4).unwrap();
+        let (_, mut second) = append(&mut log, &batch(3, None));
+        let b = log.take_upload(Some(i64::MAX), 4).unwrap();
+        assert!(
+            log.take_upload(Some(i64::MAX), 2).is_none(),
+            "nothing pending, or the limit reached"
+        );
+        // The later one ends first: it waits for the earlier one.
+        assert!(matches!(
+            log.upload_finished(b.id, UploadResult::Stored, true),
+            AfterUpload::Waiting
+        ));
+        assert_eq!(
+            answer(&mut second),
+            None,
+            "acknowledged before an earlier upload ended"
+        );
+        assert_eq!(log.high_watermark(), 0);
+        match log.upload_finished(a.id, UploadResult::Stored, true) {
+            AfterUpload::Durable {
+                chunks,
+                high_watermark,
+                then_abandoned: None,
+            } => {
+                assert_eq!(high_watermark, 5);
+                assert_eq!(chunks.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(answer(&mut first), Some(Ok(())));
+        assert_eq!(answer(&mut second), Some(Ok(())));
+    }
+
+    #[test]
+    fn a_failed_upload_disregards_every_later_one_even_if_it_was_stored() {
+        let mut log = led_log(0);
+        let (_, mut first) = append(&mut log, &batch(2, None));
+        let a = log.take_upload(Some(i64::MAX), 4).unwrap();
+        let (_, mut second) = append(&mut log, &batch(3, None));
+        let b = log.take_upload(Some(i64::MAX), 4).unwrap();
+        let (_, mut third) = append(&mut log, &batch(1, None));
+        let c = log.take_upload(Some(i64::MAX), 4).unwrap();
+        assert!(matches!(
+            log.upload_finished(b.id, UploadResult::Stored, true),
+            AfterUpload::Waiting
+        ));
+        let failure = LogError::StorageUnavailable("PUT failed".into());
+        assert!(matches!(
+            log.upload_finished(a.id, UploadResult::Failed(failure.clone()), true),
+            AfterUpload::Abandoned(_)
+        ));
+        for w in [&mut first, &mut second, &mut third] {
+            assert_eq!(answer(w), Some(Err(failure.clone())));
+        }
+        assert_eq!(
+            log.high_watermark(),
+            0,
+            "stored after a failed upload, yet acknowledged"
+        );
+        assert!(
+            log.uploading(),
+            "the last upload is still in flight: recovery waits for it"
+        );
+        assert!(matches!(
+            log.upload_finished(c.id, UploadResult::Stored, true),
+            AfterUpload::Closed
+        ));
+        assert!(!log.uploading());
+        assert!(log.needs_recovery());
+    }
+
+    #[test]
+    fn an_upload_that_ended_before_an_earlier_failure_is_let_go_with_it() {
+        let mut log = led_log(0);
+        append(&mut log, &batch(2, None));
+        let a = log.take_upload(Some(i64::MAX), 4).unwrap();
+        append(&mut log, &batch(3, None));
+        let b = log.take_upload(Some(i64::MAX), 4).unwrap();
+        assert!(matches!(
+            log.upload_finished(b.id, UploadResult::Stored, true),
+            AfterUpload::Waiting
+        ));
+        let failure = LogError::StorageUnavailable("PUT failed".into());
+        log.upload_finished(a.id, UploadResult::Failed(failure), true);
+        assert!(
+            !log.uploading(),
+            "an upload that had ended before the failure is still counted in flight: recovery would wait for ever"
+        );
+    }
+
+    #[test]
+    fn uploads_stored_before_a_later_failure_stay_acknowledged() {
+        let mut log = led_log(0);
+        let (_, mut first) = append(&mut log, &batch(2, None));
+        let a = log.take_upload(Some(i64::MAX), 4).unwrap();
+        let (_, mut second) = append(&mut log, &batch(3, None));
+        let b = log.take_upload(Some(i64::MAX), 4).unwrap();
+        let failure = LogError::StorageUnavailable("PUT failed".into());
+        assert!(matches!(
+            log.upload_finished(b.id, UploadResult::Failed(failure.clone()), true),
+            AfterUpload::Waiting
+        ));
+        match log.upload_finished(a.id, UploadResult::Stored, true) {
+            AfterUpload::Durable {
+                high_watermark: 2,
+                then_abandoned: Some(_),
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(answer(&mut first), Some(Ok(())));
+        assert_eq!(answer(&mut second), Some(Err(failure)));
+        assert!(log.needs_recovery());
     }
 }

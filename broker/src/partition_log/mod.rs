@@ -50,7 +50,7 @@ use thiserror::Error;
 
 use crate::producer_state::{ProducerStateTable, SequenceError};
 use durability::Chunk;
-use durability::{AfterUpload, Limits, LogCore, Refusal, Upload, UploadResult};
+use durability::{AfterUpload, Limits, LogCore, Refusal, UploadResult};
 pub use durability::{Appended, Durable};
 use kafscale_flusher::PartitionId;
 use storage::{SegmentStorage, UploadRequest};
@@ -66,6 +66,10 @@ pub enum WritePath {
     /// in one PUT).
     Intake,
 }
+
+/// Uploads of one partition in flight at once on the intake path: the next
+/// part joins the flusher's next object while the last one is stored.
+const INTAKE_UPLOADS_IN_FLIGHT: usize = 4;
 
 /// Bytes of the newest segments read back to rebuild producer state on recovery.
 const PRODUCER_STATE_SCAN_BYTES: u64 = 16 * 1024 * 1024;
@@ -630,32 +634,49 @@ impl PartitionLog {
         self.ctx.cluster.my_epoch(&key) == Some(epoch)
     }
 
-    /// Uploads everything pending as one segment. Returns false when there was
-    /// nothing to do.
-    async fn flush_once(&self) -> bool {
-        let upload = {
-            let mut s = self.lock();
-            if !s.core.has_pending() {
-                return false;
-            }
-            let deadline =
-                crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace);
-            let upload = s.core.take_upload(deadline);
-            self.count_unacknowledged(&mut s);
-            match (upload, deadline) {
-                (Some(u), Some(not_after_ms)) => (u, not_after_ms, s.generation),
-                // Nothing to take (recovering, not leading), or the session
-                // ended and what was pending failed.
-                (_, d) => return d.is_none(),
-            }
-        };
-        let (Upload { epoch, batches }, not_after_ms, generation) = upload;
-        let request = UploadRequest {
-            leader_epoch: epoch,
-            generation,
-            not_after_ms,
-            batches,
-        };
+    /// Uploads a partition may have in flight at once.
+    fn max_in_flight(&self) -> usize {
+        match self.ctx.settings.write_path {
+            // A later segment landing after a failed one would leave a gap
+            // the listing cannot tell from data.
+            WritePath::Segments => 1,
+            // The flusher stores a partition's parts in order and fails the
+            // ones behind a failed part (`intake_writer`).
+            WritePath::Intake => INTAKE_UPLOADS_IN_FLIGHT,
+        }
+    }
+
+    /// Takes everything pending for one upload, if one may start now.
+    fn take_upload(&self) -> Option<PreparedUpload> {
+        let mut s = self.lock();
+        if !s.core.has_pending() {
+            return None;
+        }
+        let deadline =
+            crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace);
+        let upload = s.core.take_upload(deadline, self.max_in_flight());
+        self.count_unacknowledged(&mut s);
+        // None: nothing to take (recovering, not leading, enough in flight),
+        // or the session ended and what was pending failed.
+        let (upload, not_after_ms) = (upload?, deadline?);
+        Some(PreparedUpload {
+            id: upload.id,
+            request: UploadRequest {
+                leader_epoch: upload.epoch,
+                generation: s.generation,
+                not_after_ms,
+                batches: upload.batches,
+            },
+        })
+    }
+
+    /// Carries one upload out and applies its outcome.
+    async fn upload(&self, upload: PreparedUpload) {
+        let PreparedUpload {
+            id: upload_id,
+            request,
+        } = upload;
+        let epoch = request.leader_epoch;
         let id = self.id();
         let path = self.ctx.settings.write_path;
         let result = match path {
@@ -674,14 +695,17 @@ impl PartitionLog {
             Err(e) => UploadResult::Failed(LogError::from(e)),
         };
         let mut s = self.lock();
-        let after = s
-            .core
-            .upload_finished(result, still_leading && self.ctx.cluster.session_valid());
+        let after = s.core.upload_finished(
+            upload_id,
+            result,
+            still_leading && self.ctx.cluster.session_valid(),
+        );
         self.count_unacknowledged(&mut s);
-        match after {
+        let abandoned = match after {
             AfterUpload::Durable {
                 chunks,
                 high_watermark,
+                then_abandoned,
             } => {
                 let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
                 let records = chunks.last().map(|c| c.end_offset).unwrap_or(0)
@@ -700,18 +724,28 @@ impl PartitionLog {
                 drop(s);
                 self.ctx.evict_over_budget();
                 self.hw_tx.send_replace(high_watermark);
+                then_abandoned
             }
-            AfterUpload::Abandoned(err) if failed => {
+            AfterUpload::Abandoned(err) => Some(err),
+            AfterUpload::Waiting | AfterUpload::Closed => None,
+        };
+        match abandoned {
+            Some(err) if failed => {
                 self.ctx.metrics.flush_failures.inc();
-                tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "segment upload failed; failing pending produces");
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "upload failed; failing pending produces");
             }
-            AfterUpload::Abandoned(_) => {
-                tracing::info!(topic = %self.topic, partition = self.partition, "leadership moved (or the session ended) while a segment upload was in flight; its producers retry on the new leader");
+            Some(_) => {
+                tracing::info!(topic = %self.topic, partition = self.partition, "leadership moved (or the session ended, or an earlier upload failed) while an upload was in flight; its producers retry");
             }
-            AfterUpload::Closed => {}
+            None => {}
         }
-        true
     }
+}
+
+/// One upload taken from the core, ready to send.
+struct PreparedUpload {
+    id: u64,
+    request: UploadRequest,
 }
 
 fn not_leader(broker: i32, topic: &str, partition: i32) -> LogError {
@@ -748,7 +782,21 @@ async fn group_commit_loop(log: Arc<PartitionLog>) {
         {
             let _ = tokio::time::timeout_at(deadline, log.wake_flush.notified()).await;
         }
-        log.flush_once().await;
+        let Some(upload) = log.take_upload() else {
+            // Enough in flight (or nothing to take): an ending upload wakes us.
+            log.wake_flush.notified().await;
+            continue;
+        };
+        match log.ctx.settings.write_path {
+            WritePath::Segments => log.upload(upload).await,
+            WritePath::Intake => {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    log.upload(upload).await;
+                    log.wake_flush.notify_one();
+                });
+            }
+        }
     }
 }
 
