@@ -86,18 +86,18 @@ struct Args {
     /// Overrides the preset's window, in milliseconds.
     #[arg(
         long,
-        env = "KAFSCALE_FLUSH_WINDOW_MS",
+        env = "KAFSCALE_INTAKE_WINDOW_MS",
         value_parser = clap::value_parser!(u64).range(1..=10_000)
     )]
-    flush_window_ms: Option<u64>,
+    intake_window_ms: Option<u64>,
     /// Overrides the preset's size threshold: an intake object is uploaded
     /// at once when its parts reach this many bytes.
     #[arg(
         long,
-        env = "KAFSCALE_FLUSH_BYTES",
+        env = "KAFSCALE_INTAKE_BYTES",
         value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024)
     )]
-    flush_bytes: Option<u64>,
+    intake_bytes: Option<u64>,
     /// Address of the HTTP endpoint: /metrics, /healthz, /readyz.
     #[arg(
         long,
@@ -130,9 +130,9 @@ fn intake_settings(args: &Args) -> IntakeSettings {
     let preset = args.flush_preset.settings();
     IntakeSettings {
         window: args
-            .flush_window_ms
+            .intake_window_ms
             .map_or(preset.window, Duration::from_millis),
-        max_bytes: args.flush_bytes.map_or(preset.max_bytes, |b| b as usize),
+        max_bytes: args.intake_bytes.map_or(preset.max_bytes, |b| b as usize),
     }
 }
 
