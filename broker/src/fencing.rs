@@ -81,6 +81,15 @@ pub fn check_timing(t: &Timing) -> Result<(), String> {
             (t.session_timeout + t.upload_grace).as_millis()
         ));
     }
+    if t.handover_wait < t.session_timeout + MAX_CLOCK_SKEW {
+        return Err(format!(
+            "the hand-over wait ({} ms) must outlast a session ({} ms, --session-timeout-ms) by the assumed clock skew ({} ms): \
+             a leader cut off from etcd acknowledges intake parts while its session lasts, so a new leader must not read the log end before it ends",
+            t.handover_wait.as_millis(),
+            t.session_timeout.as_millis(),
+            MAX_CLOCK_SKEW.as_millis()
+        ));
+    }
     if t.flusher_timeout < Duration::from_secs(1) {
         return Err(format!(
             "--flusher-timeout-ms ({} ms) is shorter than one object-storage PUT may take; every slow upload would fail. Use at least 1000",
@@ -91,13 +100,15 @@ pub fn check_timing(t: &Timing) -> Result<(), String> {
 }
 
 /// The hand-over wait that satisfies [`check_timing`]: as long as an upload
-/// in flight can run.
+/// in flight can run, and at least a session and the clock skew.
 pub fn handover_wait(
     session_timeout: Duration,
     upload_grace: Duration,
     flusher_timeout: Duration,
 ) -> Duration {
-    flusher_timeout.min(session_timeout + upload_grace)
+    flusher_timeout
+        .min(session_timeout + upload_grace)
+        .max(session_timeout + MAX_CLOCK_SKEW)
 }
 
 #[cfg(test)]
@@ -137,5 +148,13 @@ mod tests {
             ..timing(6_000, 60_000, 30_000)
         };
         assert!(check_timing(&short_wait).unwrap_err().contains("hand-over"));
+        let within_a_session = Timing {
+            handover_wait: Duration::from_millis(6_200),
+            flusher_timeout: Duration::from_millis(6_000),
+            ..timing(6_000, 60_000, 30_000)
+        };
+        assert!(check_timing(&within_a_session)
+            .unwrap_err()
+            .contains("outlast a session"));
     }
 }

@@ -199,6 +199,15 @@ class Flusher:
         return self
 
 
+# KAFSCALE_E2E_WRITE_PATH=intake runs every broker of the suite on the intake
+# write path, unless a test chooses one itself.
+WRITE_PATH = os.environ.get("KAFSCALE_E2E_WRITE_PATH")
+
+
+def write_path_args(extra: list[str] | None) -> list[str]:
+    return ["--write-path", WRITE_PATH] if WRITE_PATH and "--write-path" not in (extra or []) else []
+
+
 class Broker:
     def __init__(self, workdir: Path, etcd: Etcd, flusher: Flusher, cluster_id: str, extra: list[str] | None = None):
         self.port = free_port()
@@ -209,7 +218,7 @@ class Broker:
             [str(TARGET / "kafscale-broker"), "--mode", "production", "--listen", self.bootstrap,
              "--etcd-endpoints", etcd.endpoint, "--flusher-socket", str(flusher.socket),
              "--cluster-id", cluster_id, "--default-partitions", "3",
-             "--http-listen", f"127.0.0.1:{self.http_port}", *(extra or [])],
+             "--http-listen", f"127.0.0.1:{self.http_port}", *write_path_args(extra), *(extra or [])],
             workdir / "broker.log",
             env={"RUST_LOG": "info"},
         )

@@ -202,6 +202,54 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub cache_bytes: Option<i64>,
+    /// How uploads reach object storage: `segments` (one per partition per
+    /// flush window) or `intake` (one object per broker per window, compacted
+    /// into segments later; fewer PUTs, see the README's cost table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_path: Option<WritePath>,
+    /// Intake write path: the cost/latency dial, `latency` (5 ms windows),
+    /// `balanced` (50 ms) or `cost` (250 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_preset: Option<FlushPreset>,
+    /// Intake write path: how long uploaded data may gather before it is
+    /// compacted into segments, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400000))]
+    pub intake_compaction_delay_ms: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WritePath {
+    Segments,
+    Intake,
+}
+
+impl WritePath {
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            WritePath::Segments => "segments",
+            WritePath::Intake => "intake",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FlushPreset {
+    Latency,
+    Balanced,
+    Cost,
+}
+
+impl FlushPreset {
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            FlushPreset::Latency => "latency",
+            FlushPreset::Balanced => "balanced",
+            FlushPreset::Cost => "cost",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]

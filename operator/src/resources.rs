@@ -214,6 +214,16 @@ pub fn config_map(c: &KafscaleCluster) -> ConfigMap {
     if let Some(bytes) = c.spec.config.cache_bytes {
         data.insert("KAFSCALE_FLUSHER_CACHE_BYTES".into(), bytes.to_string());
     }
+    if let Some(path) = c.spec.config.write_path {
+        data.insert("KAFSCALE_WRITE_PATH".into(), path.flag_value().into());
+    }
+    // The flusher reads the preset; on the broker it only matters in dev mode.
+    if let Some(preset) = c.spec.config.flush_preset {
+        data.insert("KAFSCALE_FLUSH_PRESET".into(), preset.flag_value().into());
+    }
+    if let Some(ms) = c.spec.config.intake_compaction_delay_ms {
+        data.insert("KAFSCALE_INTAKE_COMPACTION_DELAY_MS".into(), ms.to_string());
+    }
     ConfigMap {
         metadata: meta(c, &n.config, "config"),
         data: Some(data),
@@ -650,6 +660,31 @@ mod tests {
         assert_eq!(
             data["KAFSCALE_ETCD_ENDPOINTS"],
             "http://prod-etcd-client.team-a.svc:2379"
+        );
+    }
+
+    #[test]
+    fn the_write_path_and_its_preset_reach_both_containers() {
+        let mut c = cluster(vec![]);
+        let data = config_map(&c).data.unwrap();
+        assert!(
+            !data.contains_key("KAFSCALE_WRITE_PATH"),
+            "the binaries' default"
+        );
+        c.spec.config = serde_json::from_value(serde_json::json!({
+            "writePath": "intake", "flushPreset": "cost", "intakeCompactionDelayMs": 120000
+        }))
+        .unwrap();
+        let data = config_map(&c).data.unwrap();
+        assert_eq!(data["KAFSCALE_WRITE_PATH"], "intake");
+        assert_eq!(data["KAFSCALE_FLUSH_PRESET"], "cost");
+        assert_eq!(data["KAFSCALE_INTAKE_COMPACTION_DELAY_MS"], "120000");
+        assert!(
+            serde_json::from_value::<crate::crd::ClusterConfig>(
+                serde_json::json!({"flushPreset": "fast"})
+            )
+            .is_err(),
+            "an unknown preset is refused"
         );
     }
 

@@ -17,7 +17,6 @@ use futures::StreamExt;
 
 use super::{before_deadline, now_ms, remote, FlusherService, PARALLEL_GETS};
 use crate::batch;
-use crate::listing::SegmentRef;
 use crate::protocol::{
     Compacted, CompactedTo, Deleted, ErrorKind, LiveTopic, RemoteError, Response,
 };
@@ -143,17 +142,7 @@ impl FlusherService {
         {
             tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan");
         }
-        self.listings.added(
-            topic,
-            partition,
-            SegmentRef {
-                base_offset: seg.base_offset,
-                key,
-                size,
-                last_modified_ms: now_ms(),
-                etag: String::new(),
-            },
-        );
+        self.remember_written(topic, partition, &seg, key, size);
         self.metrics.compacted_parts.inc_by(taken.len() as u64);
         self.metrics.segments_written.inc();
         self.metrics.segment_bytes.observe(size as f64);

@@ -145,14 +145,9 @@ impl FlusherService {
         }
         // Offsets from the listing and footers alone (cached): a segment that
         // lies inside the one before it is a leftover of an interrupted merge.
-        let owned: Vec<SegmentRef> = list[from.saturating_sub(1)..].to_vec();
-        let ends: Vec<Option<i64>> = futures::stream::iter(owned)
-            .map(|seg| async move { self.last_offset_of(&seg).await })
-            .buffered(PARALLEL_GETS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+        let ends = self
+            .last_offsets_of(list[from.saturating_sub(1)..].to_vec())
+            .await?;
         let Some(ends) = ends.into_iter().collect::<Option<Vec<i64>>>() else {
             return Err(self.listing_changed(topic, partition));
         };

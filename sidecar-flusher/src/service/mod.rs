@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use crate::claims::{self, Claim};
 use crate::intake::PartInput;
 use crate::intake_index::{IndexError, IntakeIndex, PartLocation};
@@ -425,6 +427,46 @@ impl FlusherService {
         seg: &SegmentRef,
     ) -> Result<Option<i64>, RemoteError> {
         self.fact_of(seg, Fact::LastOffset).await
+    }
+
+    /// The last offsets of `segs`, read a few at a time; `None` for one
+    /// that is gone. (Owned items: borrowed ones trip the compiler's Send
+    /// inference for buffered streams inside spawned tasks.)
+    pub(super) async fn last_offsets_of(
+        &self,
+        segs: Vec<SegmentRef>,
+    ) -> Result<Vec<Option<i64>>, RemoteError> {
+        futures::stream::iter(segs)
+            .map(|seg| async move { self.last_offset_of(&seg).await })
+            .buffered(PARALLEL_GETS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// A segment this flusher just stored joins the cached listing. (Not its
+    /// bytes: the broker serves the newest data from memory.)
+    pub(super) fn remember_written(
+        &self,
+        topic: &str,
+        partition: i32,
+        seg: &segment::EncodedSegment,
+        key: String,
+        size: u64,
+    ) {
+        self.listings.added(
+            topic,
+            partition,
+            SegmentRef {
+                base_offset: seg.base_offset,
+                key,
+                size,
+                last_modified_ms: now_ms(),
+                // Unknown until listed; only merges need it and they list afresh.
+                etag: String::new(),
+            },
+        );
     }
 
     /// When a segment's oldest data was sealed, from its header; `None` when

@@ -1,8 +1,6 @@
 //! Deletes: retention's start point, segments below an offset, a whole topic.
 
-use futures::StreamExt;
-
-use super::{before_deadline, now_ms, FlusherService, PARALLEL_GETS};
+use super::{before_deadline, now_ms, FlusherService};
 use crate::listing::SegmentRef;
 use crate::protocol::{Deleted, RemoteError, Response, RetentionPoint};
 use crate::segment;
@@ -43,16 +41,9 @@ impl FlusherService {
             .collect();
         // After an interrupted merge a merged segment reaches past the next
         // listed one, so each candidate's own last offset decides.
-        // (Owned items: borrowed ones trip the compiler's Send inference for
-        // buffered streams inside spawned tasks.)
-        let owned: Vec<SegmentRef> = candidates.iter().map(|s| (*s).clone()).collect();
-        let ends: Vec<Option<i64>> = futures::stream::iter(owned)
-            .map(|seg| async move { self.last_offset_of(&seg).await })
-            .buffered(PARALLEL_GETS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+        let ends = self
+            .last_offsets_of(candidates.iter().map(|s| (*s).clone()).collect())
+            .await?;
         let doomed: Vec<&SegmentRef> = candidates
             .into_iter()
             .zip(ends)

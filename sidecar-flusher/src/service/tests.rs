@@ -25,6 +25,19 @@ fn batch_at(base: i64, n: i32) -> Bytes {
     )
 }
 
+/// One batch of `counts[i]` records each, offsets from `from` on.
+fn batches_from(from: i64, counts: &[i32]) -> Vec<Bytes> {
+    let mut next = from;
+    counts
+        .iter()
+        .map(|&n| {
+            let b = batch_at(next, n);
+            next += i64::from(n);
+            b
+        })
+        .collect()
+}
+
 async fn service(dir: &std::path::Path, whole: u64) -> Arc<FlusherService> {
     let store = Arc::new(LocalDirStore::new(dir).unwrap());
     FlusherService::new(
@@ -50,15 +63,7 @@ async fn write_recover_read_and_fence() {
     for whole in [1 << 20, 0] {
         let svc = service(dir.path(), whole).await;
         let write = |base: i64, sizes: &[i32]| {
-            let mut next = base;
-            let batches = sizes
-                .iter()
-                .map(|&n| {
-                    let b = batch_at(next, n);
-                    next += i64::from(n);
-                    b
-                })
-                .collect();
+            let batches = batches_from(base, sizes);
             Request::WriteSegment {
                 topic: "t".into(),
                 partition: 0,

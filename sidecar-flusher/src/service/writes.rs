@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 use super::{before_deadline, now_ms, remote, FlusherService};
 use crate::batch;
-use crate::listing::SegmentRef;
 use crate::protocol::{ErrorKind, RemoteError, Response, Written};
 use crate::segment;
 
@@ -48,27 +47,15 @@ impl FlusherService {
         let index_key = segment::index_key(p, topic, partition, seg.base_offset);
         let this = Arc::clone(self);
         let in_flight = self.index_uploads.clone().read_owned().await;
+        let index = seg.index.clone();
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            let put = this.store.put_if_absent(&index_key, seg.index.clone());
+            let put = this.store.put_if_absent(&index_key, index);
             if let Err(e) = before_deadline(not_after_ms, &index_key, put).await {
                 tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan");
             }
         });
-        // Not cached: the broker keeps the newest data in memory and serves
-        // tail reads itself; caching here too would hold it twice.
-        self.listings.added(
-            topic,
-            partition,
-            SegmentRef {
-                base_offset: seg.base_offset,
-                key,
-                size,
-                last_modified_ms: now_ms(),
-                // Unknown until listed; only merges need it and they list afresh.
-                etag: String::new(),
-            },
-        );
+        self.remember_written(topic, partition, &seg, key, size);
         Ok(Response::Written(Written {
             base_offset: seg.base_offset,
             last_offset: seg.last_offset,
