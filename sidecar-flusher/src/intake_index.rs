@@ -7,7 +7,7 @@
 //! its call, and callers that arrive together share one. An object this
 //! flusher wrote is known at once ([`IntakeIndex::added`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -54,14 +54,48 @@ impl PartLocation {
     }
 }
 
+/// A partition of one topic incarnation.
+type PartitionKey = (String, [u8; 16], i32);
+
 #[derive(Default)]
 struct Known {
     /// By key (so oldest first), with the number of the listing that was
     /// the latest to start when the object became known.
     objects: BTreeMap<String, (u64, Arc<IntakeObject>)>,
+    /// Where each partition's parts are (object key, entry): a lookup costs
+    /// the partition's parts, not every part of every object.
+    parts: HashMap<PartitionKey, Vec<(String, usize)>>,
     /// Listings started so far, and the number of the last one applied.
     listings_started: u64,
     last_applied: u64,
+}
+
+impl Known {
+    fn insert(&mut self, known_at: u64, object: Arc<IntakeObject>) {
+        self.remove(&object.key);
+        for (i, e) in object.entries.iter().enumerate() {
+            self.parts
+                .entry((e.topic.clone(), e.topic_id, e.partition))
+                .or_default()
+                .push((object.key.clone(), i));
+        }
+        self.objects.insert(object.key.clone(), (known_at, object));
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some((_, object)) = self.objects.remove(key) else {
+            return;
+        };
+        for e in &object.entries {
+            let partition = (e.topic.clone(), e.topic_id, e.partition);
+            if let Some(parts) = self.parts.get_mut(&partition) {
+                parts.retain(|(k, _)| k != key);
+                if parts.is_empty() {
+                    self.parts.remove(&partition);
+                }
+            }
+        }
+    }
 }
 
 pub struct IntakeIndex {
@@ -124,10 +158,19 @@ impl IntakeIndex {
             listed.iter().map(|o| o.key.as_str()).collect();
         // Missing from the listing: deleted (compacted), unless it became
         // known while this listing ran (this flusher stored it meanwhile).
-        k.objects
-            .retain(|key, (known_at, _)| *known_at >= number || listed_keys.contains(key.as_str()));
+        let gone: Vec<String> = k
+            .objects
+            .iter()
+            .filter(|(key, (known_at, _))| {
+                *known_at < number && !listed_keys.contains(key.as_str())
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            k.remove(&key);
+        }
         for o in read.into_iter().flatten() {
-            k.objects.insert(o.key.clone(), (number, Arc::new(o)));
+            k.insert(number, Arc::new(o));
         }
         k.last_applied = number;
         Ok(())
@@ -182,15 +225,14 @@ impl IntakeIndex {
     pub fn added(&self, object: IntakeObject) {
         let mut k = self.known();
         let now = k.listings_started;
-        k.objects
-            .insert(object.key.clone(), (now, Arc::new(object)));
+        k.insert(now, Arc::new(object));
     }
 
     /// Objects deleted by this flusher.
     pub fn removed(&self, keys: &[String]) {
         let mut k = self.known();
         for key in keys {
-            k.objects.remove(key);
+            k.remove(key);
         }
     }
 
@@ -202,23 +244,25 @@ impl IntakeIndex {
         partition: i32,
     ) -> Vec<Claim<PartLocation>> {
         let k = self.known();
-        let mut out = Vec::new();
-        for (_, object) in k.objects.values() {
-            for (i, e) in object.entries.iter().enumerate() {
-                if e.partition == partition && e.topic_id == topic_id && e.topic == topic {
-                    out.push(Claim {
-                        generation: e.generation,
-                        base_offset: e.base_offset,
-                        last_offset: e.last_offset,
-                        source: PartLocation {
-                            object: object.clone(),
-                            entry: i,
-                        },
-                    });
-                }
-            }
-        }
-        out
+        let Some(parts) = k.parts.get(&(topic.to_string(), topic_id, partition)) else {
+            return Vec::new();
+        };
+        parts
+            .iter()
+            .filter_map(|(key, i)| {
+                let (_, object) = k.objects.get(key)?;
+                let e = object.entries.get(*i)?;
+                Some(Claim {
+                    generation: e.generation,
+                    base_offset: e.base_offset,
+                    last_offset: e.last_offset,
+                    source: PartLocation {
+                        object: object.clone(),
+                        entry: *i,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Every known object, oldest first (for clean-up).
@@ -244,5 +288,57 @@ impl IntakeIndex {
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::make_batch;
+    use crate::intake::PartInput;
+    use crate::object_store::LocalDirStore;
+
+    fn object(key: &str, parts: &[(i32, i64)]) -> IntakeObject {
+        let parts: Vec<PartInput> = parts
+            .iter()
+            .map(|&(partition, base)| PartInput {
+                topic: "t".into(),
+                topic_id: [3; 16],
+                partition,
+                leader_epoch: 1,
+                generation: 1,
+                batches: vec![make_batch(base, 2, b"xy")],
+            })
+            .collect();
+        let encoded = intake::encode(&parts, 1).unwrap();
+        IntakeObject {
+            key: key.into(),
+            size: encoded.body.len() as u64,
+            created_ms: 1,
+            entries: encoded.entries,
+        }
+    }
+
+    #[test]
+    fn a_partitions_claims_come_from_its_own_parts_and_leave_with_their_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IntakeIndex::new(Arc::new(LocalDirStore::new(dir.path()).unwrap()), "p");
+        index.added(object("a", &[(0, 0), (1, 0)]));
+        index.added(object("b", &[(0, 2)]));
+        let bases = |partition| {
+            let mut b: Vec<i64> = index
+                .claims("t", [3; 16], partition)
+                .iter()
+                .map(|c| c.base_offset)
+                .collect();
+            b.sort();
+            b
+        };
+        assert_eq!(bases(0), [0, 2]);
+        assert_eq!(bases(1), [0]);
+        assert!(index.claims("t", [4; 16], 0).is_empty(), "another topic id");
+        index.removed(&["a".to_string()]);
+        assert_eq!(bases(0), [2]);
+        assert!(bases(1).is_empty());
     }
 }

@@ -373,12 +373,16 @@ impl PartitionLog {
         }
         // Before the log end is read: whatever this recovery's numbering
         // writes then overrides any earlier writer's part that lands late.
-        let generation = self
-            .ctx
-            .metadata
-            .next_generation(&self.topic, self.partition)
-            .await
-            .map_err(|e| LogError::StorageUnavailable(format!("{e}; retry")))?;
+        let generation = match self.ctx.settings.write_path {
+            // Segments are fenced by their create-once keys instead.
+            WritePath::Segments => 0,
+            WritePath::Intake => self
+                .ctx
+                .metadata
+                .next_generation(&self.topic, self.partition)
+                .await
+                .map_err(|e| LogError::StorageUnavailable(format!("{e}; retry")))?,
+        };
         let id = self.id();
         let kafscale_flusher::protocol::Recovered {
             log_start_offset,
