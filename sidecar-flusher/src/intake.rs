@@ -344,7 +344,13 @@ pub fn decode_directory(tail: &Bytes, object_len: u64) -> Result<Vec<PartEntry>,
                 e.topic, e.partition, e.base_offset
             )));
         }
-        if e.last_offset < e.base_offset || e.length == 0 {
+        // Offsets are non-negative and leave room for "one past the last",
+        // which readers compute.
+        if e.base_offset < 0
+            || e.last_offset < e.base_offset
+            || e.last_offset == i64::MAX
+            || e.length == 0
+        {
             return Err(IntakeError::BadDirectory(format!(
                 "part {}-{} claims offsets {}..={} in {} bytes",
                 e.topic, e.partition, e.base_offset, e.last_offset, e.length
@@ -517,6 +523,37 @@ mod tests {
         }
         // An object shorter than its directory claims.
         assert!(decode_directory(&enc.body, 40).is_err());
+    }
+
+    #[test]
+    fn a_directory_with_offsets_no_writer_assigns_is_refused() {
+        let enc = encode(&[part("t", 0, 0, &[1])], 5).unwrap();
+        for (base, last) in [(-1, 0), (0, i64::MAX), (5, 4)] {
+            let mut entry = enc.entries[0].clone();
+            entry.base_offset = base;
+            entry.last_offset = last;
+            // Rebuild the object with the forged entry and a valid CRC.
+            let body_end = enc.body.len() - decode_footer(&enc.body).unwrap().tail_len() as usize;
+            let mut out = BytesMut::from(&enc.body[..body_end]);
+            let start = out.len();
+            entry.put(&mut out);
+            let len = (out.len() - start) as u32;
+            let crc = crc32c::crc32c(&out[start..]);
+            out.put_u32(len);
+            out.put_u32(crc);
+            out.put_u32(0);
+            out.put_u32(1);
+            out.put_u32(INTAKE_FOOTER_MAGIC);
+            out.put_u32(0);
+            let forged = out.freeze();
+            assert!(
+                matches!(
+                    decode_directory(&forged, forged.len() as u64),
+                    Err(IntakeError::BadDirectory(_))
+                ),
+                "offsets {base}..={last} were accepted"
+            );
+        }
     }
 
     #[test]
