@@ -71,10 +71,7 @@ pub async fn enforce_once(broker: &Broker) {
             let Ok((log_start, _)) = log.offsets().await else {
                 continue;
             };
-            let point = broker
-                .flusher
-                .retention_point(log.topic.clone(), log.partition, ms, bytes)
-                .await;
+            let point = broker.flusher.retention_point(&log.id(), ms, bytes).await;
             match point {
                 Ok(offset) if offset > log_start => {
                     if let Err(e) = advance_log_start(broker, log, offset).await {

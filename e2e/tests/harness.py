@@ -285,6 +285,12 @@ class Cluster:
         return segment_objects(self.minio, self.prefix, topic)
 
 
+def intake_objects(minio: "MinIO", prefix: str) -> list[str]:
+    """Names of the intake objects MinIO holds under a cluster's prefix."""
+    root = minio.data / "kafscale" / prefix / "!intake"
+    return sorted(name for name in (os.listdir(root) if root.exists() else []) if name.endswith(".kfi"))
+
+
 def segment_objects(minio: "MinIO", prefix: str, topic: str) -> list[Path]:
     """Segment files MinIO holds for a topic (MinIO's single-drive layout keeps key paths)."""
     root = minio.data / "kafscale" / prefix / topic

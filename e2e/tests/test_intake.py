@@ -12,7 +12,7 @@ import pytest
 
 import test_leadership as leadership
 from conftest import create_topic, running
-from harness import Cluster, MultiCluster, scrape
+from harness import Cluster, MultiCluster, intake_objects, scrape
 from history import BackgroundProducer
 from verify import check_history, read_all
 
@@ -27,11 +27,6 @@ PARTITIONS = 12
 def intake(tmp_path_factory):
     with running(Cluster(tmp_path_factory.mktemp("intake"), name="intake", broker_args=INTAKE_ARGS)) as c:
         yield c
-
-
-def intake_objects(minio, prefix: str) -> list[str]:
-    root = minio.data / "kafscale" / prefix / "!intake"
-    return sorted(name for name in (os.listdir(root) if root.exists() else []) if name.endswith(".kfi"))
 
 
 def segments(cluster: Cluster, topic: str) -> int:

@@ -365,14 +365,14 @@ impl FlusherClient {
     /// Where the log may start under these limits; -1: nothing is due.
     pub async fn retention_point(
         &self,
-        topic: String,
-        partition: i32,
+        at: &PartitionId,
         retention_ms: i64,
         retention_bytes: i64,
     ) -> Result<i64, RemoteError> {
         let req = Request::RetentionPoint {
-            topic,
-            partition,
+            topic: at.topic.clone(),
+            topic_id: at.topic_id,
+            partition: at.partition,
             retention_ms,
             retention_bytes,
         };

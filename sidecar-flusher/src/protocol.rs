@@ -1,4 +1,4 @@
-//! The broker ⇄ flusher socket protocol, version 4.
+//! The broker ⇄ flusher socket protocol, version 5.
 //!
 //! Every frame is `u32 length` followed by `length` bytes:
 //!
@@ -19,7 +19,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest frame either side accepts; a segment write is bounded by the broker's flush size.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const RESPONSE_BIT: u8 = 0x80;
@@ -447,9 +447,10 @@ operations! {
         max_bytes: u64,
     } -> ProducerBatches,
     /// Where the log may start under these retention limits (-1 = unlimited):
-    /// the base offset of the oldest segment that must be kept.
+    /// the base offset of the oldest segment or intake part that must be kept.
     8 RetentionPoint {
         topic: String,
+        topic_id: [u8; 16],
         partition: i32,
         retention_ms: i64,
         retention_bytes: i64,
@@ -691,6 +692,7 @@ mod tests {
             },
             Request::RetentionPoint {
                 topic: "t".into(),
+                topic_id: [3; 16],
                 partition: 0,
                 retention_ms: 1,
                 retention_bytes: -1,

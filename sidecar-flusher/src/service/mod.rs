@@ -264,11 +264,12 @@ impl FlusherService {
             }
             Request::RetentionPoint {
                 topic,
+                topic_id,
                 partition,
                 retention_ms,
                 retention_bytes,
             } => {
-                self.retention_point(&topic, partition, retention_ms, retention_bytes)
+                self.retention_point(&topic, topic_id, partition, retention_ms, retention_bytes)
                     .await
             }
             Request::DeleteSegmentsBelow {

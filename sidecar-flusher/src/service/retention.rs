@@ -1,6 +1,8 @@
 //! Deletes: retention's start point, segments below an offset, a whole topic.
 
 use super::{before_deadline, now_ms, FlusherService};
+use crate::claims::Claim;
+use crate::intake_index::PartLocation;
 use crate::listing::SegmentRef;
 use crate::protocol::{Deleted, RemoteError, Response, RetentionPoint};
 use crate::segment;
@@ -9,16 +11,26 @@ use crate::segment;
 const INDEX_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl FlusherService {
+    /// Retention counts the partition's segments and, after them, its
+    /// intake parts not compacted yet: data is due by its age and size
+    /// wherever it is. The intake view is read before the segment listing,
+    /// as recovery reads them, so a part compacted in between is counted
+    /// once, in its segment.
     pub(super) async fn retention_point(
         &self,
         topic: &str,
+        topic_id: [u8; 16],
         partition: i32,
         retention_ms: i64,
         retention_bytes: i64,
     ) -> Result<Response, RemoteError> {
+        self.intake.ensure_listed().await?;
         let list = self.list_partition(topic, partition).await?;
+        let segments_end = self.segments_end(&list).await?;
+        let claims = self.valid_claims(topic, topic_id, partition, segments_end)?;
+        let stored = stored_data(&list, &claims);
         Ok(Response::RetentionPoint(RetentionPoint {
-            offset: retention_point(&list, now_ms(), retention_ms, retention_bytes),
+            offset: retention_point(&stored, now_ms(), retention_ms, retention_bytes),
         }))
     }
 
@@ -101,12 +113,36 @@ impl FlusherService {
     }
 }
 
-/// The base offset of the oldest segment that retention keeps, or -1 when
-/// nothing is due. Time: segments written more than `retention_ms` ago go.
-/// Size: the oldest segments go while the rest still exceed `retention_bytes`.
-/// The newest segment always stays.
+/// A stretch of a partition's log as retention sees it: a segment or an
+/// intake part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StoredData {
+    pub base_offset: i64,
+    pub size: u64,
+    pub written_ms: i64,
+}
+
+/// The partition's segments, then its claimed intake parts, in offset order.
+fn stored_data(segments: &[SegmentRef], claims: &[Claim<PartLocation>]) -> Vec<StoredData> {
+    let segments = segments.iter().map(|s| StoredData {
+        base_offset: s.base_offset,
+        size: s.size,
+        written_ms: s.last_modified_ms,
+    });
+    let parts = claims.iter().map(|c| StoredData {
+        base_offset: c.base_offset,
+        size: u64::from(c.source.entry().length),
+        written_ms: c.source.object.created_ms,
+    });
+    segments.chain(parts).collect()
+}
+
+/// The base offset of the oldest stretch that retention keeps, or -1 when
+/// nothing is due. Time: data written more than `retention_ms` ago goes.
+/// Size: the oldest data goes while the rest still exceeds `retention_bytes`.
+/// The newest stretch always stays.
 pub(super) fn retention_point(
-    list: &[SegmentRef],
+    list: &[StoredData],
     now_ms: i64,
     retention_ms: i64,
     retention_bytes: i64,
@@ -117,15 +153,14 @@ pub(super) fn retention_point(
     let mut remaining: u64 = list.iter().map(|s| s.size).sum();
     let mut keep_from = 0;
     while keep_from < last {
-        let seg = &list[keep_from];
+        let data = &list[keep_from];
         // Kafka accepts retention.ms up to i64::MAX ("keep for ever").
-        let too_old =
-            retention_ms >= 0 && seg.last_modified_ms.saturating_add(retention_ms) < now_ms;
+        let too_old = retention_ms >= 0 && data.written_ms.saturating_add(retention_ms) < now_ms;
         let too_big = retention_bytes >= 0 && remaining > retention_bytes as u64;
         if !(too_old || too_big) {
             break;
         }
-        remaining -= seg.size;
+        remaining -= data.size;
         keep_from += 1;
     }
     if keep_from == 0 {
@@ -140,13 +175,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retention_keeps_the_newest_segment_and_drops_by_age_and_size() {
-        let seg = |base, size, at| SegmentRef {
+    fn retention_keeps_the_newest_data_and_drops_by_age_and_size() {
+        let seg = |base, size, at| StoredData {
             base_offset: base,
-            key: format!("s{base}"),
             size,
-            last_modified_ms: at,
-            etag: String::new(),
+            written_ms: at,
         };
         let list = vec![seg(0, 100, 1_000), seg(10, 100, 2_000), seg(20, 100, 3_000)];
         assert_eq!(retention_point(&list, 10_000, -1, -1), -1);
