@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use kafscale_flusher::protocol::{CompactedTo, LiveTopic};
 use kafscale_metadata::topic_rules::topic_config_value;
+use kafscale_telemetry::crash_points;
 
 use crate::partition_log::WritePath;
 use crate::segment_merge::maintenance_step;
@@ -80,6 +81,7 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<(String, i32),
                         break;
                     }
                 };
+                crash_points::reached("broker:compaction:stepped");
                 let key = (log.topic.clone(), log.partition);
                 if done.last_offset >= 0 && recorded.get(&key) < Some(&done.last_offset) {
                     match broker

@@ -171,3 +171,56 @@ def test_flusher_kills_during_uploads_and_compaction_keep_every_record_once(inta
     assert not intake_objects(intake.minio, intake.prefix), "intake objects left after compaction"
     intake.restart_broker_and_flusher()
     check_history(producer.acked, read_all(intake.bootstrap, topic))
+
+
+# Every step of an upload and of compaction where a process can die, as the
+# fault-injecting store (flusher) and the crash points (broker) name them;
+# `@n` is the n-th arrival, so some parts landed before.
+CRASH_STEPS = [
+    ("flusher", "put:intake:before@5"),     # an intake object never stored
+    ("flusher", "put:intake:after@5"),      # stored, never answered
+    ("broker", "broker:upload:stored@5"),   # answered, leadership never checked
+    ("flusher", "put:segment:after"),       # compacted segment without its index
+    ("flusher", "put:index:after"),         # segment and index, step never answered
+    ("broker", "broker:compaction:stepped"),  # compacted, point never recorded
+    ("flusher", "delete:intake:partial"),   # clean-up deleted one object of several
+]
+
+
+def test_kill_9_at_every_step_of_upload_and_compaction_keeps_every_record_once(tmp_path: Path):
+    """Each process is restarted with one crash point armed, dies exactly
+    there (SIGKILL from itself), and is restarted unarmed while an
+    idempotent producer keeps writing: every acknowledged record is read
+    exactly once at its offset, and compaction and clean-up still finish."""
+    with running(Cluster(tmp_path, name="intake-steps", broker_args=INTAKE_ARGS)) as c:
+        topic = "intake-steps"
+        create_topic(c.bootstrap, topic, 4)
+        producer = BackgroundProducer(c.bootstrap, topic, idempotent=True)
+        producer.start()
+        try:
+            for who, step in CRASH_STEPS:
+                proc = c.flusher.proc if who == "flusher" else c.broker.proc
+                starter = c.flusher.start if who == "flusher" else c.broker.start
+                proc.stop()
+                proc.env["KAFSCALE_CRASH_AT"] = step
+                starter()
+                deadline = time.time() + 90
+                while proc.alive() and time.time() < deadline:
+                    time.sleep(0.1)
+                assert not proc.alive(), f"{who} never reached crash point {step}"
+                assert f"crash point {step.split('@')[0]} reached" in proc.tail(200), proc.tail(20)
+                del proc.env["KAFSCALE_CRASH_AT"]
+                starter()
+                time.sleep(1.0)
+        finally:
+            producer.stopping.set()
+            producer.join(90)
+        assert producer.fatal is None, producer.fatal
+        assert len(producer.acked) > 1000, len(producer.acked)
+        check_history(producer.acked, read_all(c.bootstrap, topic))
+        deadline = time.time() + 90
+        while time.time() < deadline and intake_objects(c.minio, c.prefix):
+            time.sleep(0.5)
+        assert not intake_objects(c.minio, c.prefix), "intake objects left after compaction"
+        c.restart_broker_and_flusher()
+        check_history(producer.acked, read_all(c.bootstrap, topic))

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod claims;
 pub mod client;
+pub mod crashing_store;
 pub mod deadline;
 pub mod intake;
 pub mod intake_index;

@@ -8,14 +8,16 @@ use anyhow::Context;
 use clap::Parser;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use kafscale_flusher::crashing_store::CrashingStore;
 use kafscale_flusher::intake_writer::{FlushPreset, IntakeSettings};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
+use kafscale_flusher::object_store::ObjectStore;
 use kafscale_flusher::protocol::{Health, HealthState, Response};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
 use kafscale_flusher::store_check::{check_conditional_writes, CheckError};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
 use kafscale_telemetry::prometheus_client::registry::Registry;
-use kafscale_telemetry::{logging, Check, HttpEndpoint, Readiness, ReadinessProbe};
+use kafscale_telemetry::{crash_points, logging, Check, HttpEndpoint, Readiness, ReadinessProbe};
 use std::sync::Mutex;
 
 #[derive(Parser, Debug)]
@@ -166,8 +168,17 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = FlusherMetrics::new(&mut registry, &health_settings);
     let store = Arc::new(store);
+    let service_store: Arc<dyn ObjectStore> = if crash_points::armed() {
+        tracing::warn!(
+            "a crash point is armed ({}): this flusher kills itself at that step; tests only",
+            crash_points::CRASH_AT_ENV
+        );
+        Arc::new(CrashingStore::new(store.clone()))
+    } else {
+        store.clone()
+    };
     let service = FlusherService::new(
-        store.clone(),
+        service_store,
         FlusherSettings {
             prefix: args.prefix.clone(),
             index_interval: args.index_interval,

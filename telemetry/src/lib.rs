@@ -2,6 +2,7 @@
 //! HTTP listener (`warp`) serving `/metrics` (`prometheus-client`), `/healthz`,
 //! `/readyz` and any routes the process adds (the broker's ops API).
 
+pub mod crash_points;
 pub mod logging;
 
 use std::convert::Infallible;

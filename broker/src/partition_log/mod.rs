@@ -56,6 +56,7 @@ use kafscale_flusher::PartitionId;
 use storage::{SegmentStorage, UploadRequest};
 
 use crate::leadership_check::LeadershipCheck;
+use kafscale_telemetry::crash_points;
 
 /// How uploads reach object storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -693,6 +694,9 @@ impl PartitionLog {
             WritePath::Intake => self.ctx.storage.append_intake(&id, request).await,
         };
         let failed = result.is_err();
+        if !failed {
+            crash_points::reached("broker:upload:stored");
+        }
         // A stored intake part has a key of its own: only the leadership
         // check tells that no new leader can have read the log end before it.
         let still_leading = match (&result, path) {
