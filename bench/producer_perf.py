@@ -7,7 +7,7 @@ side-by-side comparison. Prints numbers; asserts nothing.
 
     cargo build --release --bins
     ~/.cache/kafscale/venv/bin/python bench/producer_perf.py [--records N] [--throughput R] \\
-        [--partitions P] [-- broker flags...]
+        [--partitions P] [--cold-read] [-- broker flags...]
 
 Example: `bench/producer_perf.py --throughput 20480 -- --flush-window-ms 1`
 (20 MB/s of 1 KiB records with a 1 ms flush window).
@@ -25,6 +25,7 @@ from harness import Cluster, scrape  # noqa: E402
 
 ACK = "kafscale_broker_produce_ack_duration_seconds"
 PUTS = 'kafscale_flusher_s3_requests_total{op="put"}'
+GETS = 'kafscale_flusher_s3_requests_total{op="get"}'
 
 
 def ack_latency(metrics: dict[str, float]) -> str:
@@ -43,6 +44,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=300_000, help="1 KiB records")
     ap.add_argument("--throughput", type=int, default=-1, help="records/s cap (-1: unthrottled)")
     ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--cold-read", action="store_true",
+                    help="then restart broker and flusher and read everything back (ConsumerPerformance)")
     ap.add_argument("--flusher-arg", action="append", default=[], dest="flusher_args",
                     help="an extra flusher flag, e.g. --flusher-arg=--flush-preset=cost (repeatable)")
     ap.add_argument("broker_args", nargs="*", help="extra broker flags (after --)")
@@ -65,6 +68,11 @@ def main() -> None:
             print(f"broker acknowledgement: {ack_latency(scrape(cluster.broker.http_port))}")
             print(f"S3 PUTs per GiB: {puts / gib:.0f}")
             print("CPU seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in cpu.items()))
+            if args.cold_read:
+                cluster.restart_broker_and_flusher(kill=False)
+                mb_s = compare.consumer_perf(cluster.bootstrap, "perf", args.records)
+                gets = scrape(cluster.flusher.http_port).get(GETS, 0)
+                print(f"cold read after a restart: {mb_s:.1f} MB/s, S3 GETs per GiB {gets / gib:.0f}")
         finally:
             cluster.close()
 

@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::claims::Claim;
 use crate::intake::{self, IntakeError, PartEntry};
+use crate::intake_cache::{IntakeCache, PartRead};
 use crate::object_store::{ObjectStore, StoreError};
 
 /// The first GET of an object's tail: enough for the directory of a few
@@ -101,15 +102,19 @@ impl Known {
 pub struct IntakeIndex {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// Part bytes for cold reads.
+    parts: Arc<IntakeCache>,
     known: Mutex<Known>,
     /// One listing at a time; waiters share the next one.
     listing: tokio::sync::Mutex<()>,
 }
 
 impl IntakeIndex {
-    /// `prefix` is the cluster's key prefix.
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+    /// `prefix` is the cluster's key prefix; `cache_bytes` bounds the
+    /// whole objects kept for cold reads.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, cache_bytes: u64) -> Self {
         Self {
+            parts: IntakeCache::new(store.clone(), cache_bytes),
             store,
             prefix: intake::intake_prefix(prefix),
             known: Mutex::new(Known::default()),
@@ -166,9 +171,10 @@ impl IntakeIndex {
             })
             .map(|(key, _)| key.clone())
             .collect();
-        for key in gone {
-            k.remove(&key);
+        for key in &gone {
+            k.remove(key);
         }
+        self.parts.forget(&gone);
         for o in read.into_iter().flatten() {
             k.insert(number, Arc::new(o));
         }
@@ -234,6 +240,7 @@ impl IntakeIndex {
         for key in keys {
             k.remove(key);
         }
+        self.parts.forget(keys);
     }
 
     /// Every known part of one partition of the topic with this id, as claims.
@@ -275,19 +282,17 @@ impl IntakeIndex {
     }
 
     /// Reads and verifies one part's bytes; `None` when its object is gone.
-    pub async fn read_part(&self, at: &PartLocation) -> Result<Option<Bytes>, IndexError> {
-        let e = at.entry();
-        match self.store.get_range(&at.object.key, e.range()).await {
-            Ok(bytes) => {
-                e.verify(&bytes).map_err(|error| IndexError::Unreadable {
-                    key: at.object.key.clone(),
-                    error,
-                })?;
-                Ok(Some(bytes))
-            }
-            Err(StoreError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+    pub async fn read_part(
+        &self,
+        at: &PartLocation,
+        read: PartRead,
+    ) -> Result<Option<Bytes>, IndexError> {
+        self.parts.read_part(at, read).await
+    }
+
+    /// A reader will want these parts next (in this order).
+    pub fn read_ahead(&self, next: &[PartLocation]) {
+        self.parts.read_ahead(next);
     }
 }
 
@@ -322,7 +327,11 @@ mod tests {
     #[test]
     fn a_partitions_claims_come_from_its_own_parts_and_leave_with_their_object() {
         let dir = tempfile::tempdir().unwrap();
-        let index = IntakeIndex::new(Arc::new(LocalDirStore::new(dir.path()).unwrap()), "p");
+        let index = IntakeIndex::new(
+            Arc::new(LocalDirStore::new(dir.path()).unwrap()),
+            "p",
+            1 << 20,
+        );
         index.added(object("a", &[(0, 0), (1, 0)]));
         index.added(object("b", &[(0, 2)]));
         let bases = |partition| {

@@ -371,7 +371,7 @@ mod tests {
         max_bytes: usize,
     ) -> (Arc<IntakeWriter>, Arc<IntakeIndex>, Arc<dyn ObjectStore>) {
         let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir).unwrap());
-        let index = Arc::new(IntakeIndex::new(store.clone(), "ns/c"));
+        let index = Arc::new(IntakeIndex::new(store.clone(), "ns/c", 1 << 20));
         let w = IntakeWriter::new(
             store.clone(),
             "ns/c",
@@ -403,11 +403,15 @@ mod tests {
         assert_eq!(objects.len(), 1, "20 partitions in one window take one PUT");
         // The flusher knows it without listing, and a listing agrees.
         assert_eq!(index.claims("t", [1; 16], 7).len(), 1);
-        let fresh = IntakeIndex::new(store.clone(), "ns/c");
+        let fresh = IntakeIndex::new(store.clone(), "ns/c", 1 << 20);
         fresh.refresh().await.unwrap();
         let claims = fresh.claims("t", [1; 16], 7);
         assert_eq!(claims.len(), 1);
-        let bytes = fresh.read_part(&claims[0].source).await.unwrap().unwrap();
+        let bytes = fresh
+            .read_part(&claims[0].source, crate::intake_cache::PartRead::Alone)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(bytes, part(7, 10, 3).batches[0]);
         assert!(fresh.claims("t", [2; 16], 7).is_empty(), "another topic id");
     }
@@ -506,7 +510,7 @@ mod tests {
             puts: Default::default(),
             release: Notify::new(),
         });
-        let index = Arc::new(IntakeIndex::new(store.clone(), "ns/c"));
+        let index = Arc::new(IntakeIndex::new(store.clone(), "ns/c", 1 << 20));
         let w = IntakeWriter::new(
             store.clone(),
             "ns/c",

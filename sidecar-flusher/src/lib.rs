@@ -12,6 +12,7 @@ pub mod client;
 pub mod crashing_store;
 pub mod deadline;
 pub mod intake;
+pub mod intake_cache;
 pub mod intake_index;
 pub mod intake_writer;
 pub mod listing;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// A create-once put found the key taken: another writer (for example a
     /// fenced broker's flusher) got there first.

@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use super::{before_deadline, now_ms, remote, FlusherService, PARALLEL_GETS};
 use crate::batch;
+use crate::intake_cache::PartRead;
 use crate::protocol::{
     Compacted, CompactedTo, Deleted, ErrorKind, LiveTopic, RemoteError, Response,
 };
@@ -85,7 +86,7 @@ impl FlusherService {
             .map(|(_, c)| c.source.clone())
             .collect();
         let parts: Vec<Option<Bytes>> = futures::stream::iter(taken.iter().cloned())
-            .map(|at| async move { self.intake.read_part(&at).await })
+            .map(|at| async move { self.intake.read_part(&at, PartRead::Alone).await })
             .buffered(PARALLEL_GETS)
             .collect::<Vec<_>>()
             .await

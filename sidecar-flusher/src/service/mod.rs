@@ -139,7 +139,14 @@ impl FlusherService {
             settings.whole_segment_bytes,
             metrics.clone(),
         );
-        let intake = Arc::new(IntakeIndex::new(store.clone(), &settings.prefix));
+        // Whole intake objects for cold reads take a quarter of the cache
+        // budget on top of the segments' (recent data is read from intake
+        // until it is compacted).
+        let intake = Arc::new(IntakeIndex::new(
+            store.clone(),
+            &settings.prefix,
+            settings.cache_bytes / 2,
+        ));
         let intake_writer = IntakeWriter::new(
             store.clone(),
             &settings.prefix,

@@ -8,11 +8,15 @@ use futures::StreamExt;
 
 use super::{remote, FlusherService, PARALLEL_GETS};
 use crate::batch;
+use crate::intake_cache::PartRead;
 use crate::listing::SegmentRef;
 use crate::object_store::StoreError;
 use crate::protocol::{ErrorKind, OffsetForTimestamp, Range, RemoteError, Response};
 use crate::segment::{self, SegmentIndex};
 use crate::segment_loader::Loaded;
+
+/// Intake parts of a partition whose objects a reader fetches ahead.
+const READ_AHEAD_PARTS: usize = 8;
 
 impl FlusherService {
     pub(super) async fn read_range(
@@ -64,8 +68,9 @@ impl FlusherService {
     }
 
     /// Reads from the intake part that holds `offset` (or the first one,
-    /// when `offset` is below them all); `None` when the view lacks it or
-    /// its object is gone. From views that may be stale (`fresh` false) a
+    /// when `offset` is below them all) and the whole parts after it while
+    /// they fit in `max_bytes`; `None` when the view lacks it or its object
+    /// is gone. From views that may be stale (`fresh` false) a
     /// contradiction is taken for staleness, not reported.
     #[allow(clippy::too_many_arguments)]
     async fn read_intake(
@@ -83,14 +88,57 @@ impl FlusherService {
             Err(_) if !fresh => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Some(holder) = claims.iter().find(|c| c.last_offset >= offset) else {
+        let Some(first) = claims.iter().position(|c| c.last_offset >= offset) else {
             return Ok(None);
         };
-        let Some(part) = self.intake.read_part(&holder.source).await? else {
-            return Ok(None);
-        };
-        let batches = slice_batches(&part, offset, max_bytes);
-        Ok((!batches.is_empty()).then_some(batches))
+        // The parts that can fit: each at least a batch header long.
+        let mut room = max_bytes;
+        let wanted: Vec<_> = claims[first..]
+            .iter()
+            .enumerate()
+            .take_while(|(i, c)| {
+                let length = c.source.entry().length as usize;
+                let fits = *i == 0 || length <= room;
+                room = room.saturating_sub(length);
+                fits
+            })
+            .map(|(_, c)| c.source.clone())
+            .collect();
+        let parts: Vec<Option<Bytes>> = futures::stream::iter(wanted.iter().cloned())
+            .map(|at| async move { self.intake.read_part(&at, PartRead::WithNeighbours).await })
+            .buffered(PARALLEL_GETS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let ahead: Vec<_> = claims[first + wanted.len()..]
+            .iter()
+            .take(READ_AHEAD_PARTS)
+            .map(|c| c.source.clone())
+            .collect();
+        self.intake.read_ahead(&ahead);
+        let mut out = BytesMut::new();
+        for (at, part) in wanted.iter().zip(parts) {
+            let Some(part) = part else {
+                // Its object is gone (compacted): what came before stands.
+                break;
+            };
+            if out.is_empty() {
+                let sliced = slice_batches(&part, offset, max_bytes);
+                out.extend_from_slice(&sliced);
+                let last = batch::iter_headers(&sliced)
+                    .last()
+                    .map(|(_, h)| h.last_offset());
+                if last != Some(at.entry().last_offset) {
+                    break; // cut short by max_bytes: the next part would leave a gap
+                }
+            } else if out.len() + part.len() <= max_bytes {
+                out.extend_from_slice(&part);
+            } else {
+                break;
+            }
+        }
+        Ok((!out.is_empty()).then(|| out.freeze()))
     }
 
     /// Reads from the segment that holds `offset` in `list`; `None` when the
@@ -247,7 +295,7 @@ impl FlusherService {
                 .iter()
                 .filter(|c| c.source.entry().max_timestamp >= timestamp)
             {
-                let Some(part) = self.intake.read_part(&c.source).await? else {
+                let Some(part) = self.intake.read_part(&c.source, PartRead::Alone).await? else {
                     continue 'listing;
                 };
                 let found = batch::iter_headers(&part)

@@ -8,6 +8,7 @@ use futures::StreamExt;
 
 use super::{remote, FlusherService};
 use crate::batch::{self, BatchHeader};
+use crate::intake_cache::PartRead;
 use crate::listing::SegmentRef;
 use crate::object_store::StoreError;
 use crate::protocol::{
@@ -134,7 +135,7 @@ impl FlusherService {
             }
             let reached_segments = newest_first.len() == claims.len() && budget > 0;
             let parts: Vec<Option<Bytes>> = futures::stream::iter(newest_first.into_iter().rev())
-                .map(|at| async move { self.intake.read_part(&at).await })
+                .map(|at| async move { self.intake.read_part(&at, PartRead::WithNeighbours).await })
                 .buffered(PRODUCER_SCAN_PARALLELISM)
                 .collect::<Vec<_>>()
                 .await
