@@ -2,7 +2,7 @@
 own tools (ProducerPerformance, ConsumerPerformance, EndToEndLatency). Prints
 one Markdown table: each metric for both systems and the ratio Kafscale/Kafka.
 
-    bench/run.sh [--records N] [--backlog-mib M]
+    bench/run.sh [--records N] [--backlog-mib M] [--write-path segments|intake] [--flush-preset P]
 
 Kafscale runs as release builds of broker + flusher with MinIO and etcd and
 acknowledges only what is in MinIO. Kafka runs as one KRaft node (jars from
@@ -144,25 +144,35 @@ def run_suite(bootstrap, pids_fn, restart_fn, args, s3=None, settle=None):
     if s3:
         r["S3 PUTs per GiB produced (w1)"] = (s3()["puts"] - s3_before["puts"]) / gib
     create_topic(bootstrap, "w2", 6)
-    p = producer_perf(bootstrap, "w2", 20 * 20 * 1024, throughput=20 * 1024)  # 20 s at 20 MB/s
+    s3_before = s3() if s3 else None
+    w2_records = 20 * 20 * 1024  # 20 s at 20 MB/s
+    p = producer_perf(bootstrap, "w2", w2_records, throughput=20 * 1024)
     r["produce p50 ms @20MB/s"], r["produce p99 ms @20MB/s"], r["produce p99.9 ms @20MB/s"] = p["p50"], p["p99"], p["p999"]
+    if s3:
+        r["S3 PUTs per GiB @20MB/s (w2, uploads)"] = (s3()["puts"] - s3_before["puts"]) / (w2_records * 1024 / 2**30)
     create_topic(bootstrap, "w3", 1)
     r["e2e p50 ms"], r["e2e p99 ms"] = end_to_end(bootstrap, "w3")
     r["consume MB/s (tail)"] = consumer_perf(bootstrap, "w1", args.records)
     backlog = args.backlog_mib * 1024
     create_topic(bootstrap, "w4", 6)
+    s3_written = s3() if s3 else None
     producer_perf(bootstrap, "w4", backlog)
     if settle:
         s3_before = s3()
-        r["merge of the backlog done after s"] = settle("w4")
-        r["S3 PUTs per GiB merged (w4)"] = (s3()["puts"] - s3_before["puts"]) / (backlog * 1024 / 2**30)
+        r["merge/compaction of the backlog done after s"] = settle("w4")
+        backlog_gib = backlog * 1024 / 2**30
+        r["S3 PUTs per GiB merged/compacted after the produce (w4)"] = (s3()["puts"] - s3_before["puts"]) / backlog_gib
+        r["S3 PUTs per GiB written and settled (w4)"] = (s3()["puts"] - s3_written["puts"]) / backlog_gib
     restart_fn()
     s3_before = s3() if s3 else None
     r["catch-up MB/s after restart"] = consumer_perf(bootstrap, "w4", backlog)
     if s3:
         r["S3 GETs per GiB read cold"] = (s3()["gets"] - s3_before["gets"]) / (backlog * 1024 / 2**30)
     create_topic(bootstrap, "w5", 1000)
+    s3_before = s3() if s3 else None
     r["produce MB/s, 1000 partitions"] = producer_perf(bootstrap, "w5", args.records // 3)["mb_s"]
+    if s3:
+        r["S3 PUTs per GiB, 1000 partitions (uploads)"] = (s3()["puts"] - s3_before["puts"]) / (args.records // 3 * 1024 / 2**30)
     socks = idle_connections(bootstrap)
     time.sleep(2)
     r["RSS MiB with 1000 idle connections"] = sum(
@@ -177,13 +187,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=500_000, help="1 KiB records for workload 1")
     ap.add_argument("--backlog-mib", type=int, default=2048, help="backlog read back cold after a restart")
+    ap.add_argument("--write-path", choices=["segments", "intake"], help="Kafscale's write path (default: the broker's)")
+    ap.add_argument("--flush-preset", choices=["latency", "balanced", "cost"], help="the flusher's intake preset")
     args = ap.parse_args()
+    broker_args = ["--group-initial-rebalance-delay-ms", "0"]
+    if args.write_path:
+        broker_args += ["--write-path", args.write_path]
+    flusher_args = ["--flush-preset", args.flush_preset] if args.flush_preset else []
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "kafscale").mkdir()
         # Same group setting as the Kafka node: no initial rebalance delay.
-        cluster = Cluster(work / "kafscale", "bench", broker_args=["--group-initial-rebalance-delay-ms", "0"])
+        cluster = Cluster(work / "kafscale", "bench", broker_args=broker_args, flusher_args=flusher_args)
         try:
             pids = lambda: [cluster.broker.proc.popen.pid, cluster.flusher.proc.popen.pid]
 
@@ -191,9 +207,9 @@ def main():
                 cluster.restart_broker_and_flusher(kill=False)
 
             def settle(topic):
-                """Seconds until the topic's small segments are merged: every
-                segment older than the merge age is large, so the count of
-                segments stops falling."""
+                """Seconds until the topic's small segments are merged (and, on
+                the intake path, its parts compacted as far as the size
+                threshold takes them): the count of segments stops changing."""
                 start = last_change = time.time()
                 last = None
                 while time.time() - start < 600:
@@ -221,6 +237,7 @@ def main():
             results["kafka"] = run_suite(kafka.bootstrap, kafka.pids, kafka.restart, args)
         finally:
             kafka.stop()
+    print(f"\nKafscale write path {args.write_path or 'default'}, flush preset {args.flush_preset or 'default'}")
     print(f"\n| metric | Kafscale | Kafka {KAFKA_VERSION} | Kafscale/Kafka |\n|---|---|---|---|")
     for metric, value in results["kafscale"].items():
         other = results["kafka"].get(metric)
