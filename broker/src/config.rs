@@ -90,7 +90,7 @@ impl Default for BrokerConfig {
                 max_unacknowledged_bytes: 256 * 1024 * 1024,
                 upload_grace: MergeSettings::default().upload_grace(),
                 handover_wait: Duration::from_secs(30),
-                write_path: WritePath::Segments,
+                write_path: WritePath::Intake,
             },
             groups: GroupSettings {
                 initial_rebalance_delay: Duration::from_millis(3000),

@@ -91,15 +91,15 @@ struct Args {
     /// Upload early once this many bytes are pending for a partition.
     #[arg(long, env = "KAFSCALE_FLUSH_BYTES", default_value_t = 8 * 1024 * 1024)]
     flush_bytes: usize,
-    /// How uploads reach object storage: `segments` (one segment per
-    /// partition per flush window) or `intake` (the flusher gathers all
-    /// partitions of its window into one object; its `--flush-preset` sets
-    /// the window). Intake is being built: see docs/intake-objects.md.
+    /// How uploads reach object storage: `intake` (the flusher gathers all
+    /// partitions of its window into one object, compacted into segments
+    /// later; its `--flush-preset` sets the window; docs/intake-objects.md)
+    /// or `segments` (one segment per partition per `--flush-window-ms`).
     #[arg(
         long,
         env = "KAFSCALE_WRITE_PATH",
         value_enum,
-        default_value = "segments"
+        default_value = "intake"
     )]
     write_path: WritePath,
     /// Intake write path: how long uploaded parts may gather toward

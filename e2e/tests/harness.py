@@ -199,13 +199,18 @@ class Flusher:
         return self
 
 
-# KAFSCALE_E2E_WRITE_PATH=intake runs every broker of the suite on the intake
-# write path, unless a test chooses one itself.
-WRITE_PATH = os.environ.get("KAFSCALE_E2E_WRITE_PATH")
+# The write path of every broker the suite starts unless a test chooses one:
+# the broker's default (intake), or KAFSCALE_E2E_WRITE_PATH=segments.
+WRITE_PATH = os.environ.get("KAFSCALE_E2E_WRITE_PATH", "intake")
+
+
+def write_path_of(extra: list[str] | None) -> str:
+    args = extra or []
+    return args[args.index("--write-path") + 1] if "--write-path" in args else WRITE_PATH
 
 
 def write_path_args(extra: list[str] | None) -> list[str]:
-    return ["--write-path", WRITE_PATH] if WRITE_PATH and "--write-path" not in (extra or []) else []
+    return [] if "--write-path" in (extra or []) else ["--write-path", WRITE_PATH]
 
 
 class Broker:
@@ -213,6 +218,7 @@ class Broker:
         self.port = free_port()
         self.http_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.write_path = write_path_of(extra)
         self.proc = Proc(
             "broker",
             [str(TARGET / "kafscale-broker"), "--mode", "production", "--listen", self.bootstrap,
@@ -284,6 +290,13 @@ class Cluster:
     def objects(self, topic: str) -> list[Path]:
         return segment_objects(self.minio, self.prefix, topic)
 
+    @property
+    def write_path(self) -> str:
+        return self.broker.write_path
+
+    def intake_objects(self) -> list[str]:
+        return intake_objects(self.minio, self.prefix)
+
 
 def intake_objects(minio: "MinIO", prefix: str) -> list[str]:
     """Names of the intake objects MinIO holds under a cluster's prefix."""
@@ -326,6 +339,7 @@ class MultiCluster:
 
     def __init__(self, workdir: Path, name: str = "multi", nodes: int = 3, broker_args: list[str] | None = None):
         self.workdir = workdir
+        self.write_path = write_path_of(broker_args)
         self.etcd = Etcd(workdir).start()
         self.nodes = []
         try:
@@ -348,6 +362,9 @@ class MultiCluster:
 
     def objects(self, topic: str) -> list[Path]:
         return segment_objects(self.minio, self.prefix, topic)
+
+    def intake_objects(self) -> list[str]:
+        return intake_objects(self.minio, self.prefix)
 
     def logs(self) -> str:
         procs = [p for n in self.nodes for p in (n.broker.proc, n.flusher.proc)]

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
 
 from conftest import create_topic, running
-from harness import Cluster, intake_objects
+from harness import Cluster
 
 ARGS = ["--retention-check-interval-ms", "300", "--merge-min-age-ms", "1000", "--session-timeout-ms", "2000"]
 
@@ -22,7 +22,6 @@ def cluster(tmp_path_factory, request):
     if request.param == "intake":
         args += ["--intake-compaction-delay-ms", "3000"]
     with running(Cluster(tmp_path_factory.mktemp("retention"), "retention", broker_args=args)) as c:
-        c.write_path = request.param
         yield c
 
 
@@ -71,7 +70,7 @@ def test_retention_bytes_drops_old_data(cluster):
             # objects go (clean-up waits until they are 30 s old); what it
             # moved below the log start stays hidden.
             deadline = time.time() + 90
-            while intake_objects(cluster.minio, cluster.prefix) or not segments():
+            while cluster.intake_objects() or not segments():
                 assert time.time() < deadline, "compaction left intake objects behind"
                 time.sleep(0.2)
             # Retention now counts segments, so the log start may move on,

@@ -202,9 +202,10 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub cache_bytes: Option<i64>,
-    /// How uploads reach object storage: `segments` (one per partition per
-    /// flush window) or `intake` (one object per broker per window, compacted
-    /// into segments later; fewer PUTs, see the README's cost table).
+    /// How uploads reach object storage: `intake` (the brokers' default: one
+    /// object per broker per window, compacted into segments later; fewer
+    /// PUTs, see the README's cost table) or `segments` (one per partition
+    /// per flush window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_path: Option<WritePath>,
     /// Intake write path: the cost/latency dial, `latency` (5 ms windows),

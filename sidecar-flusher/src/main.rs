@@ -63,7 +63,8 @@ struct Args {
     /// Records between `.index` entries.
     #[arg(long, env = "KAFSCALE_INDEX_INTERVAL", default_value_t = 4096)]
     index_interval: u32,
-    /// Bytes of segments cached in memory for cold reads.
+    /// Bytes of segments cached in memory for cold reads (whole intake
+    /// objects read cold take up to half as much again).
     #[arg(long, env = "KAFSCALE_FLUSHER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     cache_bytes: u64,
     /// Segments up to this size are read whole (one GET) and cached; larger
