@@ -95,7 +95,8 @@ def test_dev_mode_makes_new_names_durable_before_acknowledging(tmp_path):
     threads = [f.read_text().splitlines() for f in tmp_path.glob("trace.*")]
 
     def segment_link(line):
-        m = re.search(r'linkat\([^,]+, "[^"]+", [^,]+, "([^"]+\.kfs)"', line)
+        # A segment, or an intake object on the default write path.
+        m = re.search(r'linkat\([^,]+, "[^"]+", [^,]+, "([^"]+\.kf[si])"', line)
         return m and m.group(1)
 
     def metadata_rename(line):
@@ -104,7 +105,7 @@ def test_dev_mode_makes_new_names_durable_before_acknowledging(tmp_path):
 
     links = [r for t in threads for r in _syncs_after(t, segment_link)]
     renames = [r for t in threads for r in _syncs_after(t, metadata_rename)]
-    assert links, "no segment was linked into place (is the trace complete?)"
+    assert links, "no segment or intake object was linked into place (is the trace complete?)"
     assert renames, "the metadata file was never replaced"
-    assert all(synced for _, synced in links), f"segment names not made durable: {links}"
+    assert all(synced for _, synced in links), f"object names not made durable: {links}"
     assert all(synced for _, synced in renames), f"metadata renames not made durable: {renames}"
