@@ -48,6 +48,16 @@ impl Default for CompactionSettings {
     }
 }
 
+/// The pause after a compaction step that wrote a segment: as long as the
+/// step took, so compaction keeps at most half of the object store's time.
+fn pause_after_step(step: Duration) -> Duration {
+    step.min(MAX_PAUSE)
+}
+
+/// A step that took long (a store in trouble) does not stop compaction for
+/// longer than this.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
 /// One compaction pass over every partition this broker may maintain.
 /// `recorded` remembers the compaction point last written per partition, so
 /// the metadata store is written only when it moves.
@@ -63,6 +73,7 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<(String, i32),
             };
             let id = log.id();
             for _ in 0..STEPS_PER_PARTITION {
+                let started = std::time::Instant::now();
                 let step = maintenance_step(broker, log, |not_after_ms| {
                     broker.flusher.compact_intake(
                         &id,
@@ -100,6 +111,10 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<(String, i32),
                 if done.written == 0 {
                     break;
                 }
+                // Compaction reads and writes as many bytes as producers
+                // upload: paced to at most half of the time, it leaves the
+                // object store to the uploads that acknowledgements wait for.
+                tokio::time::sleep(pause_after_step(started.elapsed())).await;
             }
         }
     }
@@ -186,4 +201,18 @@ pub fn spawn(broker: Arc<Broker>) {
             clean_up_once(&broker).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_pauses_as_long_as_its_last_step_took_within_a_bound() {
+        assert_eq!(
+            pause_after_step(Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(pause_after_step(Duration::from_secs(60)), MAX_PAUSE);
+    }
 }
