@@ -157,6 +157,7 @@ fn flusher_frames(dir: &Path) {
             topic: topic.clone(),
             topic_id: [7; 16],
             partition: 1,
+            generation: 2,
         },
         Request::DeleteTopic {
             topic: topic.clone(),
@@ -186,6 +187,7 @@ fn flusher_frames(dir: &Path) {
         },
         Request::RetentionPoint {
             topic: topic.clone(),
+            topic_id: [7; 16],
             partition: 0,
             retention_ms: 1000,
             retention_bytes: -1,

@@ -225,11 +225,17 @@ impl FlusherClient {
         }
     }
 
-    pub async fn recover(&self, at: &PartitionId) -> Result<Recovered, RemoteError> {
+    /// `generation`: the recovering writer's (see `Request::Recover`).
+    pub async fn recover(
+        &self,
+        at: &PartitionId,
+        generation: u64,
+    ) -> Result<Recovered, RemoteError> {
         let req = Request::Recover {
             topic: at.topic.clone(),
             topic_id: at.topic_id,
             partition: at.partition,
+            generation,
         };
         match self.call(req).await? {
             Response::Recovered(answer) => Ok(answer),

@@ -415,11 +415,15 @@ operations! {
         max_bytes: u32,
     } -> Range,
     /// The partition's log start and log end from the intake objects' parts
-    /// and the segments (the last segment's footer).
+    /// and the segments (the last segment's footer). `generation` is the
+    /// recovering writer's: 1 (the first ever taken) means no writer has
+    /// stored a part of this partition, so no listing of intake objects is
+    /// needed; 0 on the segment path.
     3 Recover {
         topic: String,
         topic_id: [u8; 16],
         partition: i32,
+        generation: u64,
     } -> Recovered,
     /// Delete every object of a topic.
     4 DeleteTopic {
@@ -663,6 +667,7 @@ mod tests {
                 topic: "t".into(),
                 topic_id: [7; 16],
                 partition: 1,
+                generation: 4,
             },
             Request::DeleteTopic {
                 topic: "t".into(),

@@ -131,7 +131,7 @@ impl SegmentStorage for FakeStorage {
             .unwrap_or_default())
     }
 
-    async fn recover(&self, _at: &PartitionId) -> Result<Recovered, RemoteError> {
+    async fn recover(&self, _at: &PartitionId, _generation: u64) -> Result<Recovered, RemoteError> {
         let segments = self.segments.lock().unwrap();
         Ok(Recovered {
             log_start_offset: segments.keys().next().copied().unwrap_or(0),

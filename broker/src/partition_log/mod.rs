@@ -389,7 +389,7 @@ impl PartitionLog {
             log_start_offset,
             log_end_offset,
             ..
-        } = self.ctx.storage.recover(&id).await?;
+        } = self.ctx.storage.recover(&id, generation).await?;
         // Idempotent producers' recent batches, so that a retry of a batch stored
         // just before a crash is still recognised.
         let producers = if log_end_offset > log_start_offset {

@@ -44,7 +44,8 @@ pub trait SegmentStorage: Send + Sync + 'static {
         max_bytes: u32,
     ) -> Result<Bytes, RemoteError>;
     /// The partition's bounds as its intake parts and segments say.
-    async fn recover(&self, at: &PartitionId) -> Result<Recovered, RemoteError>;
+    /// `generation`: this recovery's (0 on the segment path).
+    async fn recover(&self, at: &PartitionId, generation: u64) -> Result<Recovered, RemoteError>;
     /// Producer fields of the idempotent batches in the newest data.
     async fn producer_batches(
         &self,
@@ -92,8 +93,8 @@ impl SegmentStorage for FlusherClient {
     ) -> Result<Bytes, RemoteError> {
         FlusherClient::read_range(self, at, offset, max_bytes).await
     }
-    async fn recover(&self, at: &PartitionId) -> Result<Recovered, RemoteError> {
-        FlusherClient::recover(self, at).await
+    async fn recover(&self, at: &PartitionId, generation: u64) -> Result<Recovered, RemoteError> {
+        FlusherClient::recover(self, at, generation).await
     }
     async fn producer_batches(
         &self,

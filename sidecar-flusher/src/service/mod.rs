@@ -197,7 +197,8 @@ impl FlusherService {
                 topic,
                 topic_id,
                 partition,
-            } => self.recover(&topic, topic_id, partition).await,
+                generation,
+            } => self.recover(&topic, topic_id, partition, generation).await,
             Request::AppendIntake {
                 topic,
                 topic_id,

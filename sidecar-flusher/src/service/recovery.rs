@@ -23,6 +23,9 @@ use crate::segment_facts::Fact;
 /// segment per flush, so the newest segments hold them; many small segments
 /// must not make recovery (and so failover) slow.
 const PRODUCER_SCAN_MAX_SEGMENTS: usize = 128;
+/// The generation of a partition's first intake writer (etcd's counter
+/// starts at 1; 0 is the segment path's).
+const FIRST_GENERATION: u64 = 1;
 /// Segments fetched at once while rebuilding producer state.
 const PRODUCER_SCAN_PARALLELISM: usize = 16;
 
@@ -30,14 +33,20 @@ impl FlusherService {
     /// The log bounds from the intake parts and the segments. The intake
     /// view is refreshed first and the segments listed after it: compaction
     /// stores a segment before it deletes the intake parts it copied, so
-    /// whatever the intake view misses, the later segment listing has.
+    /// whatever the intake view misses, the later segment listing has. The
+    /// first generation of a partition skips the refresh: parts are written
+    /// only under a generation taken before, so none of it can exist (a new
+    /// topic's thousand partitions then cost no thousand listings).
     pub(super) async fn recover(
         &self,
         topic: &str,
         topic_id: [u8; 16],
         partition: i32,
+        generation: u64,
     ) -> Result<Response, RemoteError> {
-        self.intake.refresh().await?;
+        if generation != FIRST_GENERATION {
+            self.intake.refresh().await?;
+        }
         let list = self.list_partition(topic, partition).await?;
         let segments_end = match list.last() {
             None => None,

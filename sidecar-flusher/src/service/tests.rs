@@ -126,6 +126,7 @@ async fn recover(svc: &Arc<FlusherService>) -> Response {
         topic: "t".into(),
         topic_id: [0; 16],
         partition: 0,
+        generation: 2,
     };
     svc.handle(request).await.unwrap()
 }
@@ -147,6 +148,7 @@ async fn recovery_refuses_a_footer_that_disagrees_with_its_header() {
             topic: "t".into(),
             topic_id: [0; 16],
             partition: 0,
+            generation: 2,
         })
         .await
         .expect_err("a log end was taken from a footer its header contradicts");
@@ -446,6 +448,7 @@ async fn recover_id(svc: &Arc<FlusherService>, partition: i32, topic_id: u8) -> 
         topic: "t".into(),
         topic_id: [topic_id; 16],
         partition,
+        generation: 2,
     };
     match svc.handle(request).await.unwrap() {
         Response::Recovered(r) => (r.log_start_offset, r.log_end_offset),
