@@ -4,7 +4,6 @@ every acknowledged record is read back exactly once at its offset (from
 memory, cold from intake objects after kill -9, and from the segments that
 compaction writes), and intake objects are deleted once compacted."""
 
-import os
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 import test_leadership as leadership
 from conftest import create_topic, running
-from harness import Cluster, MultiCluster, intake_objects, scrape
+from harness import Cluster, MultiCluster, scrape
 from history import BackgroundProducer
 from verify import check_history, read_all
 
@@ -44,6 +43,20 @@ def produce_for(bootstrap: str, topic: str, seconds: float) -> BackgroundProduce
     return producer
 
 
+def assert_kept_once_and_cleaned_up(cluster: Cluster, producer: BackgroundProducer, topic: str) -> None:
+    """Every acknowledged record once at its offset, the intake objects all
+    deleted in the end, and the same again read cold after a restart."""
+    assert producer.fatal is None, producer.fatal
+    assert len(producer.acked) > 1000, len(producer.acked)
+    check_history(producer.acked, read_all(cluster.bootstrap, topic))
+    deadline = time.time() + 90
+    while time.time() < deadline and cluster.intake_objects():
+        time.sleep(0.5)
+    assert not cluster.intake_objects(), "intake objects left after compaction"
+    cluster.restart_broker_and_flusher()
+    check_history(producer.acked, read_all(cluster.bootstrap, topic))
+
+
 def test_one_object_per_window_holds_every_partition_and_nothing_is_lost(intake):
     topic = "intake-all"
     create_topic(intake.bootstrap, topic, PARTITIONS)
@@ -71,10 +84,10 @@ def test_compaction_moves_everything_into_segments_and_deletes_the_intake_object
     deadline = time.time() + 90
     while time.time() < deadline:
         compacted = scrape(intake.flusher.http_port).get("kafscale_flusher_compacted_intake_parts_total", 0)
-        if segments(intake, topic) >= 3 and compacted > 0 and not intake_objects(intake.minio, intake.prefix):
+        if segments(intake, topic) >= 3 and compacted > 0 and not intake.intake_objects():
             break
         time.sleep(0.5)
-    left = intake_objects(intake.minio, intake.prefix)
+    left = intake.intake_objects()
     print(f"segments {segments(intake, topic)}, intake objects left {len(left)}")
     assert segments(intake, topic) >= 3, "no partition was compacted"
     assert not left, f"{len(left)} intake objects were never deleted"
@@ -162,15 +175,7 @@ def test_flusher_kills_during_uploads_and_compaction_keep_every_record_once(inta
     finally:
         producer.stopping.set()
         producer.join(90)
-    assert producer.fatal is None, producer.fatal
-    assert len(producer.acked) > 1000, len(producer.acked)
-    check_history(producer.acked, read_all(intake.bootstrap, topic))
-    deadline = time.time() + 90
-    while time.time() < deadline and intake_objects(intake.minio, intake.prefix):
-        time.sleep(0.5)
-    assert not intake_objects(intake.minio, intake.prefix), "intake objects left after compaction"
-    intake.restart_broker_and_flusher()
-    check_history(producer.acked, read_all(intake.bootstrap, topic))
+    assert_kept_once_and_cleaned_up(intake, producer, topic)
 
 
 # Every step of an upload and of compaction where a process can die, as the
@@ -215,12 +220,4 @@ def test_kill_9_at_every_step_of_upload_and_compaction_keeps_every_record_once(t
         finally:
             producer.stopping.set()
             producer.join(90)
-        assert producer.fatal is None, producer.fatal
-        assert len(producer.acked) > 1000, len(producer.acked)
-        check_history(producer.acked, read_all(c.bootstrap, topic))
-        deadline = time.time() + 90
-        while time.time() < deadline and intake_objects(c.minio, c.prefix):
-            time.sleep(0.5)
-        assert not intake_objects(c.minio, c.prefix), "intake objects left after compaction"
-        c.restart_broker_and_flusher()
-        check_history(producer.acked, read_all(c.bootstrap, topic))
+        assert_kept_once_and_cleaned_up(c, producer, topic)

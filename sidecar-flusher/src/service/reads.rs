@@ -91,7 +91,7 @@ impl FlusherService {
         let Some(first) = claims.iter().position(|c| c.last_offset >= offset) else {
             return Ok(None);
         };
-        // The parts that can fit: each at least a batch header long.
+        // The holder and the whole parts after it that fit in `max_bytes`.
         let mut room = max_bytes;
         let wanted: Vec<_> = claims[first..]
             .iter()
