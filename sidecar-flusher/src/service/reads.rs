@@ -17,6 +17,9 @@ use crate::segment_loader::Loaded;
 
 /// Intake parts of a partition whose objects a reader fetches ahead.
 const READ_AHEAD_PARTS: usize = 8;
+/// Intake parts one read returns at most: tiny parts (one small record
+/// per window) must not turn one fetch into thousands of GETs.
+const MAX_PARTS_PER_READ: usize = 64;
 
 impl FlusherService {
     pub(super) async fn read_range(
@@ -95,6 +98,7 @@ impl FlusherService {
         let mut room = max_bytes;
         let wanted: Vec<_> = claims[first..]
             .iter()
+            .take(MAX_PARTS_PER_READ)
             .enumerate()
             .take_while(|(i, c)| {
                 let length = c.source.entry().length as usize;
