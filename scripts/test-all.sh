@@ -32,4 +32,15 @@ step "building binaries for the end-to-end suites"
 cargo build --workspace --locked --bins
 
 step "end-to-end suites (etcd + MinIO + flusher + broker + real clients)"
-"$cache/venv/bin/pytest" -q -p no:cacheprovider e2e/tests "$@"
+# MinIO refuses every write once its drive is nearly full (under about 1 GiB
+# free), which would fail the suites with storage errors far from the cause.
+tmp=${TMPDIR:-/tmp}
+free_mib=$(df -Pm "$tmp" | awk 'NR == 2 { print $4 }')
+echo "${free_mib} MiB free under $tmp"
+if [ "$free_mib" -lt 3072 ]; then
+  echo "warning: the end-to-end suites want about 3 GiB free under $tmp; MinIO refuses writes" \
+    "near a full disk (XMinioStorageFull). Free some space or point TMPDIR elsewhere." >&2
+fi
+# Temp directories of passed tests are removed as the suite goes.
+"$cache/venv/bin/pytest" -q -p no:cacheprovider -o tmp_path_retention_policy=failed \
+  -o tmp_path_retention_count=1 e2e/tests "$@"

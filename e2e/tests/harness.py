@@ -5,6 +5,7 @@ loopback port in a temporary directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,10 +106,11 @@ class Etcd:
     def __init__(self, workdir: Path):
         self.port, peer = free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.data = workdir / "etcd"
         self.proc = Proc(
             "etcd",
             [
-                "etcd", "--name", "default", "--data-dir", str(workdir / "etcd"),
+                "etcd", "--name", "default", "--data-dir", str(self.data),
                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
@@ -124,6 +126,11 @@ class Etcd:
 
     def stop(self) -> None:
         self.proc.stop()
+
+    def discard(self) -> None:
+        """Stops etcd for good and frees its disk (its WAL preallocates 64 MB)."""
+        self.proc.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 class MinIO:
@@ -157,6 +164,13 @@ class MinIO:
 
     def kill(self) -> None:
         self.proc.kill()
+
+    def discard(self) -> None:
+        """Stops MinIO for good and frees its disk: a whole suite's objects
+        would otherwise stay in the temp directories until pytest prunes them,
+        and MinIO refuses writes once the disk is nearly full."""
+        self.proc.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 class Flusher:
@@ -284,8 +298,10 @@ class Cluster:
                          (self.broker.proc, self.flusher.proc, self.minio.proc, self.etcd.proc))
 
     def close(self) -> None:
-        for p in (self.broker.proc, self.flusher.proc, self.minio.proc, self.etcd.proc):
+        for p in (self.broker.proc, self.flusher.proc):
             p.stop()
+        self.minio.discard()
+        self.etcd.discard()
 
     def objects(self, topic: str) -> list[Path]:
         return segment_objects(self.minio, self.prefix, topic)
@@ -376,8 +392,8 @@ class MultiCluster:
                 n.signal(signal.SIGCONT)
             n.broker.proc.kill()
             n.flusher.proc.stop()
-        self.minio.stop()
-        self.etcd.stop()
+        self.minio.discard()
+        self.etcd.discard()
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

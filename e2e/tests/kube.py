@@ -69,7 +69,7 @@ class KubeApiServer:
 
     def stop(self) -> None:
         self.proc.stop()
-        self.etcd.stop()
+        self.etcd.discard()
 
     def request(self, method: str, path: str, body: str | bytes | None = None,
                 content_type: str = "application/json") -> tuple[int, dict | str]:

@@ -41,7 +41,7 @@ def env(tmp_path_factory):
     finally:
         if operator:
             operator.stop()
-        data_etcd.stop()
+        data_etcd.discard()
         kube.stop()
 
 
@@ -189,7 +189,7 @@ def test_topic_is_created_served_grown_and_deleted(env):
     finally:
         broker.proc.stop()
         flusher.proc.stop()
-        minio.stop()
+        minio.discard()
 
 
 PLURALS = {"Deployment": "deployments", "ServiceAccount": "serviceaccounts", "Service": "services",
