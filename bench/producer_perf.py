@@ -7,19 +7,21 @@ side-by-side comparison. Prints numbers; asserts nothing.
 
     cargo build --release --bins
     ~/.cache/kafscale/venv/bin/python bench/producer_perf.py [--records N] [--throughput R] \\
-        [--partitions P] [--cold-read] [-- broker flags...]
+        [--partitions P] [--cold-read [--trickle N] [--drop-summaries]] [-- broker flags...]
 
 Example: `bench/producer_perf.py --throughput 20480 -- --flush-window-ms 1`
 (20 MB/s of 1 KiB records with a 1 ms flush window).
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (also puts the e2e harness on the path)
+from confluent_kafka import Producer  # noqa: E402
 from conftest import create_topic  # noqa: E402
 from harness import Cluster, scrape  # noqa: E402
 
@@ -39,6 +41,14 @@ def ack_latency(metrics: dict[str, float]) -> str:
     return f"mean {metrics[f'{ACK}_sum'] / count * 1000:.1f} ms; {shares}"
 
 
+def trickle(bootstrap: str, records: int) -> None:
+    create_topic(bootstrap, "trickle", 1)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+    for i in range(records):
+        producer.produce("trickle", f"t{i}".encode())
+        producer.flush(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=300_000, help="1 KiB records")
@@ -46,6 +56,11 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--cold-read", action="store_true",
                     help="then restart broker and flusher and read everything back (ConsumerPerformance)")
+    ap.add_argument("--trickle", type=int, default=0,
+                    help="before the cold read, send this many records one at a time to another topic "
+                         "(each its own intake object, as bench/run.sh's latency workload leaves them)")
+    ap.add_argument("--drop-summaries", action="store_true",
+                    help="delete the intake directory summaries before the cold read (how it read without them)")
     ap.add_argument("--flusher-arg", action="append", default=[], dest="flusher_args",
                     help="an extra flusher flag, e.g. --flusher-arg=--flush-preset=cost (repeatable)")
     ap.add_argument("broker_args", nargs="*", help="extra broker flags (after --)")
@@ -68,7 +83,12 @@ def main() -> None:
             print(f"broker acknowledgement: {ack_latency(scrape(cluster.broker.http_port))}")
             print(f"S3 PUTs per GiB: {puts / gib:.0f}")
             print("CPU seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in cpu.items()))
+            if args.trickle:
+                trickle(cluster.bootstrap, args.trickle)
             if args.cold_read:
+                if args.drop_summaries:
+                    shutil.rmtree(cluster.minio.data / "kafscale" / cluster.prefix / "!intake-directories",
+                                  ignore_errors=True)
                 cluster.restart_broker_and_flusher(kill=False)
                 mb_s = compare.consumer_perf(cluster.bootstrap, "perf", args.records)
                 gets = scrape(cluster.flusher.http_port).get(GETS, 0)

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer
 
 import test_leadership as leadership
 from conftest import create_topic, running
 from harness import Cluster, MultiCluster, scrape
 from history import BackgroundProducer
-from verify import check_history, read_all
+from verify import check_history, read_all, watermarks
 
 # Compact parts two seconds after upload; maintenance starts once a leader
 # has led for a session timeout.
@@ -221,3 +222,51 @@ def test_kill_9_at_every_step_of_upload_and_compaction_keeps_every_record_once(t
             producer.stopping.set()
             producer.join(90)
         assert_kept_once_and_cleaned_up(c, producer, topic)
+
+
+def test_a_flusher_starting_cold_reads_summaries_not_one_directory_per_object(tmp_path: Path):
+    """A topic that gets one record at a time leaves one small intake object
+    per record until compaction; a restarted flusher learns them from the
+    directory summaries, with a few GETs instead of one per object."""
+    args = ["--write-path", "intake", "--intake-compaction-delay-ms", "600000"]
+    with running(Cluster(tmp_path, name="intake-summaries", broker_args=args,
+                         flusher_args=["--flush-preset", "latency"])) as c:
+        topic = "one-at-a-time"
+        create_topic(c.bootstrap, topic, 1)
+        producer = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 0})
+        acked: dict[bytes, tuple[int, int]] = {}
+
+        def on_delivery(err, msg):
+            assert err is None, err
+            acked[msg.value()] = (msg.partition(), msg.offset())
+
+        records = 600
+        for i in range(records):
+            producer.produce(topic, f"r{i}".encode(), on_delivery=on_delivery)
+            producer.flush(10)  # one at a time: each its own intake object
+        assert len(acked) == records
+        written = scrape(c.flusher.http_port)
+        objects = written.get("kafscale_flusher_intake_objects_written_total", 0)
+        assert objects >= records, f"{objects:.0f} objects for {records} records sent one at a time"
+        deadline = time.time() + 10
+        while scrape(c.flusher.http_port).get("kafscale_flusher_intake_summaries_written_total", 0) < 2:
+            assert time.time() < deadline, "no directory summary was stored"
+            time.sleep(0.2)
+
+        c.restart_broker_and_flusher()
+        # The high watermark needs the partition recovered, which lists the
+        # intake objects; nothing is read yet.
+        consumer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "summaries"})
+        try:
+            consumer.list_topics(topic, timeout=10)
+            _, high = watermarks(consumer, topic, 0, time.time() + 30)
+        finally:
+            consumer.close()
+        assert high == records
+        gets = scrape(c.flusher.http_port).get('kafscale_flusher_s3_requests_total{op="get"}', 0)
+        print(f"{objects:.0f} intake objects listed cold with {gets:.0f} GETs")
+        # Two summaries cover 512 objects, the other 88 are read one by one,
+        # and the producer-state rebuild reads the newest 128 parts: about
+        # 220 GETs, against 730 if every directory cost its own.
+        assert gets < objects / 2, f"{gets:.0f} GETs for {objects:.0f} objects: the summaries were not used"
+        check_history(acked, read_all(c.bootstrap, topic))

@@ -412,6 +412,15 @@ pub fn created_ms_from_key(key: &str) -> Option<i64> {
     ms.parse().ok()
 }
 
+/// The writer id and sequence number in an intake object's key.
+pub fn writer_and_seq_from_key(key: &str) -> Option<(u64, u64)> {
+    let name = key.rsplit('/').next()?.strip_suffix(".kfi")?;
+    let mut fields = name.split('-').skip(1);
+    let writer = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let seq = fields.next()?.parse().ok()?;
+    fields.next().is_none().then_some((writer, seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,8 +572,13 @@ mod tests {
         assert!(a < b, "a listing is in time order");
         assert!(a.starts_with(&intake_prefix("ns/c")));
         assert_eq!(created_ms_from_key(&a), Some(1_000));
+        assert_eq!(writer_and_seq_from_key(&a), Some((0xab, 2)));
         assert_eq!(
             created_ms_from_key("ns/c/t/0/segment-00000000000000000000.kfs"),
+            None
+        );
+        assert_eq!(
+            writer_and_seq_from_key("ns/c/t/0/segment-00000000000000000000.kfs"),
             None
         );
     }

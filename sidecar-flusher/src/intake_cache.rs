@@ -233,61 +233,13 @@ impl IntakeCache {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
+    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::batch::tests::make_batch;
     use crate::intake::{self, PartInput};
     use crate::intake_index::IntakeObject;
-    use crate::object_store::{LocalDirStore, ObjectInfo};
-
-    /// Counts whole and ranged GETs.
-    struct Counting {
-        inner: LocalDirStore,
-        whole: AtomicUsize,
-        ranged: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ObjectStore for Counting {
-        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-            self.inner.put_if_absent(key, body).await
-        }
-        async fn put_replacing(
-            &self,
-            key: &str,
-            body: Bytes,
-            expected_etag: Option<&str>,
-        ) -> Result<(), StoreError> {
-            self.inner.put_replacing(key, body, expected_etag).await
-        }
-        async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-            self.whole.fetch_add(1, Ordering::SeqCst);
-            self.inner.get(key).await
-        }
-        async fn get_range(
-            &self,
-            key: &str,
-            range: std::ops::Range<u64>,
-        ) -> Result<Bytes, StoreError> {
-            self.ranged.fetch_add(1, Ordering::SeqCst);
-            self.inner.get_range(key, range).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
-            self.inner.delete(keys).await
-        }
-        async fn probe(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn describe(&self) -> String {
-            "counting".into()
-        }
-    }
+    use crate::object_store::tests::{counting, Counting};
 
     /// Stores an object with one part per partition, each `payload` long.
     async fn stored(
@@ -317,16 +269,6 @@ mod tests {
             created_ms: 1,
             entries: encoded.entries,
         })
-    }
-
-    fn counting() -> (tempfile::TempDir, Arc<Counting>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Counting {
-            inner: LocalDirStore::new(dir.path()).unwrap(),
-            whole: AtomicUsize::new(0),
-            ranged: AtomicUsize::new(0),
-        });
-        (dir, store)
     }
 
     #[tokio::test]
@@ -431,7 +373,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         // Served from what was read ahead, though the store lost it since.
-        store.inner.delete(&["o4".to_string()]).await.unwrap();
+        store.delete(&["o4".to_string()]).await.unwrap();
         let part = cache
             .read_part(&at(&second), PartRead::WithNeighbours)
             .await

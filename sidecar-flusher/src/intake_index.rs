@@ -17,6 +17,7 @@ use thiserror::Error;
 use crate::claims::Claim;
 use crate::intake::{self, IntakeError, PartEntry};
 use crate::intake_cache::{IntakeCache, PartRead};
+use crate::intake_summary;
 use crate::object_store::{ObjectStore, StoreError};
 
 /// The first GET of an object's tail: enough for the directory of a few
@@ -24,6 +25,10 @@ use crate::object_store::{ObjectStore, StoreError};
 const TAIL_GUESS: u64 = 64 * 1024;
 /// Directories read at once while refreshing.
 const PARALLEL_TAILS: usize = 8;
+/// A listing that finds at least this many unknown objects (a flusher that
+/// starts, or one that has not listed for long) looks for directory
+/// summaries first: one GET per summary instead of one per object.
+const SUMMARIES_FROM: usize = 16;
 
 #[derive(Debug, Error)]
 pub enum IndexError {
@@ -102,6 +107,8 @@ impl Known {
 pub struct IntakeIndex {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// Where the directory summaries are.
+    summaries: String,
     /// Part bytes for cold reads.
     parts: Arc<IntakeCache>,
     known: Mutex<Known>,
@@ -117,6 +124,7 @@ impl IntakeIndex {
             parts: IntakeCache::new(store.clone(), cache_bytes),
             store,
             prefix: intake::intake_prefix(prefix),
+            summaries: intake_summary::summary_prefix(prefix),
             known: Mutex::new(Known::default()),
             listing: tokio::sync::Mutex::new(()),
         }
@@ -149,9 +157,23 @@ impl IntakeIndex {
                 })
                 .collect()
         };
+        let mut summarized = if unknown.len() >= SUMMARIES_FROM {
+            self.read_summaries(&unknown).await
+        } else {
+            HashMap::new()
+        };
         let read: Vec<Option<IntakeObject>> = futures::stream::iter(unknown)
-            .map(|(key, size, created_ms)| async move {
-                self.read_directory(key, size, created_ms).await
+            .map(|(key, size, created_ms)| {
+                let known = summarized.remove(&key).filter(|o| o.size == size);
+                async move {
+                    match known {
+                        Some(object) => Ok(Some(IntakeObject {
+                            created_ms,
+                            ..object
+                        })),
+                        None => self.read_directory(key, size, created_ms).await,
+                    }
+                }
             })
             .buffered(PARALLEL_TAILS)
             .collect::<Vec<_>>()
@@ -188,6 +210,108 @@ impl IntakeIndex {
             self.refresh().await?;
         }
         Ok(())
+    }
+
+    /// The directories the stored summaries hold of these objects, by key.
+    /// Only a way to save GETs: whatever goes wrong here leaves the objects
+    /// to be read one by one, so it is logged and otherwise ignored.
+    async fn read_summaries(
+        &self,
+        unknown: &[(String, u64, i64)],
+    ) -> HashMap<String, IntakeObject> {
+        let wanted: std::collections::HashSet<(u64, u64)> = unknown
+            .iter()
+            .filter_map(|(key, _, _)| intake::writer_and_seq_from_key(key))
+            .collect();
+        let listed = match self.store.list(&self.summaries).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the intake directory summaries; reading each object's directory");
+                return HashMap::new();
+            }
+        };
+        let useful: Vec<String> = listed
+            .into_iter()
+            .filter(|s| s.size <= intake_summary::MAX_READ_BYTES)
+            .filter(|s| {
+                intake_summary::range_from_key(&s.key).is_some_and(|range| {
+                    wanted
+                        .iter()
+                        .any(|&(writer, seq)| range.covers(writer, seq))
+                })
+            })
+            .map(|s| s.key)
+            .collect();
+        let bodies: Vec<(String, Result<Bytes, StoreError>)> = futures::stream::iter(useful)
+            .map(|key| async move {
+                let body = self.store.get(&key).await;
+                (key, body)
+            })
+            .buffer_unordered(PARALLEL_TAILS)
+            .collect()
+            .await;
+        let mut out = HashMap::new();
+        for (key, body) in bodies {
+            let decoded = match body {
+                Ok(body) => intake_summary::decode(&body).map_err(|e| e.to_string()),
+                Err(StoreError::NotFound(_)) => continue, // cleaned up meanwhile
+                Err(e) => Err(e.to_string()),
+            };
+            match decoded {
+                Ok(objects) => {
+                    for (o, entries) in objects {
+                        out.insert(
+                            o.key.clone(),
+                            IntakeObject {
+                                key: o.key,
+                                size: o.size,
+                                created_ms: o.created_ms,
+                                entries,
+                            },
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    %key, %error,
+                    "skipping an unreadable intake directory summary; reading its objects' directories instead"
+                ),
+            }
+        }
+        out
+    }
+
+    /// The keys of the stored directory summaries (none when they cannot be
+    /// listed: they are only a cache).
+    pub async fn list_summaries(&self) -> Vec<String> {
+        match self.store.list(&self.summaries).await {
+            Ok(listed) => listed.into_iter().map(|s| s.key).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "could not list the intake directory summaries to clean them up");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Of these summaries, listed before this view's last listing began,
+    /// those none of whose objects is left. A summary is stored after all its
+    /// objects, so each of them either was in that listing or was deleted
+    /// before it; keys never repeat, so none comes back.
+    pub fn summaries_without_objects(&self, summaries: &[String]) -> Vec<String> {
+        let k = self.known();
+        let alive: std::collections::HashSet<(u64, u64)> = k
+            .objects
+            .keys()
+            .filter_map(|key| intake::writer_and_seq_from_key(key))
+            .collect();
+        summaries
+            .iter()
+            .filter(|key| {
+                intake_summary::range_from_key(key).is_some_and(|range| {
+                    !alive.iter().any(|&(writer, seq)| range.covers(writer, seq))
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// The directory of one object; `None` when it was deleted meanwhile.

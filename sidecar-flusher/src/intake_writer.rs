@@ -16,6 +16,7 @@ use crate::batch;
 use crate::deadline::{before_deadline, now_ms};
 use crate::intake::{self, PartInput};
 use crate::intake_index::{IntakeIndex, IntakeObject};
+use crate::intake_summary::{self, PendingSummary, SummarizedObject};
 use crate::metrics::FlusherMetrics;
 use crate::object_store::ObjectStore;
 use crate::protocol::{ErrorKind, RemoteError, Written};
@@ -104,6 +105,8 @@ pub struct IntakeWriter {
     /// Wakes the uploader: a first part, or the size threshold reached.
     wake: Arc<Notify>,
     index: Arc<IntakeIndex>,
+    /// Stored objects not yet in a directory summary.
+    summary: Mutex<PendingSummary>,
     metrics: Arc<FlusherMetrics>,
 }
 
@@ -124,6 +127,7 @@ impl IntakeWriter {
             gathering: Mutex::new(Gathering::default()),
             wake: Arc::new(Notify::new()),
             index,
+            summary: Mutex::new(PendingSummary::default()),
             metrics,
         });
         tokio::spawn(uploader(Arc::downgrade(&writer), writer.wake.clone()));
@@ -213,17 +217,21 @@ impl IntakeWriter {
                 let key = intake::intake_key(&self.prefix, created_ms, self.writer_id, number);
                 let size = encoded.body.len() as u64;
                 let put = self.store.put_if_absent(&key, encoded.body.clone());
-                match before_deadline(not_after_ms, &key, put).await {
-                    Ok(()) => Ok((key, size, encoded.entries)),
+                let stored = match before_deadline(not_after_ms, &key, put).await {
+                    Ok(()) => Ok(()),
                     // A retried PUT whose first attempt landed finds its own bytes.
                     Err(e)
                         if e.kind == ErrorKind::Conflict
                             && self.store.get(&key).await.is_ok_and(|b| b == encoded.body) =>
                     {
-                        Ok((key, size, encoded.entries))
+                        Ok(())
                     }
                     Err(e) => Err(e),
-                }
+                };
+                stored.map(|()| {
+                    let tail = intake_summary::tail_of(&encoded.body).ok();
+                    (key, size, encoded.entries, tail)
+                })
             }
             Err(e) => Err(RemoteError {
                 kind: ErrorKind::BadRequest,
@@ -231,7 +239,7 @@ impl IntakeWriter {
             }),
         };
         match result {
-            Ok((key, size, entries)) => {
+            Ok((key, size, entries, tail)) => {
                 self.metrics.intake_objects_written.inc();
                 self.metrics.intake_object_bytes.observe(size as f64);
                 self.metrics.intake_parts.observe(entries.len() as f64);
@@ -244,13 +252,24 @@ impl IntakeWriter {
                     })
                     .collect();
                 self.index.added(IntakeObject {
-                    key,
+                    key: key.clone(),
                     size,
                     created_ms,
                     entries,
                 });
                 for (answer, w) in answers.into_iter().zip(written) {
                     let _ = answer.send(Ok(w));
+                }
+                if let Some(tail) = tail {
+                    self.summarize(
+                        number,
+                        SummarizedObject {
+                            key,
+                            size,
+                            created_ms,
+                            tail,
+                        },
+                    );
                 }
             }
             Err(e) => {
@@ -296,6 +315,37 @@ impl IntakeWriter {
                 }
             }
         }
+    }
+}
+
+impl IntakeWriter {
+    /// Adds a stored object to the next directory summary and stores that
+    /// summary once it is due, in the background: it is only a cache for
+    /// cold starts, so nobody waits for it and a failure costs nothing but
+    /// the GETs it would have saved.
+    fn summarize(&self, seq: u64, object: SummarizedObject) {
+        let due =
+            self.summary
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(self.writer_id, seq, object);
+        let Some((range, objects)) = due else { return };
+        let store = self.store.clone();
+        let key = intake_summary::summary_key(&self.prefix, range);
+        let body = intake_summary::encode(&objects);
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            match store.put_if_absent(&key, body).await {
+                Ok(()) => {
+                    metrics.intake_summaries_written.inc();
+                }
+                Err(error) => tracing::warn!(
+                    %key, %error,
+                    "could not store a directory summary; a flusher starting cold reads \
+                     those objects' directories one by one instead"
+                ),
+            }
+        });
     }
 }
 
@@ -414,6 +464,74 @@ mod tests {
             .unwrap();
         assert_eq!(bytes, part(7, 10, 3).batches[0]);
         assert!(fresh.claims("t", [2; 16], 7).is_empty(), "another topic id");
+    }
+
+    #[tokio::test]
+    async fn a_flusher_starting_cold_learns_many_objects_from_one_summary() {
+        use crate::object_store::tests::counting;
+        use std::sync::atomic::Ordering::SeqCst;
+
+        let (_dir, counting) = counting();
+        let store: Arc<dyn ObjectStore> = counting.clone();
+        let index = Arc::new(IntakeIndex::new(store.clone(), "ns/c", 1 << 20));
+        let settings = IntakeSettings {
+            window: Duration::ZERO,
+            max_bytes: 1,
+        };
+        let w = IntakeWriter::new(
+            store.clone(),
+            "ns/c",
+            settings,
+            index,
+            FlusherMetrics::detached(),
+        );
+        let objects = intake_summary::SEAL_OBJECTS as i64 + 10;
+        for n in 0..objects {
+            w.write(part(0, n * 3, 3), now_ms() + 60_000).await.unwrap();
+        }
+        let summaries = intake_summary::summary_prefix("ns/c");
+        let mut listed = Vec::new();
+        for _ in 0..100 {
+            listed = store.list(&summaries).await.unwrap();
+            if !listed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            listed.len(),
+            1,
+            "one summary per {} objects",
+            intake_summary::SEAL_OBJECTS
+        );
+
+        let gets_before = counting.whole.load(SeqCst) + counting.ranged.load(SeqCst);
+        let fresh = IntakeIndex::new(store.clone(), "ns/c", 1 << 20);
+        fresh.refresh().await.unwrap();
+        let gets = counting.whole.load(SeqCst) + counting.ranged.load(SeqCst) - gets_before;
+        assert_eq!(
+            gets,
+            1 + 10,
+            "the summary, then the tails of the 10 objects it does not cover"
+        );
+        let mut bases: Vec<i64> = fresh
+            .claims("t", [1; 16], 0)
+            .iter()
+            .map(|c| c.base_offset)
+            .collect();
+        bases.sort();
+        assert_eq!(bases, (0..objects).map(|n| n * 3).collect::<Vec<_>>());
+
+        // The summary stays while any object it covers does.
+        let summary = vec![listed[0].key.clone()];
+        let mut keys: Vec<String> = fresh.objects().iter().map(|o| o.key.clone()).collect();
+        let last = keys.remove(intake_summary::SEAL_OBJECTS - 1);
+        store.delete(&keys).await.unwrap();
+        fresh.refresh().await.unwrap();
+        assert!(fresh.summaries_without_objects(&summary).is_empty());
+        store.delete(&[last]).await.unwrap();
+        fresh.refresh().await.unwrap();
+        assert_eq!(fresh.summaries_without_objects(&summary), summary);
     }
 
     #[tokio::test]

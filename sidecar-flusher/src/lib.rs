@@ -14,6 +14,7 @@ pub mod deadline;
 pub mod intake;
 pub mod intake_cache;
 pub mod intake_index;
+pub mod intake_summary;
 pub mod intake_writer;
 pub mod listing;
 pub mod metrics;

@@ -52,6 +52,8 @@ pub struct FlusherMetrics {
     pub compacted_parts: Counter,
     /// Intake objects deleted once nothing in them was needed.
     pub intake_objects_deleted: Counter,
+    /// Directory summaries stored.
+    pub intake_summaries_written: Counter,
     /// Small segments folded into merged ones.
     pub merge_segments: Counter,
     /// Merged segments written.
@@ -86,6 +88,7 @@ impl FlusherMetrics {
             ),
             compacted_parts: Counter::default(),
             intake_objects_deleted: Counter::default(),
+            intake_summaries_written: Counter::default(),
             merge_segments: Counter::default(),
             merge_written: Counter::default(),
             merge_removed: Counter::default(),
@@ -152,6 +155,11 @@ impl FlusherMetrics {
             "Size of uploaded intake objects",
             Unit::Bytes,
             m.intake_object_bytes.clone(),
+        );
+        r.register(
+            "intake_summaries_written",
+            "Directory summaries stored (the directories of many intake objects each)",
+            m.intake_summaries_written.clone(),
         );
         r.register(
             "intake_object_parts",

@@ -326,8 +326,67 @@ fn rand_suffix() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A local store that counts whole and ranged GETs.
+    pub(crate) struct Counting {
+        inner: LocalDirStore,
+        pub(crate) whole: AtomicUsize,
+        pub(crate) ranged: AtomicUsize,
+    }
+
+    pub(crate) fn counting() -> (tempfile::TempDir, Arc<Counting>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting {
+            inner: LocalDirStore::new(dir.path()).unwrap(),
+            whole: AtomicUsize::new(0),
+            ranged: AtomicUsize::new(0),
+        });
+        (dir, store)
+    }
+
+    #[async_trait]
+    impl ObjectStore for Counting {
+        async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn put_replacing(
+            &self,
+            key: &str,
+            body: Bytes,
+            expected_etag: Option<&str>,
+        ) -> Result<(), StoreError> {
+            self.inner.put_replacing(key, body, expected_etag).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+            self.whole.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<Bytes, StoreError> {
+            self.ranged.fetch_add(1, Ordering::SeqCst);
+            self.inner.get_range(key, range).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.inner.delete(keys).await
+        }
+        async fn probe(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+    }
 
     #[tokio::test]
     async fn local_store_is_create_once_and_lists_in_order() {

@@ -176,6 +176,9 @@ impl FlusherService {
         min_age_ms: i64,
         not_after_ms: i64,
     ) -> Result<Response, RemoteError> {
+        // Listed before the objects, so that each summary's objects were
+        // all stored before the listing that tells which are left.
+        let summaries = self.intake.list_summaries().await;
         self.intake.refresh().await?;
         let live: HashSet<(&str, [u8; 16])> =
             live.iter().map(|t| (t.name.as_str(), t.topic_id)).collect();
@@ -205,6 +208,14 @@ impl FlusherService {
             self.metrics
                 .intake_objects_deleted
                 .inc_by(doomed.len() as u64);
+        }
+        let stale = self.intake.summaries_without_objects(&summaries);
+        if !stale.is_empty() {
+            if let Err(error) =
+                before_deadline(not_after_ms, &stale[0], self.store.delete(&stale)).await
+            {
+                tracing::warn!(%error, "could not delete directory summaries whose objects are gone; the next clean-up tries again");
+            }
         }
         Ok(Response::Deleted(Deleted {
             objects: doomed.len() as u32,
