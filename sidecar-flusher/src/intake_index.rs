@@ -223,14 +223,9 @@ impl IntakeIndex {
             .iter()
             .filter_map(|(key, _, _)| intake::writer_and_seq_from_key(key))
             .collect();
-        let listed = match self.store.list(&self.summaries).await {
-            Ok(listed) => listed,
-            Err(error) => {
-                tracing::warn!(%error, "could not list the intake directory summaries; reading each object's directory");
-                return HashMap::new();
-            }
-        };
-        let useful: Vec<String> = listed
+        let useful: Vec<String> = self
+            .listed_summaries()
+            .await
             .into_iter()
             .filter(|s| s.size <= intake_summary::MAX_READ_BYTES)
             .filter(|s| {
@@ -280,16 +275,26 @@ impl IntakeIndex {
         out
     }
 
-    /// The keys of the stored directory summaries (none when they cannot be
-    /// listed: they are only a cache).
+    /// The keys of the stored directory summaries.
     pub async fn list_summaries(&self) -> Vec<String> {
-        match self.store.list(&self.summaries).await {
-            Ok(listed) => listed.into_iter().map(|s| s.key).collect(),
-            Err(error) => {
-                tracing::warn!(%error, "could not list the intake directory summaries to clean them up");
+        self.listed_summaries()
+            .await
+            .into_iter()
+            .map(|s| s.key)
+            .collect()
+    }
+
+    /// The stored directory summaries; none when they cannot be listed
+    /// (they are only a cache: readers then read each object's directory,
+    /// and the next clean-up tries again).
+    async fn listed_summaries(&self) -> Vec<crate::object_store::ObjectInfo> {
+        self.store
+            .list(&self.summaries)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not list the intake directory summaries");
                 Vec::new()
-            }
-        }
+            })
     }
 
     /// Of these summaries, listed before this view's last listing began,

@@ -324,6 +324,9 @@ impl IntakeWriter {
     /// cold starts, so nobody waits for it and a failure costs nothing but
     /// the GETs it would have saved.
     fn summarize(&self, seq: u64, object: SummarizedObject) {
+        if object.key.len() > usize::from(u16::MAX) {
+            return; // a summary names keys with a u16 length (S3 keys are at most 1,024 bytes)
+        }
         let due =
             self.summary
                 .lock()
