@@ -5,6 +5,7 @@ loopback port in a temporary directory."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -385,6 +386,20 @@ class MultiCluster:
     def logs(self) -> str:
         procs = [p for n in self.nodes for p in (n.broker.proc, n.flusher.proc)]
         return "\n".join(f"--- node log {p.log}\n{p.tail()}" for p in procs)
+
+    def warnings(self, count: int = 6) -> str:
+        """Each process's last warnings and errors, short enough to go into an
+        assertion message (CI shows those whole, long logs only in part)."""
+        out = []
+        for n in self.nodes:
+            for p in (n.broker.proc, n.flusher.proc):
+                try:
+                    text = re.sub(r"\x1b\[[0-9;]*m", "", p.log.read_text(errors="replace"))
+                except OSError:
+                    continue
+                found = [l for l in text.splitlines() if " WARN " in l or " ERROR " in l]
+                out += [f"[{p.log.parent.name}/{p.log.name}] {l[-300:]}" for l in found[-count:]]
+        return "\n".join(out)
 
     def close(self) -> None:
         for n in self.nodes:

@@ -39,6 +39,11 @@ class AckLogProducer:
     def errors(self) -> list[list[str]]:
         return [l for l in list(self.lines) if l[0] == "ERR"]
 
+    def warnings(self, count: int = 8) -> str:
+        """The client's last warnings (why it retried), for failure messages."""
+        lines = [l.strip() for l in "".join(self.stderr).splitlines() if " WARN " in l or "Exception" in l]
+        return "\n".join(l[-400:] for l in lines[-count:])
+
     def wait_acked(self, count: int, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
         while len(self.acks()) < count:

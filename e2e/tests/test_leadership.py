@@ -193,7 +193,8 @@ def test_paused_leader_acknowledges_nothing_after_losing_its_session(multi):
     wait_until(lambda: victim in leaders(boot, "paused").values(), 30, "the resumed broker leading again")
     time.sleep(2)
     acked = producers[0].stop()
-    assert not producers[0].errors(), producers[0].errors()[:5]
+    assert not producers[0].errors(), (f"{producers[0].errors()[:5]}\nclient:\n{producers[0].warnings()}"
+                                       f"\nnodes:\n{multi.warnings()}")
     check_history(acked, read_all(boot, "paused"))
     log = multi.nodes[victim].broker.proc.log.read_text()
     assert "session lease ended" in log, "the paused broker did not notice it lost its session"

@@ -1,5 +1,7 @@
 //! Deletes: retention's start point, segments below an offset, a whole topic.
 
+use std::collections::HashMap;
+
 use super::{before_deadline, now_ms, FlusherService};
 use crate::claims::Claim;
 use crate::intake_index::PartLocation;
@@ -28,7 +30,17 @@ impl FlusherService {
         let list = self.list_partition(topic, partition).await?;
         let segments_end = self.segments_end(&list).await?;
         let claims = self.valid_claims(topic, topic_id, partition, segments_end)?;
-        let stored = stored_data(&list, &claims);
+        let rewritten: Vec<SegmentRef> = rewritten_after_the_next(&list)
+            .map(|i| list[i].clone())
+            .collect();
+        let ends = self.last_offsets_of(rewritten.clone()).await?;
+        let merged_ends: HashMap<String, i64> = rewritten
+            .into_iter()
+            .zip(ends)
+            .filter_map(|(seg, end)| Some((seg.key, end?)))
+            .collect();
+        let segments = without_merge_copies(&list, &merged_ends);
+        let stored = stored_data(&segments, &claims);
         Ok(Response::RetentionPoint(RetentionPoint {
             offset: retention_point(&stored, now_ms(), retention_ms, retention_bytes),
         }))
@@ -122,8 +134,40 @@ pub(super) struct StoredData {
     pub written_ms: i64,
 }
 
+/// The listed segments that a merge may have rewritten to hold the ones
+/// after them: written (merged) no earlier than the next one. In a log only
+/// appended to, each segment is older than the next, so these are few and
+/// only their footers need reading.
+fn rewritten_after_the_next(list: &[SegmentRef]) -> impl Iterator<Item = usize> + '_ {
+    list.windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0].last_modified_ms >= w[1].last_modified_ms)
+        .map(|(i, _)| i)
+}
+
+/// The segments without those a merge under way already copied into the
+/// segment before them (`merged_ends`: the last offset of each rewritten
+/// segment, by key): until the merge deletes them they are listed twice
+/// over, and counting them would make retention drop more than it should.
+fn without_merge_copies<'a>(
+    list: &'a [SegmentRef],
+    merged_ends: &HashMap<String, i64>,
+) -> Vec<&'a SegmentRef> {
+    let mut kept: Vec<&SegmentRef> = Vec::with_capacity(list.len());
+    for seg in list {
+        let inside_previous = kept
+            .last()
+            .and_then(|prev| merged_ends.get(&prev.key))
+            .is_some_and(|&end| seg.base_offset <= end);
+        if !inside_previous {
+            kept.push(seg);
+        }
+    }
+    kept
+}
+
 /// The partition's segments, then its claimed intake parts, in offset order.
-fn stored_data(segments: &[SegmentRef], claims: &[Claim<PartLocation>]) -> Vec<StoredData> {
+fn stored_data(segments: &[&SegmentRef], claims: &[Claim<PartLocation>]) -> Vec<StoredData> {
     let segments = segments.iter().map(|s| StoredData {
         base_offset: s.base_offset,
         size: s.size,
@@ -204,5 +248,48 @@ mod tests {
         // A retention near i64::MAX keeps everything instead of overflowing.
         assert_eq!(retention_point(&list, 10_000, i64::MAX, -1), -1);
         assert_eq!(retention_point(&list, 10_000, i64::MAX - 5_000, -1), -1);
+    }
+
+    fn listed(base_offset: i64, size: u64, written_ms: i64) -> SegmentRef {
+        SegmentRef {
+            base_offset,
+            key: format!("{base_offset}.kfs"),
+            size,
+            last_modified_ms: written_ms,
+            etag: String::new(),
+        }
+    }
+
+    #[test]
+    fn segments_a_merge_already_copied_are_counted_once() {
+        // Segment 7 was rewritten to hold 7..=9 (at 5_000); 8 and 9 are not
+        // deleted yet; 10 came after the merge.
+        let list = vec![
+            listed(0, 300, 1_000),
+            listed(7, 900, 5_000),
+            listed(8, 300, 2_000),
+            listed(9, 300, 3_000),
+            listed(10, 300, 6_000),
+        ];
+        let rewritten: Vec<usize> = rewritten_after_the_next(&list).collect();
+        assert_eq!(
+            rewritten,
+            vec![1],
+            "only a segment newer than the next needs its footer"
+        );
+        let ends = HashMap::from([("7.kfs".to_string(), 9)]);
+        let kept: Vec<i64> = without_merge_copies(&list, &ends)
+            .iter()
+            .map(|s| s.base_offset)
+            .collect();
+        assert_eq!(kept, vec![0, 7, 10]);
+        // 1_500 bytes are really stored: a limit of 1_200 drops only the
+        // oldest segment, not the merged one with it.
+        let stored = stored_data(&without_merge_copies(&list, &ends), &[]);
+        assert_eq!(retention_point(&stored, 10_000, -1, 1_200), 7);
+        // Without a merge nothing is left out.
+        let appended = vec![listed(0, 300, 1_000), listed(1, 300, 2_000)];
+        assert!(rewritten_after_the_next(&appended).next().is_none());
+        assert_eq!(without_merge_copies(&appended, &HashMap::new()).len(), 2);
     }
 }

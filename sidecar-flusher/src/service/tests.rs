@@ -11,7 +11,9 @@ use crate::batch::tests::make_batch;
 use crate::batch::{rewrite, BatchRewrite};
 use crate::object_store::{LocalDirStore, ObjectInfo};
 use crate::object_store::{ObjectStore, StoreError};
-use crate::protocol::{Deleted, ErrorKind, Merged, Range, Recovered, Request, Response};
+use crate::protocol::{
+    Deleted, ErrorKind, Merged, Range, Recovered, Request, Response, RetentionPoint,
+};
 use crate::{batch, segment};
 
 fn batch_at(base: i64, n: i32) -> Bytes {
@@ -377,6 +379,28 @@ async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention
     for reader in [svc.clone(), service(dir.path(), 1 << 20).await] {
         assert_eq!(read_all(&reader, 10).await, written);
     }
+    // Retention by size counts the copies once: the merged segment and the
+    // newest one are all the data there is, so a limit of their sizes
+    // leaves the log start where it is.
+    let store_objects = store.list("ns/c1/t/0/").await.unwrap();
+    let size_of = |base: i64| {
+        store_objects
+            .iter()
+            .find(|o| segment::base_offset_from_key(&o.key) == Some(base))
+            .map(|o| o.size as i64)
+            .unwrap()
+    };
+    let r = svc
+        .handle(Request::RetentionPoint {
+            topic: "t".into(),
+            topic_id: [0; 16],
+            partition: 0,
+            retention_ms: -1,
+            retention_bytes: size_of(0) + size_of(6),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r, Response::RetentionPoint(RetentionPoint { offset: -1 }));
     // Retention below offset 3 must not delete the merged segment (it
     // holds 3..=5) just because the next listed segment starts at 2.
     let r = svc
