@@ -7,13 +7,15 @@ side-by-side comparison. Prints numbers; asserts nothing.
 
     cargo build --release --bins
     ~/.cache/kafscale/venv/bin/python bench/producer_perf.py [--records N] [--throughput R] \\
-        [--partitions P] [--cold-read [--trickle N] [--drop-summaries]] [-- broker flags...]
+        [--partitions P] [--cold-read [--trickle N] [--drop-summaries]] [--put-delay MS[,EVERY:SLOW_MS]] \\
+        [-- broker flags...]
 
 Example: `bench/producer_perf.py --throughput 20480 -- --flush-window-ms 1`
 (20 MB/s of 1 KiB records with a 1 ms flush window).
 """
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -63,8 +65,13 @@ def main() -> None:
                     help="delete the intake directory summaries before the cold read (how it read without them)")
     ap.add_argument("--flusher-arg", action="append", default=[], dest="flusher_args",
                     help="an extra flusher flag, e.g. --flusher-arg=--flush-preset=cost (repeatable)")
+    ap.add_argument("--put-delay", metavar="MS[,EVERY:SLOW_MS]",
+                    help="hold every PUT of the flusher back MS (every EVERY-th one SLOW_MS): "
+                         "object storage's latency from a local MinIO (KAFSCALE_BENCH_PUT_DELAY)")
     ap.add_argument("broker_args", nargs="*", help="extra broker flags (after --)")
     args = ap.parse_args()
+    if args.put_delay:
+        os.environ["KAFSCALE_BENCH_PUT_DELAY"] = args.put_delay
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp), "perf", broker_args=args.broker_args, flusher_args=args.flusher_args)
         try:

@@ -27,6 +27,7 @@ pub mod segment_facts;
 pub mod segment_loader;
 pub mod server;
 pub mod service;
+pub mod slow_store;
 pub mod store_check;
 
 pub use client::{FlusherClient, PartitionId};

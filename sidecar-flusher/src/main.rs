@@ -14,6 +14,7 @@ use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::object_store::ObjectStore;
 use kafscale_flusher::protocol::{Health, HealthState, Response};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
+use kafscale_flusher::slow_store::{PutDelay, SlowStore, PUT_DELAY_ENV};
 use kafscale_flusher::store_check::{check_conditional_writes, CheckError};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
 use kafscale_telemetry::prometheus_client::registry::Registry;
@@ -177,6 +178,17 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(CrashingStore::new(store.clone()))
     } else {
         store.clone()
+    };
+    let service_store: Arc<dyn ObjectStore> = match std::env::var(PUT_DELAY_ENV) {
+        Ok(text) => {
+            let delay = PutDelay::parse(&text).map_err(anyhow::Error::msg)?;
+            tracing::warn!(
+                ?delay,
+                "every PUT is held back ({PUT_DELAY_ENV}); benchmarks only"
+            );
+            Arc::new(SlowStore::new(service_store, delay))
+        }
+        Err(_) => service_store,
     };
     let service = FlusherService::new(
         service_store,
