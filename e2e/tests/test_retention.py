@@ -69,7 +69,8 @@ def test_retention_bytes_drops_old_data(cluster):
                 moved = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[0]
                 assert moved >= low, f"the log start moved back from {low} to {moved}"
                 low = moved
-        assert first_offset_from_the_beginning(consumer, topic) == low
+        # A last pass may still move the log start on (never back).
+        assert first_offset_from_the_beginning(consumer, topic) >= low
         if cluster.write_path == "intake":
             # Compaction still moves the data into segments and the intake
             # objects go (clean-up waits until they are 30 s old); what it

@@ -78,7 +78,7 @@ def history_report(acked: dict[bytes, tuple[int, int | None]], log: dict[int, li
     }
 
 
-def check_history(acked: dict[bytes, tuple[int, int]], log: dict[int, list[tuple[int, bytes]]]) -> None:
+def check_history(acked: dict[bytes, tuple[int, int | None]], log: dict[int, list[tuple[int, bytes]]]) -> None:
     """Zero of each finding of `history_report`."""
     report = history_report(acked, log)
     counts = {k: len(v) for k, v in report.items()}

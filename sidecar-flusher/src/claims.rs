@@ -7,11 +7,8 @@
 //! lower claim from its base on: generations grow with every recovery, and
 //! a writer numbers from the log end it recovered, so an overridden claim
 //! is one that landed after a later writer read the log end, which was never
-//! acknowledged. The log ends at the first gap in what remains (uploads in
-//! flight land in any order; what follows a gap was never acknowledged).
-//! Overlaps within a generation, or a lower claim reaching into a higher
-//! one, mean the history is not one this system writes, and are reported,
-//! not guessed at.
+//! acknowledged. What remains must be contiguous; anything else means the
+//! history is not one this system writes, and is reported, not guessed at.
 
 use thiserror::Error;
 
@@ -39,11 +36,13 @@ pub enum ClaimError {
         higher: u64,
         higher_base: i64,
     },
+    #[error("offsets {from}..{to} are claimed by no part")]
+    Gap { from: i64, to: i64 },
 }
 
 /// The claims that hold the partition's offsets after `segments_end` (the
-/// last offset in its segments, `None` without segments: the log then
-/// begins at 0), in offset order and contiguous.
+/// last offset in its segments, `None` without segments), in offset order
+/// and contiguous.
 pub fn resolve<S>(
     segments_end: Option<i64>,
     claims: Vec<Claim<S>>,
@@ -100,23 +99,16 @@ pub fn resolve<S>(
         valid.push(claim);
     }
     valid.sort_by_key(|c| c.base_offset);
-    // The log ends at the first gap. A writer has several objects in flight
-    // at once, so a later one can land before (or, after a failure,
-    // instead of) an earlier one; a leader acknowledges a part only once
-    // every part before it is stored, so a claim after a gap was never
-    // acknowledged, and the next generation overrides it from the gap on.
-    // Without segments the log begins at 0: every partition does, and its
-    // segments are never all deleted (the newest one stays).
-    let mut expected = segments_end.map_or(0, |end| end + 1);
-    let contiguous = valid
-        .iter()
-        .take_while(|c| {
-            let follows = c.base_offset == expected;
-            expected = c.last_offset + 1;
-            follows
-        })
-        .count();
-    valid.truncate(contiguous);
+    let mut expected = segments_end.map(|end| end + 1);
+    for c in &valid {
+        if let Some(from) = expected.filter(|&e| e != c.base_offset) {
+            return Err(ClaimError::Gap {
+                from,
+                to: c.base_offset,
+            });
+        }
+        expected = Some(c.last_offset + 1);
+    }
     Ok(valid)
 }
 
@@ -181,8 +173,10 @@ mod tests {
         // one reached further.
         let got = resolve(Some(14), vec![c(1, 10, 19), c(2, 15, 15)]).unwrap();
         assert_eq!(ranges(&got), [(2, 15, 15)]);
-        // What follows a gap after the segments is not (yet) in the log.
-        assert!(resolve(Some(9), vec![c(1, 12, 19)]).unwrap().is_empty());
+        assert_eq!(
+            resolve(Some(9), vec![c(1, 12, 19)]).unwrap_err(),
+            ClaimError::Gap { from: 10, to: 12 }
+        );
     }
 
     #[test]
@@ -203,24 +197,10 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn the_log_ends_at_the_first_gap() {
-        // Object 2 (10..=19) still in flight or failed, object 3 landed: the
-        // log is 0..=9 until object 2 lands.
-        let got = resolve(None, vec![c(1, 0, 9), c(1, 20, 29)]).unwrap();
-        assert_eq!(ranges(&got), [(1, 0, 9)]);
-        let got = resolve(None, vec![c(1, 0, 9), c(1, 20, 29), c(1, 10, 19)]).unwrap();
-        assert_eq!(ranges(&got), [(1, 0, 9), (1, 10, 19), (1, 20, 29)]);
-        // Object 2 failed; the leader recovered at 10 and writes again at
-        // generation 2, which overrides the stray object 3.
-        let got = resolve(None, vec![c(1, 0, 9), c(1, 20, 29), c(2, 10, 14)]).unwrap();
-        assert_eq!(ranges(&got), [(1, 0, 9), (2, 10, 14)]);
-        // A gap right after the segments: nothing after them yet.
-        assert!(resolve(Some(9), vec![c(2, 12, 19), c(2, 20, 21)])
-            .unwrap()
-            .is_empty());
+        assert_eq!(
+            resolve(None, vec![c(1, 0, 9), c(1, 20, 29)]).unwrap_err(),
+            ClaimError::Gap { from: 10, to: 20 }
+        );
     }
 
     #[test]

@@ -218,7 +218,7 @@ pub struct PendingSummary {
 }
 
 impl PendingSummary {
-    /// Adds a stored object (sequence numbers in any order: PUTs overlap);
+    /// Adds a stored object (its sequence number above every one before);
     /// answers the summary to upload once it is due.
     pub fn add(
         &mut self,
@@ -226,9 +226,8 @@ impl PendingSummary {
         seq: u64,
         object: SummarizedObject,
     ) -> Option<(SummaryRange, Vec<SummarizedObject>)> {
-        // Objects are stored several at once and so added in any order.
-        self.first_seq = Some(self.first_seq.map_or(seq, |first| first.min(seq)));
-        self.last_seq = self.last_seq.max(seq);
+        self.first_seq.get_or_insert(seq);
+        self.last_seq = seq;
         self.bytes += object.tail.len() + object.key.len();
         self.objects.push(object);
         if self.objects.len() < SEAL_OBJECTS && self.bytes < SEAL_BYTES {

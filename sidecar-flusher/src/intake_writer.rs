@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{oneshot, Notify};
 
 use crate::batch;
 use crate::deadline::{before_deadline, now_ms};
@@ -90,20 +90,10 @@ struct Gathering {
     failed: HashMap<PartitionKey, u64>,
 }
 
-/// Objects whose PUTs may run at once. One at a time, a PUT slower than the
-/// window (a large object, a busy store) holds up every object behind it,
-/// which is what produce latency's tail is made of. Parts keep gathering
-/// into the open object while all PUTs are busy, so under load objects grow
-/// rather than multiply.
-pub const PUTS_IN_FLIGHT: usize = 4;
-
-/// Gathers parts and uploads objects, up to [`PUTS_IN_FLIGHT`] at once, so a
-/// partition's parts may land out of offset order. That is safe because the
-/// broker acknowledges a part only once every earlier part of its partition
-/// is stored, and readers end a partition's log at its first gap
-/// (`claims::resolve`). After a failure, the parts of the failed
-/// partitions still gathering fail too; one already in flight may land after
-/// the gap, where nobody reads it.
+/// Gathers parts and uploads one object at a time, in order: an object's PUT
+/// starts only once the one before it has ended, so a partition's parts
+/// land in offset order, and after a failure the parts queued behind the
+/// failed ones fail too instead of landing after a gap.
 pub struct IntakeWriter {
     store: Arc<dyn ObjectStore>,
     prefix: String,
@@ -362,28 +352,16 @@ impl IntakeWriter {
     }
 }
 
-/// Seals and uploads due objects for as long as the writer exists. An object
-/// is sealed only once a PUT may start, so while all are busy its parts
-/// keep gathering.
+/// Uploads due objects one after another for as long as the writer exists.
 async fn uploader(writer: std::sync::Weak<IntakeWriter>, wake: Arc<Notify>) {
-    let puts = Arc::new(Semaphore::new(PUTS_IN_FLIGHT));
     loop {
-        let Ok(put) = puts.clone().acquire_owned().await else {
-            return;
-        };
         let Some(w) = writer.upgrade() else { return };
         match w.next_due().await {
-            Some(object) => {
-                tokio::spawn(async move {
-                    w.upload(object).await;
-                    drop(put);
-                });
-            }
+            Some(object) => w.upload(object).await,
             None => {
                 // Nothing open: wait for a first part, without keeping the
                 // writer alive (it ends this task by going away).
                 drop(w);
-                drop(put);
                 let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             }
         }
@@ -646,7 +624,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_a_failed_object_its_partitions_later_parts_are_never_read() {
+    async fn parts_queued_behind_a_failed_object_fail_instead_of_landing_after_a_gap() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FirstPutFails {
             inner: LocalDirStore::new(dir.path()).unwrap(),
@@ -661,16 +639,9 @@ mod tests {
                 window: Duration::from_millis(10),
                 max_bytes: 1 << 20,
             },
-            index.clone(),
+            index,
             FlusherMetrics::detached(),
         );
-        let log_of = |partition: i32| -> Vec<(u64, i64, i64)> {
-            crate::claims::resolve(None, index.claims("t", [1; 16], partition))
-                .unwrap()
-                .iter()
-                .map(|c| (c.generation, c.base_offset, c.last_offset))
-                .collect()
-        };
         let far = now_ms() + 60_000;
         let first = tokio::spawn({
             let w = w.clone();
@@ -679,36 +650,38 @@ mod tests {
         while store.puts.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // While the first object's PUT runs, the next objects' PUTs run too:
-        // partition 0's next part lands before the part it follows.
-        w.write(part(0, 2, 1), far).await.unwrap();
-        w.write(part(5, 0, 1), far).await.unwrap();
-        assert_eq!(log_of(0), [], "offsets 0..=1 are not stored yet");
-        assert_eq!(log_of(5), [(1, 0, 0)]);
+        // Sent while the first object's PUT runs: partition 0's next part
+        // (same generation) and another partition's part.
+        let behind = tokio::spawn({
+            let w = w.clone();
+            async move { w.write(part(0, 2, 1), far).await }
+        });
+        let other = tokio::spawn({
+            let w = w.clone();
+            async move { w.write(part(5, 0, 1), far).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
         store.release.notify_one();
         assert_eq!(
             first.await.unwrap().unwrap_err().kind,
             ErrorKind::Unavailable
         );
-        // Numbered after the failed part: refused, not stored after the gap.
-        let behind = w.write(part(0, 3, 1), far).await.unwrap_err();
+        let behind = behind.await.unwrap().unwrap_err();
         assert!(
             behind.message.contains("earlier upload"),
             "{}",
             behind.message
         );
-        assert_eq!(log_of(0), [], "the part after the gap is never read");
-        // After its recovery (the log end is 0) the writer's next generation
-        // is taken again and overrides the stray part.
-        let mut recovered = part(0, 0, 3);
+        other.await.unwrap().unwrap();
+        // After its recovery the writer's next generation is taken again.
+        let mut recovered = part(0, 0, 1);
         recovered.generation = 2;
         w.write(recovered, far).await.unwrap();
-        assert_eq!(log_of(0), [(2, 0, 2)]);
         let objects = store.list(&intake::intake_prefix("ns/c")).await.unwrap();
         assert_eq!(
             objects.len(),
-            3,
-            "the stray part, the other partition's, and the recovered one"
+            2,
+            "the other partition's part and the recovered one"
         );
     }
 }

@@ -9,9 +9,8 @@
 //!   limits of unacknowledged bytes, after the idempotence check; they get
 //!   the next offsets and wait as *pending*, never readable.
 //! * An upload takes everything pending; up to `max_in_flight` run at once
-//!   (one on the segment path, where a later segment landing after a failed
-//!   one would read as data; more on the intake path, whose readers end a
-//!   partition's log at its first gap). Outcomes are
+//!   (one on the segment path, whose keys order nothing; more on the intake
+//!   path, whose flusher stores a partition's parts in order). Outcomes are
 //!   applied in the order the uploads were taken: when one is stored, and
 //!   only if the partition is still led at the epoch the upload was taken
 //!   under with a valid session, the high watermark moves to its end and the

@@ -69,8 +69,7 @@ pub enum WritePath {
 }
 
 /// Uploads of one partition in flight at once on the intake path: the next
-/// part joins the flusher's next object, whose PUT may run beside the last
-/// one's (`intake_writer::PUTS_IN_FLIGHT`).
+/// part joins the flusher's next object while the last one is stored.
 const INTAKE_UPLOADS_IN_FLIGHT: usize = 4;
 
 /// Bytes of the newest segments read back to rebuild producer state on recovery.
@@ -651,8 +650,8 @@ impl PartitionLog {
             // A later segment landing after a failed one would leave a gap
             // the listing cannot tell from data.
             WritePath::Segments => 1,
-            // Parts may land in any order; readers end the log at the first
-            // gap, and outcomes are applied in the order taken (`durability`).
+            // The flusher stores a partition's parts in order and fails the
+            // ones behind a failed part (`intake_writer`).
             WritePath::Intake => INTAKE_UPLOADS_IN_FLIGHT,
         }
     }
