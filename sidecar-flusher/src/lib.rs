@@ -9,8 +9,8 @@
 pub mod batch;
 pub mod claims;
 pub mod client;
-pub mod crashing_store;
 pub mod deadline;
+pub mod fault_store;
 pub mod intake;
 pub mod intake_cache;
 pub mod intake_index;
@@ -27,7 +27,6 @@ pub mod segment_facts;
 pub mod segment_loader;
 pub mod server;
 pub mod service;
-pub mod slow_store;
 pub mod store_check;
 
 pub use client::{FlusherClient, PartitionId};

@@ -8,13 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use kafscale_flusher::crashing_store::CrashingStore;
+use kafscale_flusher::fault_store::{FaultStore, PutDelay, PUT_DELAY_ENV};
 use kafscale_flusher::intake_writer::{FlushPreset, IntakeSettings};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::object_store::ObjectStore;
 use kafscale_flusher::protocol::{Health, HealthState, Response};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
-use kafscale_flusher::slow_store::{PutDelay, SlowStore, PUT_DELAY_ENV};
 use kafscale_flusher::store_check::{check_conditional_writes, CheckError};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
 use kafscale_telemetry::prometheus_client::registry::Registry;
@@ -170,25 +169,26 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = FlusherMetrics::new(&mut registry, &health_settings);
     let store = Arc::new(store);
-    let service_store: Arc<dyn ObjectStore> = if crash_points::armed() {
-        tracing::warn!(
-            "a crash point is armed ({}): this flusher kills itself at that step; tests only",
-            crash_points::CRASH_AT_ENV
-        );
-        Arc::new(CrashingStore::new(store.clone()))
-    } else {
-        store.clone()
+    let put_delay = match std::env::var(PUT_DELAY_ENV) {
+        Ok(text) => Some(PutDelay::parse(&text).map_err(anyhow::Error::msg)?),
+        Err(_) => None,
     };
-    let service_store: Arc<dyn ObjectStore> = match std::env::var(PUT_DELAY_ENV) {
-        Ok(text) => {
-            let delay = PutDelay::parse(&text).map_err(anyhow::Error::msg)?;
+    let service_store: Arc<dyn ObjectStore> = if crash_points::armed() || put_delay.is_some() {
+        if crash_points::armed() {
+            tracing::warn!(
+                "a crash point is armed ({}): this flusher kills itself at that step; tests only",
+                crash_points::CRASH_AT_ENV
+            );
+        }
+        if let Some(delay) = &put_delay {
             tracing::warn!(
                 ?delay,
                 "every PUT is held back ({PUT_DELAY_ENV}); benchmarks only"
             );
-            Arc::new(SlowStore::new(service_store, delay))
         }
-        Err(_) => service_store,
+        Arc::new(FaultStore::new(store.clone(), put_delay))
+    } else {
+        store.clone()
     };
     let service = FlusherService::new(
         service_store,

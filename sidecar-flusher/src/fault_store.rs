@@ -1,9 +1,21 @@
-//! A store that holds every PUT back before handing it on, for benchmarks:
-//! a local MinIO answers a PUT in a few milliseconds, S3 in tens, and now
-//! and then in hundreds, and how produce latency copes with that is what a
-//! benchmark on this machine would otherwise never see. Armed only by
-//! `KAFSCALE_BENCH_PUT_DELAY` (`MS`, or `MS,EVERY:SLOW_MS` to make every
-//! EVERY-th PUT wait SLOW_MS instead); never in production.
+//! The fault-injecting store of the end-to-end tests and benchmarks: it
+//! hands every write and delete to the real store and passes a crash point
+//! (`kafscale_telemetry::crash_points`) before and after it, named
+//! `{put|delete}:{intake|segment|index|other}:{before|after}`, plus
+//! `delete:{class}:partial` after only the first key of a multi-key delete.
+//! With `KAFSCALE_CRASH_AT` naming one of them the flusher dies exactly
+//! there: e.g. `put:intake:after@3` is the third intake object stored but
+//! never answered, `put:segment:after` a compacted segment without its index
+//! and with its parts still in intake.
+//!
+//! It can also hold every PUT back, for benchmarks: a local MinIO answers a
+//! PUT in a few milliseconds, S3 in tens and now and then in hundreds, and
+//! how produce latency copes with that is otherwise never seen here.
+//! `KAFSCALE_BENCH_PUT_DELAY` is `MS`, or `MS,EVERY:SLOW_MS` to make every
+//! EVERY-th PUT wait SLOW_MS instead.
+//!
+//! The flusher wraps its store in it only when a crash point is armed or a
+//! PUT delay is set; never in production.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +24,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kafscale_telemetry::crash_points;
 
+use crate::intake::INTAKE_DIR;
 use crate::object_store::{ObjectInfo, ObjectStore, StoreError};
 
 pub const PUT_DELAY_ENV: &str = "KAFSCALE_BENCH_PUT_DELAY";
@@ -70,32 +84,56 @@ impl PutDelay {
     }
 }
 
-pub struct SlowStore {
+pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
-    delay: PutDelay,
+    put_delay: Option<PutDelay>,
     puts: AtomicU64,
 }
 
-impl SlowStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, delay: PutDelay) -> Self {
+impl FaultStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, put_delay: Option<PutDelay>) -> Self {
         Self {
             inner,
-            delay,
+            put_delay,
             puts: AtomicU64::new(0),
         }
     }
 
     async fn hold_back(&self) {
-        let n = self.puts.fetch_add(1, Ordering::Relaxed) + 1;
-        tokio::time::sleep(self.delay.of(n)).await;
+        if let Some(delay) = &self.put_delay {
+            let n = self.puts.fetch_add(1, Ordering::Relaxed) + 1;
+            tokio::time::sleep(delay.of(n)).await;
+        }
     }
 }
 
+/// What kind of object a key names, for the crash point's name.
+fn class(key: &str) -> &'static str {
+    if key.split('/').any(|part| part == INTAKE_DIR) {
+        "intake"
+    } else if key.ends_with(".kfs") {
+        "segment"
+    } else if key.ends_with(".index") {
+        "index"
+    } else {
+        "other"
+    }
+}
+
+fn pass(op: &str, key: &str, when: &str) {
+    crash_points::reached(&format!("{op}:{}:{when}", class(key)));
+}
+
 #[async_trait]
-impl ObjectStore for SlowStore {
+impl ObjectStore for FaultStore {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        pass("put", key, "before");
         self.hold_back().await;
-        self.inner.put_if_absent(key, body).await
+        let result = self.inner.put_if_absent(key, body).await;
+        if result.is_ok() {
+            pass("put", key, "after");
+        }
+        result
     }
 
     async fn put_replacing(
@@ -104,8 +142,13 @@ impl ObjectStore for SlowStore {
         body: Bytes,
         expected_etag: Option<&str>,
     ) -> Result<(), StoreError> {
+        pass("put", key, "before");
         self.hold_back().await;
-        self.inner.put_replacing(key, body, expected_etag).await
+        let result = self.inner.put_replacing(key, body, expected_etag).await;
+        if result.is_ok() {
+            pass("put", key, "after");
+        }
+        result
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -121,7 +164,17 @@ impl ObjectStore for SlowStore {
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.inner.delete(keys).await
+        let Some(first) = keys.first() else {
+            return self.inner.delete(keys).await;
+        };
+        pass("delete", first, "before");
+        if keys.len() > 1 {
+            self.inner.delete(&keys[..1]).await?;
+            pass("delete", first, "partial");
+        }
+        self.inner.delete(keys).await?;
+        pass("delete", first, "after");
+        Ok(())
     }
 
     async fn probe(&self) -> Result<(), StoreError> {
@@ -136,6 +189,14 @@ impl ObjectStore for SlowStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crash_points_are_named_by_the_kind_of_object() {
+        assert_eq!(class("c/!intake/0001-00-0000000001.kfi"), "intake");
+        assert_eq!(class("c/t/0/segment-00000000000000000000.kfs"), "segment");
+        assert_eq!(class("c/t/0/segment-00000000000000000000.index"), "index");
+        assert_eq!(class("c/!fencing-check"), "other");
+    }
 
     #[test]
     fn delays_parse_and_every_nth_put_is_slow() {
