@@ -2,7 +2,7 @@
   description = "Kafscale: Kafka-compatible streaming with stateless brokers and S3 storage";
 
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
     crane.url = "github:ipetkov/crane";
     flake-utils.url = "github:numtide/flake-utils";
   };
@@ -42,11 +42,19 @@
           inherit name;
           tag = "latest";
           contents = [ pkgs.cacert ];
+          # A writable /tmp, as in scripts/build-images.sh's images.
+          extraCommands = "mkdir -m 1777 tmp";
           config = {
             Entrypoint = [ "${pkg}/bin/${pkg.meta.mainProgram}" ];
             User = "65532:65532";
             ExposedPorts = { "${toString port}/tcp" = { }; };
             Env = [ "SSL_CERT_FILE=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt" ];
+            # scripts/build-images.sh builds the same images without Nix.
+            Labels = {
+              "org.opencontainers.image.title" = name;
+              "org.opencontainers.image.version" = pkg.version;
+              "org.opencontainers.image.licenses" = "Apache-2.0";
+            };
           };
         };
       in

@@ -173,6 +173,12 @@ def run_suite(bootstrap, pids_fn, restart_fn, args, s3=None, settle=None):
     r["produce MB/s, 1000 partitions"] = producer_perf(bootstrap, "w5", args.records // 3)["mb_s"]
     if s3:
         r["S3 PUTs per GiB, 1000 partitions (uploads)"] = (s3()["puts"] - s3_before["puts"]) / (args.records // 3 * 1024 / 2**30)
+    s3_before = s3() if s3 else None
+    p = producer_perf(bootstrap, "w5", w2_records, throughput=20 * 1024)
+    r["produce p50 ms @20MB/s, 1000 partitions"], r["produce p99 ms @20MB/s, 1000 partitions"] = p["p50"], p["p99"]
+    if s3:
+        r["S3 PUTs per GiB @20MB/s, 1000 partitions (uploads)"] = (
+            (s3()["puts"] - s3_before["puts"]) / (w2_records * 1024 / 2**30))
     socks = idle_connections(bootstrap)
     time.sleep(2)
     r["RSS MiB with 1000 idle connections"] = sum(

@@ -7,8 +7,8 @@ side-by-side comparison. Prints numbers; asserts nothing.
 
     cargo build --release --bins
     ~/.cache/kafscale/venv/bin/python bench/producer_perf.py [--records N] [--throughput R] \\
-        [--partitions P] [--cold-read [--trickle N] [--drop-summaries]] [--put-delay MS[,EVERY:SLOW_MS]] \\
-        [-- broker flags...]
+        [--partitions P] [--settle S] [--cold-read [--trickle N] [--drop-summaries]] \\
+        [--put-delay MS[,EVERY:SLOW_MS]] [-- broker flags...]
 
 Example: `bench/producer_perf.py --throughput 20480 -- --flush-window-ms 1`
 (20 MB/s of 1 KiB records with a 1 ms flush window).
@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,11 +52,34 @@ def trickle(bootstrap: str, records: int) -> None:
         producer.flush(10)
 
 
+def settle(cluster: Cluster, topic: str, limit_s: float) -> tuple[float, int, float]:
+    """Waits until the topic has segments and they stop changing (compaction
+    or merging done with what the run wrote: no new segment for 60 s), at
+    most `limit_s`.
+    Returns the seconds waited, the number of segments and their mean size
+    in MB."""
+    start = last_change = time.time()
+    last = None
+    while time.time() - start < limit_s and (not last or time.time() - last_change < 60):
+        segments = [p for p in cluster.objects(topic) if p.name.endswith(".kfs")]
+        if len(segments) != last:
+            last, last_change = len(segments), time.time()
+        time.sleep(5)
+    # MinIO's single-drive layout stores an object as a directory holding
+    # its metadata and data parts; their sizes add up to the object's.
+    sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+             for p in cluster.objects(topic) if p.name.endswith(".kfs")]
+    return time.time() - start, len(sizes), sum(sizes) / max(len(sizes), 1) / 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=300_000, help="1 KiB records")
     ap.add_argument("--throughput", type=int, default=-1, help="records/s cap (-1: unthrottled)")
     ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--settle", type=float, default=0, metavar="S",
+                    help="then wait (at most S seconds) until compaction into segments is done with the run's "
+                         "data, and count its PUTs too (set the broker's --intake-compaction-delay-ms to fit)")
     ap.add_argument("--cold-read", action="store_true",
                     help="then restart broker and flusher and read everything back (ConsumerPerformance)")
     ap.add_argument("--trickle", type=int, default=0,
@@ -90,6 +114,12 @@ def main() -> None:
             print(f"broker acknowledgement: {ack_latency(scrape(cluster.broker.http_port))}")
             print(f"S3 PUTs per GiB: {puts / gib:.0f}")
             print("CPU seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in cpu.items()))
+            if args.settle:
+                waited, count, mean_mb = settle(cluster, "perf", args.settle)
+                settled = scrape(cluster.flusher.http_port).get(PUTS, 0) - puts_before
+                print(f"settled after {waited:.0f} s: {count} segments of {mean_mb:.1f} MB on average; "
+                      f"S3 PUTs per GiB, uploads and compaction: {settled / gib:.0f} "
+                      f"(compaction and what ran after the produce: {(settled - puts) / gib:.0f})")
             if args.trickle:
                 trickle(cluster.bootstrap, args.trickle)
             if args.cold_read:
