@@ -90,8 +90,9 @@ class Layer:
                 self.add_symlink(target, str(path.readlink()))
             elif path.is_dir():
                 self.add_dir(target, path.stat().st_mode & 0o777)
-            else:
+            elif path.is_file():
                 self.add_file(path, target)
+            # Device nodes, sockets and fifos are the runtime's to create.
 
     def add_program(self, src: Path, dest: str) -> None:
         # Debug information stays out of images, as Nix's builds strip it.

@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh machine: installs what the tests need
 # (scripts/install-test-deps.sh), checks formatting and lints, runs the Rust
 # unit and integration tests, runs every fuzz target briefly, then the
-# end-to-end suites against real etcd,
-# MinIO, Kafka clients and the broker and flusher binaries.
+# end-to-end suites against real etcd, MinIO, Kafka clients and the broker
+# and flusher binaries, and last the kind suite in a real Kubernetes cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,3 +44,10 @@ fi
 # Temp directories of passed tests are removed as the suite goes.
 "$cache/venv/bin/pytest" -q -p no:cacheprovider -o tmp_path_retention_policy=failed \
   -o tmp_path_retention_count=1 e2e/tests "$@"
+
+step "a real Kubernetes cluster (kind): e2e/kind/run.sh"
+# Kubernetes' commands, kind, etcd, CoreDNS and a Debian base for the node,
+# built or fetched once into the cache; the cluster runs in a Docker engine
+# of the suite's own, in a network namespace with no route off the machine.
+scripts/install-cluster-deps.sh
+KAFSCALE_PROFILE=debug e2e/kind/run.sh

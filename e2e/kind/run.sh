@@ -1,50 +1,113 @@
 #!/usr/bin/env bash
 # The kind suite: a real Kubernetes cluster in Docker running Kafscale end to
-# end. It needs docker, kind, kubectl, helm and nix (for the images); it cannot
-# run on machines without a Docker engine. Run from the repository root:
+# end. Run from the repository root:
 #
 #   e2e/kind/run.sh            # create, test, tear down
 #   KEEP=1 e2e/kind/run.sh     # leave the cluster up for inspection
+#
+# Images: with a working `nix`, the flake's; otherwise scripts/build-images.sh
+# builds the same ones from release binaries. MinIO, etcd and the client
+# toolbox come from e2e/kind/local-images.sh. Without DOCKER_HOST the suite
+# starts a Docker engine of its own in a network namespace with no route
+# out (scripts/container-engine.sh) and builds kind's node image offline
+# (e2e/kind/node-image.sh; KIND_NODE_IMAGE names another one); needs kind,
+# kubectl and helm on PATH or from scripts/install-cluster-deps.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-
+cache=${KAFSCALE_CACHE:-$HOME/.cache/kafscale}
+export PATH=$PATH:$cache/bin
 name=${KIND_CLUSTER:-kafscale-e2e}
 ns=kafscale-e2e
-cleanup() { [ -n "${KEEP:-}" ] || kind delete cluster --name "$name" >/dev/null 2>&1 || true; }
+work=$(mktemp -d)
+export KUBECONFIG=$work/kubeconfig
+own_engine=
+if [ -z "${DOCKER_HOST:-}" ] && ! docker info >/dev/null 2>&1; then
+  echo "==> Docker engine (network namespace of its own)"
+  eval "$(scripts/container-engine.sh start)"
+  own_engine=1
+fi
+# Every docker, kind, kubectl and helm call runs where the engine's network is.
+in_engine() { if [ -n "$own_engine" ]; then scripts/container-engine.sh exec "$@"; else "$@"; fi; }
+cleanup() {
+  if [ -z "${KEEP:-}" ]; then
+    in_engine kind delete cluster --name "$name" >/dev/null 2>&1 || true
+    [ -z "$own_engine" ] || scripts/container-engine.sh stop
+  fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
-echo "==> kind cluster $name"
-kind create cluster --name "$name" --wait 120s
+echo "==> images"
+if nix --version >/dev/null 2>&1 && nix build ".#broker-image" -o "$work/result-broker" 2>/dev/null; then
+  for img in broker flusher operator; do
+    nix build ".#${img}-image" -o "$work/result-$img"
+    in_engine docker load -i "$work/result-$img"
+    in_engine docker tag "kafscale-$img:latest" "kafscale-$img:e2e"
+  done
+else
+  scripts/build-images.sh
+  for img in broker flusher operator; do
+    in_engine docker load -i "$cache/images/kafscale-$img.tar" >/dev/null
+    in_engine docker tag "kafscale-$img:latest" "kafscale-$img:e2e"
+  done
+fi
+e2e/kind/local-images.sh >/dev/null
 
-echo "==> images (nix build)"
+echo "==> kind cluster $name"
+config=$work/kind.yaml
+echo "kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4" > "$config"
+if [ -n "${KIND_NODE_IMAGE:-}" ]; then
+  node_image=$KIND_NODE_IMAGE
+elif [ -n "$own_engine" ]; then
+  node_image=$(in_engine e2e/kind/node-image.sh)
+  # That node image has a bridge network in place of kindnetd.
+  printf 'networking:\n  disableDefaultCNI: true\n' >> "$config"
+fi
+in_engine kind create cluster --name "$name" ${node_image:+--image "$node_image"} --config "$config" \
+  --kubeconfig "$KUBECONFIG" --wait 120s
+# A tag other than latest, so that pods take the loaded images rather than
+# pulling (Kubernetes pulls :latest always).
 for img in broker flusher operator; do
-  nix build ".#${img}-image" -o "result-$img"
-  docker load < "result-$img"
-  kind load docker-image "kafscale-$img:latest" --name "$name"
+  in_engine docker save "kafscale-$img:e2e" -o "$work/$img.tar"
+  in_engine kind load image-archive "$work/$img.tar" --name "$name"
+done
+for archive in minio etcd kube-proxy; do
+  in_engine kind load image-archive "$cache/kind/images/$archive.tar" --name "$name"
 done
 
 echo "==> MinIO"
-kubectl create namespace minio
-kubectl -n minio apply -f e2e/kind/minio.yaml
-kubectl -n minio rollout status deploy/minio --timeout=180s
+in_engine kubectl create namespace minio
+in_engine kubectl -n minio apply -f e2e/kind/minio.yaml
+in_engine kubectl -n minio rollout status deploy/minio --timeout=180s
+in_engine kubectl -n minio wait job/make-bucket --for=condition=Complete --timeout=120s
 
 echo "==> operator (Helm chart)"
-kubectl create namespace "$ns"
-helm install kafscale charts/kafscale --namespace "$ns" \
-  --set image.repository=kafscale-operator --set image.tag=latest --set image.pullPolicy=Never --wait
+in_engine kubectl create namespace "$ns"
+in_engine helm install kafscale charts/kafscale --namespace "$ns" \
+  --set image.repository=kafscale-operator --set image.tag=e2e --set image.pullPolicy=Never --wait
 
 echo "==> KafscaleCluster and KafscaleTopic"
-kubectl -n "$ns" apply -f crds/samples/dev-cluster.yaml
-kubectl -n "$ns" patch kafscalecluster dev --type merge -p \
-  '{"spec":{"images":{"broker":"kafscale-broker:latest","flusher":"kafscale-flusher:latest"}}}'
-kubectl -n "$ns" wait kafscalecluster/dev --for=condition=Ready --timeout=300s
-kubectl -n "$ns" wait kafscaletopic/orders --for=condition=Ready --timeout=120s
+# The sample with the loaded images: set before the first pods exist, so no
+# pod waits on an image it cannot pull.
+python3 - crds/samples/dev-cluster.yaml > "$work/dev-cluster.yaml" <<'EOF'
+import sys
+text = open(sys.argv[1]).read()
+images = ("  images:\n    broker: kafscale-broker:e2e\n    flusher: kafscale-flusher:e2e\n"
+          "    etcd: kafscale-e2e/etcd:3.6.5\n")
+marker = "  brokers:\n    replicas: 1\n"
+assert marker in text, "crds/samples/dev-cluster.yaml changed: update e2e/kind/run.sh"
+sys.stdout.write(text.replace(marker, marker + images))
+EOF
+in_engine kubectl -n "$ns" apply -f "$work/dev-cluster.yaml"
+in_engine kubectl -n "$ns" wait kafscalecluster/dev --for=condition=Ready --timeout=300s
+in_engine kubectl -n "$ns" wait kafscaletopic/orders --for=condition=Ready --timeout=120s
 
 echo "==> produce and consume from a pod"
-kubectl -n "$ns" apply -f e2e/kind/client-job.yaml
-kubectl -n "$ns" wait job/kafscale-client --for=condition=Complete --timeout=300s
-kubectl -n "$ns" logs job/kafscale-client | tee /dev/stderr | grep -q "consumed 1000 records"
+in_engine kubectl -n "$ns" apply -f e2e/kind/client-job.yaml
+in_engine kubectl -n "$ns" wait job/kafscale-client --for=condition=Complete --timeout=300s
+in_engine kubectl -n "$ns" logs job/kafscale-client | tee /dev/stderr | grep -q "consumed 1000 records"
 
 echo "==> conditions"
-kubectl -n "$ns" get kafscalecluster dev -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True
+in_engine kubectl -n "$ns" get kafscalecluster dev -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True
 echo "kind suite passed"
