@@ -133,5 +133,10 @@ docker exec "$container" ctr --namespace=k8s.io images ls -q >&2
 docker exec "$container" pkill containerd || true
 sleep 1
 docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' "$container" "$image" >/dev/null
-docker rmi "$base" >/dev/null 2>&1 || true
+docker rm -f "$container" >/dev/null
+container=
+docker rmi "$base" >/dev/null
+# Node images of earlier inputs would pile up in the cached engine.
+docker images --format '{{.Repository}}:{{.Tag}}' kafscale-e2e/kind-node | grep -vxF "$image" |
+  xargs -r docker rmi >/dev/null || true
 echo "$image"

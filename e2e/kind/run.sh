@@ -51,6 +51,8 @@ else
     in_engine docker tag "kafscale-$img:latest" "kafscale-$img:e2e"
   done
 fi
+# Earlier runs' builds, now untagged, would pile up in the cached engine.
+in_engine docker image prune -f >/dev/null
 e2e/kind/local-images.sh >/dev/null
 
 echo "==> kind cluster $name"
