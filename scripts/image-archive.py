@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import io
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def main() -> None:
     if args.label:
         config["Labels"] = dict(label.split("=", 1) for label in args.label)
     image = json.dumps({
-        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(__import__("platform").machine(), "amd64"),
+        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), "amd64"),
         "os": "linux",
         "created": "1970-01-01T00:00:01Z",
         "config": config,
