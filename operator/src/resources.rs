@@ -154,6 +154,22 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
+/// Kubernetes' own default for an image, stated in the pod template: left
+/// out, the API server fills it in once, when the StatefulSet is created,
+/// and it then outlives image changes (a `:latest` image's `Always` stays on
+/// the tag that replaced it, which breaks images loaded onto nodes).
+fn pull_policy(image: &str) -> &'static str {
+    // The tag follows the last ':' after the last '/' (a registry's port
+    // comes before it); a digest pins the image whatever the tag.
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let tag = name.split_once(':').map(|(_, tag)| tag);
+    if image.contains('@') || !matches!(tag, None | Some("latest")) {
+        "IfNotPresent"
+    } else {
+        "Always"
+    }
+}
+
 fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -266,9 +282,11 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
         "KAFSCALE_NODE_ID",
         "metadata.labels['apps.kubernetes.io/pod-index']",
     ));
+    let broker_image = images.broker.unwrap_or_else(|| DEFAULT_BROKER_IMAGE.into());
     let broker = Container {
         name: "broker".into(),
-        image: Some(images.broker.unwrap_or_else(|| DEFAULT_BROKER_IMAGE.into())),
+        image_pull_policy: Some(pull_policy(&broker_image).into()),
+        image: Some(broker_image),
         env_from: Some(from_config.clone()),
         env: Some(broker_env),
         ports: Some(vec![
@@ -295,13 +313,13 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
     if let Some(kms) = &c.spec.s3.kms_key_id {
         flusher_env.push(env("KAFSCALE_S3_KMS_KEY_ID", kms.clone()));
     }
+    let flusher_image = images
+        .flusher
+        .unwrap_or_else(|| DEFAULT_FLUSHER_IMAGE.into());
     let flusher = Container {
         name: "sidecar-flusher".into(),
-        image: Some(
-            images
-                .flusher
-                .unwrap_or_else(|| DEFAULT_FLUSHER_IMAGE.into()),
-        ),
+        image_pull_policy: Some(pull_policy(&flusher_image).into()),
+        image: Some(flusher_image),
         env_from: Some(flusher_env_from),
         env: (!flusher_env.is_empty()).then_some(flusher_env),
         ports: Some(vec![container_port("flusher-http", FLUSHER_HTTP_PORT)]),
@@ -495,6 +513,7 @@ pub fn etcd_objects(
         .unwrap_or_else(|| DEFAULT_ETCD_IMAGE.into());
     let container = Container {
         name: "etcd".into(),
+        image_pull_policy: Some(pull_policy(&image).into()),
         image: Some(image),
         command: Some(vec!["/usr/local/bin/etcd".into()]),
         args: Some(vec![
@@ -604,6 +623,39 @@ pub fn etcd_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_policy_follows_the_tag_as_kubernetes_defaults_it() {
+        assert_eq!(pull_policy("kafscale-broker:latest"), "Always");
+        assert_eq!(pull_policy("kafscale-broker"), "Always");
+        assert_eq!(pull_policy("registry:5000/kafscale-broker"), "Always");
+        assert_eq!(pull_policy("kafscale-broker:0.1.0"), "IfNotPresent");
+        assert_eq!(
+            pull_policy("registry:5000/kafscale-broker:0.1.0"),
+            "IfNotPresent"
+        );
+        assert_eq!(pull_policy("kafscale-broker@sha256:0123"), "IfNotPresent");
+    }
+
+    #[test]
+    fn each_container_states_the_pull_policy_of_its_own_image() {
+        let mut c = cluster(vec![]);
+        c.spec.images = Some(crate::crd::Images {
+            broker: Some("kafscale-broker:0.1.0".into()),
+            flusher: Some("kafscale-flusher:latest".into()),
+            etcd: Some("etcd:3.6.5".into()),
+        });
+        let sts = broker_statefulset(&c);
+        let containers = &sts.spec.unwrap().template.spec.unwrap().containers;
+        let policy = |name: &str| {
+            containers
+                .iter()
+                .find(|k| k.name == name)
+                .and_then(|k| k.image_pull_policy.clone())
+        };
+        assert_eq!(policy("broker").as_deref(), Some("IfNotPresent"));
+        assert_eq!(policy("sidecar-flusher").as_deref(), Some("Always"));
+    }
     use crate::crd::{AutoscalingSpec, KafscaleClusterSpec};
 
     fn cluster(etcd: Vec<String>) -> KafscaleCluster {
