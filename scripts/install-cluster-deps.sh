@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "Kubernetes $kube_version commands (first run only; several minutes)"
-KUBE_VERSION=$kube_version "$here/scripts/install-kube-apiserver.sh" \
+KUBE_VERSION=$kube_version "$here/scripts/install-kube.sh" \
   kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubeadm kubectl
 
 stamp() { [ "$(cat "$bin/.$1.version" 2>/dev/null)" = "$2" ]; }

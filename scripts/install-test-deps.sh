@@ -61,7 +61,7 @@ if [ ! -x "$cache/bin/helm" ]; then
 fi
 
 log "kube-apiserver $KUBE_VERSION (first run only; several minutes)"
-KUBE_VERSION=$KUBE_VERSION "$here/scripts/install-kube-apiserver.sh" >/dev/null
+KUBE_VERSION=$KUBE_VERSION "$here/scripts/install-kube.sh" >/dev/null
 
 if [ ! -x "$cache/cargo-fuzz/bin/cargo-fuzz" ]; then
   log "cargo-fuzz (first run only)"

@@ -7,7 +7,9 @@
 #
 # Images: with a working `nix`, the flake's; otherwise scripts/build-images.sh
 # builds the same ones from release binaries. MinIO, etcd and the client
-# toolbox come from e2e/kind/local-images.sh. Without DOCKER_HOST the suite
+# toolbox come from e2e/kind/local-images.sh, whose programs and Debian base
+# scripts/install-cluster-deps.sh provides (run it first, with or without
+# internet access). Without DOCKER_HOST or a running Docker the suite
 # starts a Docker engine of its own in a network namespace with no route
 # out (scripts/container-engine.sh) and builds kind's node image offline
 # (e2e/kind/node-image.sh; KIND_NODE_IMAGE names another one); needs kind,

@@ -7,7 +7,7 @@
 # lines generated here point each at its published v0.MINOR.PATCH. Static
 # (CGO_ENABLED=0), so they also run in images without a C library.
 #
-#   scripts/install-kube-apiserver.sh [COMMAND...]
+#   scripts/install-kube.sh [COMMAND...]
 set -euo pipefail
 
 cache=${KAFSCALE_CACHE:-$HOME/.cache/kafscale}
