@@ -307,7 +307,7 @@ async fn main() -> anyhow::Result<()> {
             if args.etcd_endpoints.is_empty() {
                 bail!("production mode needs --etcd-endpoints (or KAFSCALE_ETCD_ENDPOINTS), e.g. http://etcd:2379");
             }
-            let kv = EtcdKv::connect(&args.etcd_endpoints, Duration::from_secs(5)).await?;
+            let kv = connect_etcd(&args.etcd_endpoints).await?;
             (
                 Arc::new(kv),
                 Arc::new(FlusherClient::new(
@@ -391,4 +391,36 @@ async fn main() -> anyhow::Result<()> {
     broker.shutdown().await;
     tracing::info!("broker stopped");
     Ok(())
+}
+
+/// Connects to etcd, waiting for it if it is not up yet: in Kubernetes the
+/// operator starts etcd and the brokers together, and a broker that exited
+/// instead would sit out growing crash-loop back-offs once etcd is there.
+/// Each failed attempt is one log line; a stop signal ends the wait.
+async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<EtcdKv> {
+    const FIRST_RETRY: Duration = Duration::from_millis(500);
+    const LONGEST_RETRY: Duration = Duration::from_secs(10);
+    let stop = logging::shutdown_signal();
+    tokio::pin!(stop);
+    let mut delay = FIRST_RETRY;
+    loop {
+        // Connecting is lazy; a revision read proves etcd answers.
+        let answered = match EtcdKv::connect(endpoints, Duration::from_secs(5)).await {
+            Ok(kv) => kv.revision().await.map(|_| kv),
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(kv) => return Ok(kv),
+            Err(e) => tracing::warn!(
+                error = %e,
+                retry_in_ms = delay.as_millis() as u64,
+                "etcd is not reachable yet; the broker waits for it"
+            ),
+        }
+        tokio::select! {
+            _ = &mut stop => bail!("stopped while waiting for etcd at {}", endpoints.join(",")),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(LONGEST_RETRY);
+    }
 }

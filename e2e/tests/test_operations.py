@@ -176,3 +176,33 @@ def test_dashboard_uses_only_documented_metrics():
     assert names
     for component, name in names:
         assert f"`{name}`" in documented, f"kafscale_{component}_{name} is not in docs/metrics.md"
+
+
+def test_a_broker_started_before_etcd_waits_for_it(tmp_path):
+    """In Kubernetes the operator starts managed etcd and the brokers at once:
+    a broker waits (one log line per attempt) instead of exiting into a
+    crash loop, and serves once etcd is up."""
+    from harness import Broker, Etcd, Flusher, MinIO, wait_for_port
+
+    etcd = Etcd(tmp_path)
+    minio = MinIO(tmp_path).start()
+    flusher = Flusher(tmp_path, minio, "test/late-etcd").start()
+    broker = Broker(tmp_path, etcd, flusher, "late-etcd")
+    try:
+        broker.proc.start()
+        wait_until(lambda: "etcd is not reachable yet" in broker.proc.tail(), timeout=30,
+                   what="the broker saying it waits for etcd")
+        time.sleep(2)
+        assert broker.proc.alive(), f"the broker exited without etcd:\n{broker.proc.tail()}"
+        etcd.start()
+        wait_for_port(broker.http_port, broker.proc, timeout=60)
+        wait_until(lambda: http_get(broker.http_port, "/readyz")[0] == 200, timeout=60,
+                   what="the broker ready once etcd is up")
+        create_topic(broker.bootstrap, "late", 2)
+        acked = produce(broker.bootstrap, "late", 10)
+        assert len(acked) == 10
+    finally:
+        broker.proc.stop()
+        flusher.proc.stop()
+        minio.discard()
+        etcd.discard()

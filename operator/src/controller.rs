@@ -2,7 +2,7 @@
 //! one field manager, so a reconcile that finds everything in place changes
 //! nothing (resourceVersions stay as they are).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -104,6 +105,26 @@ where
             &Patch::Apply(obj),
         )
         .await?)
+}
+
+/// Writes the status with server-side apply, as the objects are: the
+/// operator owns every status field it sets and drops those it no longer does.
+async fn apply_status<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A condition, keeping the old transition time when nothing changed.
@@ -354,12 +375,7 @@ pub async fn reconcile_cluster(
     if !unchanged {
         announce(&ctx, c.as_ref(), &old.conditions, &status.conditions).await;
         let api: Api<KafscaleCluster> = Api::namespaced(client.clone(), &ns);
-        api.patch_status(
-            &c.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": status})),
-        )
-        .await?;
+        apply_status(&api, c.as_ref(), &status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
@@ -387,6 +403,20 @@ pub async fn reconcile_topic(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result
     })
 }
 
+/// The topics (among `topics`) that name `cluster` as theirs.
+pub fn topics_of(
+    cluster: &KafscaleCluster,
+    topics: &[Arc<KafscaleTopic>],
+) -> Vec<ObjectRef<KafscaleTopic>> {
+    topics
+        .iter()
+        .filter(|t| {
+            t.namespace() == cluster.namespace() && t.spec.cluster_ref == cluster.name_any()
+        })
+        .map(|t| ObjectRef::from_obj(t.as_ref()))
+        .collect()
+}
+
 async fn cluster_of(t: &KafscaleTopic, ctx: &Context) -> Result<Option<KafscaleCluster>, Error> {
     let ns = t.namespace().unwrap_or_else(|| "default".into());
     let clusters: Api<KafscaleCluster> = Api::namespaced(ctx.client.clone(), &ns);
@@ -408,12 +438,7 @@ async fn set_topic_status(
         return Ok(());
     }
     announce(ctx, t, &old.conditions, &status.conditions).await;
-    api.patch_status(
-        &t.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"status": status})),
-    )
-    .await?;
+    apply_status(api, t, &status).await?;
     Ok(())
 }
 
@@ -459,61 +484,27 @@ async fn apply_topic(
         .await?;
         return Ok(Action::requeue(Duration::from_secs(15)));
     };
-    let store = ctx.store(&cluster).await?;
-    let record = loop {
-        match store.get_topic(&name).await? {
-            None => {
-                let record = TopicRecord {
-                    name: name.clone(),
-                    id: uuid::Uuid::new_v4(),
-                    partitions: t.spec.partitions,
-                    replication_factor: 1,
-                    config: configs.clone(),
-                    created_ms: Timestamp::now().as_millisecond(),
-                    deleting: false,
-                    deletion: None,
-                };
-                match store.create_topic(&record).await {
-                    Ok(()) => break record,
-                    Err(MetadataError::TopicExists(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Some((existing, revision)) => {
-                if existing.deleting {
-                    return Err(Error::NotYet(format!(
-                        "topic {name} is still being deleted"
-                    )));
-                }
-                if t.spec.partitions < existing.partitions {
-                    set_topic_status(
-                        ctx,
-                        api,
-                        t,
-                        not_ready(
-                            "PartitionsDecrease",
-                            format!(
-                                "topic has {} partitions; partitions can only be increased",
-                                existing.partitions
-                            ),
-                        ),
-                    )
-                    .await?;
-                    return Ok(Action::await_change());
-                }
-                if existing.partitions == t.spec.partitions && existing.config == configs {
-                    break existing;
-                }
-                let mut updated = existing.clone();
-                updated.partitions = t.spec.partitions;
-                updated.config = configs.clone();
-                if store
-                    .update_topic(&updated, revision, existing.partitions)
-                    .await?
-                {
-                    break updated;
-                }
-            }
+    let record = match stored_topic(t, &cluster, ctx, &name, &configs).await {
+        Ok(Stored::Record(record)) => record,
+        Ok(Stored::Refused(reason, message)) => {
+            set_topic_status(ctx, api, t, not_ready(reason, message)).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => {
+            // Say so rather than keep a stale Ready (e.g. a recreated
+            // cluster whose new etcd is not up yet); the error requeues.
+            let (reason, message) = match &e {
+                Error::NotYet(why) => ("DeletionInProgress", why.clone()),
+                other => (
+                    "MetadataUnavailable",
+                    format!(
+                        "the metadata of cluster {} cannot be read or updated: {other}",
+                        t.spec.cluster_ref
+                    ),
+                ),
+            };
+            set_topic_status(ctx, api, t, not_ready(reason, message)).await?;
+            return Err(e);
         }
     };
     let status = KafscaleTopicStatus {
@@ -533,8 +524,77 @@ async fn apply_topic(
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Asks the brokers to delete the topic (they hold object-storage access) and
-/// waits until its record is gone.
+/// What the metadata store holds for a topic after making it match the spec.
+enum Stored {
+    Record(TopicRecord),
+    /// The spec asks for something the topic cannot become: (reason, message).
+    Refused(&'static str, String),
+}
+
+/// Creates the topic or brings its partitions and configs to the spec,
+/// retrying lost compare-and-swaps.
+async fn stored_topic(
+    t: &KafscaleTopic,
+    cluster: &KafscaleCluster,
+    ctx: &Context,
+    name: &str,
+    configs: &BTreeMap<String, String>,
+) -> Result<Stored, Error> {
+    let store = ctx.store(cluster).await?;
+    loop {
+        match store.get_topic(name).await? {
+            None => {
+                let record = TopicRecord {
+                    name: name.to_string(),
+                    id: uuid::Uuid::new_v4(),
+                    partitions: t.spec.partitions,
+                    replication_factor: 1,
+                    config: configs.clone(),
+                    created_ms: Timestamp::now().as_millisecond(),
+                    deleting: false,
+                    deletion: None,
+                };
+                match store.create_topic(&record).await {
+                    Ok(()) => return Ok(Stored::Record(record)),
+                    Err(MetadataError::TopicExists(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some((existing, revision)) => {
+                if existing.deleting {
+                    return Err(Error::NotYet(format!(
+                        "topic {name} is still being deleted; it is created again once the brokers have removed it"
+                    )));
+                }
+                if t.spec.partitions < existing.partitions {
+                    return Ok(Stored::Refused(
+                        "PartitionsDecrease",
+                        format!(
+                            "topic has {} partitions; partitions can only be increased",
+                            existing.partitions
+                        ),
+                    ));
+                }
+                if existing.partitions == t.spec.partitions && existing.config == *configs {
+                    return Ok(Stored::Record(existing));
+                }
+                let mut updated = existing.clone();
+                updated.partitions = t.spec.partitions;
+                updated.config = configs.clone();
+                if store
+                    .update_topic(&updated, revision, existing.partitions)
+                    .await?
+                {
+                    return Ok(Stored::Record(updated));
+                }
+            }
+        }
+    }
+}
+
+/// Asks the brokers to delete the topic (they hold object-storage access).
+/// The finalizer stays until its record is gone: until then the reconcile
+/// fails with `NotYet` and is requeued, never waiting inside.
 async fn cleanup_topic(t: &KafscaleTopic, ctx: &Context) -> Result<Action, Error> {
     let Some(cluster) = cluster_of(t, ctx).await? else {
         // The cluster is gone with its data; nothing left to delete.
@@ -543,22 +603,27 @@ async fn cleanup_topic(t: &KafscaleTopic, ctx: &Context) -> Result<Action, Error
     let store = ctx.store(&cluster).await?;
     let name = t.topic_name();
     let now_ms = Timestamp::now().as_millisecond();
-    if store.request_topic_deletion(&name, now_ms).await?.is_none() {
-        return Ok(Action::await_change());
+    match store.request_topic_deletion(&name, now_ms).await? {
+        None => Ok(Action::await_change()),
+        Some(_) => Err(Error::NotYet(format!(
+            "topic {name} is being deleted by the brokers; if this lasts, check that a broker of cluster {} is running",
+            t.spec.cluster_ref
+        ))),
     }
-    for _ in 0..60 {
-        if store.get_topic(&name).await?.is_none() {
-            return Ok(Action::await_change());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(Error::NotYet(format!(
-        "topic {name} is not deleted yet; is a broker running?"
-    )))
 }
 
+/// How soon a failed reconcile runs again: soon for a step that is merely
+/// not done yet, with a warning and a longer pause for real failures.
 pub fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed; retrying");
-    ctx.metrics.reconcile_errors.inc();
-    Action::requeue(Duration::from_secs(5))
+    match error {
+        Error::NotYet(why) => {
+            tracing::info!(%why, "waiting; reconciling again shortly");
+            Action::requeue(Duration::from_secs(2))
+        }
+        _ => {
+            tracing::warn!(%error, "reconcile failed; retrying");
+            ctx.metrics.reconcile_errors.inc();
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
 }

@@ -30,6 +30,16 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Bootstrap",
+        type_ = "string",
+        json_path = ".status.bootstrapServers"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -186,6 +196,37 @@ pub struct EtcdSpec {
     /// etcd client URLs. Empty: the operator runs a 3-node etcd for the cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
+    /// The volume each managed etcd member keeps its data on (ignored with
+    /// `endpoints`). A member whose pod is replaced rejoins from it. Fixed
+    /// once the cluster exists: a StatefulSet's volume claims cannot change.
+    #[serde(default)]
+    pub storage: EtcdStorage,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdStorage {
+    /// Size of each member's PersistentVolumeClaim.
+    #[serde(default = "default_etcd_storage_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub size: String,
+    /// StorageClass of the claims; the Kubernetes cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for EtcdStorage {
+    fn default() -> Self {
+        Self {
+            size: default_etcd_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_etcd_storage_size() -> String {
+    // Room for etcd's 2 GiB database quota (set by the operator) and its WAL.
+    "4Gi".into()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
@@ -291,6 +332,11 @@ pub struct KafscaleClusterStatus {
     doc = "A topic of a Kafscale cluster",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef"),
     printcolumn(name = "Partitions", type_ = "integer", json_path = ".spec.partitions"),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -151,17 +151,26 @@ async fn main() -> anyhow::Result<()> {
             tracing::debug!(error = %e, "cluster reconcile");
         }
     });
-    let topics = Controller::new(
+    let topic_controller = Controller::new(
         Api::<KafscaleTopic>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .shutdown_on_signal()
-    .run(controller::reconcile_topic, controller::error_policy, ctx)
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "topic reconcile");
-        }
-    });
+    );
+    // A topic follows its cluster: one created, recreated or changed makes
+    // its topics reconcile now, not at their next periodic check.
+    let known_topics = topic_controller.store();
+    let topics = topic_controller
+        .watches(
+            Api::<KafscaleCluster>::all(client.clone()),
+            watcher::Config::default(),
+            move |cluster| controller::topics_of(&cluster, &known_topics.state()),
+        )
+        .shutdown_on_signal()
+        .run(controller::reconcile_topic, controller::error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "topic reconcile");
+            }
+        });
     tokio::select! {
         _ = futures::future::join(clusters, topics) => tracing::info!("controllers stopped"),
         lost = renew => {

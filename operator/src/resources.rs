@@ -10,10 +10,12 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    SecretEnvSource, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretEnvSource, Service,
+    ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -247,6 +249,19 @@ pub fn config_map(c: &KafscaleCluster) -> ConfigMap {
     }
 }
 
+pub const CONFIG_HASH_ANNOTATION: &str = "kafscale.io/config-hash";
+
+/// A digest of the ConfigMap's settings, stable across operator builds.
+fn config_hash(config: &ConfigMap) -> String {
+    let mut digest = 0u32;
+    for (key, value) in config.data.iter().flatten() {
+        for part in [key.as_bytes(), b"=", value.as_bytes(), b"\n"] {
+            digest = crc32c::crc32c_append(digest, part);
+        }
+    }
+    format!("{digest:08x}")
+}
+
 /// Brokers: each pod runs `broker` and `sidecar-flusher` sharing an emptyDir
 /// for the socket. Only the flusher sees the S3 credentials.
 pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
@@ -295,6 +310,9 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
         ]),
         readiness_probe: Some(http_probe("/readyz", BROKER_HTTP_PORT, 5, 3)),
         liveness_probe: Some(http_probe("/healthz", BROKER_HTTP_PORT, 10, 6)),
+        // A starting broker waits for etcd (managed etcd starts alongside)
+        // before it serves HTTP; liveness applies once it has started.
+        startup_probe: Some(http_probe("/healthz", BROKER_HTTP_PORT, 5, 60)),
         resources: c.spec.brokers.resources.clone(),
         volume_mounts: Some(socket_mount.clone()),
         ..Container::default()
@@ -349,6 +367,12 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(selector),
+                    // Pods read the ConfigMap once, at start: a changed
+                    // setting rolls them through this annotation.
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash(&config_map(c)),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -484,6 +508,30 @@ pub fn broker_hpa(c: &KafscaleCluster) -> Option<HorizontalPodAutoscaler> {
     })
 }
 
+fn etcd_claim(c: &KafscaleCluster) -> PersistentVolumeClaim {
+    let storage = &c.spec.etcd.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(labels(c, "etcd")),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
 /// etcd's database limit for managed etcd (its default, stated).
 const ETCD_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -570,14 +618,12 @@ pub fn etcd_objects(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "data".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
                     ..PodSpec::default()
                 }),
             },
+            // A replaced member finds its data again; with an empty data
+            // directory it could not rejoin the members that remember it.
+            volume_claim_templates: Some(vec![etcd_claim(c)]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -763,6 +809,75 @@ mod tests {
         assert_eq!(sts.spec.unwrap().replicas, Some(3));
         assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
         assert_eq!(client.metadata.name.as_deref(), Some("prod-etcd-client"));
+    }
+
+    #[test]
+    fn a_changed_setting_changes_the_pod_template_and_nothing_else_does() {
+        let annotation = |c: &KafscaleCluster| {
+            broker_statefulset(c)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let mut c = cluster(vec![]);
+        let before = annotation(&c);
+        assert_eq!(
+            before,
+            annotation(&c.clone()),
+            "the same settings, the same hash"
+        );
+        c.spec.brokers.replicas = 5;
+        assert_eq!(annotation(&c), before, "scaling does not restart brokers");
+        c.spec.config.flush_interval_ms = Some(8);
+        assert_ne!(
+            annotation(&c),
+            before,
+            "a new flush window rolls the brokers"
+        );
+    }
+
+    #[test]
+    fn managed_etcd_members_keep_their_data_on_claims() {
+        let mut c = cluster(vec![]);
+        let claims = |c: &KafscaleCluster| {
+            etcd_objects(c)
+                .unwrap()
+                .0
+                .spec
+                .unwrap()
+                .volume_claim_templates
+                .unwrap()
+        };
+        let claim = claims(&c).remove(0);
+        assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+        let spec = claim.spec.unwrap();
+        assert_eq!(spec.storage_class_name, None, "the default StorageClass");
+        assert_eq!(
+            spec.resources.unwrap().requests.unwrap()["storage"],
+            Quantity("4Gi".into())
+        );
+        c.spec.etcd.storage.storage_class_name = Some("fast-ssd".into());
+        c.spec.etcd.storage.size = "10Gi".into();
+        let spec = claims(&c).remove(0).spec.unwrap();
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast-ssd"));
+        let pod = etcd_objects(&c)
+            .unwrap()
+            .0
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(
+            pod.volumes.is_none(),
+            "no emptyDir shadows the claim: {:?}",
+            pod.volumes
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Reconciler edge cases against a mocked API server (tower-test): it answers
-//! every request the way the API server would for these cases and records
-//! them, so the tests can check what the operator wrote. The real-API-server
-//! behaviour is covered by the end-to-end suite.
+//! The reconcilers against a strict mocked API server (tower-test): each test
+//! lists every request a reconcile must make, in order, with the answer the
+//! API server would give. A request that is not the next expected one, or an
+//! expected one that never comes, fails the test. The real API server and
+//! real pods are the end-to-end suites' job (e2e/tests/test_operator.py and
+//! the kind suite).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -13,20 +16,108 @@ use kafscale_operator::metrics::OperatorMetrics;
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
-type Recorded = Arc<Mutex<Vec<(String, String, Value)>>>;
+const NS: &str = "/api/v1/namespaces/default";
+const APPS: &str = "/apis/apps/v1/namespaces/default";
+const POLICY: &str = "/apis/policy/v1/namespaces/default";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
+const KAFSCALE: &str = "/apis/kafscale.io/v1alpha1/namespaces/default";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
-/// Starts the fake API server: applies echo their object, missing Secrets and
-/// HPAs are 404, events succeed, and a status patch returns `resource` with
-/// the patched status (the whole object, as the API server does).
-fn fake_api(resource: Value) -> (Client, Recorded) {
+/// What a request must be: its method, and for a PATCH its kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verb {
+    Get,
+    Post,
+    /// Server-side apply, forced, as the operator's field manager.
+    Apply,
+    /// A JSON patch (kube's finalizer helper adds and removes with these).
+    JsonPatch,
+}
+
+/// How the fake API server answers.
+#[derive(Debug, Clone)]
+enum Answer {
+    /// The applied or created object back, with a resourceVersion.
+    Echo,
+    NotFound,
+    /// This object with the status the request applied (the API server
+    /// returns the whole object from the status subresource).
+    WithStatus(Value),
+    /// This object, as it is.
+    Object(Value),
+}
+
+struct Call {
+    verb: Verb,
+    path: String,
+    answer: Answer,
+}
+
+fn call(verb: Verb, path: impl Into<String>, answer: Answer) -> Call {
+    Call {
+        verb,
+        path: path.into(),
+        answer,
+    }
+}
+
+fn verb_of(request: &Request<Body>) -> Verb {
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match request.method().as_str() {
+        "GET" => Verb::Get,
+        "POST" => Verb::Post,
+        "PATCH" if content_type == "application/apply-patch+yaml" => {
+            let query = request.uri().query().unwrap_or("");
+            assert!(
+                query.contains("fieldManager=kafscale-operator") && query.contains("force=true"),
+                "an apply without the operator's field manager or force: {}",
+                request.uri()
+            );
+            Verb::Apply
+        }
+        "PATCH" if content_type == "application/json-patch+json" => Verb::JsonPatch,
+        other => panic!(
+            "unexpected {other} {} ({content_type}): the operator writes with server-side apply",
+            request.uri()
+        ),
+    }
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+/// Serves exactly `calls`, in order, and returns each request's body. The
+/// task fails if a request differs from the next expected one, if an
+/// expected one does not arrive within five seconds, or if another request
+/// comes after the last.
+fn strict_api(calls: Vec<Call>) -> (Client, Server) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let recorded: Recorded = Arc::default();
-    let log = recorded.clone();
-    tokio::spawn(async move {
-        while let Some((request, send)) = handle.next_request().await {
-            let method = request.method().to_string();
+    let seen = Bodies::default();
+    let bodies = seen.clone();
+    let task = tokio::spawn(async move {
+        for (n, expected) in calls.into_iter().enumerate() {
+            let (request, send) =
+                match tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await {
+                    Ok(Some(r)) => r,
+                    _ => panic!(
+                        "call {n} never came: expected {:?} {}",
+                        expected.verb, expected.path
+                    ),
+                };
+            let verb = verb_of(&request);
             let path = request.uri().path().to_string();
+            assert_eq!(
+                (verb, path.as_str()),
+                (expected.verb, expected.path.as_str()),
+                "call {n} is not the expected one"
+            );
             let bytes = request
                 .into_body()
                 .collect()
@@ -34,25 +125,20 @@ fn fake_api(resource: Value) -> (Client, Recorded) {
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            log.lock()
-                .unwrap()
-                .push((method.clone(), path.clone(), body.clone()));
-            let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
-            let (status, reply) = if method == "GET"
-                && (path.contains("/secrets/") || path.contains("/horizontalpodautoscalers/"))
-            {
-                (StatusCode::NOT_FOUND, not_found)
-            } else if method == "PATCH" && path.ends_with("/status") {
-                let mut obj = resource.clone();
-                obj["status"] = body["status"].clone();
-                (StatusCode::OK, obj)
-            } else if body.is_null() {
-                (StatusCode::OK, json!({}))
-            } else {
-                let mut obj = body;
-                obj["metadata"]["resourceVersion"] = json!("1");
-                (StatusCode::OK, obj)
+            let (status, reply) = match expected.answer {
+                Answer::NotFound => (StatusCode::NOT_FOUND, not_found()),
+                Answer::Object(obj) => (StatusCode::OK, obj),
+                Answer::WithStatus(mut obj) => {
+                    obj["status"] = body["status"].clone();
+                    (StatusCode::OK, obj)
+                }
+                Answer::Echo => {
+                    let mut obj = body.clone();
+                    obj["metadata"]["resourceVersion"] = json!("1");
+                    (StatusCode::OK, obj)
+                }
             };
+            bodies.lock().unwrap().push(body);
             send.send_response(
                 Response::builder()
                     .status(status)
@@ -60,22 +146,44 @@ fn fake_api(resource: Value) -> (Client, Recorded) {
                     .unwrap(),
             );
         }
+        // Nothing more: the client side goes away once the reconcile is done.
+        if let Ok(Some((extra, _))) =
+            tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await
+        {
+            panic!(
+                "unexpected call after the last expected one: {} {}",
+                extra.method(),
+                extra.uri()
+            );
+        }
     });
-    (Client::new(service, "default"), recorded)
+    (Client::new(service, "default"), Server { task, seen })
 }
 
-fn ctx(client: Client) -> Arc<Context> {
+type Bodies = Arc<Mutex<Vec<Value>>>;
+
+struct Server {
+    task: JoinHandle<()>,
+    seen: Bodies,
+}
+
+impl Server {
+    /// The bodies of the requests so far (a JSON null for those without).
+    fn bodies(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Fails the test if the calls differed from the expected ones; the
+    /// client must be gone (the reconcile's context dropped).
+    async fn finish(self) -> Vec<Value> {
+        self.task.await.unwrap();
+        let bodies = self.seen.lock().unwrap().clone();
+        bodies
+    }
+}
+
+fn context(client: Client) -> Arc<Context> {
     Context::new(client, OperatorMetrics::new(&mut Default::default()))
-}
-
-fn status_patches(recorded: &Recorded) -> Vec<Value> {
-    recorded
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(m, p, _)| m == "PATCH" && p.ends_with("/status"))
-        .map(|(_, _, b)| b["status"].clone())
-        .collect()
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -85,111 +193,317 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-#[tokio::test]
-async fn cluster_with_a_missing_secret_reports_it_and_still_applies_its_objects() {
-    let resource = json!({
+fn cluster_resource(spec: Value) -> Value {
+    json!({
         "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster",
         "metadata": {"name": "c", "namespace": "default", "uid": "u1", "generation": 3},
-        "spec": {"s3": {"bucket": "bkt", "credentialsSecret": "gone"}, "etcd": {"endpoints": ["http://127.0.0.1:1"]}}
-    });
-    let (client, recorded) = fake_api(resource.clone());
+        "spec": spec,
+    })
+}
+
+/// The calls every cluster reconcile makes first: its broker objects.
+fn broker_object_calls() -> Vec<Call> {
+    vec![
+        call(
+            Verb::Apply,
+            format!("{NS}/configmaps/c-config"),
+            Answer::Echo,
+        ),
+        call(
+            Verb::Apply,
+            format!("{NS}/services/c-broker-headless"),
+            Answer::Echo,
+        ),
+        call(Verb::Apply, format!("{NS}/services/c-kafka"), Answer::Echo),
+        call(
+            Verb::Apply,
+            format!("{POLICY}/poddisruptionbudgets/c-broker"),
+            Answer::Echo,
+        ),
+        call(
+            Verb::Apply,
+            format!("{APPS}/statefulsets/c-broker"),
+            Answer::Echo,
+        ),
+        call(Verb::Get, format!("{HPA}/c-broker"), Answer::NotFound),
+    ]
+}
+
+#[tokio::test]
+async fn a_cluster_with_a_missing_secret_says_so_and_still_applies_its_objects() {
+    let resource = cluster_resource(json!({
+        "s3": {"bucket": "bkt", "credentialsSecret": "gone"},
+        "etcd": {"endpoints": ["http://127.0.0.1:1"]}
+    }));
+    let mut calls = broker_object_calls();
+    calls.extend([
+        call(Verb::Get, format!("{NS}/secrets/gone"), Answer::NotFound),
+        // One event per condition that changed (all three, from none), in
+        // the conditions' order.
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(
+            Verb::Apply,
+            format!("{KAFSCALE}/kafscaleclusters/c/status"),
+            Answer::WithStatus(resource.clone()),
+        ),
+    ]);
+    let (client, server) = strict_api(calls);
     let cluster: KafscaleCluster = serde_json::from_value(resource).unwrap();
-    controller::reconcile_cluster(Arc::new(cluster), ctx(client))
+    controller::reconcile_cluster(Arc::new(cluster), context(client))
         .await
         .unwrap();
+    let bodies = server.finish().await;
 
-    let applied: Vec<String> = recorded
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(m, p, _)| m == "PATCH" && !p.ends_with("/status"))
-        .map(|(_, p, _)| p.clone())
-        .collect();
-    for object in [
-        "configmaps/c-config",
-        "services/c-broker-headless",
-        "services/c-kafka",
-        "poddisruptionbudgets/c-broker",
-        "statefulsets/c-broker",
-    ] {
-        assert!(
-            applied.iter().any(|p| p.ends_with(object)),
-            "{object} not applied: {applied:?}"
-        );
-    }
-    assert!(
-        !applied.iter().any(|p| p.contains("c-etcd")),
-        "external etcd: nothing managed"
-    );
-    let status = status_patches(&recorded).pop().expect("a status patch");
+    let sts = &bodies[4];
+    assert_eq!(sts["spec"]["replicas"], 3);
+    let status = &bodies[10]["status"];
+    assert_eq!(bodies[10]["kind"], "KafscaleCluster");
     assert_eq!(status["observedGeneration"], 3);
-    let s3 = condition(&status, "S3CredentialsReady");
+    let s3 = condition(status, "S3CredentialsReady");
     assert_eq!(s3["status"], "False");
     assert!(s3["message"]
         .as_str()
         .unwrap()
         .contains("Secret gone does not exist"));
-    assert_eq!(condition(&status, "EtcdReachable")["status"], "False");
-    assert_eq!(condition(&status, "Ready")["status"], "False");
-    let events: Vec<Value> = recorded
-        .lock()
+    assert_eq!(condition(status, "EtcdReachable")["status"], "False");
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    let reasons: Vec<&Value> = bodies[7..10].iter().map(|e| &e["reason"]).collect();
+    assert_eq!(
+        reasons,
+        [
+            &json!("Unreachable"),
+            &json!("BrokersNotReady"),
+            &json!("CredentialsMissing")
+        ]
+    );
+    assert_eq!(bodies[9]["type"], "Warning");
+}
+
+#[tokio::test]
+async fn an_unchanged_status_is_neither_written_nor_announced_again() {
+    let resource = cluster_resource(json!({
+        "s3": {"bucket": "bkt"}, "etcd": {"endpoints": ["http://127.0.0.1:1"]}
+    }));
+    let mut calls = broker_object_calls();
+    calls.extend([
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(
+            Verb::Apply,
+            format!("{KAFSCALE}/kafscaleclusters/c/status"),
+            Answer::WithStatus(resource.clone()),
+        ),
+    ]);
+    // The second reconcile sees the status the first wrote: only the
+    // objects are applied (server-side apply changes nothing then).
+    calls.extend(broker_object_calls());
+    let (client, server) = strict_api(calls);
+    let mut cluster: KafscaleCluster = serde_json::from_value(resource).unwrap();
+    let ctx = context(client);
+    controller::reconcile_cluster(Arc::new(cluster.clone()), ctx.clone())
+        .await
+        .unwrap();
+    let first = server.bodies().pop().unwrap()["status"].clone();
+    cluster.status = Some(serde_json::from_value(first).unwrap());
+    controller::reconcile_cluster(Arc::new(cluster), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn managed_etcd_is_applied_with_volume_claims_and_reported_until_it_has_a_quorum() {
+    let resource = cluster_resource(json!({"s3": {"bucket": "bkt"}}));
+    let mut calls = broker_object_calls();
+    calls.extend([
+        call(Verb::Apply, format!("{NS}/services/c-etcd"), Answer::Echo),
+        call(
+            Verb::Apply,
+            format!("{NS}/services/c-etcd-client"),
+            Answer::Echo,
+        ),
+        call(
+            Verb::Apply,
+            format!("{POLICY}/poddisruptionbudgets/c-etcd"),
+            Answer::Echo,
+        ),
+        call(
+            Verb::Apply,
+            format!("{APPS}/statefulsets/c-etcd"),
+            Answer::Echo,
+        ),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(
+            Verb::Apply,
+            format!("{KAFSCALE}/kafscaleclusters/c/status"),
+            Answer::WithStatus(resource.clone()),
+        ),
+    ]);
+    let (client, server) = strict_api(calls);
+    let cluster: KafscaleCluster = serde_json::from_value(resource).unwrap();
+    controller::reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap();
+    let bodies = server.finish().await;
+    let etcd = &bodies[9];
+    assert_eq!(
+        etcd["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "4Gi"
+    );
+    let status = &bodies[13]["status"];
+    let etcd_condition = condition(status, "EtcdReachable");
+    assert_eq!(etcd_condition["status"], "False");
+    assert!(etcd_condition["message"]
+        .as_str()
         .unwrap()
-        .iter()
-        .filter(|(m, p, _)| m == "POST" && p.contains("events"))
-        .map(|(_, _, b)| b.clone())
-        .collect();
+        .contains("0 of 3 managed etcd members ready; a quorum needs 2"));
+    assert_eq!(condition(status, "S3CredentialsReady")["status"], "True");
+}
+
+fn topic_resource(extra_metadata: Value, spec: Value) -> Value {
+    let mut metadata = json!({"name": "t", "namespace": "default", "uid": "u2", "generation": 1});
+    for (k, v) in extra_metadata.as_object().unwrap() {
+        metadata[k] = v.clone();
+    }
+    json!({"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic", "metadata": metadata, "spec": spec})
+}
+
+#[tokio::test]
+async fn a_new_topic_gets_its_finalizer_before_anything_else() {
+    let resource = topic_resource(json!({}), json!({"clusterRef": "c", "partitions": 3}));
+    let mut with_finalizer = resource.clone();
+    with_finalizer["metadata"]["finalizers"] = json!(["kafscale.io/topic"]);
+    let (client, server) = strict_api(vec![call(
+        Verb::JsonPatch,
+        format!("{KAFSCALE}/kafscaletopics/t"),
+        Answer::Object(with_finalizer),
+    )]);
+    let topic: KafscaleTopic = serde_json::from_value(resource).unwrap();
+    controller::reconcile_topic(Arc::new(topic), context(client))
+        .await
+        .unwrap();
+    let bodies = server.finish().await;
     assert!(
-        events.iter().any(|e| e["reason"] == "CredentialsMissing"),
-        "{events:?}"
+        bodies[0].to_string().contains("kafscale.io/topic"),
+        "{}",
+        bodies[0]
     );
 }
 
 #[tokio::test]
-async fn unchanged_status_is_not_written_again() {
-    let resource = json!({
-        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster",
-        "metadata": {"name": "c", "namespace": "default", "uid": "u1", "generation": 1},
-        "spec": {"s3": {"bucket": "bkt"}, "etcd": {"endpoints": ["http://127.0.0.1:1"]}}
-    });
-    let (client, recorded) = fake_api(resource.clone());
-    let mut cluster: KafscaleCluster = serde_json::from_value(resource).unwrap();
-    let ctx = ctx(client);
-    controller::reconcile_cluster(Arc::new(cluster.clone()), ctx.clone())
-        .await
-        .unwrap();
-    let first = status_patches(&recorded).pop().unwrap();
-    // The next reconcile sees the status it wrote: nothing to patch, and the
-    // transition times are kept.
-    cluster.status = Some(serde_json::from_value(first.clone()).unwrap());
-    controller::reconcile_cluster(Arc::new(cluster), ctx)
-        .await
-        .unwrap();
-    assert_eq!(status_patches(&recorded).len(), 1);
-}
-
-#[tokio::test]
-async fn topic_with_an_invalid_config_is_refused_without_touching_etcd() {
-    let resource = json!({
-        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic",
-        "metadata": {"name": "t", "namespace": "default", "uid": "u2", "generation": 1, "finalizers": ["kafscale.io/topic"]},
-        "spec": {"clusterRef": "c", "partitions": 3, "config": {"cleanup.policy": "compact"}}
-    });
-    let (client, recorded) = fake_api(resource.clone());
+async fn a_topic_with_an_invalid_config_is_refused_without_looking_further() {
+    let resource = topic_resource(
+        json!({"finalizers": ["kafscale.io/topic"]}),
+        json!({"clusterRef": "c", "partitions": 3, "config": {"cleanup.policy": "compact"}}),
+    );
+    let (client, server) = strict_api(vec![
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(
+            Verb::Apply,
+            format!("{KAFSCALE}/kafscaletopics/t/status"),
+            Answer::WithStatus(resource.clone()),
+        ),
+    ]);
     let topic: KafscaleTopic = serde_json::from_value(resource).unwrap();
-    controller::reconcile_topic(Arc::new(topic), ctx(client))
+    controller::reconcile_topic(Arc::new(topic), context(client))
         .await
         .unwrap();
-    let status = status_patches(&recorded).pop().expect("a status patch");
-    let ready = condition(&status, "Ready");
+    let bodies = server.finish().await;
+    let ready = condition(&bodies[1]["status"], "Ready");
     assert_eq!(
         (ready["status"].as_str(), ready["reason"].as_str()),
         (Some("False"), Some("InvalidSpec"))
     );
     assert!(ready["message"].as_str().unwrap().contains("only 'delete'"));
-    // No cluster lookup happened: the spec alone was enough to refuse it.
-    assert!(!recorded
-        .lock()
+    assert_eq!(bodies[0]["reason"], "InvalidSpec");
+}
+
+#[tokio::test]
+async fn a_topic_of_a_missing_cluster_says_which() {
+    let resource = topic_resource(
+        json!({"finalizers": ["kafscale.io/topic"]}),
+        json!({"clusterRef": "absent", "partitions": 3}),
+    );
+    let (client, server) = strict_api(vec![
+        call(
+            Verb::Get,
+            format!("{KAFSCALE}/kafscaleclusters/absent"),
+            Answer::NotFound,
+        ),
+        call(Verb::Post, EVENTS, Answer::Echo),
+        call(
+            Verb::Apply,
+            format!("{KAFSCALE}/kafscaletopics/t/status"),
+            Answer::WithStatus(resource.clone()),
+        ),
+    ]);
+    let topic: KafscaleTopic = serde_json::from_value(resource).unwrap();
+    controller::reconcile_topic(Arc::new(topic), context(client))
+        .await
+        .unwrap();
+    let bodies = server.finish().await;
+    let ready = condition(&bodies[2]["status"], "Ready");
+    assert_eq!(ready["reason"], "ClusterNotFound");
+    assert!(ready["message"]
+        .as_str()
         .unwrap()
-        .iter()
-        .any(|(_, p, _)| p.contains("kafscaleclusters")));
+        .contains("KafscaleCluster absent does not exist"));
+}
+
+#[tokio::test]
+async fn deleting_a_topic_whose_cluster_is_gone_releases_it() {
+    let resource = topic_resource(
+        json!({"finalizers": ["kafscale.io/topic"], "deletionTimestamp": "2026-12-01T00:00:00Z"}),
+        json!({"clusterRef": "c", "partitions": 3}),
+    );
+    let mut released = resource.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    let (client, server) = strict_api(vec![
+        call(
+            Verb::Get,
+            format!("{KAFSCALE}/kafscaleclusters/c"),
+            Answer::NotFound,
+        ),
+        call(
+            Verb::JsonPatch,
+            format!("{KAFSCALE}/kafscaletopics/t"),
+            Answer::Object(released),
+        ),
+    ]);
+    let topic: KafscaleTopic = serde_json::from_value(resource).unwrap();
+    controller::reconcile_topic(Arc::new(topic), context(client))
+        .await
+        .unwrap();
+    server.finish().await;
+}
+
+#[test]
+fn a_cluster_change_reconciles_exactly_its_own_topics() {
+    let cluster: KafscaleCluster =
+        serde_json::from_value(cluster_resource(json!({"s3": {"bucket": "bkt"}}))).unwrap();
+    let topic = |name: &str, ns: &str, cluster_ref: &str| {
+        let mut t: KafscaleTopic = serde_json::from_value(topic_resource(
+            json!({"name": name, "namespace": ns}),
+            json!({"clusterRef": cluster_ref, "partitions": 1}),
+        ))
+        .unwrap();
+        t.metadata.uid = Some(name.into());
+        Arc::new(t)
+    };
+    let topics = [
+        topic("mine", "default", "c"),
+        topic("other-cluster", "default", "d"),
+        topic("other-namespace", "team-b", "c"),
+    ];
+    let names: Vec<String> = controller::topics_of(&cluster, &topics)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["mine"]);
 }
