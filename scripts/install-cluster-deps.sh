@@ -95,4 +95,17 @@ if [ ! -f "$rootfs.complete" ]; then
     { tail -20 "$cache/kind/debootstrap.log" >&2; exit 1; }
   touch "$rootfs.complete"
 fi
+toolbox=$cache/kind/toolbox
+if [ ! -f "$toolbox.complete" ]; then
+  log "Debian base of the suite's client toolbox (debootstrap)"
+  rm -rf "$toolbox"
+  # Python for the history client (confluent-kafka comes from the test
+  # venv), a Java runtime for Kafka's own tools, kcat, curl for S3 listings.
+  debootstrap --variant=minbase \
+    --include=python3,openjdk-17-jre-headless,kcat,curl,jq,ca-certificates,procps \
+    bookworm "$toolbox" http://deb.debian.org/debian > "$cache/kind/debootstrap-toolbox.log" 2>&1 ||
+    { tail -20 "$cache/kind/debootstrap-toolbox.log" >&2; exit 1; }
+  rm -rf "$toolbox"/var/cache/apt/archives/*.deb "$toolbox"/usr/share/doc "$toolbox"/usr/share/locale
+  touch "$toolbox.complete"
+fi
 log "cluster dependencies ready in $cache"

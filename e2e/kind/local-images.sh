@@ -21,11 +21,23 @@ for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
     --program "$bin/$cmd:/usr/local/bin/$cmd" --env "$path" --entrypoint "/usr/local/bin/$cmd"
 done
 # kube-proxy programs the node's iptables, so it needs iptables' programs
-# and their libraries: the node's own Debian base holds them. The same image
-# is the suite's toolbox (a shell, curl, jq, and kcat for librdkafka).
-archive -o "$out/kube-proxy.tar" --tag "registry.k8s.io/kube-proxy:$kube_version" --tag kafscale-e2e/toolbox:local \
-  --dir "$rootfs:/" --program "$bin/kube-proxy:/usr/local/bin/kube-proxy" --program /usr/bin/kcat:/usr/bin/kcat \
-  --entrypoint /usr/local/bin/kube-proxy
+# and their libraries: the node's own Debian base holds them.
+archive -o "$out/kube-proxy.tar" --tag "registry.k8s.io/kube-proxy:$kube_version" \
+  --dir "$rootfs:/" --program "$bin/kube-proxy:/usr/local/bin/kube-proxy" --entrypoint /usr/local/bin/kube-proxy
+# The clients' toolbox: kcat and confluent-kafka (librdkafka), Kafka's Java
+# tools, curl and jq. The Python package is the test venv's (same Python).
+site=$(echo "$cache"/venv/lib/python3*/site-packages)
+py=$(basename "$(dirname "$site")")
+kafka_jars=$cache/jars/kafka-${KAFKA_VERSION:-4.1.1}
+[ -d "$site/confluent_kafka" ] && [ -d "$kafka_jars" ] ||
+  { echo "no confluent-kafka in $site or no $kafka_jars: run scripts/install-test-deps.sh" >&2; exit 1; }
+[ -x "$cache/kind/toolbox/usr/bin/$py" ] ||
+  { echo "the toolbox base has no $py (the venv's): rerun scripts/install-cluster-deps.sh" >&2; exit 1; }
+archive -o "$out/toolbox.tar" --tag kafscale-e2e/toolbox:local --dir "$cache/kind/toolbox:/" \
+  --dir "$kafka_jars:/opt/kafka/libs" \
+  --dir "$site/confluent_kafka:/usr/local/lib/$py/dist-packages/confluent_kafka" \
+  --dir "$site/confluent_kafka.libs:/usr/local/lib/$py/dist-packages/confluent_kafka.libs" \
+  --env "$path" --entrypoint /bin/sh
 archive -o "$out/etcd.tar" --tag registry.k8s.io/etcd:3.6.5-0 --tag kafscale-e2e/etcd:3.6.5 \
   --program "$bin/etcd:/usr/local/bin/etcd" --env "$path" --empty-dir /tmp --empty-dir /var/lib/etcd
 # Root without file capabilities: kubeadm's CoreDNS Deployment drops every

@@ -4,6 +4,7 @@
 #
 #   e2e/kind/run.sh            # create, test, tear down
 #   KEEP=1 e2e/kind/run.sh     # leave the cluster up for inspection
+#   KIND_SCENARIOS="clients scaling" e2e/kind/run.sh   # only these scenarios
 #
 # Images: with a working `nix`, the flake's; otherwise scripts/build-images.sh
 # builds the same ones from release binaries. MinIO, etcd and the client
@@ -30,7 +31,20 @@ if [ -z "${DOCKER_HOST:-}" ] && ! docker info >/dev/null 2>&1; then
 fi
 # Every docker, kind, kubectl and helm call runs where the engine's network is.
 in_engine() { if [ -n "$own_engine" ]; then scripts/container-engine.sh exec "$@"; else "$@"; fi; }
+# On a failure, what a person would look at first, before the cluster goes.
+diagnose() {
+  echo "==> diagnostics" >&2
+  in_engine kubectl get pods -A -o wide >&2 || true
+  in_engine kubectl -n "$ns" get kafscaleclusters,kafscaletopics,statefulsets,jobs >&2 || true
+  in_engine kubectl -n "$ns" get events --sort-by=.lastTimestamp 2>/dev/null | tail -40 >&2 || true
+  for pod in $(in_engine kubectl -n "$ns" get pods -o name 2>/dev/null | grep -E 'broker|operator'); do
+    echo "--- $pod" >&2
+    in_engine kubectl -n "$ns" logs "$pod" --all-containers --tail=30 --prefix >&2 || true
+  done
+}
 cleanup() {
+  status=$?
+  [ "$status" -eq 0 ] || [ ! -f "$KUBECONFIG" ] || diagnose
   if [ -z "${KEEP:-}" ]; then
     in_engine kind delete cluster --name "$name" >/dev/null 2>&1 || true
     [ -z "$own_engine" ] || scripts/container-engine.sh stop
@@ -65,20 +79,25 @@ if [ -n "${KIND_NODE_IMAGE:-}" ]; then
   node_image=$KIND_NODE_IMAGE
 elif [ -n "$own_engine" ]; then
   node_image=$(in_engine e2e/kind/node-image.sh)
-  # That node image has a bridge network in place of kindnetd.
+  # That node image has a bridge network in place of kindnetd, and holds
+  # the suite's MinIO, etcd and toolbox images already.
   printf 'networking:\n  disableDefaultCNI: true\n' >> "$config"
+  images_in_node=1
 fi
 in_engine kind create cluster --name "$name" ${node_image:+--image "$node_image"} --config "$config" \
   --kubeconfig "$KUBECONFIG" --wait 120s
 # A tag other than latest, so that pods take the loaded images rather than
-# pulling (Kubernetes pulls :latest always).
-for img in broker flusher operator; do
-  in_engine docker save "kafscale-$img:e2e" -o "$work/$img.tar"
-  in_engine kind load image-archive "$work/$img.tar" --name "$name"
-done
-for archive in minio etcd kube-proxy; do
-  in_engine kind load image-archive "$cache/kind/images/$archive.tar" --name "$name"
-done
+# pulling (Kubernetes pulls :latest always). The rolling-change scenario
+# moves the brokers to a second tag of the same image.
+in_engine docker tag kafscale-broker:e2e kafscale-broker:e2e-b
+in_engine docker save kafscale-broker:e2e kafscale-broker:e2e-b kafscale-flusher:e2e kafscale-operator:e2e \
+  -o "$work/kafscale.tar"
+in_engine kind load image-archive "$work/kafscale.tar" --name "$name"
+if [ -z "${images_in_node:-}" ]; then
+  for archive in minio etcd toolbox; do
+    in_engine kind load image-archive "$cache/kind/images/$archive.tar" --name "$name"
+  done
+fi
 
 echo "==> MinIO"
 in_engine kubectl create namespace minio
@@ -100,7 +119,11 @@ text = open(sys.argv[1]).read()
 images = ("  images:\n    broker: kafscale-broker:e2e\n    flusher: kafscale-flusher:e2e\n"
           "    etcd: kafscale-e2e/etcd:3.6.5\n")
 marker = "  brokers:\n    replicas: 1\n"
-assert marker in text, "crds/samples/dev-cluster.yaml changed: update e2e/kind/run.sh"
+config = "  config:\n    flushIntervalMs: 5\n"
+assert marker in text and config in text, "crds/samples/dev-cluster.yaml changed: update e2e/kind/run.sh"
+# Intake objects compacted into segments soon, so the topic scenario sees a
+# topic's own objects come and go.
+text = text.replace(config, config + "    intakeCompactionDelayMs: 15000\n")
 sys.stdout.write(text.replace(marker, marker + images))
 EOF
 in_engine kubectl -n "$ns" apply -f "$work/dev-cluster.yaml"
@@ -114,4 +137,7 @@ in_engine kubectl -n "$ns" logs job/kafscale-client | tee /dev/stderr | grep -q 
 
 echo "==> conditions"
 in_engine kubectl -n "$ns" get kafscalecluster dev -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True
+
+echo "==> scenarios (e2e/kind/scenarios.py)"
+in_engine python3 e2e/kind/scenarios.py --namespace "$ns" ${KIND_SCENARIOS:-}
 echo "kind suite passed"

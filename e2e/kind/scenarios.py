@@ -1,0 +1,539 @@
+#!/usr/bin/env python3
+"""The kind suite's scenarios against the running cluster e2e/kind/run.sh set
+up (operator from the Helm chart, MinIO, the `dev` KafscaleCluster with
+managed etcd). Each scenario prints one `scenario NAME: passed (...)` line;
+the first failure stops the run with what went wrong.
+
+    python3 e2e/kind/scenarios.py [--namespace NS] [SCENARIO ...]
+
+Clients run inside the cluster: a toolbox pod for short commands (kcat,
+Kafka's Java tools, curl) and Jobs for producers that run through a
+disruption (e2e/kind/clients/history.py). Histories are checked here: every
+acknowledged record must be read back at the partition and offset it was
+acknowledged with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TOOLBOX = "kafscale-e2e/toolbox:local"
+CLUSTER = "dev"
+NS = "kafscale-e2e"
+BOOTSTRAP = f"{CLUSTER}-kafka:9092"
+JAVA = "java -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp '/opt/kafka/libs/*'"
+S3_LIST = ("curl -sf --aws-sigv4 aws:amz:us-east-1:s3 -u minioadmin:minioadmin "
+           "'http://minio.minio.svc:9000/kafscale?list-type=2&prefix={prefix}'")
+
+
+# Produce errors Kafka's protocol defines as retriable (librdkafka's names).
+KAFKA_RETRIABLE = {"KAFKA_STORAGE_ERROR", "REQUEST_TIMED_OUT", "NOT_LEADER_OR_FOLLOWER", "LEADER_NOT_AVAILABLE",
+                   "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND", "NETWORK_EXCEPTION"}
+
+
+class Failed(Exception):
+    pass
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True, timeout: float = 300) -> str:
+    cmd = ["kubectl", "-n", NS, *args]
+    out = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise Failed(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()[-2000:]}")
+    return out.stdout
+
+
+def get(kind: str, name: str) -> dict:
+    return json.loads(kubectl("get", kind, name, "-o", "json"))
+
+
+def apply(doc: dict) -> None:
+    kubectl("apply", "--server-side", "--field-manager=kind-suite", "--force-conflicts", "-f", "-",
+            stdin=json.dumps(doc))
+
+
+def patch(kind: str, name: str, merge: dict) -> None:
+    kubectl("patch", kind, name, "--type=merge", "-p", json.dumps(merge))
+
+
+def wait_until(what: str, check, timeout: float = 180, every: float = 2):
+    """Polls `check` until it returns something truthy; its last exception or
+    value goes into the failure."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except (Failed, subprocess.TimeoutExpired, KeyError, ValueError) as e:
+            last = e
+        time.sleep(every)
+    raise Failed(f"{what}: not within {timeout:.0f}s (last: {str(last)[-1500:]})")
+
+
+def toolbox(script: str, timeout: float = 180, check: bool = True) -> str:
+    """Runs a shell script in the toolbox pod."""
+    return kubectl("exec", "toolbox", "--", "sh", "-c", script, timeout=timeout, check=check)
+
+
+def condition(obj: dict, type_: str) -> dict:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def cluster_ready(replicas: int):
+    c = get("kafscalecluster", CLUSTER)
+    ready = condition(c, "Ready")
+    return (ready.get("status") == "True" and c["status"].get("readyReplicas") == replicas
+            and c["status"].get("observedGeneration") == c["metadata"]["generation"]) and c
+
+
+def replace_pod(name: str, *flags: str, timeout: float = 240) -> None:
+    """Deletes a pod and waits for its StatefulSet's replacement (a new uid
+    under the same name) to be ready."""
+    old_uid = get("pod", name)["metadata"]["uid"]
+    kubectl("delete", "pod", name, "--wait=false", *flags)
+    wait_until(f"pod {name} replaced and ready",
+               lambda: (p := get("pod", name))["metadata"]["uid"] != old_uid and pod_ready(p), timeout=timeout)
+
+
+def broker_pods() -> list[dict]:
+    pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component=broker,app.kubernetes.io/instance=dev",
+                              "-o", "json"))["items"]
+    return sorted(pods, key=lambda p: p["metadata"]["name"])
+
+
+def pod_ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def metadata(bootstrap: str = BOOTSTRAP, topic: str | None = None) -> dict:
+    """Brokers and partition leaders as kcat's JSON metadata lists them."""
+    out = toolbox(f"kcat -b {bootstrap} -L -J {'-t ' + topic if topic else ''} -m 15")
+    return json.loads(out)
+
+
+def leaders(topic: str) -> dict[int, int]:
+    md = metadata(topic=topic)
+    t = next(t for t in md["topics"] if t["topic"] == topic)
+    if t.get("error"):
+        raise Failed(f"topic {topic}: {t['error']}")
+    return {p["partition"]: p["leader"] for p in t["partitions"]}
+
+
+def topic_doc(name: str, partitions: int, retention_ms: int = 86_400_000) -> dict:
+    return {"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic", "metadata": {"name": name},
+            "spec": {"clusterRef": CLUSTER, "partitions": partitions, "retentionMs": retention_ms}}
+
+
+def make_topic(name: str, partitions: int) -> None:
+    apply(topic_doc(name, partitions))
+    wait_until(f"KafscaleTopic {name} Ready",
+               lambda: condition(get("kafscaletopic", name), "Ready").get("status") == "True")
+    wait_until(f"topic {name} with {partitions} led partitions in the brokers' metadata",
+               lambda: len([l for l in leaders(name).values() if l >= 0]) == partitions)
+
+
+class HistoryProducer:
+    """A Job running history.py produce: acks=all with idempotence, until
+    stopped."""
+
+    def __init__(self, topic: str, prefix: str, rate: int = 200, bootstrap: str = BOOTSTRAP):
+        self.name = f"producer-{prefix}"
+        # Values unique to this run, so a rerun on a kept cluster checks only its own.
+        prefix = f"{prefix}{int(time.time()) % 1_000_000}"
+        self.topic, self.prefix = topic, prefix
+        kubectl("delete", "job", self.name, "--ignore-not-found", "--cascade=foreground", "--wait=true")
+        apply(client_job(self.name, f"python3 /clients/history.py produce --bootstrap {bootstrap} "
+                                    f"--topic {topic} --prefix {prefix} --rate {rate}"))
+        self.job_uid = get("job", self.name)["metadata"]["uid"]
+        self.pod = wait_until(f"pod of {self.name} running", self._running_pod)
+
+    def _running_pod(self):
+        # This Job's pod, not one of an earlier Job of the same name.
+        pods = json.loads(kubectl("get", "pods", "-l", f"batch.kubernetes.io/controller-uid={self.job_uid}",
+                                  "-o", "json"))["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running"]
+        return running[0]["metadata"]["name"] if running else None
+
+    def lines(self) -> list[list[str]]:
+        return [l.split() for l in kubectl("logs", self.pod).splitlines()]
+
+    def acked(self) -> int:
+        return sum(1 for l in self.lines() if l and l[0] == "ACK")
+
+    def wait_acked(self, more: int, timeout: float = 120) -> int:
+        """Waits until `more` records beyond the current count are acknowledged."""
+        target = self.acked() + more
+        return wait_until(f"{self.name}: {target} acknowledged records", lambda: self.acked() >= target and target,
+                          timeout=timeout)
+
+    def stop(self) -> dict:
+        kubectl("exec", self.pod, "--", "touch", "/tmp/stop")
+        kubectl("wait", f"job/{self.name}", "--for=condition=Complete", "--timeout=200s", timeout=230)
+        lines = self.lines()
+        done = [l for l in lines if l and l[0] == "DONE"]
+        if not done:
+            raise Failed(f"{self.name} did not finish: {lines[-5:]}")
+        acks = {l[1]: (int(l[2]), int(l[3])) for l in lines if l[0] == "ACK"}
+        errors = [l for l in lines if l[0] == "ERR"]
+        warnings = [" ".join(l[1:]) for l in lines if l[0] == "WARN"]
+        return {"acks": acks, "errors": errors, "warnings": warnings, "done": " ".join(done[-1][1:]),
+                "prefix": self.prefix}
+
+
+def client_job(name: str, command: str) -> dict:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "client", "image": TOOLBOX, "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", command],
+                            "volumeMounts": [{"name": "clients", "mountPath": "/clients"}]}],
+            "volumes": [{"name": "clients", "configMap": {"name": "kind-clients"}}]}}},
+    }
+
+
+def check_history(topic: str, result: dict) -> str:
+    """Every acknowledged value at its acknowledged offset; returns a summary."""
+    acks = result["acks"]
+    if result["errors"]:
+        raise Failed(f"{topic}: {len(result['errors'])} sends failed, first {result['errors'][:3]}; "
+                     f"client warnings: {result['warnings'][-5:]}")
+    if not acks:
+        raise Failed(f"{topic}: nothing was acknowledged")
+    dumped = toolbox(f"python3 /clients/history.py dump --bootstrap {BOOTSTRAP} --topic {topic} --seconds 240",
+                     timeout=300)
+    records: dict[tuple[int, int], str] = {}
+    for line in dumped.splitlines():
+        parts = line.split(maxsplit=3)
+        if parts and parts[0] == "REC":
+            records[(int(parts[1]), int(parts[2]))] = parts[3]
+        elif parts and parts[0] == "FAIL":
+            raise Failed(f"{topic}: reading back failed: {line}")
+    lost = [(v, at) for v, at in acks.items() if records.get(at) != v]
+    if lost:
+        raise Failed(f"{topic}: {len(lost)} of {len(acks)} acknowledged records not at their offsets, "
+                     f"e.g. {lost[:5]} (found there: {[records.get(at) for _, at in lost[:5]]})")
+    # Idempotent producers write each value once, retries or not.
+    values = [v for v in records.values() if v.startswith(result["prefix"] + "-")]
+    duplicates = len(values) - len(set(values))
+    if duplicates:
+        raise Failed(f"{topic}: {duplicates} values were written more than once")
+    return f"{len(acks)} acknowledged, all read back at their offsets, none duplicated"
+
+
+# ---------------------------------------------------------------- scenarios
+
+def scenario_three_brokers() -> str:
+    patch("kafscalecluster", CLUSTER, {"spec": {"brokers": {"replicas": 3}}})
+    c = wait_until("KafscaleCluster dev Ready with 3 brokers", lambda: cluster_ready(3), timeout=300)
+    columns = kubectl("get", "kafscalecluster", CLUSTER, "--no-headers").split()
+    if columns[1:3] != ["3", "3"]:
+        raise Failed(f"printer columns say {columns}, expected Replicas 3 Ready 3")
+    pods = broker_pods()
+    if len(pods) != 3 or not all(pod_ready(p) for p in pods):
+        raise Failed(f"broker pods: {[(p['metadata']['name'], pod_ready(p)) for p in pods]}")
+    for p in pods:
+        containers = {c["name"]: c for c in p["spec"]["containers"]}
+        if set(containers) != {"broker", "sidecar-flusher"}:
+            raise Failed(f"{p['metadata']['name']} runs {sorted(containers)}")
+        mounts = [{m["name"] for m in c.get("volumeMounts", [])} for c in containers.values()]
+        if not all("socket" in m for m in mounts):
+            raise Failed(f"{p['metadata']['name']}: the socket volume is not shared: {mounts}")
+        statuses = {s["name"]: s for s in p["status"]["containerStatuses"]}
+        if not all(s["ready"] for s in statuses.values()):
+            raise Failed(f"{p['metadata']['name']}: containers not ready: {statuses}")
+    brokers = sorted(b["id"] for b in metadata()["brokers"])
+    if brokers != [0, 1, 2]:
+        raise Failed(f"metadata lists brokers {brokers}")
+    # Readiness is real: a flusher that cannot reach its socket's broker side
+    # is not what we test here; the probe endpoints answer what they check.
+    readyz = toolbox(f"curl -s http://{pods[0]['status']['podIP']}:9095/readyz")
+    if "object_store" not in readyz:
+        raise Failed(f"the flusher's /readyz does not report its checks: {readyz[:300]}")
+    ready = condition(c, "Ready")
+    return f"Ready={ready['status']} ({ready['message']}), 3 pods with broker + sidecar-flusher, metadata brokers {brokers}"
+
+
+def scenario_clients() -> str:
+    make_topic("orders", 3)
+    # librdkafka (kcat) through the Service.
+    toolbox(f"seq 1 1000 | sed 's/^/kcat-/' | kcat -b {BOOTSTRAP} -t orders -P -X acks=all")
+    # Kafka's Java producer and consumer (its console tools) through the Service.
+    toolbox(f"seq 1 1000 | sed 's/^/java-/' | {JAVA} org.apache.kafka.tools.ConsoleProducer "
+            f"--bootstrap-server {BOOTSTRAP} --topic orders --producer-property acks=all", timeout=240)
+    java_read = toolbox(f"{JAVA} org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server {BOOTSTRAP} "
+                        f"--topic orders --from-beginning --timeout-ms 20000 --group java-check",
+                        timeout=240)
+    kcat_read = toolbox(f"kcat -b {BOOTSTRAP} -t orders -C -e -q")
+    for who, text in [("Java consumer", java_read), ("kcat", kcat_read)]:
+        got = set(text.split())
+        missing = [f"{p}-{i}" for p in ("kcat", "java") for i in range(1, 1001) if f"{p}-{i}" not in got]
+        if missing:
+            raise Failed(f"{who} did not read {len(missing)} records, e.g. {missing[:5]}")
+    # Through one pod's own advertised address: bootstrap there, and the
+    # metadata names every broker by its pod's DNS name.
+    pod_address = f"{CLUSTER}-broker-2.{CLUSTER}-broker-headless.{NS}.svc:9092"
+    md = metadata(bootstrap=pod_address)
+    hosts = sorted(f"{b['name']}" for b in md["brokers"])
+    expected = [f"{CLUSTER}-broker-{i}.{CLUSTER}-broker-headless.{NS}.svc:9092" for i in range(3)]
+    if hosts != expected:
+        raise Failed(f"advertised addresses {hosts}, expected {expected}")
+    toolbox(f"seq 1 100 | sed 's/^/pod-/' | kcat -b {pod_address} -t orders -P -X acks=all")
+    got = set(toolbox(f"kcat -b {pod_address} -t orders -C -e -q").split())
+    if not all(f"pod-{i}" in got for i in range(1, 101)):
+        raise Failed("records produced through a pod's address were not read back through it")
+    return "kcat 1000 + Java 1000 produced (acks=all) and read back by both; per-pod address 100 round-tripped"
+
+
+def objects_under(prefix: str) -> int:
+    # SigV4 signs the query encoded, slashes too.
+    listing = toolbox(S3_LIST.format(prefix=urllib.parse.quote(prefix, safe="")))
+    m = re.search(r"<KeyCount>(\d+)</KeyCount>", listing)
+    if not m:
+        raise Failed(f"unexpected ListObjectsV2 answer: {listing[:300]}")
+    return int(m.group(1))
+
+
+def scenario_topic_changes() -> str:
+    make_topic("events", 3)
+    toolbox(f"seq 1 300 | kcat -b {BOOTSTRAP} -t events -P -X acks=all")
+    prefix = f"{NS}/{CLUSTER}/events/"
+    # Intake objects become the topic's own segments once compacted (the
+    # suite's cluster compacts after 15 s).
+    wait_until("events' segments in MinIO", lambda: objects_under(prefix) > 0, timeout=120)
+    apply(topic_doc("events", 6, retention_ms=3_600_000))
+    wait_until("KafscaleTopic events with 6 partitions",
+               lambda: get("kafscaletopic", "events").get("status", {}).get("partitions") == 6)
+    wait_until("6 partitions in the brokers' metadata", lambda: len(leaders("events")) == 6)
+    described = toolbox(f"{JAVA} org.apache.kafka.tools.TopicCommand --bootstrap-server {BOOTSTRAP} "
+                        f"--describe --topic events", timeout=120)
+    if "PartitionCount: 6" not in described:
+        raise Failed(f"kafka-topics --describe: {described[:500]}")
+    configs = toolbox(f"{JAVA} kafka.admin.ConfigCommand --bootstrap-server {BOOTSTRAP} --describe "
+                      f"--entity-type topics --entity-name events", timeout=120)
+    if "retention.ms=3600000" not in configs:
+        raise Failed(f"kafka-configs --describe: {configs[:500]}")
+    kubectl("delete", "kafscaletopic", "events", "--timeout=120s", timeout=150)
+    wait_until("events gone from the metadata",
+               lambda: all(t["topic"] != "events" for t in metadata()["topics"]), timeout=60)
+    wait_until("events' objects deleted from MinIO", lambda: objects_under(prefix) == 0, timeout=120)
+    return ("created with 3 partitions, grown to 6 and retention 1h (kafka-topics and kafka-configs agree), "
+            "deleted: gone from metadata and no objects left under its prefix")
+
+
+def scenario_broker_pod_deletion() -> str:
+    make_topic("history-delete", 6)
+    producer = HistoryProducer("history-delete", "del")
+    producer.wait_acked(1000)
+    replace_pod(f"{CLUSTER}-broker-1")
+    producer.wait_acked(1000)
+    # A crash rather than a drain: no grace period.
+    replace_pod(f"{CLUSTER}-broker-2", "--grace-period=0", "--force")
+    producer.wait_acked(1000, timeout=180)
+    wait_until("the cluster Ready with 3 brokers", lambda: cluster_ready(3), timeout=120)
+    wait_until("the returned brokers lead partitions again",
+               lambda: {1, 2} <= set(leaders("history-delete").values()), timeout=120)
+    producer.wait_acked(500)
+    summary = check_history("history-delete", producer.stop())
+    return f"pod 1 deleted, pod 2 force-deleted under load: {summary}; both lead partitions again"
+
+
+def scenario_rolling_change() -> str:
+    make_topic("history-roll", 6)
+    producer = HistoryProducer("history-roll", "roll")
+    producer.wait_acked(500)
+    before = get("statefulset", f"{CLUSTER}-broker")["status"]["currentRevision"]
+    patch("kafscalecluster", CLUSTER, {"spec": {
+        "images": {"broker": "kafscale-broker:e2e-b"},
+        "brokers": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}},
+        "config": {"flushIntervalMs": 8}}})
+    lowest_ready = 3
+    deadline = time.monotonic() + 600
+    while True:
+        pods = broker_pods()
+        lowest_ready = min(lowest_ready, sum(1 for p in pods if pod_ready(p)))
+        sts = get("statefulset", f"{CLUSTER}-broker")["status"]
+        if (sts.get("updateRevision") != before and sts.get("currentRevision") == sts.get("updateRevision")
+                and sts.get("updatedReplicas") == 3 and sts.get("readyReplicas") == 3):
+            break
+        if time.monotonic() > deadline:
+            raise Failed(f"the rollout did not finish in 600s: {sts}")
+        time.sleep(1)
+    if lowest_ready < 2:
+        raise Failed(f"the rollout took {3 - lowest_ready} brokers down at once")
+    pods = broker_pods()
+    images = {c["image"] for p in pods for c in p["spec"]["containers"] if c["name"] == "broker"}
+    if images != {"kafscale-broker:e2e-b"}:
+        raise Failed(f"brokers run {images} after the rollout")
+    config = get("configmap", f"{CLUSTER}-config")["data"]
+    if config.get("KAFSCALE_FLUSH_WINDOW_MS") != "8":
+        raise Failed(f"ConfigMap has KAFSCALE_FLUSH_WINDOW_MS={config.get('KAFSCALE_FLUSH_WINDOW_MS')}")
+    wait_until("KafscaleCluster Ready after the rollout", lambda: cluster_ready(3), timeout=120)
+    producer.wait_acked(500)
+    result = producer.stop()
+    summary = check_history("history-roll", result)
+    return (f"image, resources and config rolled one pod at a time (at least {lowest_ready} of 3 ready "
+            f"throughout); producer: {result['done']}, no failed sends; {summary}")
+
+
+def scenario_scaling() -> str:
+    make_topic("history-scale", 12)
+    producer = HistoryProducer("history-scale", "scale")
+    producer.wait_acked(500)
+    patch("kafscalecluster", CLUSTER, {"spec": {"brokers": {"replicas": 5}}})
+    wait_until("5 brokers ready", lambda: cluster_ready(5), timeout=300)
+    spread = wait_until("leadership moved onto brokers 3 and 4",
+                        lambda: {3, 4} <= set(leaders("history-scale").values()) and leaders("history-scale"),
+                        timeout=180)
+    producer.wait_acked(500)
+    patch("kafscalecluster", CLUSTER, {"spec": {"brokers": {"replicas": 2}}})
+    wait_until("2 brokers ready and the others gone",
+               lambda: cluster_ready(2) and len(broker_pods()) == 2, timeout=300)
+    after = wait_until("every partition led by broker 0 or 1",
+                       lambda: set(leaders("history-scale").values()) <= {0, 1} and leaders("history-scale"),
+                       timeout=180)
+    brokers = sorted(b["id"] for b in metadata()["brokers"])
+    if brokers != [0, 1]:
+        raise Failed(f"after scaling to 2 the metadata lists brokers {brokers}")
+    producer.wait_acked(500)
+    result = producer.stop()
+    summary = check_history("history-scale", result)
+    # Back to three for the scenarios that follow.
+    patch("kafscalecluster", CLUSTER, {"spec": {"brokers": {"replicas": 3}}})
+    wait_until("3 brokers ready again", lambda: cluster_ready(3), timeout=300)
+    return (f"3→5: leaders {sorted(set(spread.values()))}; 5→2: leaders {sorted(set(after.values()))}, "
+            f"metadata brokers {brokers}; producer: {result['done']}; {summary}")
+
+
+def operator_pods() -> list[dict]:
+    return json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/name=kafscale-operator", "-o", "json"))["items"]
+
+
+def scenario_operator_pod_deletion() -> str:
+    lease = get("lease", "kafscale-operator")
+    leader = lease["spec"]["holderIdentity"]
+    others = [p["metadata"]["name"] for p in operator_pods() if p["metadata"]["name"] != leader]
+    if not others:
+        raise Failed(f"no standby operator replica beside the leader {leader}")
+    kubectl("delete", "pod", leader, "--wait=false")
+    new_leader = wait_until("a standby operator taking the lease", lambda: (
+        h := get("lease", "kafscale-operator")["spec"].get("holderIdentity")) not in (None, leader) and h,
+        timeout=120)
+    # The new leader reconciles: a topic created now becomes Ready.
+    make_topic("after-operator-restart", 2)
+    wait_until("the deleted operator pod replaced", lambda: len(
+        [p for p in operator_pods() if pod_ready(p) and p["metadata"]["name"] != leader]) == 2, timeout=180)
+    return f"leader {leader} deleted; {new_leader} took the lease and created a new topic; 2 replicas again"
+
+
+def scenario_etcd_pod_deletion() -> str:
+    make_topic("history-etcd", 3)
+    producer = HistoryProducer("history-etcd", "etcd")
+    producer.wait_acked(500)
+    replace_pod(f"{CLUSTER}-etcd-0")
+    producer.wait_acked(500, timeout=180)
+    wait_until("KafscaleCluster Ready and etcd reachable", lambda: cluster_ready(3) and condition(
+        get("kafscalecluster", CLUSTER), "EtcdReachable").get("status") == "True", timeout=120)
+    producer.wait_acked(500)
+    result = producer.stop()
+    summary = check_history("history-etcd", result)
+    return f"etcd-0 deleted under load and rejoined from its volume; producer: {result['done']}; {summary}"
+
+
+def scenario_minio_outage() -> str:
+    make_topic("history-s3", 3)
+    producer = HistoryProducer("history-s3", "s3", rate=100)
+    producer.wait_acked(300)
+    # MinIO stops (its data stays on its volume), as in an outage.
+    kubectl("-n", "minio", "scale", "deployment/minio", "--replicas=0")
+    try:
+        wait_until("MinIO's pod gone", lambda: not json.loads(kubectl(
+            "-n", "minio", "get", "pods", "-l", "app=minio", "-o", "json"))["items"], timeout=120)
+        # One send without retries shows the error a producer gets, once
+        # the flusher has noticed (its uploads fail; it polls the store).
+        def refused():
+            probe = toolbox("python3 /clients/history.py produce --bootstrap " + BOOTSTRAP +
+                            " --topic history-s3 --prefix probe --rate 1 --seconds 1 --no-retries", timeout=120)
+            answers = [l.split() for l in probe.splitlines() if l.startswith(("ACK", "ERR"))]
+            return answers and answers[0][0] == "ERR" and answers[0]
+        answer = wait_until("a produce refused during the outage", refused, timeout=90, every=3)
+        # librdkafka flags no broker error of a delivery report retriable;
+        # Kafka's protocol classes these as retriable.
+        if answer[2] not in KAFKA_RETRIABLE:
+            raise Failed(f"the refusal during the outage is not a retriable error: {answer}")
+        refused_with = answer[2]
+        wait_until("broker pods reported not ready while the store is unavailable",
+                   lambda: not any(pod_ready(p) for p in broker_pods()), timeout=60)
+    finally:
+        kubectl("-n", "minio", "scale", "deployment/minio", "--replicas=1")
+    kubectl("-n", "minio", "rollout", "status", "deployment/minio", "--timeout=180s", timeout=200)
+    wait_until("brokers ready again after the outage", lambda: cluster_ready(3), timeout=180)
+    producer.wait_acked(300, timeout=240)
+    result = producer.stop()
+    summary = check_history("history-s3", result)
+    return (f"during the outage a produce was refused with {refused_with} (retriable) and the broker pods "
+            f"were not ready; after it, "
+            f"producer: {result['done']}; {summary}")
+
+
+SCENARIOS = {
+    "three-brokers": scenario_three_brokers,
+    "clients": scenario_clients,
+    "topic-changes": scenario_topic_changes,
+    "broker-pod-deletion": scenario_broker_pod_deletion,
+    "rolling-change": scenario_rolling_change,
+    "scaling": scenario_scaling,
+    "operator-pod-deletion": scenario_operator_pod_deletion,
+    "etcd-pod-deletion": scenario_etcd_pod_deletion,
+    "minio-outage": scenario_minio_outage,
+}
+
+
+def start_toolbox() -> None:
+    configmap = kubectl("create", "configmap", "kind-clients", f"--from-file={HERE / 'clients'}",
+                        "--dry-run=client", "-o", "json")
+    apply(json.loads(configmap))
+    apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "toolbox"}, "spec": {
+        "containers": [{"name": "toolbox", "image": TOOLBOX, "imagePullPolicy": "Never",
+                        "command": ["sleep", "infinity"],
+                        "volumeMounts": [{"name": "clients", "mountPath": "/clients"}]}],
+        "terminationGracePeriodSeconds": 1,
+        "volumes": [{"name": "clients", "configMap": {"name": "kind-clients"}}]}})
+    kubectl("wait", "pod/toolbox", "--for=condition=Ready", "--timeout=120s", timeout=150)
+
+
+def main() -> int:
+    global NS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--namespace", default=NS)
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(SCENARIOS))
+    args = parser.parse_args()
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    NS = args.namespace
+    start_toolbox()
+    for name in args.scenarios or list(SCENARIOS):
+        started = time.monotonic()
+        try:
+            summary = SCENARIOS[name]()
+        except (Failed, subprocess.TimeoutExpired) as e:
+            print(f"scenario {name}: FAILED after {time.monotonic() - started:.0f}s: {e}", flush=True)
+            return 1
+        print(f"scenario {name}: passed in {time.monotonic() - started:.0f}s ({summary})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
