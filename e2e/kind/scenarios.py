@@ -256,8 +256,8 @@ def scenario_three_brokers() -> str:
     brokers = sorted(b["id"] for b in metadata()["brokers"])
     if brokers != [0, 1, 2]:
         raise Failed(f"metadata lists brokers {brokers}")
-    # Readiness is real: a flusher that cannot reach its socket's broker side
-    # is not what we test here; the probe endpoints answer what they check.
+    # The probes ask endpoints that report their checks (the outage scenario
+    # shows readiness following the object store).
     readyz = toolbox(f"curl -s http://{pods[0]['status']['podIP']}:9095/readyz")
     if "object_store" not in readyz:
         raise Failed(f"the flusher's /readyz does not report its checks: {readyz[:300]}")

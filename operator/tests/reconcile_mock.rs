@@ -229,6 +229,31 @@ fn broker_object_calls() -> Vec<Call> {
     ]
 }
 
+/// What a first reconcile ends with: one event per condition (all three
+/// are new), in the conditions' order, then the status.
+fn first_status_calls(resource: &Value) -> Vec<Call> {
+    let mut calls: Vec<Call> = (0..3)
+        .map(|_| call(Verb::Post, EVENTS, Answer::Echo))
+        .collect();
+    calls.push(call(
+        Verb::Apply,
+        format!("{KAFSCALE}/kafscaleclusters/c/status"),
+        Answer::WithStatus(resource.clone()),
+    ));
+    calls
+}
+
+/// Reconciles the cluster `resource` once against exactly `calls`; returns
+/// the requests' bodies.
+async fn reconcile_cluster_once(resource: Value, calls: Vec<Call>) -> Vec<Value> {
+    let (client, server) = strict_api(calls);
+    let cluster: KafscaleCluster = serde_json::from_value(resource).unwrap();
+    controller::reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap();
+    server.finish().await
+}
+
 #[tokio::test]
 async fn a_cluster_with_a_missing_secret_says_so_and_still_applies_its_objects() {
     let resource = cluster_resource(json!({
@@ -236,25 +261,13 @@ async fn a_cluster_with_a_missing_secret_says_so_and_still_applies_its_objects()
         "etcd": {"endpoints": ["http://127.0.0.1:1"]}
     }));
     let mut calls = broker_object_calls();
-    calls.extend([
-        call(Verb::Get, format!("{NS}/secrets/gone"), Answer::NotFound),
-        // One event per condition that changed (all three, from none), in
-        // the conditions' order.
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(
-            Verb::Apply,
-            format!("{KAFSCALE}/kafscaleclusters/c/status"),
-            Answer::WithStatus(resource.clone()),
-        ),
-    ]);
-    let (client, server) = strict_api(calls);
-    let cluster: KafscaleCluster = serde_json::from_value(resource).unwrap();
-    controller::reconcile_cluster(Arc::new(cluster), context(client))
-        .await
-        .unwrap();
-    let bodies = server.finish().await;
+    calls.push(call(
+        Verb::Get,
+        format!("{NS}/secrets/gone"),
+        Answer::NotFound,
+    ));
+    calls.extend(first_status_calls(&resource));
+    let bodies = reconcile_cluster_once(resource, calls).await;
 
     let sts = &bodies[4];
     assert_eq!(sts["spec"]["replicas"], 3);
@@ -287,16 +300,7 @@ async fn an_unchanged_status_is_neither_written_nor_announced_again() {
         "s3": {"bucket": "bkt"}, "etcd": {"endpoints": ["http://127.0.0.1:1"]}
     }));
     let mut calls = broker_object_calls();
-    calls.extend([
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(
-            Verb::Apply,
-            format!("{KAFSCALE}/kafscaleclusters/c/status"),
-            Answer::WithStatus(resource.clone()),
-        ),
-    ]);
+    calls.extend(first_status_calls(&resource));
     // The second reconcile sees the status the first wrote: only the
     // objects are applied (server-side apply changes nothing then).
     calls.extend(broker_object_calls());
@@ -336,21 +340,9 @@ async fn managed_etcd_is_applied_with_volume_claims_and_reported_until_it_has_a_
             format!("{APPS}/statefulsets/c-etcd"),
             Answer::Echo,
         ),
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(Verb::Post, EVENTS, Answer::Echo),
-        call(
-            Verb::Apply,
-            format!("{KAFSCALE}/kafscaleclusters/c/status"),
-            Answer::WithStatus(resource.clone()),
-        ),
     ]);
-    let (client, server) = strict_api(calls);
-    let cluster: KafscaleCluster = serde_json::from_value(resource).unwrap();
-    controller::reconcile_cluster(Arc::new(cluster), context(client))
-        .await
-        .unwrap();
-    let bodies = server.finish().await;
+    calls.extend(first_status_calls(&resource));
+    let bodies = reconcile_cluster_once(resource, calls).await;
     let etcd = &bodies[9];
     assert_eq!(
         etcd["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
