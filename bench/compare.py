@@ -96,9 +96,11 @@ class KafkaNode:
         self.proc.stop(30)
 
 
-def producer_perf(bootstrap, topic, records, throughput=-1, size=1024):
+def producer_perf(bootstrap, topic, records, throughput=-1, size=1024, config_file=None):
+    """`config_file`: a producer properties file (security settings)."""
+    extra = ["--producer.config", str(config_file)] if config_file else []
     out = java("org.apache.kafka.tools.ProducerPerformance", "--topic", topic, "--num-records", str(records),
-               "--record-size", str(size), "--throughput", str(throughput), "--producer-props",
+               "--record-size", str(size), "--throughput", str(throughput), *extra, "--producer-props",
                f"bootstrap.servers={bootstrap}", "acks=all", "linger.ms=5", "batch.size=262144")
     line = [l for l in out.splitlines() if "records sent" in l][-1]
     m = re.search(r"\(([\d.]+) MB/sec\).*?(\d+) ms 50th, \d+ ms 95th, (\d+) ms 99th, (\d+) ms 99.9th", line)

@@ -8,10 +8,13 @@ side-by-side comparison. Prints numbers; asserts nothing.
     cargo build --release --bins
     ~/.cache/kafscale/venv/bin/python bench/producer_perf.py [--records N] [--throughput R] \\
         [--partitions P] [--settle S] [--cold-read [--trickle N] [--drop-summaries]] \\
-        [--put-delay MS[,EVERY:SLOW_MS]] [-- broker flags...]
+        [--put-delay MS[,EVERY:SLOW_MS]] [--security ssl|sasl_ssl|sasl_plaintext] [-- broker flags...]
 
 Example: `bench/producer_perf.py --throughput 20480 -- --flush-window-ms 1`
 (20 MB/s of 1 KiB records with a 1 ms flush window).
+
+`--security` produces through a TLS, SASL_SSL (SCRAM-SHA-512) or
+SASL_PLAINTEXT listener instead of PLAINTEXT: the cost of TLS and SASL.
 """
 
 import argparse
@@ -26,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (also puts the e2e harness on the path)
 from confluent_kafka import Producer  # noqa: E402
 from conftest import create_topic  # noqa: E402
-from harness import Cluster, scrape  # noqa: E402
+from harness import Cluster, free_port, scrape  # noqa: E402
+from pki import CA  # noqa: E402
 
 ACK = "kafscale_broker_produce_ack_duration_seconds"
 PUTS = 'kafscale_flusher_s3_requests_total{op="put"}'
@@ -72,6 +76,28 @@ def settle(cluster: Cluster, topic: str, limit_s: float) -> tuple[float, int, fl
     return time.time() - start, len(sizes), sum(sizes) / max(len(sizes), 1) / 1e6
 
 
+def secured(tmp: Path, protocol: str) -> tuple[list[str], dict, int, int, Path]:
+    """Broker flags, broker environment, the secured listener's port and the
+    producer's properties file for `protocol`."""
+    pki = tmp / "pki"
+    pki.mkdir()
+    ca = CA(pki, "ca")
+    cert, key = ca.issue("server", "/CN=broker", server=True)
+    plain_port, port = free_port(), free_port()
+    flags = ["--listeners", f"PLAINTEXT://127.0.0.1:{plain_port},{protocol.upper()}://127.0.0.1:{port}",
+             "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    props = [f"security.protocol={protocol.upper()}"]
+    if protocol != "sasl_plaintext":
+        props += ["ssl.truststore.type=PEM", f"ssl.truststore.location={ca.cert}"]
+    if protocol.startswith("sasl"):
+        props += ["sasl.mechanism=SCRAM-SHA-512",
+                  "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                  'username="bench" password="bench-secret";']
+    config = pki / "producer.properties"
+    config.write_text("\n".join(props) + "\n")
+    return flags, {"KAFSCALE_SASL_BOOTSTRAP_USERS": "bench:bench-secret"}, plain_port, port, config
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=300_000, help="1 KiB records")
@@ -92,22 +118,32 @@ def main() -> None:
     ap.add_argument("--put-delay", metavar="MS[,EVERY:SLOW_MS]",
                     help="hold every PUT of the flusher back MS (every EVERY-th one SLOW_MS): "
                          "object storage's latency from a local MinIO (KAFSCALE_BENCH_PUT_DELAY)")
+    ap.add_argument("--security", choices=["ssl", "sasl_ssl", "sasl_plaintext"],
+                    help="produce through a listener of this protocol (a PLAINTEXT one stays for set-up)")
     ap.add_argument("broker_args", nargs="*", help="extra broker flags (after --)")
     args = ap.parse_args()
     if args.put_delay:
         os.environ["KAFSCALE_BENCH_PUT_DELAY"] = args.put_delay
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp), "perf", broker_args=args.broker_args, flusher_args=args.flusher_args)
+        broker_args, broker_env, broker_port, config = list(args.broker_args), {}, None, None
+        if args.security:
+            flags, broker_env, broker_port, secure_port, config = secured(Path(tmp), args.security)
+            broker_args += flags
+        cluster = Cluster(Path(tmp), "perf", broker_args=broker_args, flusher_args=args.flusher_args,
+                          broker_env=broker_env, broker_port=broker_port)
+        produce_to = f"127.0.0.1:{secure_port}" if args.security else cluster.bootstrap
         try:
             create_topic(cluster.bootstrap, "perf", args.partitions)
             procs = {"broker": cluster.broker.proc, "flusher": cluster.flusher.proc, "minio": cluster.minio.proc}
             cpu_before = {name: compare.cpu_seconds([p.popen.pid]) for name, p in procs.items()}
             puts_before = scrape(cluster.flusher.http_port).get(PUTS, 0)
-            result = compare.producer_perf(cluster.bootstrap, "perf", args.records, throughput=args.throughput)
+            result = compare.producer_perf(produce_to, "perf", args.records, throughput=args.throughput,
+                                           config_file=config)
             cpu = {name: compare.cpu_seconds([p.popen.pid]) - cpu_before[name] for name, p in procs.items()}
             gib = args.records * 1024 / 2**30
             puts = scrape(cluster.flusher.http_port).get(PUTS, 0) - puts_before
             print(f"{args.records} x 1 KiB, {args.partitions} partitions, cap {args.throughput} records/s, "
+                  f"listener {args.security or 'plaintext'}, "
                   f"broker flags {args.broker_args or 'default'}, flusher flags {args.flusher_args or 'default'}")
             print(f"client: {result['mb_s']} MB/s, p50 {result['p50']:g} ms, p99 {result['p99']:g} ms, "
                   f"p99.9 {result['p999']:g} ms")

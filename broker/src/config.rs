@@ -35,9 +35,16 @@ impl Default for MergeSettings {
 pub struct BrokerConfig {
     pub node_id: i32,
     pub cluster_id: String,
-    /// Host and port clients are told to connect to (Metadata).
+    /// Host and port clients are told to connect to (Metadata): the first
+    /// listener's, for brokers that do not know listener names.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Advertised address per listener name (see `listeners`).
+    pub advertised_listeners: std::collections::BTreeMap<String, kafscale_metadata::Endpoint>,
+    /// ACL authorization; `None` allows everything (no authorizer).
+    pub authorizer: Option<crate::security::acl::AuthorizerSettings>,
+    /// SASL mechanisms and their settings, for SASL listeners.
+    pub sasl: std::sync::Arc<crate::security::sasl::SaslSettings>,
     /// Create unknown topics when a client's Metadata request allows it.
     pub auto_create_topics: bool,
     /// Partitions of topics created without an explicit count.
@@ -71,6 +78,9 @@ impl Default for BrokerConfig {
             cluster_id: "kafscale".into(),
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
+            advertised_listeners: Default::default(),
+            sasl: Default::default(),
+            authorizer: None,
             auto_create_topics: false,
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,

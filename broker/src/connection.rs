@@ -32,15 +32,23 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use crate::handlers::{self, api_versions, RequestContext};
+use crate::handlers::{self, api_versions, sasl_authenticate, sasl_handshake, RequestContext};
 use crate::listener_limits::{ConnectionSlot, Reservation, ResponseHold};
+use crate::security::sasl::{Gate, SaslSession};
+use crate::security::Principal;
 use crate::Broker;
+
+/// The listener a connection came in on, as its requests see it.
+#[derive(Debug, Clone)]
+pub struct ListenerContext {
+    pub name: Arc<str>,
+    /// Whether clients must authenticate with SASL first.
+    pub sasl: bool,
+}
 
 /// What a request holds until its response is written: its bytes in the
 /// request pool and, for a fetch, its response reservation.
@@ -79,6 +87,8 @@ pub enum Refusal {
     UnsupportedApi(ApiKey),
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
+    #[error("{0}")]
+    Authentication(String),
 }
 
 /// A request frame as the broker understands it.
@@ -148,6 +158,8 @@ enum Closed {
     ReadFailed(std::io::Error),
     /// The client stopped reading its responses.
     NotReading,
+    /// Authentication failed (answered, then closed).
+    AuthenticationFailed(String),
 }
 
 impl Closed {
@@ -157,9 +169,11 @@ impl Closed {
             Closed::Idle(_) => "idle",
             Closed::HalfSentFrame { .. } => "stalled_request",
             Closed::TooLarge { .. } => "request_too_large",
+            Closed::Refused(Refusal::Authentication(_)) => "not_authenticated",
             Closed::Refused(_) => "malformed",
             Closed::ReadFailed(_) => "read_error",
             Closed::NotReading => "not_reading",
+            Closed::AuthenticationFailed(_) => "authentication_failed",
         }
     }
 }
@@ -173,12 +187,26 @@ impl Drop for ConnectionGauge {
     }
 }
 
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+/// Serves one connection, given its two halves (a TCP socket's, or a TLS
+/// stream's), until it closes. `principal` is who the transport says the
+/// client is (a TLS client certificate), before any SASL.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<R, W>(
+    broker: Arc<Broker>,
+    mut rd: R,
+    wr: W,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+    listener: ListenerContext,
+    principal: Arc<Principal>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let _slot = slot;
     broker.metrics.connections.inc();
     let _gauge = ConnectionGauge(broker.metrics.clone());
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
+    let mut session = SaslSession::new(listener.sasl, principal);
     let max_in_flight = broker.config.max_in_flight_per_connection.max(1);
     let (tx, rx) = mpsc::channel::<PendingResponse>(max_in_flight);
     // Requests admitted whose responses are not yet written: while there are
@@ -186,6 +214,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slo
     let unanswered = Arc::new(AtomicUsize::new(0));
     let mut writer = tokio::spawn(write_responses(
         wr,
+        peer,
         rx,
         max_in_flight,
         broker.config.listener.stall_timeout,
@@ -212,11 +241,22 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slo
             Ok(f) => f,
             Err(closed) => break closed,
         };
-        match admit(&broker, peer, frame, &fetch_slot).await {
-            Ok(pending) => {
+        let connection = Connection {
+            peer,
+            listener: &listener,
+            session: &mut session,
+        };
+        match admit(&broker, connection, frame, &fetch_slot).await {
+            Ok(Admitted {
+                pending,
+                then_close,
+            }) => {
                 unanswered.fetch_add(1, Ordering::Relaxed);
                 if tx.send(pending).await.is_err() {
                     break Closed::NotReading;
+                }
+                if let Some(reason) = then_close {
+                    break Closed::AuthenticationFailed(reason);
                 }
             }
             Err(refusal) => break Closed::Refused(refusal),
@@ -244,6 +284,9 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slo
             "closing connection: a request of {size} bytes exceeds the limit of {limit} (--max-request-bytes)"
         ),
         Closed::Refused(refusal) => tracing::warn!(%peer, reason = %refusal, "closing connection"),
+        Closed::AuthenticationFailed(reason) => {
+            tracing::info!(%peer, listener = %listener.name, reason = %reason, "closing connection: authentication failed")
+        }
         Closed::ReadFailed(e) => tracing::debug!(%peer, error = %e, "connection read failed"),
         // The writer logged why.
         Closed::NotReading => {}
@@ -267,7 +310,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slo
 /// claims much and stops sending is closed after the stall timeout.
 async fn read_frame(
     broker: &Broker,
-    rd: &mut OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     unanswered: &AtomicUsize,
     own_share: &Arc<Semaphore>,
 ) -> Result<(Bytes, Held), Closed> {
@@ -315,7 +358,7 @@ async fn read_frame(
 /// Fills `buf`, failing when no byte arrives for `stall`. `at` is where
 /// `buf` starts within a frame of `frame_len` bytes, for the log line.
 async fn read_with_progress(
-    rd: &mut OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     buf: &mut [u8],
     stall: Duration,
     at: usize,
@@ -339,7 +382,8 @@ async fn read_with_progress(
 }
 
 async fn write_responses(
-    mut wr: OwnedWriteHalf,
+    mut wr: impl AsyncWrite + Unpin,
+    peer: SocketAddr,
     mut rx: mpsc::Receiver<PendingResponse>,
     max_in_flight: usize,
     stall: Duration,
@@ -354,7 +398,7 @@ async fn write_responses(
                 if let Some(frame) = &out.frame {
                     if let Err(e) = write_with_progress(&mut wr, frame, stall).await {
                         if e.kind() == std::io::ErrorKind::TimedOut {
-                            tracing::warn!(peer = ?wr.peer_addr().ok(), error = %e, "closing connection: the client does not read its responses");
+                            tracing::warn!(%peer, error = %e, "closing connection: the client does not read its responses");
                         }
                         return;
                     }
@@ -372,7 +416,7 @@ async fn write_responses(
 
 /// Writes `frame`, failing when the client accepts no byte for `stall`.
 async fn write_with_progress(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut (impl AsyncWrite + Unpin),
     frame: &[u8],
     stall: Duration,
 ) -> std::io::Result<()> {
@@ -393,20 +437,68 @@ async fn write_with_progress(
             }
         }
     }
-    Ok(())
+    // A TLS stream holds written bytes until flushed; a socket has nothing to flush.
+    match tokio::time::timeout(stall, wr.flush()).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client accepted none of the last response bytes for {stall:?}"),
+        )),
+    }
 }
 
 fn peek_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// What admitting a request needs of its connection.
+struct Connection<'a> {
+    peer: SocketAddr,
+    listener: &'a ListenerContext,
+    session: &'a mut SaslSession,
+}
+
+/// An admitted request: its response to come and, after a failed
+/// authentication, why the connection closes once it is written.
+struct Admitted {
+    pending: PendingResponse,
+    then_close: Option<String>,
+}
+
+impl Admitted {
+    fn now(frame: Option<Bytes>, held: Held) -> Self {
+        Self {
+            pending: futures::future::ready(Outgoing { frame, _held: held }).boxed(),
+            then_close: None,
+        }
+    }
+}
+
+/// Holds a failed authentication's answer back by Kafka's
+/// `connection.failed.authentication.delay.ms`, which slows password guessing.
+fn delayed(pending: handlers::Deferred, delay: Duration) -> handlers::Deferred {
+    async move {
+        tokio::time::sleep(delay).await;
+        pending.await
+    }
+    .boxed()
+}
+
 /// Decodes one request, runs its in-order part, and returns its response future.
 async fn admit(
     broker: &Arc<Broker>,
-    peer: SocketAddr,
+    connection: Connection<'_>,
     (frame, mut held): (Bytes, Held),
     fetch_slot: &Arc<Semaphore>,
-) -> Result<PendingResponse, Refusal> {
+) -> Result<Admitted, Refusal> {
+    let Connection {
+        peer,
+        listener,
+        session,
+    } = connection;
+    if session.expects_raw_token() {
+        return Ok(raw_sasl_token(broker, session, frame, held).await);
+    }
     let (api, header, request) = match decode_frame(frame)? {
         DecodedFrame::Request {
             api,
@@ -421,9 +513,12 @@ async fn admit(
                 correlation_id,
                 &ResponseKind::ApiVersions(resp),
             );
-            return Ok(futures::future::ready(Outgoing { frame, _held: held }).boxed());
+            return Ok(Admitted::now(frame, held));
         }
     };
+    if let Gate::Close(reason) = session.gate(api, std::time::Instant::now()) {
+        return Err(Refusal::Authentication(reason));
+    }
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
     if matches!(request, RequestKind::Fetch(_)) {
@@ -438,14 +533,42 @@ async fn admit(
             .unwrap_or_default(),
         client_host: format!("/{}", peer.ip()),
         hold: held.response.clone(),
+        principal: session.principal().clone(),
+        listener: listener.name.clone(),
     };
     let started = std::time::Instant::now();
     let span = tracing::debug_span!("request", api = ?api, version, correlation_id, client_id = %ctx.client_id);
-    let pending = handlers::dispatch(broker, &ctx, &header, request)
-        .instrument(span.clone())
-        .await;
+    let sasl = &broker.config.sasl;
+    // SASL requests change this connection's state, so they are handled
+    // here, in order, rather than by `dispatch`.
+    let (pending, then_close) = match request {
+        RequestKind::SaslHandshake(r) => {
+            let (response, then_close) = sasl_handshake::handle(session, r, version, sasl);
+            (handlers::ready(response), then_close)
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let (response, then_close) =
+                sasl_authenticate::handle(session, r, version, sasl, &broker.metadata)
+                    .instrument(span.clone())
+                    .await;
+            let pending = handlers::ready(response);
+            match then_close {
+                Some(_) => (
+                    delayed(pending, sasl.failed_authentication_delay),
+                    then_close,
+                ),
+                None => (pending, None),
+            }
+        }
+        request => (
+            handlers::dispatch(broker, &ctx, &header, request)
+                .instrument(span.clone())
+                .await,
+            None,
+        ),
+    };
     let metrics = broker.metrics.clone();
-    Ok(async move {
+    let pending = async move {
         let response = pending.await;
         // Kafka's name for the API, as in its own metrics (`Produce`, `Fetch`, ...).
         metrics.observe_request(&format!("{api:?}"), started, response.as_ref());
@@ -453,7 +576,44 @@ async fn admit(
         Outgoing { frame, _held: held }
     }
     .instrument(span)
-    .boxed())
+    .boxed();
+    Ok(Admitted {
+        pending,
+        then_close,
+    })
+}
+
+/// After SaslHandshake v0 the client sends bare SASL tokens, each framed by
+/// its length only, and reads the server's the same way; a failure closes
+/// the connection without an answer (there is no field to carry one).
+async fn raw_sasl_token(
+    broker: &Broker,
+    session: &mut SaslSession,
+    token: Bytes,
+    held: Held,
+) -> Admitted {
+    let sasl = &broker.config.sasl;
+    match session.authenticate(&token, sasl, &broker.metadata).await {
+        Ok(step) => {
+            let bytes = step.into_bytes();
+            let mut frame = BytesMut::with_capacity(4 + bytes.len());
+            frame.put_u32(bytes.len() as u32);
+            frame.put_slice(&bytes);
+            Admitted::now(Some(frame.freeze()), held)
+        }
+        Err(failure) => Admitted {
+            pending: delayed(
+                futures::future::ready(None).boxed(),
+                sasl.failed_authentication_delay,
+            )
+            .map(|_| Outgoing {
+                frame: None,
+                _held: held,
+            })
+            .boxed(),
+            then_close: Some(failure.message),
+        },
+    }
 }
 
 fn decode_request(

@@ -13,6 +13,7 @@ pub mod history_compaction;
 pub mod intake_compaction;
 pub mod leadership_check;
 pub mod listener_limits;
+pub mod listeners;
 pub mod metrics;
 pub mod ops_api;
 pub mod partition_log;
@@ -20,6 +21,7 @@ pub mod producer_ids;
 pub mod producer_state;
 pub mod record_validation;
 pub mod retention;
+pub mod security;
 pub mod segment_merge;
 pub mod server;
 pub mod storage_health;
@@ -61,6 +63,8 @@ pub struct Broker {
     pub request_memory: listener_limits::BytePool,
     /// Bytes of fetch responses read and not yet written (all connections).
     pub fetch_memory: listener_limits::BytePool,
+    /// ACL decisions (everything allowed without an authorizer).
+    pub authorizer: Arc<security::authorizer::Authorizer>,
     /// Serialises this broker's segment deletes (retention, DeleteRecords) and
     /// merge steps, so neither acts on a listing the other has changed.
     pub segment_maintenance: tokio::sync::Mutex<()>,
@@ -79,6 +83,7 @@ impl Broker {
             host: config.advertised_host.clone(),
             port: config.advertised_port,
             draining: false,
+            listeners: config.advertised_listeners.clone(),
         };
         let cluster =
             cluster::ClusterView::start(metadata.clone(), me, config.session_timeout).await?;
@@ -118,6 +123,15 @@ impl Broker {
                 .max(config.max_request_bytes),
         );
         let fetch_memory = listener_limits::BytePool::new(listener.fetch_memory_bytes);
+        let authorizer = Arc::new(security::authorizer::Authorizer::new(
+            config.authorizer.clone(),
+        ));
+        if authorizer.enabled() {
+            // Watch first, then read: no binding stored in between is missed.
+            authorizer.clone().spawn_sync(metadata.clone());
+            let count = authorizer.reload(&metadata).await?;
+            tracing::info!(bindings = count, "ACL authorizer on");
+        }
         let broker = Arc::new(Self {
             config,
             groups,
@@ -132,6 +146,7 @@ impl Broker {
             connections,
             request_memory,
             fetch_memory,
+            authorizer,
             segment_maintenance: tokio::sync::Mutex::new(()),
         });
         broker.clone().spawn_leadership_sync();

@@ -9,17 +9,25 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use kafscale_broker::config::MergeSettings;
+use kafscale_broker::listeners::{self, Listener, SecurityProtocol};
 use kafscale_broker::metrics::{BrokerMetrics, InstrumentedKv};
 use kafscale_broker::partition_log::{LogSettings, WritePath};
+use kafscale_broker::security::acl::AuthorizerSettings;
+use kafscale_broker::security::oauthbearer::{TokenKeys, TokenRules};
+use kafscale_broker::security::reload::{self, Reloadable};
+use kafscale_broker::security::sasl::{Mechanism, OAuthSettings, SaslSettings};
+use kafscale_broker::security::scram::{ScramMechanism, MIN_ITERATIONS};
+use kafscale_broker::security::tls::{ClientAuth, TlsFiles};
 use kafscale_broker::{fencing, ops_api, server, Broker, BrokerConfig};
 use kafscale_flusher::intake_writer::FlushPreset;
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
 use kafscale_metadata::etcd::EtcdKv;
-use kafscale_metadata::{FileKv, KvBackend, MetadataStore};
+use kafscale_metadata::{Endpoint, FileKv, KvBackend, MetadataStore};
 use kafscale_telemetry::logging;
 use kafscale_telemetry::prometheus_client::registry::Registry;
 use kafscale_telemetry::HttpEndpoint;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,6 +36,12 @@ enum Mode {
     Dev,
     /// Separate flusher sidecar (Unix socket) and etcd.
     Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthorizerKind {
+    None,
+    Acl,
 }
 
 #[derive(Parser, Debug)]
@@ -39,15 +53,132 @@ enum Mode {
 struct Args {
     #[arg(long, env = "KAFSCALE_MODE", value_enum, default_value = "dev")]
     mode: Mode,
-    /// Address the Kafka listener binds.
+    /// Address of the Kafka listener when --listeners is not given (one
+    /// PLAINTEXT listener).
     #[arg(long, env = "KAFSCALE_LISTEN", default_value = "127.0.0.1:9092")]
     listen: String,
-    /// Host clients are told to connect to (defaults to the listen host).
+    /// Kafka listeners in Kafka's syntax, e.g.
+    /// `PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9093`; protocols
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL. Overrides --listen.
+    #[arg(long, env = "KAFSCALE_LISTENERS")]
+    listeners: Option<String>,
+    /// What clients of each listener are told to connect to, e.g.
+    /// `SASL_SSL://kafka.example.com:9093`; listeners not named here
+    /// advertise their bound address.
+    #[arg(long, env = "KAFSCALE_ADVERTISED_LISTENERS", default_value = "")]
+    advertised_listeners: String,
+    /// Protocols of listeners with free names, e.g. `INTERNAL:SASL_PLAINTEXT,EXTERNAL:SASL_SSL`.
+    #[arg(
+        long,
+        env = "KAFSCALE_LISTENER_SECURITY_PROTOCOL_MAP",
+        default_value = ""
+    )]
+    listener_security_protocol_map: String,
+    /// Host the first listener's clients are told to connect to (defaults
+    /// to its bound host; --advertised-listeners sets any listener's).
     #[arg(long, env = "KAFSCALE_ADVERTISED_HOST")]
     advertised_host: Option<String>,
-    /// Port clients are told to connect to (defaults to the bound port).
+    /// Port the first listener's clients are told to connect to (defaults to the bound port).
     #[arg(long, env = "KAFSCALE_ADVERTISED_PORT")]
     advertised_port: Option<u16>,
+    /// SSL and SASL_SSL listeners: the broker's certificate chain (PEM),
+    /// reloaded when it changes.
+    #[arg(long, env = "KAFSCALE_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KAFSCALE_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that client certificates must chain to (mTLS); a
+    /// verified certificate's subject becomes the principal, e.g. `User:CN=orders`.
+    #[arg(long, env = "KAFSCALE_TLS_CLIENT_CA_FILE")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Kafka's ssl.client.auth: `none`, `requested` or `required`
+    /// (default: required when --tls-client-ca-file is given, else none).
+    #[arg(long, env = "KAFSCALE_TLS_CLIENT_AUTH", value_enum)]
+    tls_client_auth: Option<ClientAuth>,
+    /// How often certificate, key, CA and JWKS files are checked for
+    /// changes, in milliseconds.
+    #[arg(long, env = "KAFSCALE_TLS_RELOAD_INTERVAL_MS", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    tls_reload_interval_ms: u64,
+    /// SASL mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-512, OAUTHBEARER. PLAIN checks passwords against the SCRAM
+    /// credentials; enable it on TLS listeners only.
+    #[arg(
+        long,
+        env = "KAFSCALE_SASL_ENABLED_MECHANISMS",
+        value_delimiter = ',',
+        default_value = "SCRAM-SHA-256,SCRAM-SHA-512"
+    )]
+    sasl_enabled_mechanisms: Vec<String>,
+    /// OAUTHBEARER: a JWKS document (file) with the identity provider's
+    /// public keys, reloaded when it changes.
+    #[arg(long, env = "KAFSCALE_SASL_OAUTHBEARER_JWKS_FILE")]
+    sasl_oauthbearer_jwks_file: Option<PathBuf>,
+    /// OAUTHBEARER: the issuer's public key (PEM), instead of a JWKS file.
+    #[arg(long, env = "KAFSCALE_SASL_OAUTHBEARER_PUBLIC_KEY_FILE")]
+    sasl_oauthbearer_public_key_file: Option<PathBuf>,
+    /// OAUTHBEARER: tokens must carry this `iss`.
+    #[arg(long, env = "KAFSCALE_SASL_OAUTHBEARER_EXPECTED_ISSUER")]
+    sasl_oauthbearer_expected_issuer: Option<String>,
+    /// OAUTHBEARER: tokens must carry one of these `aud` values (comma separated).
+    #[arg(
+        long,
+        env = "KAFSCALE_SASL_OAUTHBEARER_EXPECTED_AUDIENCE",
+        value_delimiter = ','
+    )]
+    sasl_oauthbearer_expected_audience: Vec<String>,
+    /// OAUTHBEARER: the claim that names the principal.
+    #[arg(
+        long,
+        env = "KAFSCALE_SASL_OAUTHBEARER_SUB_CLAIM_NAME",
+        default_value = "sub"
+    )]
+    sasl_oauthbearer_sub_claim_name: String,
+    /// OAUTHBEARER: tolerated clock difference for exp and nbf, in seconds.
+    #[arg(long, env = "KAFSCALE_SASL_OAUTHBEARER_CLOCK_SKEW_SECONDS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(0..=3600))]
+    sasl_oauthbearer_clock_skew_seconds: u64,
+    /// Kafka's connections.max.reauth.ms: SASL sessions last this long
+    /// (at most a token's lifetime), then clients re-authenticate on the
+    /// same connection (KIP-368) or are disconnected; 0 turns it off.
+    #[arg(long, env = "KAFSCALE_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    connections_max_reauth_ms: u64,
+    /// Kafka's connection.failed.authentication.delay.ms: failed
+    /// authentications are answered this late.
+    #[arg(long, env = "KAFSCALE_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS", default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    connection_failed_authentication_delay_ms: u64,
+    /// SCRAM users created at startup if they have no credential yet
+    /// (`name:password,...`); an existing credential is never changed. For
+    /// the first administrator: give it as an environment variable from a
+    /// Secret, not a flag (flags show in process listings).
+    #[arg(
+        long,
+        env = "KAFSCALE_SASL_BOOTSTRAP_USERS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    sasl_bootstrap_users: Vec<String>,
+    /// `acl`: every request is checked against the ACL bindings (managed
+    /// with kafka-acls; kept in etcd); `none`: everything is allowed and the
+    /// ACL APIs answer SECURITY_DISABLED.
+    #[arg(long, env = "KAFSCALE_AUTHORIZER", value_enum, default_value = "none")]
+    authorizer: AuthorizerKind,
+    /// Principals allowed everything, separated by `;` as in Kafka's
+    /// super.users, e.g. `User:admin;User:CN=operator`.
+    #[arg(long, env = "KAFSCALE_SUPER_USERS", value_delimiter = ';')]
+    super_users: Vec<String>,
+    /// Kafka's allow.everyone.if.no.acl.found: a resource no binding
+    /// matches is open to everyone (default: closed).
+    #[arg(long, env = "KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    allow_everyone_if_no_acl_found: bool,
+    /// Dev mode: the listener is SASL_PLAINTEXT with SCRAM and PLAIN, and a
+    /// user `admin` is created with a random password, printed at startup
+    /// and kept in the data directory.
+    #[arg(long, env = "KAFSCALE_DEV_SASL")]
+    dev_sasl: bool,
     /// This broker's id, unique in the cluster (in Kubernetes: the pod's ordinal).
     #[arg(long, env = "KAFSCALE_NODE_ID", default_value_t = 0)]
     node_id: i32,
@@ -237,15 +368,60 @@ fn default_data_dir() -> PathBuf {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init(&args.log_format);
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding the Kafka listener on {} (is another broker running?)",
-                args.listen
-            )
-        })?;
-    let bound = listener.local_addr()?;
+    let specs = resolve_listeners(&args)?;
+    let reload_interval = Duration::from_millis(args.tls_reload_interval_ms);
+    let tls = tls_config(&args, &specs, reload_interval)?;
+    let mut listeners = Vec::new();
+    let mut advertised = BTreeMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let socket = tokio::net::TcpListener::bind(spec.bind_address())
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the Kafka listener {} on {} (is another broker running?)",
+                    spec.name,
+                    spec.bind_address()
+                )
+            })?;
+        let bound = socket.local_addr()?;
+        // The first listener also takes the older --advertised-host/-port.
+        let (flag_host, flag_port) = if i == 0 {
+            (args.advertised_host.clone(), args.advertised_port)
+        } else {
+            (None, None)
+        };
+        let endpoint = Endpoint {
+            host: spec
+                .advertised_host
+                .clone()
+                .or(flag_host)
+                .unwrap_or_else(|| bound.ip().to_string()),
+            port: i32::from(spec.advertised_port.or(flag_port).unwrap_or(bound.port())),
+        };
+        tracing::info!(listener = %spec.name, protocol = %spec.protocol, %bound, advertised = %format!("{}:{}", endpoint.host, endpoint.port), "Kafka listener bound");
+        advertised.insert(spec.name.clone(), endpoint);
+        listeners.push(server::BoundListener {
+            socket,
+            name: Arc::from(spec.name.as_str()),
+            protocol: spec.protocol,
+            tls: spec.protocol.uses_tls().then(|| tls.clone()).flatten(),
+        });
+    }
+    let first = advertised[&specs[0].name].clone();
+    let listing = specs
+        .iter()
+        .zip(&listeners)
+        .map(|(spec, l)| {
+            let addr = l
+                .socket
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            format!("{}://{addr}", spec.name)
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let sasl = sasl_settings(&args, &specs, reload_interval)?;
     let flusher_timeout = Duration::from_millis(args.flusher_timeout_ms);
     let merge = MergeSettings {
         interval: Duration::from_millis(args.merge_interval_ms),
@@ -295,7 +471,7 @@ async fn main() -> anyhow::Result<()> {
             ));
             let kv = FileKv::open(dir.join("metadata.json"))?;
             eprintln!(
-                "kafscale dev mode: Kafka listener on {bound}; data in {} (objects/, metadata.json)",
+                "kafscale dev mode: Kafka listeners {listing}; data in {} (objects/, metadata.json)",
                 dir.display()
             );
             (
@@ -322,11 +498,11 @@ async fn main() -> anyhow::Result<()> {
     let config = BrokerConfig {
         node_id: args.node_id,
         cluster_id: args.cluster_id.clone(),
-        advertised_host: args
-            .advertised_host
-            .clone()
-            .unwrap_or_else(|| bound.ip().to_string()),
-        advertised_port: i32::from(args.advertised_port.unwrap_or(bound.port())),
+        advertised_host: first.host,
+        advertised_port: first.port,
+        advertised_listeners: advertised,
+        sasl: Arc::new(sasl),
+        authorizer: authorizer_settings(&args)?,
         auto_create_topics: args.auto_create_topics.unwrap_or(args.mode == Mode::Dev),
         default_partitions: args.default_partitions,
         max_request_bytes: args.max_request_bytes as usize,
@@ -369,6 +545,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let kv: Arc<dyn KvBackend> = Arc::new(InstrumentedKv::new(kv, metrics.clone()));
     let metadata = MetadataStore::new(kv, &args.cluster_id);
+    bootstrap_users(&metadata, &args.sasl_bootstrap_users).await?;
+    if args.dev_sasl {
+        let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        let password = dev_admin(&metadata, &dir).await?;
+        eprintln!("kafscale dev mode: SASL_PLAINTEXT with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; user 'admin', password '{password}' (kept in {})", dir.join("admin-password").display());
+    }
     let broker = Broker::start(config, metadata.clone(), flusher.clone(), metrics)
         .await
         .with_context(|| format!("loading topics from {}", metadata.describe()))?;
@@ -384,8 +566,8 @@ async fn main() -> anyhow::Result<()> {
     kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
     kafscale_broker::segment_merge::spawn(broker.clone());
     kafscale_broker::intake_compaction::spawn(broker.clone());
-    tracing::info!(listen = %bound, http = %http, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
-    server::serve(broker.clone(), listener, logging::shutdown_signal()).await;
+    tracing::info!(listeners = %listing, http = %http, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
+    server::serve(broker.clone(), listeners, logging::shutdown_signal()).await;
     // Connections already open keep being served while the broker hands over.
     tracing::info!("shutting down: making pending data durable and handing leadership over");
     broker.shutdown().await;
@@ -423,4 +605,223 @@ async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<EtcdKv> {
         }
         delay = (delay * 2).min(LONGEST_RETRY);
     }
+}
+
+/// The listeners from --listeners (or --listen, or dev mode's SASL switch).
+fn resolve_listeners(args: &Args) -> anyhow::Result<Vec<Listener>> {
+    let given = match &args.listeners {
+        Some(l) => l.clone(),
+        None if args.dev_sasl => format!("SASL_PLAINTEXT://{}", args.listen),
+        None => format!("PLAINTEXT://{}", args.listen),
+    };
+    if args.dev_sasl && args.mode != Mode::Dev {
+        bail!("--dev-sasl is for dev mode; in production give --listeners with SASL_PLAINTEXT or SASL_SSL and --sasl-bootstrap-users");
+    }
+    listeners::parse_listeners(
+        &given,
+        &args.advertised_listeners,
+        &args.listener_security_protocol_map,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The TLS configuration SSL and SASL_SSL listeners share, if any has one.
+fn tls_config(
+    args: &Args,
+    specs: &[Listener],
+    interval: Duration,
+) -> anyhow::Result<Option<Arc<Reloadable<rustls::ServerConfig>>>> {
+    let Some(needing) = specs.iter().find(|l| l.protocol.uses_tls()) else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+        bail!(
+            "listener {} is {} and needs --tls-cert-file and --tls-key-file (PEM; e.g. a cert-manager Secret's tls.crt and tls.key)",
+            needing.name,
+            needing.protocol
+        );
+    };
+    let client_auth = args
+        .tls_client_auth
+        .unwrap_or(if args.tls_client_ca_file.is_some() {
+            ClientAuth::Required
+        } else {
+            ClientAuth::None
+        });
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: args.tls_client_ca_file.clone(),
+        client_auth,
+    };
+    files
+        .watch(interval)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Reads a token key file (JWKS or PEM).
+type ParseKeys = fn(&[u8]) -> Result<TokenKeys, kafscale_broker::security::oauthbearer::KeyError>;
+
+fn sasl_settings(
+    args: &Args,
+    specs: &[Listener],
+    interval: Duration,
+) -> anyhow::Result<SaslSettings> {
+    let mut mechanisms = Vec::new();
+    let names: Vec<String> = if args.dev_sasl && args.listeners.is_none() {
+        ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        args.sasl_enabled_mechanisms.clone()
+    };
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let mechanism = Mechanism::from_name(&name.to_ascii_uppercase()).ok_or_else(|| {
+            anyhow::anyhow!("--sasl-enabled-mechanisms: unknown mechanism '{name}'; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER")
+        })?;
+        if !mechanisms.contains(&mechanism) {
+            mechanisms.push(mechanism);
+        }
+    }
+    let sasl_listeners = specs.iter().any(|l| l.protocol.uses_sasl());
+    if sasl_listeners && mechanisms.is_empty() {
+        bail!("SASL listeners need at least one mechanism in --sasl-enabled-mechanisms");
+    }
+    if mechanisms.contains(&Mechanism::Plain) {
+        if let Some(l) = specs
+            .iter()
+            .find(|l| l.protocol == SecurityProtocol::SaslPlaintext)
+        {
+            tracing::warn!(listener = %l.name, "PLAIN is enabled on a SASL_PLAINTEXT listener: passwords cross the network unencrypted; use SASL_SSL or SCRAM");
+        }
+    }
+    let oauth = if mechanisms.contains(&Mechanism::OAuthBearer) {
+        let (path, parse): (PathBuf, ParseKeys) = match (
+            &args.sasl_oauthbearer_jwks_file,
+            &args.sasl_oauthbearer_public_key_file,
+        ) {
+            (Some(jwks), None) => (jwks.clone(), TokenKeys::from_jwks),
+            (None, Some(pem)) => (pem.clone(), TokenKeys::from_pem),
+            _ => bail!("OAUTHBEARER needs exactly one of --sasl-oauthbearer-jwks-file and --sasl-oauthbearer-public-key-file"),
+        };
+        let keys = reload::watch("OAUTHBEARER keys", vec![path], interval, move |files| {
+            parse(&files[0]).map_err(|e| e.to_string())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Some(OAuthSettings {
+            keys,
+            rules: TokenRules {
+                expected_issuer: args.sasl_oauthbearer_expected_issuer.clone(),
+                expected_audience: args.sasl_oauthbearer_expected_audience.clone(),
+                principal_claim: args.sasl_oauthbearer_sub_claim_name.clone(),
+                clock_skew: Duration::from_secs(args.sasl_oauthbearer_clock_skew_seconds),
+            },
+        })
+    } else {
+        None
+    };
+    Ok(SaslSettings {
+        mechanisms,
+        max_reauth: (args.connections_max_reauth_ms > 0)
+            .then(|| Duration::from_millis(args.connections_max_reauth_ms)),
+        failed_authentication_delay: Duration::from_millis(
+            args.connection_failed_authentication_delay_ms,
+        ),
+        oauth,
+    })
+}
+
+/// Creates SCRAM credentials (both mechanisms) for `name:password` entries
+/// that have none yet.
+async fn bootstrap_users(metadata: &MetadataStore, users: &[String]) -> anyhow::Result<()> {
+    for entry in users.iter().filter(|u| !u.is_empty()) {
+        let Some((user, password)) = entry
+            .split_once(':')
+            .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+        else {
+            bail!("--sasl-bootstrap-users: an entry is not name:password (the value is not shown)");
+        };
+        for mechanism in ScramMechanism::ALL {
+            let (m, password) = (mechanism, password.to_string());
+            let credential = tokio::task::spawn_blocking(move || {
+                m.credential_for_password(&password, MIN_ITERATIONS)
+            })
+            .await?;
+            let created = metadata
+                .create_scram_credential(user, mechanism.name(), &credential)
+                .await
+                .with_context(|| format!("storing the bootstrap user {user}'s credential"))?;
+            if created {
+                tracing::info!(
+                    user,
+                    mechanism = mechanism.name(),
+                    "created the bootstrap user's SCRAM credential"
+                );
+            } else {
+                tracing::info!(
+                    user,
+                    mechanism = mechanism.name(),
+                    "the bootstrap user already has a credential; left unchanged"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dev mode's `admin` user: its password is made once and kept in the data
+/// directory, so a restarted dev broker prints the same one.
+async fn dev_admin(metadata: &MetadataStore, dir: &std::path::Path) -> anyhow::Result<String> {
+    use base64::Engine;
+    let path = dir.join("admin-password");
+    let password = match std::fs::read_to_string(&path) {
+        Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
+        _ => {
+            let password = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(kafscale_broker::security::scram::random_bytes(18));
+            write_private(&path, &password)
+                .with_context(|| format!("writing {}", path.display()))?;
+            password
+        }
+    };
+    bootstrap_users(metadata, &[format!("admin:{password}")]).await?;
+    Ok(password)
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+fn authorizer_settings(args: &Args) -> anyhow::Result<Option<AuthorizerSettings>> {
+    if args.authorizer == AuthorizerKind::None {
+        if !args.super_users.is_empty() || args.allow_everyone_if_no_acl_found {
+            bail!("--super-users and --allow-everyone-if-no-acl-found need --authorizer acl");
+        }
+        return Ok(None);
+    }
+    let mut super_users = Vec::new();
+    for user in args
+        .super_users
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+    {
+        match user.split_once(':') {
+            Some(("User", name)) if !name.is_empty() => super_users.push(user.to_string()),
+            _ => bail!("--super-users: '{user}' is not User:NAME (separate several with ';')"),
+        }
+    }
+    Ok(Some(AuthorizerSettings {
+        super_users,
+        allow_everyone_if_no_acl_found: args.allow_everyone_if_no_acl_found,
+    }))
 }

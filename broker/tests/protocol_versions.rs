@@ -552,3 +552,58 @@ async fn acks_zero_gets_no_response_but_is_stored() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn scram_credentials_are_altered_and_described() {
+    use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let upsert = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        ScramCredentialUpsertion::default()
+            .with_name(StrBytes::from_static_str("alice"))
+            .with_mechanism(2)
+            .with_iterations(8192)
+            .with_salt(Bytes::from_static(b"NaCl"))
+            .with_salted_password(Bytes::from(vec![1u8; 64])),
+    ]);
+    let Some(ResponseKind::AlterUserScramCredentials(r)) =
+        call(&broker, ApiKey::AlterUserScramCredentials, 0, upsert.into()).await
+    else {
+        panic!()
+    };
+    assert_eq!(r.results.len(), 1);
+    assert_eq!(
+        r.results[0].error_code, 0,
+        "{:?}",
+        r.results[0].error_message
+    );
+
+    let describe = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+        UserName::default().with_name(StrBytes::from_static_str("alice")),
+        UserName::default().with_name(StrBytes::from_static_str("bob")),
+    ]));
+    let Some(ResponseKind::DescribeUserScramCredentials(r)) = call(
+        &broker,
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        describe.into(),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(r.results[0].user.as_str(), "alice");
+    assert_eq!(
+        (
+            r.results[0].credential_infos[0].mechanism,
+            r.results[0].credential_infos[0].iterations
+        ),
+        (2, 8192)
+    );
+    assert_eq!(
+        r.results[1].error_code,
+        kafka_protocol::error::ResponseError::ResourceNotFound.code()
+    );
+}

@@ -3,6 +3,7 @@ jars), franz-go and librdkafka (confluent-kafka)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -13,21 +14,25 @@ from harness import CACHE, REPO
 JAVA_VERSIONS = ["3.9.1", "4.1.1"]
 
 
-def java_roundtrip(version: str, bootstrap: str, topic: str, codec: str, count: int) -> str:
+def java_roundtrip(version: str, bootstrap: str, topic: str, codec: str, count: int,
+                   config_file: str | None = None) -> str:
+    """`config_file`: a properties file of further client settings (security)."""
     jars = CACHE / "jars" / f"kafka-{version}" / "*"
     src = REPO / "e2e" / "clients" / "java" / "RoundTrip.java"
     out = subprocess.run(
         ["java", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", str(jars), str(src), bootstrap, topic, codec, str(count)],
         capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KAFSCALE_CLIENT_CONFIG": config_file or ""},
     )
     assert out.returncode == 0, f"java {version} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout.strip().splitlines()[-1]
 
 
-def franz_roundtrip(bootstrap: str, topic: str, codec: str, count: int) -> str:
+def franz_roundtrip(bootstrap: str, topic: str, codec: str, count: int, *flags: str) -> str:
+    """`flags`: franz-client's security flags (-tls-ca, -sasl, -user, ...)."""
     out = subprocess.run(
         [str(CACHE / "bin" / "franz-client"), "roundtrip", "-brokers", bootstrap, "-topic", topic,
-         "-codec", codec, "-count", str(count)],
+         "-codec", codec, "-count", str(count), *flags],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, f"franz-go failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -39,9 +44,12 @@ def record(codec: str, i: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
             [("idx", str(i).encode()), ("codec", codec.encode())])
 
 
-def librdkafka_roundtrip(bootstrap: str, topic: str, codec: str, count: int) -> str:
+def librdkafka_roundtrip(bootstrap: str, topic: str, codec: str, count: int,
+                         config: dict | None = None) -> str:
+    """`config`: further librdkafka settings (security.protocol, sasl.*, ssl.*)."""
+    config = config or {}
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
-                         "compression.type": codec, "linger.ms": 5})
+                         "compression.type": codec, "linger.ms": 5, **config})
     acked: dict[tuple[int, int], int] = {}
     errors: list[str] = []
 
@@ -66,7 +74,11 @@ def librdkafka_roundtrip(bootstrap: str, topic: str, codec: str, count: int) -> 
     assert not errors, errors[:5]
     assert len(acked) == count, f"{len(acked)} distinct positions for {count} records"
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"unused-{topic}", "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"unused-{topic}", "enable.auto.commit": False,
+                         **config})
+    if "oauth_cb" in config:
+        # The token callback is served by poll; metadata needs the token.
+        consumer.poll(0.5)
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     seen = 0

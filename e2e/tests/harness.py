@@ -229,8 +229,9 @@ def write_path_args(extra: list[str] | None) -> list[str]:
 
 
 class Broker:
-    def __init__(self, workdir: Path, etcd: Etcd, flusher: Flusher, cluster_id: str, extra: list[str] | None = None):
-        self.port = free_port()
+    def __init__(self, workdir: Path, etcd: Etcd, flusher: Flusher, cluster_id: str, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.http_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.write_path = write_path_of(extra)
@@ -241,7 +242,7 @@ class Broker:
              "--cluster-id", cluster_id, "--default-partitions", "3",
              "--http-listen", f"127.0.0.1:{self.http_port}", *write_path_args(extra), *(extra or [])],
             workdir / "broker.log",
-            env={"RUST_LOG": "info"},
+            env={"RUST_LOG": "info", **(env or {})},
         )
 
     def start(self) -> "Broker":
@@ -265,7 +266,8 @@ class Cluster:
     """etcd + MinIO + flusher + broker, all real, all separate processes."""
 
     def __init__(self, workdir: Path, name: str = "e2e", broker_args: list[str] | None = None,
-                 flusher_args: list[str] | None = None):
+                 flusher_args: list[str] | None = None, broker_env: dict[str, str] | None = None,
+                 broker_port: int | None = None):
         self.workdir = workdir
         self.started: list[Proc] = []
         try:
@@ -273,7 +275,7 @@ class Cluster:
             self.minio = self._up(MinIO(workdir))
             self.prefix = f"test/{name}"
             self.flusher = self._up(Flusher(workdir, self.minio, self.prefix, extra=flusher_args))
-            self.broker = self._up(Broker(workdir, self.etcd, self.flusher, name, broker_args))
+            self.broker = self._up(Broker(workdir, self.etcd, self.flusher, name, broker_args, broker_env, broker_port))
         except BaseException:
             # A cluster that fails to start leaves nothing running.
             for p in reversed(self.started):

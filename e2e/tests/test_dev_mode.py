@@ -34,6 +34,40 @@ def test_dev_mode_serves_kcat_and_keeps_data(tmp_path):
         broker.stop()
 
 
+def test_dev_sasl_prints_an_admin_password_that_scram_accepts(tmp_path):
+    import re
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = Proc("dev-broker", [str(TARGET / "kafscale-broker"), "--dev-sasl", "--listen", bootstrap,
+                                 "--data-dir", str(tmp_path / "data")], tmp_path / "dev.log")
+
+    def password() -> str:
+        found = re.search(r"user 'admin', password '([^']+)'", broker.tail())
+        assert found, broker.tail()
+        return found.group(1)
+
+    try:
+        broker.start()
+        wait_for_port(port, broker)
+        first = password()
+        scram = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-512",
+                 "-X", "sasl.username=admin"]
+        kcat("-b", bootstrap, *scram, "-X", f"sasl.password={first}", "-t", "s", "-P", stdin="secret\n")
+        assert kcat("-b", bootstrap, *scram, "-X", f"sasl.password={first}", "-t", "s", "-C", "-e", "-q") == "secret\n"
+        # Without credentials nothing gets through.
+        out = subprocess.run(["kcat", "-b", bootstrap, "-L", "-m", "3"], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0
+
+        broker.kill()
+        broker.start()
+        wait_for_port(port, broker)
+        printed = re.findall(r"user 'admin', password '([^']+)'", broker.log.read_text())
+        assert printed == [first, first], "a restarted dev broker keeps the admin password"
+    finally:
+        broker.stop()
+
+
 def _syncs_after(trace: list[str], is_publish) -> list[tuple[str, bool]]:
     """For each line of one thread's trace that publishes a name, the name and
     whether the thread then opened the name's directory and fsynced it before

@@ -22,11 +22,37 @@ use crate::{WatchEvent, Write, MAX_TXN_OPS};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
     pub id: i32,
+    /// The first listener's advertised address (what brokers without
+    /// `listeners` registered, and what a listener missing there falls back to).
     pub host: String,
     pub port: i32,
     /// Shutting down: the controller moves its partitions and groups away.
     #[serde(default)]
     pub draining: bool,
+    /// Advertised address per listener name: a client is told the addresses
+    /// of the listener it connected to.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub listeners: std::collections::BTreeMap<String, Endpoint>,
+}
+
+/// Where clients reach a broker on one listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerRecord {
+    /// The address to give a client that came in on `listener`. All brokers
+    /// of a cluster are expected to have the same listener names; one that
+    /// lacks the name (an older broker in a rolling upgrade) answers with
+    /// its first listener's address, as before listeners were named.
+    pub fn endpoint(&self, listener: &str) -> (&str, i32) {
+        match self.listeners.get(listener) {
+            Some(e) => (&e.host, e.port),
+            None => (&self.host, self.port),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,8 @@
 //! | `group-index/{group}` | empty: the group exists |
 //! | `groups/{group}/metadata` | [`GroupRecord`]: generation, protocol, members, assignments |
 //! | `groups/{group}/offsets/{topic}/{partition}` | [`CommittedOffset`] |
+//! | `acls/{type}/{pattern}/{name}/{principal}/{host}/{operation}/{permission}` | [`AclRecord`] |
+//! | `users/scram/{user}/{mechanism}` | [`ScramCredentialRecord`]: salt, iterations, StoredKey, ServerKey |
 //! | `brokers/`, `controller`, `coordinators/` | see [`cluster`] |
 //!
 //! Group ids may contain any character, so they are escaped in keys
@@ -20,10 +22,12 @@
 //!
 //! Writes that can race go through compare-and-swap transactions.
 
+pub mod acls;
 pub mod cluster;
 pub mod etcd;
 pub mod kv;
 pub mod topic_rules;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,11 +37,13 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use acls::AclRecord;
 pub use cluster::{
-    BrokerRecord, ControllerFence, ControllerRecord, CoordinatorState, LeadershipEntry,
+    BrokerRecord, ControllerFence, ControllerRecord, CoordinatorState, Endpoint, LeadershipEntry,
     LeadershipKey,
 };
 pub use kv::{Compare, FileKv, HistoryCompaction, KeyValue, KvBackend, WatchEvent, Write};
+pub use users::{CredentialChange, ScramCredentialRecord};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum MetadataError {
@@ -967,6 +973,7 @@ mod tests {
             host: "h".into(),
             port: 9092,
             draining: false,
+            listeners: Default::default(),
         };
         assert!(store.register_broker(&me, lease).await.unwrap());
         assert!(

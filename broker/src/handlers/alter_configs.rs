@@ -8,11 +8,16 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{modify_error, str_bytes};
+use super::{modify_error, str_bytes, RequestContext};
+use crate::security::acl::Operation;
 use crate::Broker;
 use kafscale_metadata::topic_rules::validate_topic_configs;
 
-pub async fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let name = r.resource_name.to_string();
@@ -25,8 +30,11 @@ pub async fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConf
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
-        let outcome = match r.resource_type {
-            RESOURCE_TOPIC => broker
+        let denied =
+            super::config_denied(broker, ctx, Operation::AlterConfigs, r.resource_type, &name);
+        let outcome = match (r.resource_type, denied) {
+            (_, Some((code, message))) => Err((code.code(), message)),
+            (RESOURCE_TOPIC, None) => broker
                 .topics
                 .modify(&name, req.validate_only, |record| {
                     validate_topic_configs(&configs)
@@ -37,8 +45,8 @@ pub async fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConf
                 .await
                 .map(|_| ())
                 .map_err(|e| modify_error(e, &name)),
-            RESOURCE_BROKER => Err(static_broker_configs()),
-            other => Err((
+            (RESOURCE_BROKER, None) => Err(static_broker_configs()),
+            (other, None) => Err((
                 ResponseError::InvalidRequest.code(),
                 format!("resource type {other} is not supported; use topics (2)"),
             )),

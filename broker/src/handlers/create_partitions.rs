@@ -7,17 +7,30 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::create_topics::{LEADER_ELECTION_WAIT, MAX_PARTITIONS};
-use super::{modify_error, str_bytes};
+use super::{allowed, modify_error, str_bytes, topic_denied, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+        let outcome = if !allowed(
+            broker,
+            ctx,
+            Operation::Alter,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        ) {
+            Err((
+                ResponseError::TopicAuthorizationFailed.code(),
+                topic_denied(ctx, Operation::Alter, t.name.0.as_str()),
+            ))
+        } else if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err((
                 ResponseError::InvalidReplicaAssignment.code(),
                 "manual replica assignments are not supported: omit --replica-assignment"

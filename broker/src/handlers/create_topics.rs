@@ -14,6 +14,8 @@ use kafscale_metadata::{MetadataError, TopicRecord};
 use uuid::Uuid;
 
 use super::str_bytes;
+use super::{allowed, topic_denied, RequestContext};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::topics::Topic;
 use crate::Broker;
 use kafscale_metadata::topic_rules::{validate_topic_configs, validate_topic_name, TOPIC_CONFIGS};
@@ -129,13 +131,28 @@ pub async fn create(
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
+    let may_create_any = allowed(
+        broker,
+        ctx,
+        Operation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        if !may_create_any && !allowed(broker, ctx, Operation::Create, ResourceType::Topic, &name) {
+            result = result
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                .with_error_message(Some(str_bytes(topic_denied(ctx, Operation::Create, &name))));
+            results.push(result);
+            continue;
+        }
         if !t.assignments.is_empty() {
             result = result
                 .with_error_code(ResponseError::InvalidRequest.code())

@@ -7,13 +7,27 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::group_unavailable;
+use super::{allowed, RequestContext};
 use crate::groups::GroupState;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let code = if !broker.groups.owns(id.0.as_str()) {
+        let code = if !allowed(
+            broker,
+            ctx,
+            Operation::Delete,
+            ResourceType::Group,
+            id.0.as_str(),
+        ) {
+            ResponseError::GroupAuthorizationFailed.code()
+        } else if !broker.groups.owns(id.0.as_str()) {
             ResponseError::NotCoordinator.code()
         } else {
             match broker.groups.group(id.0.as_str(), false).await {

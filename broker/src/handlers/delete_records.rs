@@ -9,20 +9,33 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::{lead_at, log_error_code};
+use super::{allowed, lead_at, log_error_code, RequestContext};
 use crate::partition_log::PartitionLog;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = broker.topics.get(t.name.0.as_str());
+        let denied = !allowed(
+            broker,
+            ctx,
+            Operation::Delete,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        );
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
             let r = match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                _ if denied => base.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(log) => match delete_below(broker, log, p.offset).await {
                     Ok(low) => base.with_low_watermark(low),

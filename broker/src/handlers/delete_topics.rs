@@ -11,11 +11,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::str_bytes;
+use super::{allowed, topic_denied, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use crate::topic_deletion::{self, DeletionError};
 use crate::Broker;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -42,7 +45,17 @@ pub async fn handle(
         if version >= 6 {
             result = result.with_topic_id(topic.as_ref().map(|t| t.record.id).unwrap_or(id));
         }
+        let shown = topic
+            .as_ref()
+            .map(|t| t.record.name.clone())
+            .or_else(|| name.clone())
+            .unwrap_or_default();
+        let may_delete = allowed(broker, ctx, Operation::Delete, ResourceType::Topic, &shown);
         let outcome = match topic {
+            _ if !may_delete => Err((
+                ResponseError::TopicAuthorizationFailed,
+                topic_denied(ctx, Operation::Delete, &shown),
+            )),
             None if name.is_none() => Err((
                 ResponseError::UnknownTopicId,
                 "no topic has this id".to_string(),

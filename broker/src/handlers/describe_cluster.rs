@@ -3,21 +3,23 @@
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::str_bytes;
+use super::{str_bytes, RequestContext};
 use crate::Broker;
 
 pub fn handle(
     broker: &Broker,
+    ctx: &RequestContext,
     _req: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
     let brokers = super::metadata::live_brokers(broker)
-        .into_iter()
+        .iter()
         .map(|b| {
+            let (host, port) = b.endpoint(&ctx.listener);
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id))
-                .with_host(str_bytes(b.host))
-                .with_port(b.port)
+                .with_host(str_bytes(host))
+                .with_port(port)
         })
         .collect();
     let mut resp = DescribeClusterResponse::default()

@@ -9,7 +9,8 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::str_bytes;
+use super::{str_bytes, RequestContext};
+use crate::security::acl::Operation;
 use crate::Broker;
 use kafscale_metadata::topic_rules::{ConfigType, TOPIC_CONFIGS};
 
@@ -31,6 +32,7 @@ struct Entry {
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -39,15 +41,23 @@ pub async fn handle(
         let base = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        let entries = match r.resource_type {
-            RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
+        let denied = super::config_denied(
+            broker,
+            ctx,
+            Operation::DescribeConfigs,
+            r.resource_type,
+            r.resource_name.as_str(),
+        );
+        let entries = match (r.resource_type, denied) {
+            (_, Some(refusal)) => Err(refusal),
+            (RESOURCE_TOPIC, None) => match broker.topics.get(r.resource_name.as_str()) {
                 Some(topic) => Ok(topic_entries(&topic.record.config)),
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' does not exist", r.resource_name.as_str()),
                 )),
             },
-            RESOURCE_BROKER => {
+            (RESOURCE_BROKER, None) => {
                 let name = r.resource_name.as_str();
                 if name.is_empty() || name == broker.config.node_id.to_string() {
                     Ok(broker_entries(broker))
@@ -61,7 +71,7 @@ pub async fn handle(
                     ))
                 }
             }
-            other => Err((
+            (other, None) => Err((
                 ResponseError::InvalidRequest,
                 format!("resource type {other} is not supported; use topics (2) or brokers (4)"),
             )),

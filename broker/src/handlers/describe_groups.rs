@@ -7,17 +7,30 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
+use super::{allowed, RequestContext};
 use super::{group_unavailable, str_bytes};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let base = DescribedGroup::default().with_group_id(id.clone());
+        if !allowed(
+            broker,
+            ctx,
+            Operation::Describe,
+            ResourceType::Group,
+            id.0.as_str(),
+        ) {
+            groups.push(base.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
+            continue;
+        }
         if !broker.groups.owns(id.0.as_str()) {
             groups.push(base.with_error_code(ResponseError::NotCoordinator.code()));
             continue;

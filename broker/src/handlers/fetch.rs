@@ -20,10 +20,11 @@ use uuid::Uuid;
 
 use kafscale_flusher::batch;
 
-use super::{lead_at, log_error_code, Deferred};
+use super::{allowed, lead_at, log_error_code, Deferred, RequestContext};
 use crate::listener_limits::{ResponseHold, FETCH_MIN_GRANT_BYTES};
 use crate::metrics::TopicLabels;
 use crate::partition_log::PartitionLog;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 struct Target {
@@ -45,13 +46,14 @@ const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 
 pub fn handle(
     broker: Arc<Broker>,
+    ctx: &RequestContext,
     req: FetchRequest,
     version: i16,
-    hold: Arc<ResponseHold>,
 ) -> Deferred {
+    let ctx = ctx.clone();
     async move {
         Some(ResponseKind::Fetch(
-            fetch(&broker, req, version, &hold).await,
+            fetch(&broker, &ctx, req, version, &ctx.hold).await,
         ))
     }
     .boxed()
@@ -59,6 +61,7 @@ pub fn handle(
 
 async fn fetch(
     broker: &Broker,
+    ctx: &RequestContext,
     req: FetchRequest,
     version: i16,
     hold: &ResponseHold,
@@ -73,6 +76,11 @@ async fn fetch(
         } else {
             broker.topics.get(t.topic.0.as_str())
         };
+        let name = topic
+            .as_ref()
+            .map(|tp| tp.record.name.clone())
+            .unwrap_or_else(|| t.topic.0.to_string());
+        let denied = !allowed(broker, ctx, Operation::Read, ResourceType::Topic, &name);
         let missing = if version >= 13 {
             ResponseError::UnknownTopicId
         } else {
@@ -92,6 +100,7 @@ async fn fetch(
                 continue;
             }
             let log = match &topic {
+                _ if denied => Err(ResponseError::TopicAuthorizationFailed),
                 None => Err(missing),
                 Some(topic) => topic
                     .partition(p.partition)

@@ -6,12 +6,13 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::str_bytes;
+use super::{allowed, group_denied, str_bytes, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 const GROUP: i8 = 0;
 
-fn lookup(broker: &Broker, key: &StrBytes, key_type: i8) -> Coordinator {
+fn lookup(broker: &Broker, ctx: &RequestContext, key: &StrBytes, key_type: i8) -> Coordinator {
     let base = Coordinator::default()
         .with_key(key.clone())
         .with_node_id(BrokerId(-1))
@@ -23,11 +24,28 @@ fn lookup(broker: &Broker, key: &StrBytes, key_type: i8) -> Coordinator {
                 "transactions are not supported by Kafscale; unset transactional.id",
             )));
     }
+    if !allowed(
+        broker,
+        ctx,
+        Operation::Describe,
+        ResourceType::Group,
+        key.as_str(),
+    ) {
+        return base
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes(group_denied(
+                ctx,
+                Operation::Describe,
+                key.as_str(),
+            ))));
+    }
     match broker.groups.coordinator_of(key.as_str()) {
-        Some(b) => base
-            .with_node_id(BrokerId(b.id))
-            .with_host(str_bytes(b.host))
-            .with_port(b.port),
+        Some(b) => {
+            let (host, port) = b.endpoint(&ctx.listener);
+            base.with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        }
         None => base
             .with_error_code(ResponseError::CoordinatorNotAvailable.code())
             .with_error_message(Some(str_bytes(
@@ -38,6 +56,7 @@ fn lookup(broker: &Broker, key: &StrBytes, key_type: i8) -> Coordinator {
 
 pub fn handle(
     broker: &Broker,
+    ctx: &RequestContext,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -45,11 +64,11 @@ pub fn handle(
         let coordinators = req
             .coordinator_keys
             .iter()
-            .map(|k| lookup(broker, k, req.key_type))
+            .map(|k| lookup(broker, ctx, k, req.key_type))
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let c = lookup(broker, &req.key, req.key_type);
+    let c = lookup(broker, ctx, &req.key, req.key_type);
     let mut resp = FindCoordinatorResponse::default()
         .with_error_code(c.error_code)
         .with_node_id(c.node_id)

@@ -6,11 +6,21 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::group_unavailable;
+use super::{allowed, RequestContext};
 use crate::groups::GroupError;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
-pub async fn handle(broker: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
     let group_id = req.group_id.0.as_str();
+    if !allowed(broker, ctx, Operation::Read, ResourceType::Group, group_id) {
+        return HeartbeatResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if !broker.groups.owns(group_id) {
         return HeartbeatResponse::default().with_error_code(ResponseError::NotCoordinator.code());
     }

@@ -10,7 +10,8 @@ use kafscale_metadata::TopicRecord;
 
 use super::alter_configs::static_broker_configs;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{modify_error, str_bytes};
+use super::{modify_error, str_bytes, RequestContext};
+use crate::security::acl::Operation;
 use crate::Broker;
 use kafscale_metadata::topic_rules::{
     topic_config_def, topic_config_value, validate_topic_config, ConfigType,
@@ -74,6 +75,7 @@ fn apply(record: &mut TopicRecord, changes: &[Change]) -> Result<(), (i16, Strin
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
@@ -90,15 +92,18 @@ pub async fn handle(
                 )
             })
             .collect();
-        let outcome = match r.resource_type {
-            RESOURCE_TOPIC => broker
+        let denied =
+            super::config_denied(broker, ctx, Operation::AlterConfigs, r.resource_type, &name);
+        let outcome = match (r.resource_type, denied) {
+            (_, Some((code, message))) => Err((code.code(), message)),
+            (RESOURCE_TOPIC, None) => broker
                 .topics
                 .modify(&name, req.validate_only, |record| apply(record, &changes))
                 .await
                 .map(|_| ())
                 .map_err(|e| modify_error(e, &name)),
-            RESOURCE_BROKER => Err(static_broker_configs()),
-            other => Err((
+            (RESOURCE_BROKER, None) => Err(static_broker_configs()),
+            (other, None) => Err((
                 ResponseError::InvalidRequest.code(),
                 format!("resource type {other} is not supported; use topics (2)"),
             )),

@@ -3,9 +3,15 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use super::{allowed, RequestContext};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::Broker;
 
-pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -17,6 +23,22 @@ pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducer
         // Transactions are a non-goal; this code makes the client fail fast
         // (TransactionalIdAuthorizationException) instead of retrying forever.
         return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    // As Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
+    let may = allowed(
+        broker,
+        ctx,
+        Operation::IdempotentWrite,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) || broker.authorizer.allows_any(
+        &ctx.principal,
+        ctx.host(),
+        Operation::Write,
+        ResourceType::Topic,
+    );
+    if !may {
+        return resp.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
     // KIP-360: a producer that already has an id asks for a bumped epoch.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {

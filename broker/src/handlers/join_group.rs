@@ -10,8 +10,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, ResponseKind};
 
-use super::{group_unavailable, str_bytes, Deferred, RequestContext};
+use super::{allowed, group_unavailable, str_bytes, Deferred, RequestContext};
 use crate::groups::{GroupError, JoinRequest, JoinResult};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 pub async fn handle(
@@ -27,6 +28,12 @@ pub async fn handle(
     if group_id.is_empty() {
         return reply(
             JoinGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code()),
+        );
+    }
+    if !allowed(broker, ctx, Operation::Read, ResourceType::Group, &group_id) {
+        return reply(
+            JoinGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
         );
     }
     if !broker.groups.owns(&group_id) {

@@ -8,15 +8,22 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::group_unavailable;
+use super::{allowed, RequestContext};
 use crate::groups::GroupError;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
     let group_id = req.group_id.0.to_string();
+    if !allowed(broker, ctx, Operation::Read, ResourceType::Group, &group_id) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if !broker.groups.owns(&group_id) {
         return LeaveGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code());
     }

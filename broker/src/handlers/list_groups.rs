@@ -5,7 +5,9 @@ use std::sync::Arc;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
+use super::{allowed, RequestContext};
 use super::{group_unavailable, str_bytes};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::Broker;
 
 /// Groups of Kafka's classic protocol: the only kind Kafscale runs.
@@ -13,6 +15,7 @@ const GROUP_TYPE: &str = "classic";
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
@@ -20,10 +23,20 @@ pub async fn handle(
         Ok(h) => h,
         Err(_) => return ListGroupsResponse::default().with_error_code(group_unavailable()),
     };
+    // DESCRIBE on the cluster lists every group; without it, those the
+    // principal may describe (as Kafka filters).
+    let all = allowed(
+        broker,
+        ctx,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let groups = handles
         .iter()
+        .filter(|h| all || allowed(broker, ctx, Operation::Describe, ResourceType::Group, &h.id))
         .filter_map(|h| {
             let g = h.lock();
             let state = g.state.name();

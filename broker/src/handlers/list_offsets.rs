@@ -9,8 +9,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{lead_at, log_error_code};
+use super::{allowed, lead_at, log_error_code, RequestContext};
 use crate::partition_log::{LogError, PartitionLog};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 const LATEST: i64 = -1;
@@ -19,12 +20,20 @@ const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = broker.topics.get(t.name.0.as_str());
+        let denied = !allowed(
+            broker,
+            ctx,
+            Operation::Describe,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        );
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = ListOffsetsPartitionResponse::default()
@@ -33,6 +42,7 @@ pub async fn handle(
                 .with_offset(-1);
             let log = topic.as_ref().and_then(|t| t.partition(p.partition_index));
             let r = match log {
+                _ if denied => base.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(log) => match lead_at(broker, log, p.current_leader_epoch) {
                     Err(code) => base.with_error_code(code),

@@ -12,28 +12,36 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use uuid::Uuid;
 
-use super::{create_topics, str_bytes};
+use super::{allowed, create_topics, str_bytes, RequestContext};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::topics::Topic;
 use crate::Broker;
 
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let cfg = &broker.config;
+    // The addresses of the listener this client came in on.
     let brokers = live_brokers(broker)
-        .into_iter()
+        .iter()
         .map(|b| {
+            let (host, port) = b.endpoint(&ctx.listener);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
-                .with_host(str_bytes(b.host))
-                .with_port(b.port)
+                .with_host(str_bytes(host))
+                .with_port(port)
         })
         .collect();
 
     let topics = match req.topics {
         // v0: an empty list means all topics; v1+: null means all.
-        None => all_topics(broker),
-        Some(list) if list.is_empty() && version == 0 => all_topics(broker),
+        None => all_topics(broker, ctx),
+        Some(list) if list.is_empty() && version == 0 => all_topics(broker, ctx),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             // v4+ lets the client forbid auto-creation; before v4 it was implied.
@@ -42,9 +50,12 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             for t in list {
                 out.push(match (t.name, t.topic_id) {
                     (Some(name), _) => {
-                        lookup_or_create(broker, name.0.as_str(), allow_create).await
+                        lookup_or_create(broker, ctx, name.0.as_str(), allow_create).await
                     }
                     (None, id) => match broker.topics.get_by_id(id) {
+                        Some(topic) if !may_describe(broker, ctx, &topic.record.name) => {
+                            denied(&topic.record.name).with_topic_id(id)
+                        }
                         Some(topic) => describe(broker, &topic),
                         None => MetadataResponseTopic::default()
                             .with_topic_id(id)
@@ -94,20 +105,38 @@ pub fn controller_id(broker: &Broker) -> i32 {
         .unwrap_or(broker.cluster.me.id)
 }
 
-fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
+fn may_describe(broker: &Broker, ctx: &RequestContext, topic: &str) -> bool {
+    allowed(broker, ctx, Operation::Describe, ResourceType::Topic, topic)
+}
+
+fn denied(name: &str) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(name))))
+        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+/// Every topic the principal may describe; the others are left out, as
+/// Kafka leaves them out.
+fn all_topics(broker: &Broker, ctx: &RequestContext) -> Vec<MetadataResponseTopic> {
     broker
         .topics
         .all()
         .iter()
+        .filter(|t| may_describe(broker, ctx, &t.record.name))
         .map(|t| describe(broker, t))
         .collect()
 }
 
 async fn lookup_or_create(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     name: &str,
     allow_create: bool,
 ) -> MetadataResponseTopic {
+    if !may_describe(broker, ctx, name) {
+        return denied(name);
+    }
     if let Some(topic) = broker.topics.get(name) {
         return describe(broker, &topic);
     }
@@ -117,7 +146,16 @@ async fn lookup_or_create(
             .with_error_code(code.code())
             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
     };
-    if !allow_create {
+    // Auto-creation needs CREATE on the cluster or the topic, as in Kafka;
+    // without it the topic is just unknown.
+    let may_create = allowed(
+        broker,
+        ctx,
+        Operation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) || allowed(broker, ctx, Operation::Create, ResourceType::Topic, name);
+    if !allow_create || !may_create {
         return unknown(ResponseError::UnknownTopicOrPartition);
     }
     match create_topics::create(broker, name, -1, -1, Default::default(), false).await {

@@ -13,7 +13,9 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafscale_metadata::CommittedOffset;
 
 use super::group_unavailable;
+use super::{allowed, RequestContext};
 use crate::groups::{GroupError, GroupState};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 fn respond(req: &OffsetCommitRequest, code_for: impl Fn(&str, i32) -> i16) -> OffsetCommitResponse {
@@ -38,8 +40,16 @@ fn respond(req: &OffsetCommitRequest, code_for: impl Fn(&str, i32) -> i16) -> Of
     )
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group_id = req.group_id.0.to_string();
+    if !allowed(broker, ctx, Operation::Read, ResourceType::Group, &group_id) {
+        return respond(&req, |_, _| ResponseError::GroupAuthorizationFailed.code());
+    }
+    let may_read = |topic: &str| allowed(broker, ctx, Operation::Read, ResourceType::Topic, topic);
     if !broker.groups.owns(&group_id) {
         return respond(&req, |_, _| ResponseError::NotCoordinator.code());
     }
@@ -79,7 +89,7 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCom
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let mut offsets = Vec::new();
-    for t in &req.topics {
+    for t in req.topics.iter().filter(|t| may_read(t.name.0.as_str())) {
         let Some(topic) = broker.topics.get(t.name.0.as_str()) else {
             continue;
         };
@@ -104,6 +114,7 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCom
             .get(topic)
             .is_some_and(|t| t.partition(partition).is_some());
         match (&stored, exists) {
+            _ if !may_read(topic) => ResponseError::TopicAuthorizationFailed.code(),
             (_, false) => ResponseError::UnknownTopicOrPartition.code(),
             (Err(_), true) => group_unavailable(),
             (Ok(()), true) => 0,

@@ -10,11 +10,27 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::group_unavailable;
+use super::{allowed, RequestContext};
 use crate::groups::GroupState;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let group_id = req.group_id.0.to_string();
+    if !allowed(
+        broker,
+        ctx,
+        Operation::Delete,
+        ResourceType::Group,
+        &group_id,
+    ) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if !broker.groups.owns(&group_id) {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::NotCoordinator.code());
@@ -39,7 +55,15 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDel
     for t in &req.topics {
         let mut parts = Vec::new();
         for p in &t.partitions {
-            let code = if active {
+            let code = if !allowed(
+                broker,
+                ctx,
+                Operation::Read,
+                ResourceType::Topic,
+                t.name.0.as_str(),
+            ) {
+                ResponseError::TopicAuthorizationFailed.code()
+            } else if active {
                 ResponseError::GroupSubscribedToTopic.code()
             } else {
                 doomed.push((t.name.0.to_string(), p.partition_index));

@@ -11,17 +11,31 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafscale_metadata::CommittedOffset;
 
+use super::{allowed, RequestContext};
 use super::{group_unavailable, str_bytes};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
-/// (topic, [(partition, committed)]) for one group.
-type Fetched = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+/// (topic, its partitions' error code, [(partition, committed)]) for one group.
+type Fetched = Vec<(String, i16, Vec<(i32, Option<CommittedOffset>)>)>;
 
 async fn fetch_group(
     broker: &Broker,
+    ctx: &RequestContext,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Fetched, i16> {
+    if !allowed(
+        broker,
+        ctx,
+        Operation::Describe,
+        ResourceType::Group,
+        group_id,
+    ) {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    let may_describe =
+        |topic: &str| allowed(broker, ctx, Operation::Describe, ResourceType::Topic, topic);
     if !broker.groups.owns(group_id) {
         return Err(ResponseError::NotCoordinator.code());
     }
@@ -34,20 +48,26 @@ async fn fetch_group(
         Some(list) => list
             .into_iter()
             .map(|(t, parts)| {
+                if !may_describe(&t) {
+                    let entries = parts.into_iter().map(|p| (p, None)).collect();
+                    return (t, ResponseError::TopicAuthorizationFailed.code(), entries);
+                }
                 let entries = parts
                     .into_iter()
                     .map(|p| (p, committed.get(&(t.clone(), p)).cloned()))
                     .collect();
-                (t, entries)
+                (t, 0, entries)
             })
             .collect(),
-        // Null topics: everything the group committed.
+        // Null topics: everything the group committed that the principal
+        // may see.
         None => {
             let mut out: Fetched = Vec::new();
             for ((t, p), o) in committed {
                 match out.last_mut() {
-                    Some((last, entries)) if *last == t => entries.push((p, Some(o))),
-                    _ => out.push((t, vec![(p, Some(o))])),
+                    Some((last, _, entries)) if *last == t => entries.push((p, Some(o))),
+                    _ if !may_describe(&t) => {}
+                    _ => out.push((t, 0, vec![(p, Some(o))])),
                 }
             }
             out
@@ -68,6 +88,7 @@ fn value(o: &Option<CommittedOffset>) -> (i64, i32, String) {
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
@@ -81,12 +102,12 @@ pub async fn handle(
             });
             let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             groups.push(
-                match fetch_group(broker, g.group_id.0.as_str(), topics).await {
+                match fetch_group(broker, ctx, g.group_id.0.as_str(), topics).await {
                     Err(code) => out.with_error_code(code),
                     Ok(fetched) => out.with_topics(
                         fetched
                             .into_iter()
-                            .map(|(t, parts)| {
+                            .map(|(t, code, parts)| {
                                 OffsetFetchResponseTopics::default()
                                     .with_name(TopicName(str_bytes(t)))
                                     .with_partitions(
@@ -96,6 +117,7 @@ pub async fn handle(
                                                 let (offset, epoch, meta) = value(o);
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(*p)
+                                                    .with_error_code(code)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(str_bytes(meta)))
@@ -116,7 +138,7 @@ pub async fn handle(
             .collect()
     });
     let GroupId(group) = &req.group_id;
-    match fetch_group(broker, group.as_str(), topics).await {
+    match fetch_group(broker, ctx, group.as_str(), topics).await {
         Err(code) => {
             let resp = OffsetFetchResponse::default();
             if version >= 2 {
@@ -128,7 +150,7 @@ pub async fn handle(
         Ok(fetched) => OffsetFetchResponse::default().with_topics(
             fetched
                 .into_iter()
-                .map(|(t, parts)| {
+                .map(|(t, code, parts)| {
                     OffsetFetchResponseTopic::default()
                         .with_name(TopicName(str_bytes(t)))
                         .with_partitions(
@@ -138,6 +160,7 @@ pub async fn handle(
                                     let (offset, epoch, meta) = value(o);
                                     let r = OffsetFetchResponsePartition::default()
                                         .with_partition_index(*p)
+                                        .with_error_code(code)
                                         .with_committed_offset(offset)
                                         .with_metadata(Some(str_bytes(meta)));
                                     if version >= 5 {

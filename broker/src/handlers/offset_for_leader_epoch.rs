@@ -12,16 +12,25 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{lead_at, log_error_code};
+use super::{allowed, lead_at, log_error_code, RequestContext};
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 pub async fn handle(
     broker: &Broker,
+    ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = broker.topics.get(t.topic.0.as_str());
+        let denied = !allowed(
+            broker,
+            ctx,
+            Operation::Describe,
+            ResourceType::Topic,
+            t.topic.0.as_str(),
+        );
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = EpochEndOffset::default()
@@ -29,6 +38,7 @@ pub async fn handle(
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
             let r = match topic.as_ref().and_then(|t| t.partition(p.partition)) {
+                _ if denied => base.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(log) => match lead_at(broker, log, p.current_leader_epoch) {
                     Err(code) => base.with_error_code(code),

@@ -14,10 +14,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafscale_flusher::batch;
 use tokio::sync::oneshot;
 
-use super::{lead, log_error_code, str_bytes, Deferred};
+use super::{allowed, lead, log_error_code, str_bytes, topic_denied, Deferred, RequestContext};
 use crate::metrics::TopicLabels;
 use crate::partition_log::LogError;
 use crate::record_validation::RecordError;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
 /// A partition's answer, either final now or waiting for durability.
@@ -45,7 +46,12 @@ const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// How long an acks=0 request's appends may wait for recoveries.
 const ACKS_0_ADMISSION: Duration = Duration::from_secs(30);
 
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Deferred {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+    version: i16,
+) -> Deferred {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     // One deadline for the whole request, recoveries included: its partitions
@@ -65,9 +71,22 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
     let _ = tokio::time::timeout_at(deadline, recover_in_parallel(broker, &req)).await;
     for t in req.topic_data {
         let topic = broker.topics.get(t.name.0.as_str());
+        // Checked before existence, as Kafka does: an unauthorized client
+        // learns nothing about which topics exist.
+        let denied = !allowed(
+            broker,
+            ctx,
+            Operation::Write,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        );
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             let outcome = match &topic {
+                _ if denied => Outcome::Failed(
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    topic_denied(ctx, Operation::Write, t.name.0.as_str()),
+                ),
                 None => Outcome::Failed(
                     ResponseError::UnknownTopicOrPartition.code(),
                     format!(

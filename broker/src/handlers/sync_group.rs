@@ -8,15 +8,28 @@ use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse};
 
+use super::{allowed, RequestContext};
 use super::{group_unavailable, str_bytes, Deferred};
 use crate::groups::GroupError;
+use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> Deferred {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: SyncGroupRequest,
+    version: i16,
+) -> Deferred {
     let reply = move |r: SyncGroupResponse| {
         futures::future::ready(Some(ResponseKind::SyncGroup(r))).boxed()
     };
     let group_id = req.group_id.0.to_string();
+    if !allowed(broker, ctx, Operation::Read, ResourceType::Group, &group_id) {
+        return reply(
+            SyncGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+        );
+    }
     if !broker.groups.owns(&group_id) {
         return reply(
             SyncGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code()),

@@ -183,6 +183,7 @@ async fn harness() -> Harness {
         host: "127.0.0.1".into(),
         port: 9092,
         draining: false,
+        listeners: Default::default(),
     };
     let cluster = ClusterView::start(metadata.clone(), me, Duration::from_secs(6))
         .await

@@ -1,6 +1,7 @@
 // franz-client is the franz-go side of the Kafscale end-to-end tests.
 //
 //	franz-client roundtrip -brokers HOST:PORT -topic T -codec gzip -count N
+//	    [-tls-ca CA.pem] [-sasl MECHANISM -user U -password P | -token JWT]
 //	franz-client default -brokers HOST:PORT -topic T -count N
 //	franz-client group -brokers HOST:PORT -topic T -group G
 //
@@ -19,6 +20,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"os"
@@ -27,6 +30,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 func record(topic, codec string, i int) *kgo.Record {
@@ -61,6 +67,36 @@ func fail(format string, args ...any) {
 	os.Exit(1)
 }
 
+// securityOpts turns the TLS and SASL flags into client options.
+func securityOpts(caFile, mechanism, user, password, token string) []kgo.Opt {
+	var opts []kgo.Opt
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			fail("reading %s: %v", caFile, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fail("%s holds no PEM certificate", caFile)
+		}
+		opts = append(opts, kgo.DialTLSConfig(&tls.Config{RootCAs: pool}))
+	}
+	switch mechanism {
+	case "":
+	case "plain":
+		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: password}.AsMechanism()))
+	case "scram-sha-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: password}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: password}.AsSha512Mechanism()))
+	case "oauthbearer":
+		opts = append(opts, kgo.SASL(oauth.Auth{Token: token}.AsMechanism()))
+	default:
+		fail("unknown SASL mechanism %q", mechanism)
+	}
+	return opts
+}
+
 type position struct {
 	partition int32
 	offset    int64
@@ -76,7 +112,13 @@ func main() {
 	codec := fs.String("codec", "none", "gzip|snappy|lz4|zstd|none")
 	count := fs.Int("count", 10000, "records to produce")
 	group := fs.String("group", "", "consumer group (group mode)")
+	tlsCA := fs.String("tls-ca", "", "roundtrip: connect with TLS, trusting this PEM CA file")
+	mechanism := fs.String("sasl", "", "roundtrip: SASL mechanism, plain|scram-sha-256|scram-sha-512|oauthbearer")
+	user := fs.String("user", "", "SASL user")
+	password := fs.String("password", "", "SASL password")
+	token := fs.String("token", "", "OAUTHBEARER token")
 	_ = fs.Parse(os.Args[2:])
+	security := securityOpts(*tlsCA, *mechanism, *user, *password, *token)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -89,13 +131,13 @@ func main() {
 		return
 	}
 
-	producer, err := kgo.NewClient(
+	producer, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(strings.Split(*brokers, ",")...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DisableIdempotentWrite(),
 		kgo.ProducerBatchCompression(compression(*codec)),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	)
+	}, security...)...)
 	if err != nil {
 		fail("client: %v", err)
 	}
@@ -122,11 +164,11 @@ func main() {
 	for i, p := range acked {
 		byPos[p] = i
 	}
-	consumer, err := kgo.NewClient(
+	consumer, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(strings.Split(*brokers, ",")...),
 		kgo.ConsumeTopics(*topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
+	}, security...)...)
 	if err != nil {
 		fail("consumer: %v", err)
 	}

@@ -6,6 +6,8 @@
 // Produces COUNT records with keys and headers (acks=all), remembers where each
 // was acknowledged, reads all partitions back from the start and checks every
 // record is at its offset with identical key, value and headers, and nothing else.
+// KAFSCALE_CLIENT_CONFIG may name a properties file of further client settings
+// (security.protocol, sasl.*, ssl.*), applied to the producer and the consumer.
 
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -34,6 +36,14 @@ public class RoundTrip {
         System.exit(1);
     }
 
+    static Properties extra() throws java.io.IOException {
+        Properties extra = new Properties();
+        String path = System.getenv("KAFSCALE_CLIENT_CONFIG");
+        if (path != null && !path.isEmpty())
+            try (java.io.FileReader r = new java.io.FileReader(path)) { extra.load(r); }
+        return extra;
+    }
+
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0], topic = args[1], codec = args[2];
         int count = Integer.parseInt(args[3]);
@@ -46,6 +56,7 @@ public class RoundTrip {
         p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.putAll(extra());
         Map<String, Integer> acked = new ConcurrentHashMap<>();
         try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
             List<Future<RecordMetadata>> futures = new ArrayList<>();
@@ -65,6 +76,7 @@ public class RoundTrip {
         c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        c.putAll(extra());
         int seen = 0;
         try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c)) {
             List<TopicPartition> parts = new ArrayList<>();
