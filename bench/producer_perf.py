@@ -76,6 +76,16 @@ def settle(cluster: Cluster, topic: str, limit_s: float) -> tuple[float, int, fl
     return time.time() - start, len(sizes), sum(sizes) / max(len(sizes), 1) / 1e6
 
 
+def grant(bootstrap: str, principal: str, topic: str) -> None:
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                       ResourcePatternType, ResourceType)
+    bindings = [AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*", op,
+                           AclPermissionType.ALLOW) for op in (AclOperation.WRITE, AclOperation.DESCRIBE)]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_acls(bindings).values():
+        f.result(timeout=30)
+
+
 def secured(tmp: Path, protocol: str) -> tuple[list[str], dict, int, int, Path]:
     """Broker flags, broker environment, the secured listener's port and the
     producer's properties file for `protocol`."""
@@ -120,20 +130,31 @@ def main() -> None:
                          "object storage's latency from a local MinIO (KAFSCALE_BENCH_PUT_DELAY)")
     ap.add_argument("--security", choices=["ssl", "sasl_ssl", "sasl_plaintext"],
                     help="produce through a listener of this protocol (a PLAINTEXT one stays for set-up)")
+    ap.add_argument("--acl", action="store_true",
+                    help="with a SASL --security: --authorizer acl, the producer allowed by ACL bindings "
+                         "(WRITE and DESCRIBE on the topic), not a super user: the cost of authorization")
     ap.add_argument("broker_args", nargs="*", help="extra broker flags (after --)")
     args = ap.parse_args()
     if args.put_delay:
         os.environ["KAFSCALE_BENCH_PUT_DELAY"] = args.put_delay
     with tempfile.TemporaryDirectory() as tmp:
         broker_args, broker_env, broker_port, config = list(args.broker_args), {}, None, None
+        if args.acl and not (args.security or "").startswith("sasl"):
+            ap.error("--acl needs --security sasl_plaintext or sasl_ssl (a principal to authorize)")
         if args.security:
             flags, broker_env, broker_port, secure_port, config = secured(Path(tmp), args.security)
             broker_args += flags
+        if args.acl:
+            # Set-up goes through the PLAINTEXT listener, whose ANONYMOUS is
+            # the super user; the measured producer is authorized by bindings.
+            broker_args += ["--authorizer", "acl", "--super-users", "User:ANONYMOUS"]
         cluster = Cluster(Path(tmp), "perf", broker_args=broker_args, flusher_args=args.flusher_args,
                           broker_env=broker_env, broker_port=broker_port)
         produce_to = f"127.0.0.1:{secure_port}" if args.security else cluster.bootstrap
         try:
             create_topic(cluster.bootstrap, "perf", args.partitions)
+            if args.acl:
+                grant(cluster.bootstrap, "User:bench", "perf")
             procs = {"broker": cluster.broker.proc, "flusher": cluster.flusher.proc, "minio": cluster.minio.proc}
             cpu_before = {name: compare.cpu_seconds([p.popen.pid]) for name, p in procs.items()}
             puts_before = scrape(cluster.flusher.http_port).get(PUTS, 0)
@@ -143,7 +164,7 @@ def main() -> None:
             gib = args.records * 1024 / 2**30
             puts = scrape(cluster.flusher.http_port).get(PUTS, 0) - puts_before
             print(f"{args.records} x 1 KiB, {args.partitions} partitions, cap {args.throughput} records/s, "
-                  f"listener {args.security or 'plaintext'}, "
+                  f"listener {args.security or 'plaintext'}{' with ACLs' if args.acl else ''}, "
                   f"broker flags {args.broker_args or 'default'}, flusher flags {args.flusher_args or 'default'}")
             print(f"client: {result['mb_s']} MB/s, p50 {result['p50']:g} ms, p99 {result['p99']:g} ms, "
                   f"p99.9 {result['p999']:g} ms")
