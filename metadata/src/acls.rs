@@ -7,6 +7,139 @@ use tokio::sync::broadcast;
 
 use crate::{decode, encode, MetadataError, MetadataStore, WatchEvent, Write};
 
+// Kafka's ACL vocabulary with its protocol codes, shared by the broker's
+// authorizer and the operator's KafscaleUser.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    Topic,
+    Group,
+    Cluster,
+    TransactionalId,
+}
+
+impl ResourceType {
+    pub fn code(self) -> i8 {
+        match self {
+            ResourceType::Topic => 2,
+            ResourceType::Group => 3,
+            ResourceType::Cluster => 4,
+            ResourceType::TransactionalId => 5,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<Self> {
+        [
+            ResourceType::Topic,
+            ResourceType::Group,
+            ResourceType::Cluster,
+            ResourceType::TransactionalId,
+        ]
+        .into_iter()
+        .find(|t| t.code() == code)
+    }
+}
+
+/// The one name of the cluster resource.
+pub const CLUSTER_NAME: &str = "kafka-cluster";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    All,
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    ClusterAction,
+    DescribeConfigs,
+    AlterConfigs,
+    IdempotentWrite,
+}
+
+impl Operation {
+    const ALL_OPS: [Operation; 11] = [
+        Operation::All,
+        Operation::Read,
+        Operation::Write,
+        Operation::Create,
+        Operation::Delete,
+        Operation::Alter,
+        Operation::Describe,
+        Operation::ClusterAction,
+        Operation::DescribeConfigs,
+        Operation::AlterConfigs,
+        Operation::IdempotentWrite,
+    ];
+
+    pub fn code(self) -> i8 {
+        match self {
+            Operation::All => 2,
+            Operation::Read => 3,
+            Operation::Write => 4,
+            Operation::Create => 5,
+            Operation::Delete => 6,
+            Operation::Alter => 7,
+            Operation::Describe => 8,
+            Operation::ClusterAction => 9,
+            Operation::DescribeConfigs => 10,
+            Operation::AlterConfigs => 11,
+            Operation::IdempotentWrite => 12,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<Self> {
+        Self::ALL_OPS.into_iter().find(|o| o.code() == code)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PatternType {
+    Literal,
+    Prefixed,
+}
+
+impl PatternType {
+    pub fn code(self) -> i8 {
+        match self {
+            PatternType::Literal => 3,
+            PatternType::Prefixed => 4,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<Self> {
+        match code {
+            3 => Some(PatternType::Literal),
+            4 => Some(PatternType::Prefixed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    Deny,
+    Allow,
+}
+
+impl Permission {
+    pub fn code(self) -> i8 {
+        match self {
+            Permission::Deny => 2,
+            Permission::Allow => 3,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<Self> {
+        match code {
+            2 => Some(Permission::Deny),
+            3 => Some(Permission::Allow),
+            _ => None,
+        }
+    }
+}
+
 /// An ACL binding with Kafka's numeric codes (resource type, pattern type,
 /// operation, permission type), as the Kafka protocol carries them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

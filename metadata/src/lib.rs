@@ -26,6 +26,7 @@ pub mod acls;
 pub mod cluster;
 pub mod etcd;
 pub mod kv;
+pub mod scram;
 pub mod topic_rules;
 pub mod users;
 

@@ -66,7 +66,7 @@ impl Context {
         })
     }
 
-    async fn store(&self, cluster: &KafscaleCluster) -> Result<MetadataStore, Error> {
+    pub(crate) async fn store(&self, cluster: &KafscaleCluster) -> Result<MetadataStore, Error> {
         let endpoints = resources::etcd_endpoints(cluster);
         let key = format!("{}|{}", endpoints.join(","), resources::cluster_id(cluster));
         if let Some(s) = self
@@ -87,7 +87,7 @@ impl Context {
     }
 }
 
-async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+pub(crate) async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -109,7 +109,11 @@ where
 
 /// Writes the status with server-side apply, as the objects are: the
 /// operator owns every status field it sets and drops those it no longer does.
-async fn apply_status<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<(), Error>
+pub(crate) async fn apply_status<K>(
+    api: &Api<K>,
+    obj: &K,
+    status: &impl Serialize,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -128,7 +132,7 @@ where
 }
 
 /// A condition, keeping the old transition time when nothing changed.
-fn condition(
+pub(crate) fn condition(
     old: &[Condition],
     type_: &str,
     ok: bool,
@@ -154,7 +158,7 @@ fn condition(
 
 /// Publishes an event for every condition whose status changed, so
 /// `kubectl describe` shows the history.
-async fn announce<K>(ctx: &Context, obj: &K, old: &[Condition], new: &[Condition])
+pub(crate) async fn announce<K>(ctx: &Context, obj: &K, old: &[Condition], new: &[Condition])
 where
     K: Resource<DynamicType = ()>,
 {
@@ -184,7 +188,7 @@ where
 }
 
 /// Conditions equal but for their transition times.
-fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+pub(crate) fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             (

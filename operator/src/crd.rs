@@ -401,3 +401,158 @@ impl KafscaleTopic {
         c
     }
 }
+
+/// A client identity of a KafscaleCluster with its permissions (Strimzi's
+/// `KafkaUser` is the model): a SCRAM-SHA-512 credential the operator makes
+/// and writes into a Secret of the user's name, or the principal of a
+/// client certificate issued elsewhere (cert-manager), plus ACL bindings.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kafscale.io",
+    version = "v1alpha1",
+    kind = "KafscaleUser",
+    namespaced,
+    shortname = "ku",
+    status = "KafscaleUserStatus",
+    doc = "A user of a Kafscale cluster: its credential and ACLs",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef"),
+    printcolumn(
+        name = "Authentication",
+        type_ = "string",
+        json_path = ".spec.authentication.type"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.clusterRef == oldSelf.clusterRef").message("clusterRef cannot be changed"))]
+pub struct KafscaleUserSpec {
+    /// Name of the KafscaleCluster in this namespace.
+    #[schemars(length(min = 1))]
+    pub cluster_ref: String,
+    pub authentication: UserAuthentication,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<UserAuthorization>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct UserAuthentication {
+    #[serde(rename = "type")]
+    pub type_: AuthenticationType,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuthenticationType {
+    /// The operator makes a password, stores its SCRAM-SHA-512 credential
+    /// and writes `username`, `password` and `sasl.jaas.config` into a
+    /// Secret named after the user.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    /// A client certificate with subject `CN=<user name>`, issued elsewhere
+    /// (e.g. cert-manager with the cluster's client CA): principal
+    /// `User:CN=<user name>`.
+    #[serde(rename = "tls-external")]
+    TlsExternal,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+pub struct UserAuthorization {
+    #[serde(default)]
+    pub acls: Vec<AclRule>,
+}
+
+/// One ACL rule: the operations allowed (or denied) on a resource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AclRule {
+    pub resource: AclResource,
+    #[schemars(length(min = 1))]
+    pub operations: Vec<AclOperationName>,
+    /// The client address it applies to; `*` for any.
+    #[serde(default = "any_host")]
+    pub host: String,
+    #[serde(default, rename = "type")]
+    pub type_: AclRuleType,
+}
+
+fn any_host() -> String {
+    "*".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AclResource {
+    #[serde(rename = "type")]
+    pub type_: AclResourceType,
+    /// The resource's name (a prefix with `patternType: prefix`); `*` for
+    /// every one. Not used for `cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub pattern_type: AclPatternType,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AclResourceType {
+    Topic,
+    Group,
+    Cluster,
+    TransactionalId,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum AclPatternType {
+    #[default]
+    Literal,
+    Prefix,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum AclRuleType {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// Kafka's operation names, as `kafka-acls --operation` takes them.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AclOperationName {
+    All,
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    ClusterAction,
+    DescribeConfigs,
+    AlterConfigs,
+    IdempotentWrite,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafscaleUserStatus {
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The principal the brokers see, e.g. `User:alice` or `User:CN=alice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The Secret holding the credential (SCRAM users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}

@@ -8,11 +8,12 @@ use clap::Parser;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kafscale_operator::controller::{self, Context};
-use kafscale_operator::crd::{KafscaleCluster, KafscaleTopic};
+use kafscale_operator::crd::{KafscaleCluster, KafscaleTopic, KafscaleUser};
 use kafscale_operator::leader::LeaderElection;
 use kafscale_operator::metrics::OperatorMetrics;
+use kafscale_operator::users;
 use kafscale_telemetry::prometheus_client::registry::Registry;
 use kafscale_telemetry::{logging, Check, HttpEndpoint, Readiness, ReadinessProbe};
 use kube::runtime::watcher;
@@ -165,14 +166,35 @@ async fn main() -> anyhow::Result<()> {
             move |cluster| controller::topics_of(&cluster, &known_topics.state()),
         )
         .shutdown_on_signal()
-        .run(controller::reconcile_topic, controller::error_policy, ctx)
+        .run(
+            controller::reconcile_topic,
+            controller::error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "topic reconcile");
             }
         });
+    let users = Controller::new(
+        Api::<KafscaleUser>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    // A deleted or edited credential Secret is put back (or its new
+    // password stored) at once.
+    .owns(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=kafscale-operator"),
+    )
+    .shutdown_on_signal()
+    .run(users::reconcile_user, controller::error_policy, ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "user reconcile");
+        }
+    });
     tokio::select! {
-        _ = futures::future::join(clusters, topics) => tracing::info!("controllers stopped"),
+        _ = futures::future::join3(clusters, topics, users) => tracing::info!("controllers stopped"),
         lost = renew => {
             let why = lost.unwrap_or_else(|e| e.to_string());
             anyhow::bail!("lost leadership: {why}; exiting so a new leader takes over");

@@ -13,160 +13,31 @@
 
 use std::collections::HashMap;
 
+pub use kafscale_metadata::acls::{Operation, PatternType, Permission, ResourceType, CLUSTER_NAME};
 use kafscale_metadata::AclRecord;
 
 use super::Principal;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    Topic,
-    Group,
-    Cluster,
-    TransactionalId,
-}
-
-impl ResourceType {
-    pub fn code(self) -> i8 {
-        match self {
-            ResourceType::Topic => 2,
-            ResourceType::Group => 3,
-            ResourceType::Cluster => 4,
-            ResourceType::TransactionalId => 5,
-        }
-    }
-
-    pub fn from_code(code: i8) -> Option<Self> {
-        [
-            ResourceType::Topic,
-            ResourceType::Group,
-            ResourceType::Cluster,
-            ResourceType::TransactionalId,
-        ]
-        .into_iter()
-        .find(|t| t.code() == code)
-    }
-}
-
-/// The one name of the cluster resource.
-pub const CLUSTER_NAME: &str = "kafka-cluster";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Operation {
-    All,
-    Read,
-    Write,
-    Create,
-    Delete,
-    Alter,
-    Describe,
-    ClusterAction,
-    DescribeConfigs,
-    AlterConfigs,
-    IdempotentWrite,
-}
-
-impl Operation {
-    const ALL_OPS: [Operation; 11] = [
-        Operation::All,
-        Operation::Read,
-        Operation::Write,
-        Operation::Create,
-        Operation::Delete,
-        Operation::Alter,
-        Operation::Describe,
-        Operation::ClusterAction,
-        Operation::DescribeConfigs,
-        Operation::AlterConfigs,
-        Operation::IdempotentWrite,
-    ];
-
-    pub fn code(self) -> i8 {
-        match self {
-            Operation::All => 2,
-            Operation::Read => 3,
-            Operation::Write => 4,
-            Operation::Create => 5,
-            Operation::Delete => 6,
-            Operation::Alter => 7,
-            Operation::Describe => 8,
-            Operation::ClusterAction => 9,
-            Operation::DescribeConfigs => 10,
-            Operation::AlterConfigs => 11,
-            Operation::IdempotentWrite => 12,
-        }
-    }
-
-    pub fn from_code(code: i8) -> Option<Self> {
-        Self::ALL_OPS.into_iter().find(|o| o.code() == code)
-    }
-
-    /// The operations whose ALLOW grants this one.
-    fn granted_by(self) -> &'static [Operation] {
-        match self {
-            Operation::Describe => &[
-                Operation::Describe,
-                Operation::Read,
-                Operation::Write,
-                Operation::Delete,
-                Operation::Alter,
-            ],
-            Operation::DescribeConfigs => &[Operation::DescribeConfigs, Operation::AlterConfigs],
-            Operation::Read => &[Operation::Read],
-            Operation::Write => &[Operation::Write],
-            Operation::Create => &[Operation::Create],
-            Operation::Delete => &[Operation::Delete],
-            Operation::Alter => &[Operation::Alter],
-            Operation::ClusterAction => &[Operation::ClusterAction],
-            Operation::AlterConfigs => &[Operation::AlterConfigs],
-            Operation::IdempotentWrite => &[Operation::IdempotentWrite],
-            Operation::All => &[Operation::All],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PatternType {
-    Literal,
-    Prefixed,
-}
-
-impl PatternType {
-    pub fn code(self) -> i8 {
-        match self {
-            PatternType::Literal => 3,
-            PatternType::Prefixed => 4,
-        }
-    }
-
-    pub fn from_code(code: i8) -> Option<Self> {
-        match code {
-            3 => Some(PatternType::Literal),
-            4 => Some(PatternType::Prefixed),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Permission {
-    Deny,
-    Allow,
-}
-
-impl Permission {
-    pub fn code(self) -> i8 {
-        match self {
-            Permission::Deny => 2,
-            Permission::Allow => 3,
-        }
-    }
-
-    pub fn from_code(code: i8) -> Option<Self> {
-        match code {
-            2 => Some(Permission::Deny),
-            3 => Some(Permission::Allow),
-            _ => None,
-        }
+/// The operations whose ALLOW grants `operation`.
+fn granted_by(operation: Operation) -> &'static [Operation] {
+    match operation {
+        Operation::Describe => &[
+            Operation::Describe,
+            Operation::Read,
+            Operation::Write,
+            Operation::Delete,
+            Operation::Alter,
+        ],
+        Operation::DescribeConfigs => &[Operation::DescribeConfigs, Operation::AlterConfigs],
+        Operation::Read => &[Operation::Read],
+        Operation::Write => &[Operation::Write],
+        Operation::Create => &[Operation::Create],
+        Operation::Delete => &[Operation::Delete],
+        Operation::Alter => &[Operation::Alter],
+        Operation::ClusterAction => &[Operation::ClusterAction],
+        Operation::AlterConfigs => &[Operation::AlterConfigs],
+        Operation::IdempotentWrite => &[Operation::IdempotentWrite],
+        Operation::All => &[Operation::All],
     }
 }
 
@@ -453,7 +324,7 @@ impl AclIndex {
                 Permission::Deny => {}
                 Permission::Allow => {
                     allowed |= acl.operation == Operation::All
-                        || operation.granted_by().contains(&acl.operation)
+                        || granted_by(operation).contains(&acl.operation)
                 }
             }
         }

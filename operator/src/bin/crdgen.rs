@@ -1,7 +1,7 @@
 //! Writes the CRDs to `crds/` and `charts/kafscale/crds/` (or prints them
 //! with `--stdout`).
 
-use kafscale_operator::crd::{KafscaleCluster, KafscaleTopic};
+use kafscale_operator::crd::{KafscaleCluster, KafscaleTopic, KafscaleUser};
 use kube::CustomResourceExt;
 
 fn main() -> anyhow::Result<()> {
@@ -13,6 +13,10 @@ fn main() -> anyhow::Result<()> {
         (
             "kafscaletopics.kafscale.io.yaml",
             serde_yaml::to_string(&KafscaleTopic::crd())?,
+        ),
+        (
+            "kafscaleusers.kafscale.io.yaml",
+            serde_yaml::to_string(&KafscaleUser::crd())?,
         ),
     ];
     if std::env::args().any(|a| a == "--stdout") {
