@@ -56,10 +56,17 @@ pub struct KafscaleClusterSpec {
     pub config: ClusterConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<Images>,
+    /// Turns ACL authorization on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<ClusterAuthorization>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(a, self.listeners.exists_one(b, b.name == a.name) && self.listeners.exists_one(b, b.port == a.port))").message("listener names and ports must be unique"))]
+#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, !l.tls) || has(self.tls)").message("TLS listeners need spec.brokers.tls.secretName"))]
+#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.tls || l.authentication != 'tls')").message("authentication: tls needs tls: true"))]
+#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.port != 9094 && l.port != 9095)").message("ports 9094 and 9095 are the broker's and the flusher's HTTP ports"))]
 pub struct BrokerSpec {
     /// Broker pods (ignored while `autoscaling` is set: the HPA owns it).
     #[serde(default = "default_replicas")]
@@ -79,6 +86,70 @@ pub struct BrokerSpec {
     pub service: ServiceSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+    /// Kafka listeners, each with its port, TLS and authentication. Without
+    /// any, one plaintext listener without authentication serves
+    /// `advertisedPort`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub listeners: Vec<ListenerSpec>,
+    /// The certificate of TLS listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BrokerTls>,
+}
+
+/// One Kafka listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSpec {
+    /// Also the Service port's name.
+    #[schemars(
+        length(min = 1, max = 15),
+        regex(pattern = r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The port the brokers listen on and advertise (each pod's DNS name),
+    /// and the Services expose.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: i32,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub authentication: ListenerAuthentication,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ListenerAuthentication {
+    /// Anyone who reaches the port (principal `User:ANONYMOUS`).
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// SASL SCRAM-SHA-512 (and SCRAM-SHA-256), users from KafscaleUsers.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    /// Client certificates signed by the Secret's `ca.crt` (mTLS).
+    #[serde(rename = "tls")]
+    Tls,
+}
+
+/// TLS material, as cert-manager writes a Certificate's Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerTls {
+    /// A Secret with `tls.crt` and `tls.key`, and `ca.crt` for listeners
+    /// with `authentication: tls`. Renewals are picked up without restarts.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+}
+
+/// ACL authorization (the brokers' `--authorizer acl`); users and their
+/// ACLs come from KafscaleUsers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAuthorization {
+    /// Principals allowed everything, e.g. `User:admin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub super_users: Vec<String>,
 }
 
 impl Default for BrokerSpec {
@@ -91,6 +162,8 @@ impl Default for BrokerSpec {
             advertised_port: default_kafka_port(),
             service: ServiceSpec::default(),
             autoscaling: None,
+            listeners: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -467,6 +540,7 @@ pub enum AuthenticationType {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 pub struct UserAuthorization {
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub acls: Vec<AclRule>,
 }
 

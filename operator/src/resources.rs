@@ -11,8 +11,9 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretEnvSource, Service,
-    ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretEnvSource,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -20,7 +21,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{KafscaleCluster, ServiceType, TrafficPolicy};
+use crate::crd::{
+    KafscaleCluster, ListenerAuthentication, ListenerSpec, ServiceType, TrafficPolicy,
+};
 
 pub const DEFAULT_BROKER_IMAGE: &str = "kafscale-broker:latest";
 pub const DEFAULT_FLUSHER_IMAGE: &str = "kafscale-flusher:latest";
@@ -89,11 +92,125 @@ pub fn etcd_endpoints(c: &KafscaleCluster) -> Vec<String> {
 
 pub fn bootstrap_servers(c: &KafscaleCluster) -> String {
     let ns = c.namespace().unwrap_or_else(|| "default".into());
-    format!(
-        "{}.{ns}.svc:{}",
-        names(c).client,
-        c.spec.brokers.advertised_port
-    )
+    let port = c
+        .spec
+        .brokers
+        .listeners
+        .first()
+        .map(|l| l.port)
+        .unwrap_or(c.spec.brokers.advertised_port);
+    format!("{}.{ns}.svc:{port}", names(c).client)
+}
+
+/// Where the TLS Secret is mounted in broker pods.
+pub const TLS_DIR: &str = "/etc/kafscale/tls";
+
+/// The listener's name as the brokers' flags spell it.
+fn listener_name(l: &ListenerSpec) -> String {
+    l.name.to_ascii_uppercase().replace('-', "_")
+}
+
+fn listener_protocol(l: &ListenerSpec) -> &'static str {
+    match (l.tls, l.authentication) {
+        (false, ListenerAuthentication::None) => "PLAINTEXT",
+        (false, ListenerAuthentication::ScramSha512) => "SASL_PLAINTEXT",
+        (true, ListenerAuthentication::ScramSha512) => "SASL_SSL",
+        // `authentication: tls` without `tls: true` is refused by the CRD.
+        (_, ListenerAuthentication::Tls) | (true, ListenerAuthentication::None) => "SSL",
+    }
+}
+
+/// The brokers' security settings from `spec.brokers.listeners`, `tls` and
+/// `spec.authorization` (ConfigMap entries; the advertised addresses are
+/// per pod, see [`advertised_listeners`]).
+fn security_settings(c: &KafscaleCluster) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let listeners = &c.spec.brokers.listeners;
+    if !listeners.is_empty() {
+        let bind = listeners
+            .iter()
+            .map(|l| format!("{}://0.0.0.0:{}", listener_name(l), l.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let map = listeners
+            .iter()
+            .map(|l| format!("{}:{}", listener_name(l), listener_protocol(l)))
+            .collect::<Vec<_>>()
+            .join(",");
+        out.insert("KAFSCALE_LISTENERS".to_string(), bind);
+        out.insert("KAFSCALE_LISTENER_SECURITY_PROTOCOL_MAP".to_string(), map);
+        if listeners
+            .iter()
+            .any(|l| l.authentication == ListenerAuthentication::ScramSha512)
+        {
+            out.insert(
+                "KAFSCALE_SASL_ENABLED_MECHANISMS".to_string(),
+                "SCRAM-SHA-512,SCRAM-SHA-256".to_string(),
+            );
+        }
+    }
+    if c.spec.brokers.tls.is_some() {
+        out.insert(
+            "KAFSCALE_TLS_CERT_FILE".to_string(),
+            format!("{TLS_DIR}/tls.crt"),
+        );
+        out.insert(
+            "KAFSCALE_TLS_KEY_FILE".to_string(),
+            format!("{TLS_DIR}/tls.key"),
+        );
+        if listeners
+            .iter()
+            .any(|l| l.authentication == ListenerAuthentication::Tls)
+        {
+            out.insert(
+                "KAFSCALE_TLS_CLIENT_CA_FILE".to_string(),
+                format!("{TLS_DIR}/ca.crt"),
+            );
+            // The TLS settings are shared by every TLS listener: SASL_SSL
+            // clients without certificates still connect; on the mTLS
+            // listener such a client is ANONYMOUS, which ACLs grant nothing.
+            out.insert(
+                "KAFSCALE_TLS_CLIENT_AUTH".to_string(),
+                "requested".to_string(),
+            );
+        }
+    }
+    if let Some(auth) = &c.spec.authorization {
+        out.insert("KAFSCALE_AUTHORIZER".to_string(), "acl".to_string());
+        if !auth.super_users.is_empty() {
+            out.insert(
+                "KAFSCALE_SUPER_USERS".to_string(),
+                auth.super_users.join(";"),
+            );
+        }
+    }
+    out
+}
+
+/// `KAFSCALE_ADVERTISED_LISTENERS` for a broker pod reachable at `host`.
+fn advertised_listeners(c: &KafscaleCluster, host: &str) -> Option<String> {
+    let listeners = &c.spec.brokers.listeners;
+    (!listeners.is_empty()).then(|| {
+        listeners
+            .iter()
+            .map(|l| format!("{}://{host}:{}", listener_name(l), l.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// The Kafka ports of broker pods and Services: one per listener, or the
+/// single plaintext one.
+fn kafka_ports(c: &KafscaleCluster) -> Vec<(String, i32)> {
+    if c.spec.brokers.listeners.is_empty() {
+        return vec![("kafka".to_string(), KAFKA_PORT)];
+    }
+    c.spec
+        .brokers
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.port))
+        .collect()
 }
 
 fn labels(c: &KafscaleCluster, component: &str) -> BTreeMap<String, String> {
@@ -242,6 +359,7 @@ pub fn config_map(c: &KafscaleCluster) -> ConfigMap {
     if let Some(ms) = c.spec.config.intake_compaction_delay_ms {
         data.insert("KAFSCALE_INTAKE_COMPACTION_DELAY_MS".into(), ms.to_string());
     }
+    data.extend(security_settings(c));
     ConfigMap {
         metadata: meta(c, &n.config, "config"),
         data: Some(data),
@@ -282,17 +400,41 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
     // The pod name's ordinal is the broker id; the advertised host is the
     // pod's stable DNS name unless the spec overrides it.
     let ns = c.namespace().unwrap_or_else(|| "default".into());
+    let advertised_host = c
+        .spec
+        .brokers
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| format!("$(POD_NAME).{}.{ns}.svc", n.headless));
     let mut broker_env = vec![
         field_env("POD_NAME", "metadata.name"),
-        env(
-            "KAFSCALE_ADVERTISED_HOST",
-            c.spec
-                .brokers
-                .advertised_host
-                .clone()
-                .unwrap_or_else(|| format!("$(POD_NAME).{}.{ns}.svc", n.headless)),
-        ),
+        env("KAFSCALE_ADVERTISED_HOST", advertised_host.clone()),
     ];
+    if let Some(advertised) = advertised_listeners(c, &advertised_host) {
+        broker_env.push(env("KAFSCALE_ADVERTISED_LISTENERS", advertised));
+    }
+    let mut broker_mounts = socket_mount.clone();
+    let mut volumes = vec![Volume {
+        name: "socket".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if let Some(tls) = &c.spec.brokers.tls {
+        broker_mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     broker_env.push(field_env(
         "KAFSCALE_NODE_ID",
         "metadata.labels['apps.kubernetes.io/pod-index']",
@@ -304,17 +446,20 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
         image: Some(broker_image),
         env_from: Some(from_config.clone()),
         env: Some(broker_env),
-        ports: Some(vec![
-            container_port("kafka", KAFKA_PORT),
-            container_port("http", BROKER_HTTP_PORT),
-        ]),
+        ports: Some(
+            kafka_ports(c)
+                .iter()
+                .map(|(name, p)| container_port(name, *p))
+                .chain([container_port("http", BROKER_HTTP_PORT)])
+                .collect(),
+        ),
         readiness_probe: Some(http_probe("/readyz", BROKER_HTTP_PORT, 5, 3)),
         liveness_probe: Some(http_probe("/healthz", BROKER_HTTP_PORT, 10, 6)),
         // A starting broker waits for etcd (managed etcd starts alongside)
         // before it serves HTTP; liveness applies once it has started.
         startup_probe: Some(http_probe("/healthz", BROKER_HTTP_PORT, 5, 60)),
         resources: c.spec.brokers.resources.clone(),
-        volume_mounts: Some(socket_mount.clone()),
+        volume_mounts: Some(broker_mounts),
         ..Container::default()
     };
     let mut flusher_env_from = from_config;
@@ -377,11 +522,7 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![broker, flusher],
-                    volumes: Some(vec![Volume {
-                        name: "socket".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     termination_grace_period_seconds: Some(60),
                     ..PodSpec::default()
                 }),
@@ -410,10 +551,13 @@ pub fn headless_service(c: &KafscaleCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(labels(c, "broker")),
-            ports: Some(vec![
-                port("kafka", KAFKA_PORT),
-                port("http", BROKER_HTTP_PORT),
-            ]),
+            ports: Some(
+                kafka_ports(c)
+                    .iter()
+                    .map(|(name, p)| port(name, *p))
+                    .chain([port("http", BROKER_HTTP_PORT)])
+                    .collect(),
+            ),
             ..K8sServiceSpec::default()
         }),
         ..Service::default()
@@ -424,11 +568,19 @@ pub fn headless_service(c: &KafscaleCluster) -> Service {
 pub fn client_service(c: &KafscaleCluster) -> Service {
     let n = names(c);
     let s = &c.spec.brokers.service;
-    let mut kafka = port("kafka", c.spec.brokers.advertised_port);
-    kafka.target_port = Some(IntOrString::Int(KAFKA_PORT));
-    if s.type_ != ServiceType::ClusterIP {
-        kafka.node_port = s.node_port;
-    }
+    let ports: Vec<ServicePort> = if c.spec.brokers.listeners.is_empty() {
+        let mut kafka = port("kafka", c.spec.brokers.advertised_port);
+        kafka.target_port = Some(IntOrString::Int(KAFKA_PORT));
+        if s.type_ != ServiceType::ClusterIP {
+            kafka.node_port = s.node_port;
+        }
+        vec![kafka]
+    } else {
+        kafka_ports(c)
+            .iter()
+            .map(|(name, p)| port(name, *p))
+            .collect()
+    };
     let mut metadata = meta(c, &n.client, "broker");
     if !s.annotations.is_empty() {
         metadata.annotations = Some(s.annotations.clone());
@@ -445,7 +597,7 @@ pub fn client_service(c: &KafscaleCluster) -> Service {
                 .into(),
             ),
             selector: Some(labels(c, "broker")),
-            ports: Some(vec![kafka]),
+            ports: Some(ports),
             load_balancer_ip: s.load_balancer_ip.clone(),
             load_balancer_source_ranges: (!s.load_balancer_source_ranges.is_empty())
                 .then(|| s.load_balancer_source_ranges.clone()),
@@ -891,5 +1043,92 @@ mod tests {
         });
         assert_eq!(broker_hpa(&c).unwrap().spec.unwrap().max_replicas, 6);
         assert_eq!(broker_statefulset(&c).spec.unwrap().replicas, None);
+    }
+
+    #[test]
+    fn listeners_tls_and_authorization_become_broker_settings_ports_and_a_mounted_secret() {
+        let mut c = cluster(vec![]);
+        c.spec.brokers = serde_json::from_value(serde_json::json!({
+            "listeners": [
+                {"name": "internal", "port": 9092},
+                {"name": "external", "port": 9093, "tls": true, "authentication": "scram-sha-512"},
+                {"name": "mtls", "port": 9096, "tls": true, "authentication": "tls"},
+            ],
+            "tls": {"secretName": "kafscale-tls"},
+        }))
+        .unwrap();
+        c.spec.authorization = Some(crate::crd::ClusterAuthorization {
+            super_users: vec!["User:admin".into(), "User:CN=ops".into()],
+        });
+        let data = config_map(&c).data.unwrap();
+        assert_eq!(
+            data["KAFSCALE_LISTENERS"],
+            "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9093,MTLS://0.0.0.0:9096"
+        );
+        assert_eq!(
+            data["KAFSCALE_LISTENER_SECURITY_PROTOCOL_MAP"],
+            "INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL,MTLS:SSL"
+        );
+        assert_eq!(data["KAFSCALE_TLS_CERT_FILE"], "/etc/kafscale/tls/tls.crt");
+        assert_eq!(
+            data["KAFSCALE_TLS_CLIENT_CA_FILE"],
+            "/etc/kafscale/tls/ca.crt"
+        );
+        assert_eq!(data["KAFSCALE_AUTHORIZER"], "acl");
+        assert_eq!(data["KAFSCALE_SUPER_USERS"], "User:admin;User:CN=ops");
+        assert!(data["KAFSCALE_SASL_ENABLED_MECHANISMS"].contains("SCRAM-SHA-512"));
+
+        let pod = broker_statefulset(&c).spec.unwrap().template.spec.unwrap();
+        let broker = &pod.containers[0];
+        let advertised = broker
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "KAFSCALE_ADVERTISED_LISTENERS")
+            .and_then(|e| e.value.clone())
+            .unwrap();
+        assert_eq!(
+            advertised,
+            "INTERNAL://$(POD_NAME).prod-broker-headless.team-a.svc:9092,EXTERNAL://$(POD_NAME).prod-broker-headless.team-a.svc:9093,MTLS://$(POD_NAME).prod-broker-headless.team-a.svc:9096"
+        );
+        let ports: Vec<i32> = broker
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.container_port)
+            .collect();
+        assert_eq!(ports, [9092, 9093, 9096, BROKER_HTTP_PORT]);
+        assert!(broker
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == TLS_DIR));
+        assert!(pod.volumes.iter().flatten().any(|v| v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some("kafscale-tls"))));
+        // The flusher never sees the broker's key.
+        assert!(pod.containers[1]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.mount_path != TLS_DIR));
+        let service_ports: Vec<(String, i32)> = client_service(&c)
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port))
+            .collect();
+        assert_eq!(
+            service_ports,
+            [
+                ("internal".into(), 9092),
+                ("external".into(), 9093),
+                ("mtls".into(), 9096)
+            ]
+        );
+        assert_eq!(bootstrap_servers(&c), "prod-kafka.team-a.svc:9092");
     }
 }
