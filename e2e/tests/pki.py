@@ -30,16 +30,19 @@ class CA:
                  "-addext", "basicConstraints=critical,CA:TRUE",
                  "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=dir)
 
-    def issue(self, name: str, subject: str, server: bool = False) -> tuple[Path, Path]:
-        """A leaf certificate and its key; `server` adds the loopback names."""
+    def issue(self, name: str, subject: str, server: bool = False,
+              dns_names: list[str] | None = None) -> tuple[Path, Path]:
+        """A leaf certificate and its key; `server` adds the loopback names,
+        `dns_names` further DNS names (wildcards allowed)."""
         key, csr, cert = (self.dir / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
         _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                  "-keyout", str(key), "-out", str(csr), "-subj", subject, cwd=self.dir)
         ext = self.dir / f"{name}.ext"
         lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature",
                  "extendedKeyUsage=serverAuth,clientAuth"]
-        if server:
-            lines.append("subjectAltName=IP:127.0.0.1,DNS:localhost")
+        names = (["IP:127.0.0.1", "DNS:localhost"] if server else []) + [f"DNS:{d}" for d in dns_names or []]
+        if names:
+            lines.append("subjectAltName=" + ",".join(names))
         ext.write_text("\n".join(lines) + "\n")
         _openssl("x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
                  "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext), cwd=self.dir)
