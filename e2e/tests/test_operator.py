@@ -26,10 +26,10 @@ def env(tmp_path_factory):
     data_etcd.start()
     operator = None
     try:
-        for f in ["kafscaleclusters.kafscale.io.yaml", "kafscaletopics.kafscale.io.yaml"]:
+        for f in ["kafscaleclusters.kafscale.io.yaml", "kafscaletopics.kafscale.io.yaml", "kafscaleusers.kafscale.io.yaml"]:
             status, body = kube.apply(f"{CRD}/{f.removesuffix('.yaml')}", (REPO / "crds" / f).read_text())
             assert status in (200, 201), body
-        for name in ["kafscaleclusters.kafscale.io", "kafscaletopics.kafscale.io"]:
+        for name in ["kafscaleclusters.kafscale.io", "kafscaletopics.kafscale.io", "kafscaleusers.kafscale.io"]:
             kube.wait_for(lambda: (c := condition(kube.get(f"{CRD}/{name}"), "Established")) and c["status"] == "True",
                           what=f"{name} established")
         http_port = free_port()
@@ -195,7 +195,8 @@ def test_topic_is_created_served_grown_and_deleted(env):
 PLURALS = {"Deployment": "deployments", "ServiceAccount": "serviceaccounts", "Service": "services",
            "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings", "Role": "roles",
            "RoleBinding": "rolebindings", "CustomResourceDefinition": "customresourcedefinitions",
-           "Secret": "secrets", "KafscaleCluster": "kafscaleclusters", "KafscaleTopic": "kafscaletopics"}
+           "Secret": "secrets", "KafscaleCluster": "kafscaleclusters", "KafscaleTopic": "kafscaletopics",
+           "KafscaleUser": "kafscaleusers"}
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 

@@ -326,3 +326,56 @@ def test_certificates_are_reloaded_without_a_restart(secure):
         secure.server_cert.write_bytes(original[0])
         secure.server_key.write_bytes(original[1])
     assert re.search(r"reloaded.*TLS certificate", secure.broker_log())
+
+
+class TokenEndpoint:
+    """An OAuth token endpoint (client credentials) on a free port: what
+    Kafka's Java OAUTHBEARER login handler fetches its token from."""
+
+    def __init__(self, token: str):
+        import http.server
+        import json as _json
+        import threading
+
+        body = _json.dumps({"access_token": token, "token_type": "bearer", "expires_in": 600}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_java_clients_authenticate_with_oauthbearer(secure, monkeypatch):
+    endpoint = TokenEndpoint(secure.idp.token("svc-java", ISSUER))
+    try:
+        props = secure.pki / "java-oauth.properties"
+        props.write_text(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\n"
+            "sasl.login.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler\n"
+            f"sasl.oauthbearer.token.endpoint.url={endpoint.url}\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+            'clientId="kafscale-test" clientSecret="unused";\n')
+        # Kafka's clients fetch tokens only from URLs they are told to trust.
+        monkeypatch.setenv("JAVA_TOOL_OPTIONS", f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={endpoint.url}")
+        for version in JAVA_VERSIONS:
+            topic = f"oauth-java-{version}"
+            create_topic(secure.plaintext, topic)
+            assert java_roundtrip(version, secure.sasl_plaintext, topic, "none", 100, str(props)).startswith("ok")
+        assert "principal=User:svc-java" in secure.broker_log()
+    finally:
+        endpoint.close()

@@ -44,15 +44,15 @@ pub async fn handle(
     };
     let mut results = Vec::with_capacity(req.filters.len());
     for f in req.filters {
-        let filter = AclFilter {
-            resource_type: f.resource_type_filter,
-            resource_name: f.resource_name_filter.map(|s| s.to_string()),
-            pattern_type: f.pattern_type_filter,
-            principal: f.principal_filter.map(|s| s.to_string()),
-            host: f.host_filter.map(|s| s.to_string()),
-            operation: f.operation,
-            permission: f.permission_type,
-        };
+        let filter = AclFilter::from_wire(
+            f.resource_type_filter,
+            f.resource_name_filter.as_deref(),
+            f.pattern_type_filter,
+            f.principal_filter.as_deref(),
+            f.host_filter.as_deref(),
+            f.operation,
+            f.permission_type,
+        );
         let matched: Vec<Acl> = stored
             .iter()
             .filter(|a| filter.matches(a))

@@ -178,6 +178,27 @@ const ANY: i8 = 1;
 const MATCH: i8 = 2;
 
 impl AclFilter {
+    /// A filter from the fields DescribeAcls and DeleteAcls carry.
+    pub fn from_wire(
+        resource_type: i8,
+        resource_name: Option<&str>,
+        pattern_type: i8,
+        principal: Option<&str>,
+        host: Option<&str>,
+        operation: i8,
+        permission: i8,
+    ) -> Self {
+        Self {
+            resource_type,
+            resource_name: resource_name.map(String::from),
+            pattern_type,
+            principal: principal.map(String::from),
+            host: host.map(String::from),
+            operation,
+            permission,
+        }
+    }
+
     pub fn matches(&self, acl: &Acl) -> bool {
         let name_matches = match (&self.resource_name, self.pattern_type) {
             (None, _) => {
