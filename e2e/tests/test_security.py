@@ -379,3 +379,23 @@ def test_java_clients_authenticate_with_oauthbearer(secure, monkeypatch):
         assert "principal=User:svc-java" in secure.broker_log()
     finally:
         endpoint.close()
+
+
+def test_handshake_v0_is_followed_by_raw_sasl_tokens(secure):
+    """SaslHandshake v0 (clients before Kafka 1.0): the SASL tokens then
+    travel framed by their length only, and Kafka requests follow."""
+    host, port = secure.sasl_plaintext.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(rawkafka.frame(17, 0, 1, rawkafka._string("PLAIN")))
+        assert struct.unpack(">ih", rawkafka.read_frame(sock)[:6]) == (1, 0)
+        token = f"\0{ADMIN[0]}\0{ADMIN[1]}".encode()
+        sock.sendall(struct.pack(">i", len(token)) + token)
+        assert rawkafka.read_frame(sock) == b"", "PLAIN's empty server message"
+        sock.sendall(rawkafka.frame(18, 0, 2, b""))
+        assert struct.unpack(">ih", rawkafka.read_frame(sock)[:6]) == (2, 0)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(rawkafka.frame(17, 0, 3, rawkafka._string("PLAIN")))
+        rawkafka.read_frame(sock)
+        token = f"\0{ADMIN[0]}\0wrong".encode()
+        sock.sendall(struct.pack(">i", len(token)) + token)
+        assert rawkafka.closed_by_peer(sock), "a failed raw exchange closes without an answer"

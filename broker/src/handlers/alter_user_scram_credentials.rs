@@ -19,6 +19,11 @@ use crate::Broker;
 
 type Outcome = Result<(), (i16, String)>;
 
+/// Bounds on what a credential change may store: the user name is part of
+/// its etcd key, and SCRAM salts are tens of bytes.
+const MAX_USER_NAME: usize = 1024;
+const MAX_SALT: usize = 1024;
+
 /// Validates the request into per-user outcomes and the changes of the
 /// users whose every change is acceptable. `existing` holds the stored
 /// (user, mechanism) pairs, which deletions must name.
@@ -46,6 +51,15 @@ fn plan(
         .map(|u| (u.name.as_str(), u.mechanism, Some(u)));
     for (user, mechanism_type, upsertion) in deletions.chain(upsertions) {
         outcomes.entry(user.to_string()).or_insert(Ok(()));
+        if user.len() > MAX_USER_NAME {
+            fail(
+                &mut outcomes,
+                user,
+                E::UnacceptableCredential,
+                format!("user names are at most {MAX_USER_NAME} bytes"),
+            );
+            continue;
+        }
         if user.is_empty() {
             fail(
                 &mut outcomes,
@@ -94,8 +108,11 @@ fn plan(
                     continue;
                 }
                 let expected_len = mechanism.salted_password(b"", b"", 1).len();
-                if u.salt.is_empty() || u.salted_password.len() != expected_len {
-                    fail(&mut outcomes, user, E::UnacceptableCredential, format!("a {} credential needs a salt and a {expected_len}-byte salted password", mechanism.name()));
+                if u.salt.is_empty()
+                    || u.salt.len() > MAX_SALT
+                    || u.salted_password.len() != expected_len
+                {
+                    fail(&mut outcomes, user, E::UnacceptableCredential, format!("a {} credential needs a salt of 1 to {MAX_SALT} bytes and a {expected_len}-byte salted password", mechanism.name()));
                     continue;
                 }
                 CredentialChange::Upsert {
@@ -272,6 +289,16 @@ mod tests {
                 ("old", "SCRAM-SHA-256")
             ]
         );
+
+        let oversized = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+            upsert("salty", 1, 4096, 32).with_salt(Bytes::from(vec![1u8; MAX_SALT + 1])),
+            upsert(&"u".repeat(MAX_USER_NAME + 1), 1, 4096, 32),
+        ]);
+        let (outcomes, changes) = plan(&oversized, &existing);
+        assert!(changes.is_empty());
+        assert!(outcomes
+            .values()
+            .all(|o| o.as_ref().unwrap_err().0 == E::UnacceptableCredential.code()));
 
         let twice = AlterUserScramCredentialsRequest::default()
             .with_deletions(vec![delete("old", 1)])

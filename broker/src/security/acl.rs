@@ -53,6 +53,9 @@ pub struct Acl {
     pub permission: Permission,
 }
 
+/// The longest resource name, principal or host a binding may have.
+pub const MAX_ACL_FIELD: usize = 1024;
+
 /// Why a binding cannot be stored, as Kafka's CreateAcls says it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidAcl {
@@ -68,6 +71,8 @@ pub enum InvalidAcl {
     Principal(String),
     #[error("the resource name is empty")]
     EmptyName,
+    #[error("{0} is longer than {MAX_ACL_FIELD} bytes")]
+    TooLong(&'static str),
     #[error("a CLUSTER resource is named '{CLUSTER_NAME}'")]
     ClusterName,
     #[error("'*' is a LITERAL name; a PREFIXED '*' would match only names starting with '*'")]
@@ -97,6 +102,16 @@ impl Acl {
         }
         if resource_name.is_empty() {
             return Err(InvalidAcl::EmptyName);
+        }
+        // Every field is part of the binding's etcd key.
+        for (what, value) in [
+            ("the resource name", resource_name),
+            ("the principal", principal),
+            ("the host", host),
+        ] {
+            if value.len() > MAX_ACL_FIELD {
+                return Err(InvalidAcl::TooLong(what));
+            }
         }
         if resource_type == ResourceType::Cluster && resource_name != CLUSTER_NAME {
             return Err(InvalidAcl::ClusterName);
@@ -229,6 +244,15 @@ pub struct AuthorizerSettings {
     pub allow_everyone_if_no_acl_found: bool,
 }
 
+impl AuthorizerSettings {
+    /// `User:*` in `--super-users` would make everyone one; it names nobody.
+    fn is_super_user(&self, principal: &Principal) -> bool {
+        self.super_users
+            .iter()
+            .any(|s| s != "User:*" && names(s, principal))
+    }
+}
+
 /// The bindings, indexed for decisions: literal names by type and name, the
 /// prefixed ones by type.
 #[derive(Debug, Default)]
@@ -321,11 +345,7 @@ impl AclIndex {
         resource: ResourceType,
         name: &str,
     ) -> bool {
-        if settings
-            .super_users
-            .iter()
-            .any(|s| s != "User:*" && names(s, principal))
-        {
+        if settings.is_super_user(principal) {
             return true;
         }
         let mut any = false;
@@ -365,11 +385,7 @@ impl AclIndex {
         operation: Operation,
         resource: ResourceType,
     ) -> bool {
-        if settings
-            .super_users
-            .iter()
-            .any(|s| s != "User:*" && names(s, principal))
-        {
+        if settings.is_super_user(principal) {
             return true;
         }
         let of_type: Vec<&Acl> = self
@@ -628,6 +644,11 @@ mod tests {
         assert_eq!(
             Acl::from_parts(2, "*", 4, "User:a", "*", 3, 3),
             Err(InvalidAcl::PrefixedWildcard)
+        );
+        let long = "t".repeat(MAX_ACL_FIELD + 1);
+        assert_eq!(
+            Acl::from_parts(2, &long, 3, "User:a", "*", 3, 3),
+            Err(InvalidAcl::TooLong("the resource name"))
         );
         let ok = Acl::from_parts(4, CLUSTER_NAME, 3, "User:a", "", 7, 3).unwrap();
         assert_eq!(ok.host, "*");

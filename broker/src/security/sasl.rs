@@ -302,7 +302,10 @@ impl SaslSession {
                 })?;
                 let verified = oauthbearer::verify(token, &oauth.keys.get(), &oauth.rules)
                     .map_err(|e| failed(&e))?;
-                let remaining_ms = verified.expires_at.saturating_mul(1000) - crate::now_ms();
+                let remaining_ms = verified
+                    .expires_at
+                    .saturating_mul(1000)
+                    .saturating_sub(crate::now_ms());
                 self.complete(
                     Mechanism::OAuthBearer,
                     verified.principal,
