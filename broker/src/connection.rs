@@ -543,7 +543,8 @@ async fn admit(
     // here, in order, rather than by `dispatch`.
     let (pending, then_close) = match request {
         RequestKind::SaslHandshake(r) => {
-            let (response, then_close) = sasl_handshake::handle(session, r, version, sasl);
+            let (response, then_close) =
+                sasl_handshake::handle(session, r, version, sasl.enabled(&listener.name));
             (handlers::ready(response), then_close)
         }
         RequestKind::SaslAuthenticate(r) => {

@@ -114,6 +114,10 @@ pub enum ListenerError {
     AdvertisedUnknown(String),
     #[error("--listeners is empty; give at least one, e.g. PLAINTEXT://127.0.0.1:9092")]
     Empty,
+    #[error("'{entry}' in {flag} is not LISTENER:VALUE (entries separated by ';')")]
+    OverrideSyntax { flag: &'static str, entry: String },
+    #[error("{flag} names listener '{name}', which is not in --listeners")]
+    OverrideUnknown { flag: &'static str, name: String },
 }
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
@@ -153,6 +157,35 @@ pub fn parse_protocol_map(s: &str) -> Result<BTreeMap<String, SecurityProtocol>,
             let (name, protocol) = pair.split_once(':').ok_or_else(bad)?;
             let protocol = SecurityProtocol::parse(protocol.trim()).ok_or_else(bad)?;
             Ok((name.trim().to_ascii_uppercase(), protocol))
+        })
+        .collect()
+}
+
+/// Per-listener settings, Kafka's `listener.name.<name>.<setting>`, as
+/// `NAME:VALUE;NAME:VALUE`: `;` separates listeners because a value may be
+/// a comma list (`EXTERNAL:SCRAM-SHA-512,SCRAM-SHA-256;OAUTH:OAUTHBEARER`).
+/// Every name must be one of `listeners`.
+pub fn parse_listener_overrides(
+    s: &str,
+    flag: &'static str,
+    listeners: &[Listener],
+) -> Result<BTreeMap<String, String>, ListenerError> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (name, value) = entry
+                .split_once(':')
+                .filter(|(n, v)| !n.trim().is_empty() && !v.trim().is_empty())
+                .ok_or_else(|| ListenerError::OverrideSyntax {
+                    flag,
+                    entry: entry.to_string(),
+                })?;
+            let name = name.trim().to_ascii_uppercase();
+            if !listeners.iter().any(|l| l.name == name) {
+                return Err(ListenerError::OverrideUnknown { flag, name });
+            }
+            Ok((name, value.trim().to_string()))
         })
         .collect()
 }
@@ -291,5 +324,46 @@ mod tests {
             Err(ListenerError::MapSyntax(_))
         ));
         assert_eq!(parse_listeners(" , ", "", ""), Err(ListenerError::Empty));
+    }
+
+    #[test]
+    fn per_listener_settings_name_existing_listeners() {
+        let ls = parse_listeners(
+            "INTERNAL://:9092,EXTERNAL://:9093,OAUTH://:9097",
+            "",
+            "INTERNAL:SASL_PLAINTEXT,EXTERNAL:SASL_SSL,OAUTH:SASL_SSL",
+        )
+        .unwrap();
+        let flag = "--listener-sasl-enabled-mechanisms";
+        let got = parse_listener_overrides(
+            "external:SCRAM-SHA-512,SCRAM-SHA-256; OAUTH : OAUTHBEARER ;",
+            flag,
+            &ls,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                ("EXTERNAL".into(), "SCRAM-SHA-512,SCRAM-SHA-256".into()),
+                ("OAUTH".into(), "OAUTHBEARER".into()),
+            ])
+        );
+        assert!(parse_listener_overrides("", flag, &ls).unwrap().is_empty());
+        assert_eq!(
+            parse_listener_overrides("PUBLIC:PLAIN", flag, &ls),
+            Err(ListenerError::OverrideUnknown {
+                flag,
+                name: "PUBLIC".into()
+            })
+        );
+        for bad in ["EXTERNAL", "EXTERNAL:", ":PLAIN"] {
+            assert!(
+                matches!(
+                    parse_listener_overrides(bad, flag, &ls),
+                    Err(ListenerError::OverrideSyntax { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

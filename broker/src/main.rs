@@ -96,6 +96,10 @@ struct Args {
     /// (default: required when --tls-client-ca-file is given, else none).
     #[arg(long, env = "KAFSCALE_TLS_CLIENT_AUTH", value_enum)]
     tls_client_auth: Option<ClientAuth>,
+    /// ssl.client.auth per listener (Kafka's
+    /// listener.name.NAME.ssl.client.auth), e.g. `MTLS:required;EXTERNAL:none`.
+    #[arg(long, env = "KAFSCALE_LISTENER_TLS_CLIENT_AUTH", default_value = "")]
+    listener_tls_client_auth: String,
     /// How often certificate, key, CA and JWKS files are checked for
     /// changes, in milliseconds.
     #[arg(long, env = "KAFSCALE_TLS_RELOAD_INTERVAL_MS", default_value_t = 10_000,
@@ -111,6 +115,15 @@ struct Args {
         default_value = "SCRAM-SHA-256,SCRAM-SHA-512"
     )]
     sasl_enabled_mechanisms: Vec<String>,
+    /// Mechanisms per SASL listener (Kafka's
+    /// listener.name.NAME.sasl.enabled.mechanisms), overriding
+    /// --sasl-enabled-mechanisms, e.g. `EXTERNAL:SCRAM-SHA-512;OAUTH:OAUTHBEARER`.
+    #[arg(
+        long,
+        env = "KAFSCALE_LISTENER_SASL_ENABLED_MECHANISMS",
+        default_value = ""
+    )]
+    listener_sasl_enabled_mechanisms: String,
     /// OAUTHBEARER: a JWKS document (file) with the identity provider's
     /// public keys, reloaded when it changes.
     #[arg(long, env = "KAFSCALE_SASL_OAUTHBEARER_JWKS_FILE")]
@@ -370,7 +383,7 @@ async fn main() -> anyhow::Result<()> {
     logging::init(&args.log_format);
     let specs = resolve_listeners(&args)?;
     let reload_interval = Duration::from_millis(args.tls_reload_interval_ms);
-    let tls = tls_config(&args, &specs, reload_interval)?;
+    let tls = tls_configs(&args, &specs, reload_interval)?;
     let mut listeners = Vec::new();
     let mut advertised = BTreeMap::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -404,7 +417,7 @@ async fn main() -> anyhow::Result<()> {
             socket,
             name: Arc::from(spec.name.as_str()),
             protocol: spec.protocol,
-            tls: spec.protocol.uses_tls().then(|| tls.clone()).flatten(),
+            tls: tls.get(&spec.name).cloned(),
         });
     }
     let first = advertised[&specs[0].name].clone();
@@ -625,39 +638,74 @@ fn resolve_listeners(args: &Args) -> anyhow::Result<Vec<Listener>> {
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The TLS configuration SSL and SASL_SSL listeners share, if any has one.
-fn tls_config(
+/// The TLS configuration of each SSL and SASL_SSL listener, by name:
+/// one certificate for all, client authentication per listener.
+fn tls_configs(
     args: &Args,
     specs: &[Listener],
     interval: Duration,
-) -> anyhow::Result<Option<Arc<Reloadable<rustls::ServerConfig>>>> {
-    let Some(needing) = specs.iter().find(|l| l.protocol.uses_tls()) else {
-        return Ok(None);
-    };
-    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
-        bail!(
-            "listener {} is {} and needs --tls-cert-file and --tls-key-file (PEM; e.g. a cert-manager Secret's tls.crt and tls.key)",
-            needing.name,
-            needing.protocol
-        );
-    };
-    let client_auth = args
+) -> anyhow::Result<BTreeMap<String, Arc<Reloadable<rustls::ServerConfig>>>> {
+    let flag = "--listener-tls-client-auth";
+    let overrides =
+        listeners::parse_listener_overrides(&args.listener_tls_client_auth, flag, specs)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let default_auth = args
         .tls_client_auth
         .unwrap_or(if args.tls_client_ca_file.is_some() {
             ClientAuth::Required
         } else {
             ClientAuth::None
         });
-    let files = TlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        client_ca: args.tls_client_ca_file.clone(),
-        client_auth,
-    };
-    files
-        .watch(interval)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let mut watched: Vec<(ClientAuth, Arc<Reloadable<rustls::ServerConfig>>)> = Vec::new();
+    let mut configs = BTreeMap::new();
+    for spec in specs {
+        let client_auth = match overrides.get(&spec.name) {
+            Some(value) => {
+                if !spec.protocol.uses_tls() {
+                    bail!(
+                        "{flag}: listener {} is {}; client certificates need SSL or SASL_SSL",
+                        spec.name,
+                        spec.protocol
+                    );
+                }
+                <ClientAuth as clap::ValueEnum>::from_str(value, true).map_err(|_| {
+                    anyhow::anyhow!(
+                        "{flag}: '{value}' for listener {} is not none, requested or required",
+                        spec.name
+                    )
+                })?
+            }
+            None if spec.protocol.uses_tls() => default_auth,
+            None => continue,
+        };
+        let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+            bail!(
+                "listener {} is {} and needs --tls-cert-file and --tls-key-file (PEM; e.g. a cert-manager Secret's tls.crt and tls.key)",
+                spec.name,
+                spec.protocol
+            );
+        };
+        if client_auth != ClientAuth::None && args.tls_client_ca_file.is_none() {
+            bail!("listener {} asks for client certificates ({client_auth:?}) and needs --tls-client-ca-file, the CA bundle they must chain to", spec.name);
+        }
+        // Listeners with the same client authentication share one watcher.
+        let config = match watched.iter().find(|(auth, _)| *auth == client_auth) {
+            Some((_, config)) => config.clone(),
+            None => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca_file.clone(),
+                    client_auth,
+                };
+                let config = files.watch(interval).map_err(|e| anyhow::anyhow!("{e}"))?;
+                watched.push((client_auth, config.clone()));
+                config
+            }
+        };
+        configs.insert(spec.name.clone(), config);
+    }
+    Ok(configs)
 }
 
 /// Reads a token key file (JWKS or PEM).
@@ -668,7 +716,6 @@ fn sasl_settings(
     specs: &[Listener],
     interval: Duration,
 ) -> anyhow::Result<SaslSettings> {
-    let mut mechanisms = Vec::new();
     let names: Vec<String> = if args.dev_sasl && args.listeners.is_none() {
         ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
             .map(String::from)
@@ -676,27 +723,43 @@ fn sasl_settings(
     } else {
         args.sasl_enabled_mechanisms.clone()
     };
-    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-        let mechanism = Mechanism::from_name(&name.to_ascii_uppercase()).ok_or_else(|| {
-            anyhow::anyhow!("--sasl-enabled-mechanisms: unknown mechanism '{name}'; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER")
-        })?;
-        if !mechanisms.contains(&mechanism) {
-            mechanisms.push(mechanism);
-        }
-    }
-    let sasl_listeners = specs.iter().any(|l| l.protocol.uses_sasl());
-    if sasl_listeners && mechanisms.is_empty() {
-        bail!("SASL listeners need at least one mechanism in --sasl-enabled-mechanisms");
-    }
-    if mechanisms.contains(&Mechanism::Plain) {
-        if let Some(l) = specs
+    let mechanisms = parse_mechanisms(
+        names.iter().map(String::as_str),
+        "--sasl-enabled-mechanisms",
+    )?;
+    let flag = "--listener-sasl-enabled-mechanisms";
+    let mut listener_mechanisms = BTreeMap::new();
+    for (name, list) in
+        listeners::parse_listener_overrides(&args.listener_sasl_enabled_mechanisms, flag, specs)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        if specs
             .iter()
-            .find(|l| l.protocol == SecurityProtocol::SaslPlaintext)
+            .any(|l| l.name == name && !l.protocol.uses_sasl())
         {
+            bail!("{flag}: listener {name} does not use SASL; mechanisms apply to SASL_PLAINTEXT and SASL_SSL listeners");
+        }
+        listener_mechanisms.insert(name, parse_mechanisms(list.split(','), flag)?);
+    }
+    let enabled = |l: &Listener| {
+        listener_mechanisms
+            .get(&l.name)
+            .unwrap_or(&mechanisms)
+            .clone()
+    };
+    let sasl_listeners: Vec<&Listener> = specs.iter().filter(|l| l.protocol.uses_sasl()).collect();
+    if let Some(l) = sasl_listeners.iter().find(|l| enabled(l).is_empty()) {
+        bail!("SASL listener {} has no mechanism; give --sasl-enabled-mechanisms or {flag} {}:MECHANISM", l.name, l.name);
+    }
+    for l in &sasl_listeners {
+        if l.protocol == SecurityProtocol::SaslPlaintext && enabled(l).contains(&Mechanism::Plain) {
             tracing::warn!(listener = %l.name, "PLAIN is enabled on a SASL_PLAINTEXT listener: passwords cross the network unencrypted; use SASL_SSL or SCRAM");
         }
     }
-    let oauth = if mechanisms.contains(&Mechanism::OAuthBearer) {
+    let oauth_needed = sasl_listeners
+        .iter()
+        .any(|l| enabled(l).contains(&Mechanism::OAuthBearer));
+    let oauth = if oauth_needed {
         let (path, parse): (PathBuf, ParseKeys) = match (
             &args.sasl_oauthbearer_jwks_file,
             &args.sasl_oauthbearer_public_key_file,
@@ -723,6 +786,7 @@ fn sasl_settings(
     };
     Ok(SaslSettings {
         mechanisms,
+        listener_mechanisms,
         max_reauth: (args.connections_max_reauth_ms > 0)
             .then(|| Duration::from_millis(args.connections_max_reauth_ms)),
         failed_authentication_delay: Duration::from_millis(
@@ -730,6 +794,23 @@ fn sasl_settings(
         ),
         oauth,
     })
+}
+
+/// SASL mechanism names (`PLAIN`, `SCRAM-SHA-256`, ...), without repeats.
+fn parse_mechanisms<'a>(
+    names: impl Iterator<Item = &'a str>,
+    flag: &str,
+) -> anyhow::Result<Vec<Mechanism>> {
+    let mut mechanisms = Vec::new();
+    for name in names.map(str::trim).filter(|n| !n.is_empty()) {
+        let mechanism = Mechanism::from_name(&name.to_ascii_uppercase()).ok_or_else(|| {
+            anyhow::anyhow!("{flag}: unknown mechanism '{name}'; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER")
+        })?;
+        if !mechanisms.contains(&mechanism) {
+            mechanisms.push(mechanism);
+        }
+    }
+    Ok(mechanisms)
 }
 
 /// Creates SCRAM credentials (both mechanisms) for `name:password` entries

@@ -67,6 +67,18 @@ def test_invalid_resources_are_rejected_with_readable_messages(env):
     status, body = kube.apply(f"{NS}/kafscaleclusters/bad", {
         "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": "bad"}, "spec": {}})
     assert status == 422 and "s3" in json.dumps(body), body
+    # Listener rules: each message names what is missing.
+    for listeners, message in (
+        ([{"name": "oauth", "port": 9097, "authentication": "oauthbearer"}],
+         "authentication: oauthbearer needs spec.brokers.oauthbearer"),
+        ([{"name": "mtls", "port": 9096, "authentication": "tls"}], "authentication: tls needs tls: true"),
+        ([{"name": "a", "port": 9093, "tls": True}], "TLS listeners need spec.brokers.tls.secretName"),
+        ([{"name": "a", "port": 9093}, {"name": "a", "port": 9096}], "listener names and ports must be unique"),
+    ):
+        status, body = kube.apply(f"{NS}/kafscaleclusters/bad", {
+            "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": "bad"},
+            "spec": {"brokers": {"replicas": 1, "listeners": listeners}, "s3": {"bucket": "b1b"}}})
+        assert status == 422 and message in json.dumps(body), body
 
 
 def test_cluster_becomes_its_objects_with_status_and_idempotent_reconciles(env):

@@ -157,6 +157,51 @@ def test_required_client_certificates_refuse_clients_without_a_trusted_one(secur
                             "ssl.key.location": str(secure.client_key)})
 
 
+def handshake_offers(bootstrap: str, mechanism: str) -> tuple[int, bytes]:
+    """SaslHandshake v1 for `mechanism` on a plaintext socket: the error code
+    and the response (which lists the listener's mechanisms)."""
+    host, port = bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(rawkafka.frame(17, 1, 3, rawkafka._string(mechanism)))
+        frame = rawkafka.read_frame(sock)
+        return struct.unpack(">h", frame[4:6])[0], frame
+
+
+def test_each_listener_has_its_own_mechanisms_and_client_authentication(secure, tmp_path):
+    """Kafka's listener.name.NAME.sasl.enabled.mechanisms and
+    listener.name.NAME.ssl.client.auth as --listener-* flags."""
+    plain, scram, oauth_port, mtls, tls = (free_port() for _ in range(5))
+    cluster = Cluster(tmp_path, "per-listener", broker_port=plain, broker_args=[
+        "--listeners", f"PLAINTEXT://127.0.0.1:{plain},SCRAM://127.0.0.1:{scram},OAUTH://127.0.0.1:{oauth_port},"
+                       f"MTLS://127.0.0.1:{mtls},TLS://127.0.0.1:{tls}",
+        "--listener-security-protocol-map",
+        "PLAINTEXT:PLAINTEXT,SCRAM:SASL_PLAINTEXT,OAUTH:SASL_PLAINTEXT,MTLS:SSL,TLS:SSL",
+        "--listener-sasl-enabled-mechanisms", "SCRAM:SCRAM-SHA-512;OAUTH:OAUTHBEARER",
+        "--tls-cert-file", str(secure.server_cert), "--tls-key-file", str(secure.server_key),
+        "--tls-client-ca-file", str(secure.ca.cert), "--listener-tls-client-auth", "MTLS:required;TLS:none",
+        "--sasl-oauthbearer-jwks-file", str(secure.jwks), "--sasl-oauthbearer-expected-issuer", ISSUER,
+    ], broker_env={"KAFSCALE_SASL_BOOTSTRAP_USERS": f"{ADMIN[0]}:{ADMIN[1]}"})
+    with running(cluster):
+        scram_at, oauth_at = f"127.0.0.1:{scram}", f"127.0.0.1:{oauth_port}"
+        for topic in ("pl-scram", "pl-oauth", "pl-mtls", "pl-tls"):
+            create_topic(cluster.bootstrap, topic)
+        assert librdkafka_roundtrip(scram_at, "pl-scram", "none", 50,
+                                    secure.scram("SASL_PLAINTEXT")).startswith("ok")
+        token = secure.idp.token("svc-per-listener", ISSUER)
+        assert librdkafka_roundtrip(oauth_at, "pl-oauth", "none", 50, oauth(lambda: token)).startswith("ok")
+        # Each SASL listener offers only its own mechanisms.
+        error, frame = handshake_offers(scram_at, "OAUTHBEARER")
+        assert error == 33 and b"SCRAM-SHA-512" in frame and b"OAUTHBEARER" not in frame
+        error, frame = handshake_offers(oauth_at, "SCRAM-SHA-512")
+        assert error == 33 and b"OAUTHBEARER" in frame and b"SCRAM" not in frame
+        # Client certificates: required on MTLS, not asked for on TLS.
+        anonymous_tls = {"security.protocol": "SSL", **secure.tls()}
+        refused(f"127.0.0.1:{mtls}", anonymous_tls)
+        mtls_client = {"security.protocol": "SSL", **secure.tls(client_cert=True)}
+        assert librdkafka_roundtrip(f"127.0.0.1:{mtls}", "pl-mtls", "none", 50, mtls_client).startswith("ok")
+        assert librdkafka_roundtrip(f"127.0.0.1:{tls}", "pl-tls", "none", 50, anonymous_tls).startswith("ok")
+
+
 @pytest.mark.parametrize("protocol,mechanism", [
     ("SASL_PLAINTEXT", "SCRAM-SHA-256"), ("SASL_PLAINTEXT", "SCRAM-SHA-512"),
     ("SASL_SSL", "SCRAM-SHA-256"), ("SASL_SSL", "SCRAM-SHA-512"), ("SASL_SSL", "PLAIN"),

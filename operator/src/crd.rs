@@ -66,6 +66,7 @@ pub struct KafscaleClusterSpec {
 #[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(a, self.listeners.exists_one(b, b.name == a.name) && self.listeners.exists_one(b, b.port == a.port))").message("listener names and ports must be unique"))]
 #[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, !l.tls) || has(self.tls)").message("TLS listeners need spec.brokers.tls.secretName"))]
 #[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.tls || l.authentication != 'tls')").message("authentication: tls needs tls: true"))]
+#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.authentication != 'oauthbearer') || has(self.oauthbearer)").message("authentication: oauthbearer needs spec.brokers.oauthbearer (the identity provider's JWKS)"))]
 #[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.port != 9094 && l.port != 9095)").message("ports 9094 and 9095 are the broker's and the flusher's HTTP ports"))]
 pub struct BrokerSpec {
     /// Broker pods (ignored while `autoscaling` is set: the HPA owns it).
@@ -95,6 +96,9 @@ pub struct BrokerSpec {
     /// The certificate of TLS listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BrokerTls>,
+    /// How listeners with `authentication: oauthbearer` verify tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauthbearer: Option<OAuthBearerSpec>,
 }
 
 /// One Kafka listener.
@@ -126,9 +130,51 @@ pub enum ListenerAuthentication {
     /// SASL SCRAM-SHA-512 (and SCRAM-SHA-256), users from KafscaleUsers.
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
-    /// Client certificates signed by the Secret's `ca.crt` (mTLS).
+    /// Client certificates signed by the Secret's `ca.crt` (mTLS), required
+    /// to connect; the certificate's subject is the principal.
     #[serde(rename = "tls")]
     Tls,
+    /// SASL OAUTHBEARER: JWTs from an identity provider, verified against
+    /// `spec.brokers.oauthbearer`; the `sub` claim is the principal.
+    #[serde(rename = "oauthbearer")]
+    OAuthBearer,
+}
+
+/// Token verification of OAUTHBEARER listeners. Keys come from a ConfigMap
+/// (brokers fetch nothing from the network); an update of the ConfigMap
+/// reaches running brokers without restarts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthBearerSpec {
+    /// The ConfigMap holding the identity provider's JWKS document.
+    pub jwks_config_map: ConfigMapKey,
+    /// Tokens must carry this `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: Option<String>,
+    /// Tokens must carry one of these `aud` values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub audience: Vec<String>,
+    /// The claim naming the principal (default `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub principal_claim: Option<String>,
+}
+
+/// One key of a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKey {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_jwks_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_jwks_key() -> String {
+    "jwks.json".to_string()
 }
 
 /// TLS material, as cert-manager writes a Certificate's Secret.
@@ -164,6 +210,7 @@ impl Default for BrokerSpec {
             autoscaling: None,
             listeners: Vec::new(),
             tls: None,
+            oauthbearer: None,
         }
     }
 }

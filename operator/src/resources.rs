@@ -9,11 +9,11 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretEnvSource,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    SecretEnvSource, SecretVolumeSource, Service, ServicePort, ServiceSpec as K8sServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -104,6 +104,8 @@ pub fn bootstrap_servers(c: &KafscaleCluster) -> String {
 
 /// Where the TLS Secret is mounted in broker pods.
 pub const TLS_DIR: &str = "/etc/kafscale/tls";
+/// Where the OAUTHBEARER JWKS ConfigMap is mounted in broker pods.
+pub const OAUTHBEARER_DIR: &str = "/etc/kafscale/oauthbearer";
 
 /// The listener's name as the brokers' flags spell it.
 fn listener_name(l: &ListenerSpec) -> String {
@@ -114,7 +116,10 @@ fn listener_protocol(l: &ListenerSpec) -> &'static str {
     match (l.tls, l.authentication) {
         (false, ListenerAuthentication::None) => "PLAINTEXT",
         (false, ListenerAuthentication::ScramSha512) => "SASL_PLAINTEXT",
-        (true, ListenerAuthentication::ScramSha512) => "SASL_SSL",
+        (true, ListenerAuthentication::ScramSha512 | ListenerAuthentication::OAuthBearer) => {
+            "SASL_SSL"
+        }
+        (false, ListenerAuthentication::OAuthBearer) => "SASL_PLAINTEXT",
         // `authentication: tls` without `tls: true` is refused by the CRD.
         (_, ListenerAuthentication::Tls) | (true, ListenerAuthentication::None) => "SSL",
     }
@@ -139,13 +144,60 @@ fn security_settings(c: &KafscaleCluster) -> BTreeMap<String, String> {
             .join(",");
         out.insert("KAFSCALE_LISTENERS".to_string(), bind);
         out.insert("KAFSCALE_LISTENER_SECURITY_PROTOCOL_MAP".to_string(), map);
-        if listeners
+        // Each SASL listener offers only its own mechanisms; the broker-wide
+        // list is their union.
+        let sasl: Vec<(String, &str)> = listeners
             .iter()
-            .any(|l| l.authentication == ListenerAuthentication::ScramSha512)
-        {
+            .filter_map(|l| {
+                let mechanisms = match l.authentication {
+                    ListenerAuthentication::ScramSha512 => "SCRAM-SHA-512,SCRAM-SHA-256",
+                    ListenerAuthentication::OAuthBearer => "OAUTHBEARER",
+                    ListenerAuthentication::None | ListenerAuthentication::Tls => return None,
+                };
+                Some((listener_name(l), mechanisms))
+            })
+            .collect();
+        if !sasl.is_empty() {
+            let mut all: Vec<&str> = Vec::new();
+            for mechanism in sasl.iter().flat_map(|(_, m)| m.split(',')) {
+                if !all.contains(&mechanism) {
+                    all.push(mechanism);
+                }
+            }
             out.insert(
                 "KAFSCALE_SASL_ENABLED_MECHANISMS".to_string(),
-                "SCRAM-SHA-512,SCRAM-SHA-256".to_string(),
+                all.join(","),
+            );
+            out.insert(
+                "KAFSCALE_LISTENER_SASL_ENABLED_MECHANISMS".to_string(),
+                sasl.iter()
+                    .map(|(name, m)| format!("{name}:{m}"))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            );
+        }
+    }
+    if let Some(oauth) = &c.spec.brokers.oauthbearer {
+        out.insert(
+            "KAFSCALE_SASL_OAUTHBEARER_JWKS_FILE".to_string(),
+            format!("{OAUTHBEARER_DIR}/{}", oauth.jwks_config_map.key),
+        );
+        if let Some(issuer) = &oauth.issuer {
+            out.insert(
+                "KAFSCALE_SASL_OAUTHBEARER_EXPECTED_ISSUER".to_string(),
+                issuer.clone(),
+            );
+        }
+        if !oauth.audience.is_empty() {
+            out.insert(
+                "KAFSCALE_SASL_OAUTHBEARER_EXPECTED_AUDIENCE".to_string(),
+                oauth.audience.join(","),
+            );
+        }
+        if let Some(claim) = &oauth.principal_claim {
+            out.insert(
+                "KAFSCALE_SASL_OAUTHBEARER_SUB_CLAIM_NAME".to_string(),
+                claim.clone(),
             );
         }
     }
@@ -166,12 +218,23 @@ fn security_settings(c: &KafscaleCluster) -> BTreeMap<String, String> {
                 "KAFSCALE_TLS_CLIENT_CA_FILE".to_string(),
                 format!("{TLS_DIR}/ca.crt"),
             );
-            // The TLS settings are shared by every TLS listener: SASL_SSL
-            // clients without certificates still connect; on the mTLS
-            // listener such a client is ANONYMOUS, which ACLs grant nothing.
+            // mTLS listeners require a certificate; the other TLS listeners
+            // do not ask for one.
             out.insert(
-                "KAFSCALE_TLS_CLIENT_AUTH".to_string(),
-                "requested".to_string(),
+                "KAFSCALE_LISTENER_TLS_CLIENT_AUTH".to_string(),
+                listeners
+                    .iter()
+                    .filter(|l| l.tls)
+                    .map(|l| {
+                        let auth = if l.authentication == ListenerAuthentication::Tls {
+                            "required"
+                        } else {
+                            "none"
+                        };
+                        format!("{}:{auth}", listener_name(l))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(";"),
             );
         }
     }
@@ -431,6 +494,24 @@ pub fn broker_statefulset(c: &KafscaleCluster) -> StatefulSet {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(tls.secret_name.clone()),
                 ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(oauth) = &c.spec.brokers.oauthbearer {
+        // The whole ConfigMap, not a subPath: kubelet updates it in place
+        // and the broker reloads the keys.
+        broker_mounts.push(VolumeMount {
+            name: "oauthbearer".into(),
+            mount_path: OAUTHBEARER_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "oauthbearer".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: oauth.jwks_config_map.name.clone(),
+                ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
         });
@@ -1053,8 +1134,11 @@ mod tests {
                 {"name": "internal", "port": 9092},
                 {"name": "external", "port": 9093, "tls": true, "authentication": "scram-sha-512"},
                 {"name": "mtls", "port": 9096, "tls": true, "authentication": "tls"},
+                {"name": "oauth", "port": 9097, "tls": true, "authentication": "oauthbearer"},
             ],
             "tls": {"secretName": "kafscale-tls"},
+            "oauthbearer": {"jwksConfigMap": {"name": "idp-keys"}, "issuer": "https://idp.example",
+                            "audience": ["kafka", "kafka-prod"]},
         }))
         .unwrap();
         c.spec.authorization = Some(crate::crd::ClusterAuthorization {
@@ -1063,11 +1147,37 @@ mod tests {
         let data = config_map(&c).data.unwrap();
         assert_eq!(
             data["KAFSCALE_LISTENERS"],
-            "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9093,MTLS://0.0.0.0:9096"
+            "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9093,MTLS://0.0.0.0:9096,OAUTH://0.0.0.0:9097"
         );
         assert_eq!(
             data["KAFSCALE_LISTENER_SECURITY_PROTOCOL_MAP"],
-            "INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL,MTLS:SSL"
+            "INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL,MTLS:SSL,OAUTH:SASL_SSL"
+        );
+        assert_eq!(
+            data["KAFSCALE_SASL_ENABLED_MECHANISMS"],
+            "SCRAM-SHA-512,SCRAM-SHA-256,OAUTHBEARER"
+        );
+        assert_eq!(
+            data["KAFSCALE_LISTENER_SASL_ENABLED_MECHANISMS"],
+            "EXTERNAL:SCRAM-SHA-512,SCRAM-SHA-256;OAUTH:OAUTHBEARER"
+        );
+        // Only the mTLS listener demands certificates.
+        assert_eq!(
+            data["KAFSCALE_LISTENER_TLS_CLIENT_AUTH"],
+            "EXTERNAL:none;MTLS:required;OAUTH:none"
+        );
+        assert!(!data.contains_key("KAFSCALE_TLS_CLIENT_AUTH"));
+        assert_eq!(
+            data["KAFSCALE_SASL_OAUTHBEARER_JWKS_FILE"],
+            "/etc/kafscale/oauthbearer/jwks.json"
+        );
+        assert_eq!(
+            data["KAFSCALE_SASL_OAUTHBEARER_EXPECTED_ISSUER"],
+            "https://idp.example"
+        );
+        assert_eq!(
+            data["KAFSCALE_SASL_OAUTHBEARER_EXPECTED_AUDIENCE"],
+            "kafka,kafka-prod"
         );
         assert_eq!(data["KAFSCALE_TLS_CERT_FILE"], "/etc/kafscale/tls/tls.crt");
         assert_eq!(
@@ -1076,7 +1186,6 @@ mod tests {
         );
         assert_eq!(data["KAFSCALE_AUTHORIZER"], "acl");
         assert_eq!(data["KAFSCALE_SUPER_USERS"], "User:admin;User:CN=ops");
-        assert!(data["KAFSCALE_SASL_ENABLED_MECHANISMS"].contains("SCRAM-SHA-512"));
 
         let pod = broker_statefulset(&c).spec.unwrap().template.spec.unwrap();
         let broker = &pod.containers[0];
@@ -1089,7 +1198,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             advertised,
-            "INTERNAL://$(POD_NAME).prod-broker-headless.team-a.svc:9092,EXTERNAL://$(POD_NAME).prod-broker-headless.team-a.svc:9093,MTLS://$(POD_NAME).prod-broker-headless.team-a.svc:9096"
+            "INTERNAL://$(POD_NAME).prod-broker-headless.team-a.svc:9092,EXTERNAL://$(POD_NAME).prod-broker-headless.team-a.svc:9093,MTLS://$(POD_NAME).prod-broker-headless.team-a.svc:9096,OAUTH://$(POD_NAME).prod-broker-headless.team-a.svc:9097"
         );
         let ports: Vec<i32> = broker
             .ports
@@ -1097,7 +1206,7 @@ mod tests {
             .flatten()
             .map(|p| p.container_port)
             .collect();
-        assert_eq!(ports, [9092, 9093, 9096, BROKER_HTTP_PORT]);
+        assert_eq!(ports, [9092, 9093, 9096, 9097, BROKER_HTTP_PORT]);
         assert!(broker
             .volume_mounts
             .iter()
@@ -1107,6 +1216,16 @@ mod tests {
             .secret
             .as_ref()
             .is_some_and(|s| s.secret_name.as_deref() == Some("kafscale-tls"))));
+        assert!(broker
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == OAUTHBEARER_DIR));
+        assert!(pod
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.config_map.as_ref().is_some_and(|m| m.name == "idp-keys")));
         // The flusher never sees the broker's key.
         assert!(pod.containers[1]
             .volume_mounts
@@ -1126,7 +1245,8 @@ mod tests {
             [
                 ("internal".into(), 9092),
                 ("external".into(), 9093),
-                ("mtls".into(), 9096)
+                ("mtls".into(), 9096),
+                ("oauth".into(), 9097)
             ]
         );
         assert_eq!(bootstrap_servers(&c), "prod-kafka.team-a.svc:9092");

@@ -4,31 +4,27 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
 
 use super::str_bytes;
-use crate::security::sasl::{HandshakeError, SaslSession, SaslSettings};
+use crate::security::sasl::{HandshakeError, Mechanism, SaslSession};
 
 /// The answer, and why the connection closes after it (Kafka closes after
-/// an unsupported mechanism or a handshake out of turn).
+/// an unsupported mechanism or a handshake out of turn). `enabled`: the
+/// listener's mechanisms.
 pub fn handle(
     session: &mut SaslSession,
     request: SaslHandshakeRequest,
     version: i16,
-    settings: &SaslSettings,
+    enabled: &[Mechanism],
 ) -> (SaslHandshakeResponse, Option<String>) {
-    let enabled = settings
-        .mechanisms
-        .iter()
-        .map(|m| str_bytes(m.name()))
-        .collect();
-    let response = SaslHandshakeResponse::default().with_mechanisms(enabled);
-    match session.handshake(request.mechanism.as_str(), version, settings) {
+    let offered = enabled.iter().map(|m| str_bytes(m.name())).collect();
+    let response = SaslHandshakeResponse::default().with_mechanisms(offered);
+    match session.handshake(request.mechanism.as_str(), version, enabled) {
         Ok(()) => (response, None),
         Err(HandshakeError::Unsupported) => (
             response.with_error_code(ResponseError::UnsupportedSaslMechanism.code()),
             Some(format!(
-                "the client asked for SASL mechanism '{}'; this broker enables {}",
+                "the client asked for SASL mechanism '{}'; this listener enables {}",
                 request.mechanism.as_str(),
-                settings
-                    .mechanisms
+                enabled
                     .iter()
                     .map(|m| m.name())
                     .collect::<Vec<_>>()

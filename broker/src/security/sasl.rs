@@ -9,6 +9,7 @@
 //! SaslAuthenticate requests (what clients before Kafka 1.0 send);
 //! [`SaslSession::expects_raw_token`] tells the connection so.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,9 +52,13 @@ pub struct OAuthSettings {
     pub rules: TokenRules,
 }
 
-/// The broker's SASL settings (shared by all SASL listeners).
+/// The broker's SASL settings, shared by its SASL listeners but for the
+/// mechanisms each enables.
 pub struct SaslSettings {
+    /// Kafka's `sasl.enabled.mechanisms`: listeners without their own list.
     pub mechanisms: Vec<Mechanism>,
+    /// Kafka's `listener.name.<name>.sasl.enabled.mechanisms`, by listener name.
+    pub listener_mechanisms: BTreeMap<String, Vec<Mechanism>>,
     /// Kafka's `connections.max.reauth.ms`; `None` (0): sessions last as
     /// long as the connection.
     pub max_reauth: Option<Duration>,
@@ -67,6 +72,7 @@ impl std::fmt::Debug for SaslSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SaslSettings")
             .field("mechanisms", &self.mechanisms)
+            .field("listener_mechanisms", &self.listener_mechanisms)
             .field("max_reauth", &self.max_reauth)
             .field(
                 "failed_authentication_delay",
@@ -84,10 +90,20 @@ impl Default for SaslSettings {
                 Mechanism::Scram(ScramMechanism::Sha256),
                 Mechanism::Scram(ScramMechanism::Sha512),
             ],
+            listener_mechanisms: BTreeMap::new(),
             max_reauth: None,
             failed_authentication_delay: Duration::from_millis(100),
             oauth: None,
         }
+    }
+}
+
+impl SaslSettings {
+    /// The mechanisms the listener `listener` offers.
+    pub fn enabled(&self, listener: &str) -> &[Mechanism] {
+        self.listener_mechanisms
+            .get(listener)
+            .unwrap_or(&self.mechanisms)
     }
 }
 
@@ -221,21 +237,20 @@ impl SaslSession {
         }
     }
 
-    /// SaslHandshake: picks the mechanism. `version` 0 means raw tokens follow.
+    /// SaslHandshake: picks the mechanism among those the listener
+    /// `enabled`. `version` 0 means raw tokens follow.
     pub fn handshake(
         &mut self,
         mechanism: &str,
         version: i16,
-        settings: &SaslSettings,
+        enabled: &[Mechanism],
     ) -> Result<(), HandshakeError> {
         if !self.enabled {
             return Err(HandshakeError::IllegalState(
                 "SaslHandshake on a listener without SASL; connect to a SASL_PLAINTEXT or SASL_SSL listener, or use security.protocol=PLAINTEXT/SSL".into(),
             ));
         }
-        let Some(chosen) =
-            Mechanism::from_name(mechanism).filter(|m| settings.mechanisms.contains(m))
-        else {
+        let Some(chosen) = Mechanism::from_name(mechanism).filter(|m| enabled.contains(m)) else {
             return Err(HandshakeError::Unsupported);
         };
         match self.state {
@@ -470,7 +485,9 @@ mod tests {
         password: &str,
     ) -> Result<Step, AuthFailure> {
         let m = ScramMechanism::Sha512;
-        session.handshake(m.name(), 1, settings).unwrap();
+        session
+            .handshake(m.name(), 1, &settings.mechanisms)
+            .unwrap();
         let bare = format!("n={user},r=clientnonce");
         let server_first = match session
             .authenticate(format!("n,,{bare}").as_bytes(), settings, store)
@@ -498,12 +515,12 @@ mod tests {
         assert_eq!(session.gate(ApiKey::ApiVersions, now), Gate::Serve);
         assert!(matches!(session.gate(ApiKey::Produce, now), Gate::Close(_)));
         assert_eq!(
-            session.handshake("GSSAPI", 1, &settings),
+            session.handshake("GSSAPI", 1, &settings.mechanisms),
             Err(HandshakeError::Unsupported)
         );
         // PLAIN is known but not enabled here.
         assert_eq!(
-            session.handshake("PLAIN", 1, &settings),
+            session.handshake("PLAIN", 1, &settings.mechanisms),
             Err(HandshakeError::Unsupported)
         );
         let step = scram(&mut session, &settings, &store, "alice", "pw")
@@ -554,7 +571,7 @@ mod tests {
 
         for (password, ok) in [("pw", true), ("nope", false)] {
             let mut session = SaslSession::new(true, Principal::anonymous());
-            session.handshake("PLAIN", 1, &settings).unwrap();
+            session.handshake("PLAIN", 1, &settings.mechanisms).unwrap();
             let result = session
                 .authenticate(format!("\0alice\0{password}").as_bytes(), &settings, &store)
                 .await;
@@ -593,11 +610,11 @@ mod tests {
 
         // Another mechanism, or v0, may not re-authenticate a session.
         assert!(matches!(
-            session.handshake("PLAIN", 1, &settings),
+            session.handshake("PLAIN", 1, &settings.mechanisms),
             Err(HandshakeError::IllegalState(_))
         ));
         assert!(matches!(
-            session.handshake(m.name(), 0, &settings),
+            session.handshake(m.name(), 0, &settings.mechanisms),
             Err(HandshakeError::IllegalState(_))
         ));
         scram(&mut session, &settings, &store, "alice", "pw")
@@ -627,17 +644,19 @@ mod tests {
     async fn handshake_v0_means_raw_tokens_and_non_sasl_listeners_refuse_handshakes() {
         let settings = SaslSettings::default();
         let mut session = SaslSession::new(true, Principal::anonymous());
-        session.handshake("SCRAM-SHA-256", 0, &settings).unwrap();
+        session
+            .handshake("SCRAM-SHA-256", 0, &settings.mechanisms)
+            .unwrap();
         assert!(session.expects_raw_token());
         assert!(matches!(
-            session.handshake("SCRAM-SHA-256", 1, &settings),
+            session.handshake("SCRAM-SHA-256", 1, &settings.mechanisms),
             Err(HandshakeError::IllegalState(_))
         ));
 
         let mut plaintext = SaslSession::new(false, Principal::anonymous());
         assert_eq!(plaintext.gate(ApiKey::Produce, Instant::now()), Gate::Serve);
         assert!(matches!(
-            plaintext.handshake("SCRAM-SHA-256", 1, &settings),
+            plaintext.handshake("SCRAM-SHA-256", 1, &settings.mechanisms),
             Err(HandshakeError::IllegalState(_))
         ));
         let (_dir, store) = store_with_user("a", "b").await;
@@ -645,7 +664,8 @@ mod tests {
         let out = fresh.authenticate(b"n,,n=a,r=x", &settings, &store).await;
         assert!(out.unwrap_err().illegal_state);
         let mut big = SaslSession::new(true, Principal::anonymous());
-        big.handshake("SCRAM-SHA-256", 1, &settings).unwrap();
+        big.handshake("SCRAM-SHA-256", 1, &settings.mechanisms)
+            .unwrap();
         let huge = vec![b'a'; MAX_SASL_MESSAGE + 1];
         assert!(big.authenticate(&huge, &settings, &store).await.is_err());
     }
