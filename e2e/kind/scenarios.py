@@ -511,12 +511,28 @@ def secure_doc(dev: dict) -> dict:
     return {"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": SECURE},
             "spec": {"brokers": {"replicas": 1,
                                  "listeners": [{"name": "sasl-ssl", "port": 9093, "tls": True,
-                                                "authentication": "scram-sha-512"}],
-                                 "tls": {"secretName": f"{SECURE}-tls"}},
+                                                "authentication": "scram-sha-512"},
+                                               {"name": "mtls", "port": 9096, "tls": True, "authentication": "tls"},
+                                               {"name": "oauth", "port": 9097, "tls": True,
+                                                "authentication": "oauthbearer"}],
+                                 "tls": {"secretName": f"{SECURE}-tls"},
+                                 "oauthbearer": {"jwksConfigMap": {"name": f"{SECURE}-idp"},
+                                                 "issuer": OAUTH_ISSUER}},
                      "authorization": {"superUsers": ["User:ops"]},
                      "etcd": {"endpoints": [f"http://{CLUSTER}-etcd-client.{NS}.svc:2379"]},
                      "s3": spec["s3"], "config": spec.get("config", {}),
                      **({"images": spec["images"]} if "images" in spec else {})}}
+
+
+OAUTH_ISSUER = "https://idp.kafscale-e2e.test"
+
+
+def tls_user_doc(name: str, topic: str) -> dict:
+    """A tls-external user: its principal is its certificate's `CN=<name>`."""
+    return {"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleUser", "metadata": {"name": name},
+            "spec": {"clusterRef": SECURE, "authentication": {"type": "tls-external"},
+                     "authorization": {"acls": [
+                         {"resource": {"type": "topic", "name": topic}, "operations": ["Write", "Describe"]}]}}}
 
 
 def user_doc(name: str, topic: str) -> dict:
@@ -538,12 +554,14 @@ def scenario_security() -> str:
     import tempfile
     from pki import CA  # noqa: E402  (e2e/tests/pki.py: openssl)
 
-    pki = Path(tempfile.mkdtemp(prefix="kind-pki-"))
+    from pki import IdentityProvider, write_jwks  # noqa: E402
 
-    def issue_tls(ca_name: str) -> str:
-        """A CA and a broker certificate from it into the TLS Secret; the CA's PEM."""
-        ca = CA(pki, ca_name)
-        cert, key = ca.issue(f"{ca_name}-broker", f"/CN={SECURE}-kafka", dns_names=[
+    pki = Path(tempfile.mkdtemp(prefix="kind-pki-"))
+    ca = CA(pki, "ca")
+
+    def issue_tls(ca: CA) -> str:
+        """A broker certificate from `ca` into the TLS Secret; the CA's PEM."""
+        cert, key = ca.issue(f"{ca.name}-broker", f"/CN={SECURE}-kafka", dns_names=[
             f"*.{SECURE}-broker-headless.{NS}.svc", f"{SECURE}-kafka.{NS}.svc", f"{SECURE}-kafka"])
         secret = kubectl("create", "secret", "generic", f"{SECURE}-tls", f"--from-file=tls.crt={cert}",
                          f"--from-file=tls.key={key}", f"--from-file=ca.crt={ca.cert}", "--dry-run=client",
@@ -551,12 +569,20 @@ def scenario_security() -> str:
         apply(json.loads(secret))
         return ca.cert.read_text()
 
-    existing = kubectl("get", "secret", f"{SECURE}-tls", "--ignore-not-found", "-o", "name")
-    ca_pem = secret_value(f"{SECURE}-tls", "ca.crt") if existing.strip() else issue_tls("ca")
+    def publish_jwks(*providers: IdentityProvider) -> None:
+        jwks = pki / "jwks.json"
+        write_jwks(jwks, *providers)
+        apply(json.loads(kubectl("create", "configmap", f"{SECURE}-idp", f"--from-file=jwks.json={jwks}",
+                                 "--dry-run=client", "-o", "json")))
+
+    ca_pem = issue_tls(ca)
+    idp, next_idp = IdentityProvider(pki, "idp", "k1"), IdentityProvider(pki, "idp-next", "k2")
+    publish_jwks(idp)
     apply(secure_doc(get("kafscalecluster", CLUSTER)))
     for topic in ("orders-secure", "secret-secure"):
         apply({**topic_doc(topic, 2), "spec": {**topic_doc(topic, 2)["spec"], "clusterRef": SECURE}})
     apply(user_doc("orders-app", "orders-secure"))
+    apply(tls_user_doc("billing-app", "orders-secure"))
     wait_until(f"cluster {SECURE} ready",
                lambda: condition(get("kafscalecluster", SECURE), "Ready").get("status") == "True", timeout=240)
     user = wait_until("KafscaleUser orders-app ready",
@@ -564,8 +590,17 @@ def scenario_security() -> str:
                       and condition(u, "Ready").get("status") == "True" and u)
     if user["status"].get("principal") != "User:orders-app" or user["status"].get("secret") != "orders-app":
         raise Failed(f"user status {user['status']}")
+    tls_user = wait_until("KafscaleUser billing-app ready",
+                          lambda: (u := get("kafscaleuser", "billing-app"))
+                          and condition(u, "Ready").get("status") == "True" and u)
+    if tls_user["status"].get("principal") != "User:CN=billing-app":
+        raise Failed(f"tls-external user status {tls_user['status']}")
     password = secret_value("orders-app", "password")
-    kubectl("exec", "-i", "toolbox", "--", "sh", "-c", "cat > /tmp/secure-ca.pem", stdin=ca_pem)
+
+    def put(path: str, content: str) -> None:
+        kubectl("exec", "-i", "toolbox", "--", "sh", "-c", f"cat > {path}", stdin=content)
+
+    put("/tmp/secure-ca.pem", ca_pem)
     bootstrap = f"{SECURE}-kafka:9093"
 
     def kcat(args: str, feed: str = "", pw: str | None = None, check: bool = True) -> str:
@@ -574,9 +609,12 @@ def scenario_security() -> str:
                        f"-X 'sasl.password={pw or password}' -X ssl.ca.location=/tmp/secure-ca.pem {args} 2>&1",
                        check=check)
 
+    # A broker left from an interrupted run may still serve an older
+    # certificate until it reloads the Secret.
+    md = json.loads(wait_until("metadata over SASL_SSL", lambda: (
+        out := kcat("-L -J -m 15", check=False)).startswith("{") and out, timeout=180))
     # Metadata through the TLS listener names the pod by its DNS name on
     # that port, and hides the topic the user may not describe.
-    md = json.loads(kcat("-L -J -m 15"))
     hosts = [b["name"] for b in md["brokers"]]
     if hosts != [f"{SECURE}-broker-0.{SECURE}-broker-headless.{NS}.svc:9093"]:
         raise Failed(f"advertised {hosts}")
@@ -593,28 +631,81 @@ def scenario_security() -> str:
     wrong = kcat("-L -m 5", pw="not-the-password", check=False)
     if "invalid credentials" not in wrong:
         raise Failed(f"a wrong password: {wrong[-800:]}")
+
+    # mTLS: the tls-external user's certificate from the Secret's CA is its
+    # principal; a certificate from another CA, or none, does not get in.
+    client_cert, client_key = ca.issue("billing-app", "/CN=billing-app")
+    stranger = CA(pki, "stranger")
+    stranger_cert, stranger_key = stranger.issue("stranger-app", "/CN=billing-app")
+    for path, source in (("/tmp/billing.crt", client_cert), ("/tmp/billing.key", client_key),
+                         ("/tmp/stranger.crt", stranger_cert), ("/tmp/stranger.key", stranger_key)):
+        put(path, source.read_text())
+
+    def mtls_kcat(args: str, cert: str | None, feed: str = "", check: bool = True) -> str:
+        identity = f"-X ssl.certificate.location=/tmp/{cert}.crt -X ssl.key.location=/tmp/{cert}.key" if cert else ""
+        return toolbox(f"{feed + ' | ' if feed else ''}kcat -b {SECURE}-kafka:9096 -X security.protocol=SSL "
+                       f"-X ssl.ca.location=/tmp/secure-ca.pem {identity} {args} 2>&1", check=check)
+
+    mtls_kcat("-t orders-secure -P -X acks=all", "billing", feed="seq 1 50 | sed 's/^/mtls-/'")
+    mtls_denied = mtls_kcat("-t secret-secure -P -X acks=all -X message.timeout.ms=10000", "billing",
+                            feed="echo x", check=False)
+    if "authorization failed" not in mtls_denied.lower():
+        raise Failed(f"the mTLS user produced to a topic without an ACL: {mtls_denied[-800:]}")
+    for cert in ("stranger", None):
+        out = mtls_kcat("-L -m 5", cert, check=False)
+        if "Metadata for" in out:
+            raise Failed(f"the mTLS listener let in a client with {cert or 'no'} certificate: {out[-500:]}")
+    read = kcat("-e -q -X auto.offset.reset=earliest -G orders-readers-2 orders-secure", check=False)
+    if not all(f"mtls-{i}" in read.split() for i in range(1, 51)):
+        raise Failed(f"the mTLS user's records were not all read back: {read[-500:]}")
+
+    # OAUTHBEARER: tokens verified against the JWKS ConfigMap; `sub` is the
+    # principal, which ACLs then govern (User:ops is a super user).
+    def oauth_produce(token: str, topic: str = "secret-secure") -> str:
+        return toolbox(f"TOKEN='{token}' python3 /clients/oauth_produce.py {SECURE}-kafka:9097 {topic} "
+                       "/tmp/secure-ca.pem 2>&1", check=False).strip().splitlines()[-1]
+
+    if not (out := oauth_produce(idp.token("ops", OAUTH_ISSUER))).startswith("OK"):
+        raise Failed(f"a super user's token: {out}")
+    if "TOPIC_AUTHORIZATION_FAILED" not in (out := oauth_produce(idp.token("nobody", OAUTH_ISSUER))):
+        raise Failed(f"a token of a principal without ACLs: {out}")
+    for why, token in (("expired", idp.token("ops", OAUTH_ISSUER, lifetime_s=-300)),
+                       ("of another issuer", idp.token("ops", "https://elsewhere.test")),
+                       ("signed by an unknown key", next_idp.token("ops", OAUTH_ISSUER))):
+        if "_AUTHENTICATION" not in (out := oauth_produce(token)):
+            raise Failed(f"a token {why}: {out}")
+    # The identity provider rotates its keys: the updated ConfigMap reaches
+    # the running broker (kubelet updates the volume, the broker reloads).
+    publish_jwks(idp, next_idp)
+    rotated = next_idp.token("ops", OAUTH_ISSUER)
+    wait_until("the rotated signing key accepted", lambda: oauth_produce(rotated).startswith("OK"), timeout=180)
+
     # cert-manager renews: a certificate from another CA in the same Secret
     # reaches the running broker (kubelet updates the volume, the broker
     # reloads), with no restart.
     pod = get("pod", f"{SECURE}-broker-0")
     restarts = sum(c["restartCount"] for c in pod["status"]["containerStatuses"])
-    kubectl("exec", "-i", "toolbox", "--", "sh", "-c", "cat > /tmp/secure-ca.pem", stdin=issue_tls("renewed-ca"))
+    put("/tmp/secure-ca.pem", issue_tls(CA(pki, "renewed-ca")))
     wait_until("the renewed certificate served", lambda: '"brokers"' in kcat("-L -J -m 5", check=False), timeout=180)
     pod_after = get("pod", f"{SECURE}-broker-0")
     if pod_after["metadata"]["uid"] != pod["metadata"]["uid"] or restarts != sum(
             c["restartCount"] for c in pod_after["status"]["containerStatuses"]):
         raise Failed("the broker restarted for the renewed certificate")
     # Deleting the user revokes its credential.
-    kubectl("delete", "kafscaleuser", "orders-app", "--timeout=60s")
+    kubectl("delete", "kafscaleuser", "orders-app", "billing-app", "--timeout=60s")
     wait_until("revoked credential refused", lambda: "invalid credentials" in kcat("-L -m 5", check=False), timeout=60)
     for topic in ("orders-secure", "secret-secure"):
         kubectl("delete", "kafscaletopic", topic, "--timeout=120s", timeout=150)
     kubectl("delete", "kafscalecluster", SECURE, "--timeout=120s", timeout=150)
     kubectl("delete", "secret", f"{SECURE}-tls")
-    return ("SASL_SSL listener with TLS from a Secret and ACLs on; KafscaleUser made a SCRAM credential and Secret; "
-            "the user produced and read 200 records in its group; a topic without ACL refused with "
-            "TOPIC_AUTHORIZATION_FAILED, hidden from metadata; a renewed certificate served without a restart; "
-            "a wrong password and the deleted user refused")
+    kubectl("delete", "configmap", f"{SECURE}-idp")
+    return ("SASL_SSL, mTLS and OAUTHBEARER listeners with TLS from a Secret and ACLs on; a SCRAM KafscaleUser "
+            "produced and read 200 records in its group; a topic without ACL refused with "
+            "TOPIC_AUTHORIZATION_FAILED, hidden from metadata; a tls-external user (CN=billing-app) produced 50 "
+            "over mTLS, a stranger CA's and no certificate refused; OAUTHBEARER tokens from the JWKS ConfigMap "
+            "accepted (super user) or authorized per ACL, expired/foreign-issuer/unknown-key tokens refused, "
+            "a rotated key accepted without restart; a renewed certificate served without a restart; a wrong "
+            "password and the deleted user refused")
 
 
 SCENARIOS["security"] = scenario_security
