@@ -3,6 +3,7 @@
 produce to and consume from it, and its data survives a restart."""
 
 import subprocess
+import time
 
 from harness import TARGET, Proc, free_port, wait_for_port
 
@@ -42,15 +43,20 @@ def test_dev_sasl_prints_an_admin_password_that_scram_accepts(tmp_path):
     broker = Proc("dev-broker", [str(TARGET / "kafscale-broker"), "--dev-sasl", "--listen", bootstrap,
                                  "--data-dir", str(tmp_path / "data")], tmp_path / "dev.log")
 
-    def password() -> str:
-        found = re.search(r"user 'admin', password '([^']+)'", broker.tail())
-        assert found, broker.tail()
-        return found.group(1)
+    def passwords(count: int) -> list[str]:
+        """The passwords printed so far, once there are `count`: the port is
+        bound before the credential is derived (PBKDF2, slow in debug
+        builds), so the line follows shortly after."""
+        deadline = time.monotonic() + 30
+        while len(found := re.findall(r"user 'admin', password '([^']+)'", broker.log.read_text())) < count:
+            assert time.monotonic() < deadline, broker.tail()
+            time.sleep(0.2)
+        return found
 
     try:
         broker.start()
         wait_for_port(port, broker)
-        first = password()
+        first = passwords(1)[0]
         scram = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-512",
                  "-X", "sasl.username=admin"]
         kcat("-b", bootstrap, *scram, "-X", f"sasl.password={first}", "-t", "s", "-P", stdin="secret\n")
@@ -62,8 +68,7 @@ def test_dev_sasl_prints_an_admin_password_that_scram_accepts(tmp_path):
         broker.kill()
         broker.start()
         wait_for_port(port, broker)
-        printed = re.findall(r"user 'admin', password '([^']+)'", broker.log.read_text())
-        assert printed == [first, first], "a restarted dev broker keeps the admin password"
+        assert passwords(2) == [first, first], "a restarted dev broker keeps the admin password"
     finally:
         broker.stop()
 
