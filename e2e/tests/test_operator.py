@@ -79,6 +79,11 @@ def test_invalid_resources_are_rejected_with_readable_messages(env):
             "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": "bad"},
             "spec": {"brokers": {"replicas": 1, "listeners": listeners}, "s3": {"bucket": "b1b"}}})
         assert status == 422 and message in json.dumps(body), body
+    status, body = kube.apply(f"{NS}/kafscaleclusters/bad", {
+        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": "bad"},
+        "spec": {"brokers": {"replicas": 1, "oauthbearer": {"jwksConfigMap": {"name": "idp"}, "audience": ["a" * 1025]}},
+                 "s3": {"bucket": "b1b"}}})
+    assert status == 422 and "each audience is 1 to 1024 characters" in json.dumps(body), body
 
 
 def test_cluster_becomes_its_objects_with_status_and_idempotent_reconciles(env):

@@ -143,8 +143,9 @@ pub enum ListenerAuthentication {
 /// Token verification of OAUTHBEARER listeners. Keys come from a ConfigMap
 /// (brokers fetch nothing from the network); an update of the ConfigMap
 /// reaches running brokers without restarts.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.audience) || self.audience.all(a, size(a) >= 1 && size(a) <= 1024)").message("each audience is 1 to 1024 characters"))]
 pub struct OAuthBearerSpec {
     /// The ConfigMap holding the identity provider's JWKS document.
     pub jwks_config_map: ConfigMapKey,
