@@ -59,9 +59,9 @@ pub struct BrokerConfig {
     /// stops renewing (crash, pause, partition from etcd) its partitions and
     /// groups move to other brokers.
     pub session_timeout: Duration,
-    /// How often the controller compacts the metadata store's history
-    /// (`history_compaction`); zero turns it off.
-    pub metadata_compaction_interval: Duration,
+    /// When the controller compacts the metadata store's history
+    /// (`history_compaction`).
+    pub metadata_history: crate::history_compaction::HistorySettings,
     pub merge: MergeSettings,
     /// Intake write path only: compaction of intake parts into segments.
     pub compaction: crate::intake_compaction::CompactionSettings,
@@ -87,7 +87,10 @@ impl Default for BrokerConfig {
             max_in_flight_per_connection: 16,
             retention_check_interval: Duration::from_secs(60),
             session_timeout: Duration::from_secs(6),
-            metadata_compaction_interval: Duration::from_secs(300),
+            metadata_history: crate::history_compaction::HistorySettings {
+                interval: Duration::from_secs(300),
+                max_history_bytes: 512 * 1024 * 1024,
+            },
             merge: MergeSettings::default(),
             compaction: Default::default(),
             listener: Default::default(),
@@ -101,12 +104,11 @@ impl Default for BrokerConfig {
                 upload_grace: MergeSettings::default().upload_grace(),
                 handover_wait: Duration::from_secs(30),
                 write_path: WritePath::Intake,
+                producer_id_expiration: Duration::from_millis(86_400_000),
+                max_producer_states: 250_000,
+                upload_timeout: Duration::from_secs(30),
             },
-            groups: GroupSettings {
-                initial_rebalance_delay: Duration::from_millis(3000),
-                min_session_timeout: Duration::from_millis(6000),
-                max_session_timeout: Duration::from_millis(1_800_000),
-            },
+            groups: GroupSettings::default(),
         }
     }
 }

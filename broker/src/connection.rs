@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::handlers::{self, api_versions, sasl_authenticate, sasl_handshake, RequestContext};
-use crate::listener_limits::{ConnectionSlot, Reservation, ResponseHold};
+use crate::listener_limits::{frame_deadline, ConnectionSlot, Reservation, ResponseHold};
 use crate::security::sasl::{Gate, SaslSession};
 use crate::security::Principal;
 use crate::Broker;
@@ -139,6 +139,10 @@ pub fn decode_frame(frame: Bytes) -> Result<DecodedFrame, Refusal> {
     })
 }
 
+/// How much of an unauthenticated client's frame is read (and held) at a
+/// time.
+const UNAUTHENTICATED_READ_STEP: usize = 16 * 1024;
+
 /// Why a connection ended, for the log line and the metric.
 #[derive(Debug)]
 enum Closed {
@@ -235,7 +239,7 @@ pub async fn serve<R, W>(
                 writer_done = true;
                 break Closed::NotReading;
             }
-            next = read_frame(&broker, &mut rd, &unanswered, &own_share) => next,
+            next = read_frame(&broker, &mut rd, &unanswered, &own_share, session.authenticated()) => next,
         };
         let frame = match next {
             Ok(f) => f,
@@ -276,12 +280,12 @@ pub async fn serve<R, W>(
         }
         Closed::HalfSentFrame { have, want } => tracing::warn!(
             %peer,
-            "closing connection: a request stopped arriving after {have} of its {want} bytes (limit {:?} without progress)",
+            "closing connection: a request stopped arriving after {have} of its {want} bytes (limit {:?} without progress, or too slow to arrive as a whole)",
             broker.config.listener.stall_timeout
         ),
         Closed::TooLarge { size, limit } => tracing::warn!(
             %peer,
-            "closing connection: a request of {size} bytes exceeds the limit of {limit} (--max-request-bytes)"
+            "closing connection: a request of {size} bytes exceeds the limit of {limit} (--max-request-bytes; before SASL authentication --sasl-server-max-receive-bytes)"
         ),
         Closed::Refused(refusal) => tracing::warn!(%peer, reason = %refusal, "closing connection"),
         Closed::AuthenticationFailed(reason) => {
@@ -306,13 +310,17 @@ pub async fn serve<R, W>(
 /// begin (longer while responses are still due), checks its length, reserves
 /// its bytes from this connection's share and then from the broker-wide pool
 /// (each all at once, so no two readers can hold part of what the other
-/// needs), and reads it with the stall timeout between bytes: a frame that
-/// claims much and stops sending is closed after the stall timeout.
+/// needs), and reads it with the stall timeout between bytes and one
+/// deadline for the whole frame (`listener_limits::frame_deadline`): a frame
+/// that claims much and stops sending, or trickles, is closed. Before SASL
+/// authentication frames are small (`sasl_max_receive_bytes`) and held in a
+/// pool of their own.
 async fn read_frame(
     broker: &Broker,
     rd: &mut (impl AsyncRead + Unpin),
     unanswered: &AtomicUsize,
     own_share: &Arc<Semaphore>,
+    authenticated: bool,
 ) -> Result<(Bytes, Held), Closed> {
     let limits = &broker.config.listener;
     let mut prefix = [0u8; 4];
@@ -326,13 +334,25 @@ async fn read_frame(
             Err(_) => return Err(Closed::Idle(limits.idle_timeout)),
         }
     }
-    read_with_progress(rd, &mut prefix[1..], limits.stall_timeout, 1, 4).await?;
+    let prefix_deadline =
+        tokio::time::Instant::now() + frame_deadline(4, limits.stall_timeout, authenticated);
+    read_with_progress(
+        rd,
+        &mut prefix[1..],
+        limits.stall_timeout,
+        prefix_deadline,
+        1,
+        4,
+    )
+    .await?;
     let size = u32::from_be_bytes(prefix) as usize;
-    if size > broker.config.max_request_bytes {
-        return Err(Closed::TooLarge {
-            size,
-            limit: broker.config.max_request_bytes,
-        });
+    let limit = if authenticated {
+        broker.config.max_request_bytes
+    } else {
+        limits.sasl_max_receive_bytes
+    };
+    if size > limit {
+        return Err(Closed::TooLarge { size, limit });
     }
     // Own share first, so a connection waiting on its own earlier requests
     // holds nothing of the pool everyone shares. Its capacity is the largest
@@ -342,9 +362,49 @@ async fn read_frame(
         .acquire_many_owned(u32::try_from(size.max(1)).unwrap_or(u32::MAX))
         .await
         .ok();
+    if !authenticated {
+        // Before authentication memory is taken as bytes arrive, so a frame
+        // that claims much and sends little holds little.
+        let deadline =
+            tokio::time::Instant::now() + frame_deadline(size, limits.stall_timeout, false);
+        let mut request = Reservation::default();
+        let mut body = Vec::new();
+        while body.len() < size {
+            let step = (size - body.len()).min(UNAUTHENTICATED_READ_STEP);
+            request.absorb(
+                broker
+                    .unauthenticated_request_memory
+                    .reserve_whole(step)
+                    .await,
+            );
+            let at = body.len();
+            body.resize(at + step, 0);
+            read_with_progress(
+                rd,
+                &mut body[at..],
+                limits.stall_timeout,
+                deadline,
+                4 + at,
+                size + 4,
+            )
+            .await?;
+        }
+        return Ok((
+            Bytes::from(body),
+            Held {
+                _request: Some(request),
+                _own_share: own,
+                ..Held::default()
+            },
+        ));
+    }
     let request = broker.request_memory.reserve_whole(size).await;
+    // The deadline counts from when the bytes are reserved: waiting for
+    // room is the broker's doing, not the client's.
+    let deadline =
+        tokio::time::Instant::now() + frame_deadline(size, limits.stall_timeout, authenticated);
     let mut body = vec![0u8; size];
-    read_with_progress(rd, &mut body, limits.stall_timeout, 4, size + 4).await?;
+    read_with_progress(rd, &mut body, limits.stall_timeout, deadline, 4, size + 4).await?;
     Ok((
         Bytes::from(body),
         Held {
@@ -355,18 +415,21 @@ async fn read_frame(
     ))
 }
 
-/// Fills `buf`, failing when no byte arrives for `stall`. `at` is where
-/// `buf` starts within a frame of `frame_len` bytes, for the log line.
+/// Fills `buf`, failing when no byte arrives for `stall` or `deadline`
+/// passes. `at` is where `buf` starts within a frame of `frame_len` bytes,
+/// for the log line.
 async fn read_with_progress(
     rd: &mut (impl AsyncRead + Unpin),
     buf: &mut [u8],
     stall: Duration,
+    deadline: tokio::time::Instant,
     at: usize,
     frame_len: usize,
 ) -> Result<(), Closed> {
     let mut have = 0;
     while have < buf.len() {
-        match tokio::time::timeout(stall, rd.read(&mut buf[have..])).await {
+        let until = deadline.min(tokio::time::Instant::now() + stall);
+        match tokio::time::timeout_at(until, rd.read(&mut buf[have..])).await {
             Ok(Ok(0)) => return Err(Closed::ByClient),
             Ok(Ok(n)) => have += n,
             Ok(Err(e)) => return Err(Closed::ReadFailed(e)),

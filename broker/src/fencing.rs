@@ -30,6 +30,16 @@ pub fn write_deadline(cluster: &ClusterView, upload_grace: Duration) -> Option<i
     Some(session_end.saturating_add(i64::try_from(upload_grace.as_millis()).unwrap_or(i64::MAX)))
 }
 
+/// The latest an upload started at `now_ms` may land when its caller waits
+/// `wait` for the answer: early enough that the flusher has failed it, and
+/// cancelled its PUT, before the caller stops waiting (a quarter of the wait,
+/// at most 5 s, is left for that). An upload given up on is then never
+/// stored behind the recovery that follows.
+pub fn wait_deadline(now_ms: i64, wait: Duration) -> i64 {
+    let margin = (wait / 4).min(Duration::from_secs(5));
+    now_ms.saturating_add(i64::try_from((wait - margin).as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Until when (Unix ms) one maintenance step may run, for a broker that has
 /// led the partition for `led_for`; `None` when it must not maintain it now.
 pub fn maintenance_deadline(
@@ -127,6 +137,12 @@ mod tests {
             flusher_timeout,
             handover_wait: handover_wait(session_timeout, upload_grace, flusher_timeout),
         }
+    }
+
+    #[test]
+    fn an_upload_ends_before_its_caller_stops_waiting() {
+        assert_eq!(wait_deadline(1_000, Duration::from_secs(30)), 26_000);
+        assert_eq!(wait_deadline(1_000, Duration::from_secs(1)), 1_750);
     }
 
     #[test]

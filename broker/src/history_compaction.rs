@@ -5,34 +5,118 @@
 //! compacts, each interval, to the revision it saw one interval earlier, so
 //! at least one interval of history stays for watches to resume from (a
 //! watch that falls further behind re-reads everything, as after any gap),
-//! and defragments a member whose file is mostly free space.
+//! and defragments a member whose file is mostly free space. Between those,
+//! every few seconds it checks what the store holds: past the history budget
+//! (a commit storm writes faster than one interval can hold) it compacts to
+//! the revision of the previous check, and on etcd's NOSPACE alarm to now.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafscale_metadata::MetadataStore;
+use kafscale_telemetry::prometheus_client::metrics::counter::Counter;
 
 use crate::cluster::ClusterView;
 
+/// How often the controller asks whether the store ran out of space (etcd's
+/// NOSPACE alarm, after which it refuses every write until cleared) or holds
+/// more than the history budget.
+const SPACE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// When the history may go.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistorySettings {
+    /// Regular compaction: each interval, to the revision one interval ago
+    /// (zero: never, and no space checks either).
+    pub interval: Duration,
+    /// What the store may hold before history goes early (zero: no limit).
+    pub max_history_bytes: u64,
+}
+
+/// What the store looked like at one wake-up of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeup {
+    /// The regular interval.
+    Scheduled,
+    /// A space check: whether NOSPACE is raised, and what the store holds.
+    SpaceCheck {
+        out_of_space: bool,
+        history_bytes: Option<u64>,
+    },
+}
+
+/// Revisions seen at earlier wake-ups: history older than them may go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub at_last_interval: Option<i64>,
+    pub at_last_space_check: Option<i64>,
+}
+
+/// The revision to compact to at this wake-up, if any (0: the newest, which
+/// the store resolves itself).
+pub fn compaction_target(wakeup: Wakeup, seen: Seen, max_history_bytes: u64) -> Option<i64> {
+    match wakeup {
+        Wakeup::Scheduled => seen.at_last_interval,
+        Wakeup::SpaceCheck {
+            out_of_space: true, ..
+        } => Some(0),
+        Wakeup::SpaceCheck {
+            history_bytes: Some(bytes),
+            ..
+        } if max_history_bytes > 0 && bytes > max_history_bytes => seen.at_last_space_check,
+        Wakeup::SpaceCheck { .. } => None,
+    }
+}
+
 /// Runs for the life of the broker; does nothing with a zero interval.
-pub fn spawn(view: Arc<ClusterView>, metadata: MetadataStore, interval: Duration) {
-    if interval.is_zero() {
+pub fn spawn(
+    view: Arc<ClusterView>,
+    metadata: MetadataStore,
+    settings: HistorySettings,
+    space_alarms_cleared: Counter,
+) {
+    if settings.interval.is_zero() {
         return;
     }
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
+        let mut tick = tokio::time::interval(settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The revision seen one tick ago: history before it goes next tick.
-        let mut previous: Option<i64> = None;
+        let mut space_check = tokio::time::interval(SPACE_CHECK_INTERVAL);
+        space_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = Seen::default();
         loop {
-            tick.tick().await;
+            let scheduled = tokio::select! {
+                _ = tick.tick() => true,
+                _ = space_check.tick() => false,
+            };
             if view.controller() != Some(view.me.id) {
-                previous = None;
+                seen = Seen::default();
                 continue;
             }
-            if let Some(revision) = previous {
+            let wakeup = if scheduled {
+                Wakeup::Scheduled
+            } else {
+                Wakeup::SpaceCheck {
+                    out_of_space: metadata.out_of_space().await.unwrap_or(false),
+                    history_bytes: metadata.history_bytes().await.unwrap_or(None),
+                }
+            };
+            if let Some(revision) = compaction_target(wakeup, seen, settings.max_history_bytes) {
+                if let Wakeup::SpaceCheck {
+                    out_of_space: false,
+                    history_bytes: Some(bytes),
+                } = wakeup
+                {
+                    tracing::info!(
+                        bytes,
+                        budget = settings.max_history_bytes,
+                        revision,
+                        "the metadata store holds more than its history budget (--metadata-history-max-bytes); compacting early"
+                    );
+                }
                 match metadata.compact_history(revision).await {
                     Ok(report) => {
+                        space_alarms_cleared.inc_by(report.space_alarms_cleared as u64);
                         tracing::debug!(revision, defragmented = ?report.defragmented, "metadata history compacted")
                     }
                     Err(e) => {
@@ -40,7 +124,67 @@ pub fn spawn(view: Arc<ClusterView>, metadata: MetadataStore, interval: Duration
                     }
                 }
             }
-            previous = metadata.revision().await.ok();
+            let now = metadata.revision().await.ok();
+            if scheduled {
+                seen.at_last_interval = now;
+            } else {
+                seen.at_last_space_check = now;
+            }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEEN: Seen = Seen {
+        at_last_interval: Some(100),
+        at_last_space_check: Some(900),
+    };
+
+    fn check(out_of_space: bool, history_bytes: Option<u64>) -> Wakeup {
+        Wakeup::SpaceCheck {
+            out_of_space,
+            history_bytes,
+        }
+    }
+
+    #[test]
+    fn the_interval_keeps_one_interval_of_history() {
+        assert_eq!(compaction_target(Wakeup::Scheduled, SEEN, 0), Some(100));
+        assert_eq!(
+            compaction_target(Wakeup::Scheduled, Seen::default(), 0),
+            None,
+            "nothing seen yet: nothing old enough"
+        );
+    }
+
+    #[test]
+    fn a_store_over_its_history_budget_keeps_only_since_the_last_check() {
+        assert_eq!(
+            compaction_target(check(false, Some(600)), SEEN, 500),
+            Some(900)
+        );
+        assert_eq!(compaction_target(check(false, Some(400)), SEEN, 500), None);
+        assert_eq!(
+            compaction_target(check(false, Some(600)), SEEN, 0),
+            None,
+            "no budget"
+        );
+        assert_eq!(
+            compaction_target(check(false, None), SEEN, 500),
+            None,
+            "a store without history"
+        );
+    }
+
+    #[test]
+    fn out_of_space_compacts_everything_at_once() {
+        assert_eq!(compaction_target(check(true, Some(1)), SEEN, 500), Some(0));
+        assert_eq!(
+            compaction_target(check(true, None), Seen::default(), 0),
+            Some(0)
+        );
+    }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_flusher::protocol::{CompactedTo, LiveTopic};
+use kafscale_flusher::protocol::{request, CompactedTo, LiveTopic, MaintenanceStorage};
 use kafscale_metadata::topic_rules::topic_config_value;
 use kafscale_telemetry::crash_points;
 
@@ -28,6 +28,17 @@ const STEPS_PER_PARTITION: usize = 8;
 const CLEAN_UP_INTERVAL: Duration = Duration::from_secs(15);
 /// Intake objects younger than this are never deleted.
 const CLEAN_UP_MIN_AGE: Duration = Duration::from_secs(30);
+/// How far the clocks of the flushers that name intake objects (by their
+/// creation time) may disagree with this broker's.
+const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(10);
+
+/// The minimum age the flusher is asked to respect, counted from when it
+/// gets the request: the clean-up's own minimum, plus the time since the
+/// live topics were read (an object of a topic created after that read is
+/// younger than the read), plus the clock-skew margin.
+fn clean_up_min_age(since_topics_read: Duration) -> Duration {
+    CLEAN_UP_MIN_AGE + since_topics_read + CLOCK_SKEW_MARGIN
+}
 
 /// When compaction runs and what it writes.
 #[derive(Debug, Clone, Copy)]
@@ -59,9 +70,10 @@ fn pause_after_step(step: Duration) -> Duration {
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// One compaction pass over every partition this broker may maintain.
-/// `recorded` remembers the compaction point last written per partition, so
-/// the metadata store is written only when it moves.
-pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<(String, i32), i64>) {
+/// `recorded` remembers the compaction point last written per partition (of
+/// a topic by id: a re-created topic starts afresh), so the metadata store
+/// is written only when it moves.
+pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32), i64>) {
     let max_delay_ms = broker.config.compaction.max_delay.as_millis() as i64;
     for topic in broker.topics.all() {
         let target_bytes = topic_config_value(&topic.record.config, "segment.bytes")
@@ -73,15 +85,22 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<(String, i32),
             };
             let id = log.id();
             for _ in 0..STEPS_PER_PARTITION {
+                // A deleted topic's logs are closed: its parts are not
+                // compacted any more (the deletion sweeps them).
+                if log.is_closed() {
+                    break;
+                }
                 let started = std::time::Instant::now();
                 let step = maintenance_step(broker, log, |not_after_ms| {
-                    broker.flusher.compact_intake(
-                        &id,
-                        high_watermark,
+                    broker.flusher.compact_intake(request::CompactIntake {
+                        topic: id.topic.clone(),
+                        topic_id: id.topic_id,
+                        partition: id.partition,
+                        up_to: high_watermark,
                         target_bytes,
                         max_delay_ms,
                         not_after_ms,
-                    )
+                    })
                 })
                 .await;
                 let Some(step) = step else { break };
@@ -93,15 +112,24 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<(String, i32),
                     }
                 };
                 crash_points::reached("broker:compaction:stepped");
-                let key = (log.topic.clone(), log.partition);
+                let key = (log.topic_id, log.partition);
                 if done.last_offset >= 0 && recorded.get(&key) < Some(&done.last_offset) {
                     match broker
                         .metadata
-                        .record_compacted(&log.topic, log.partition, done.last_offset)
+                        .record_compacted(
+                            &log.topic,
+                            uuid::Uuid::from_bytes(log.topic_id),
+                            log.partition,
+                            done.last_offset,
+                        )
                         .await
                     {
-                        Ok(()) => {
+                        Ok(true) => {
                             recorded.insert(key, done.last_offset);
+                        }
+                        Ok(false) => {
+                            tracing::info!(topic = %log.topic, partition = log.partition, "the topic was deleted during compaction; its compaction point is not recorded");
+                            break;
                         }
                         Err(e) => {
                             tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "recording the compaction point failed; intake objects stay until it is recorded")
@@ -129,6 +157,7 @@ pub async fn clean_up_once(broker: &Broker) {
         return;
     };
     // Fresh reads, after which only newer objects can hold other topics.
+    let topics_read = std::time::Instant::now();
     let topics = match broker.metadata.list_topics().await {
         Ok(t) => t,
         Err(e) => {
@@ -149,13 +178,18 @@ pub async fn clean_up_once(broker: &Broker) {
         .collect();
     let compacted: Vec<CompactedTo> = compacted
         .into_iter()
-        .filter_map(|(topic, partition, last_offset)| {
+        .filter_map(|(topic, partition, point)| {
             let topic_id = *ids.get(topic.as_str())?;
+            // A point recorded for an earlier topic of this name is not the
+            // live topic's.
+            if point.topic_id.is_some_and(|id| *id.as_bytes() != topic_id) {
+                return None;
+            }
             Some(CompactedTo {
                 topic,
                 topic_id,
                 partition,
-                last_offset,
+                last_offset: point.last_offset,
             })
         })
         .collect();
@@ -166,11 +200,17 @@ pub async fn clean_up_once(broker: &Broker) {
             topic_id: *t.id.as_bytes(),
         })
         .collect();
-    let min_age_ms = CLEAN_UP_MIN_AGE.as_millis() as i64;
+    let min_age_ms = clean_up_min_age(topics_read.elapsed()).as_millis() as i64;
     match broker
         .flusher
-        .collect_intake(live, compacted, min_age_ms, not_after_ms)
+        .collect_intake(request::CollectIntake {
+            live,
+            compacted,
+            min_age_ms,
+            not_after_ms,
+        })
         .await
+        .map(|d| d.objects)
     {
         Ok(0) => {}
         Ok(n) => tracing::debug!(objects = n, "deleted intake objects nothing needs"),
@@ -214,5 +254,14 @@ mod tests {
             Duration::from_millis(300)
         );
         assert_eq!(pause_after_step(Duration::from_secs(60)), MAX_PAUSE);
+    }
+
+    #[test]
+    fn the_clean_up_spares_objects_written_since_the_topics_were_read() {
+        // A slow read of the compaction points must not shrink the window
+        // in which a just-created topic's objects are spared.
+        let slow_reads = Duration::from_secs(25);
+        assert!(clean_up_min_age(slow_reads) >= CLEAN_UP_MIN_AGE + slow_reads + CLOCK_SKEW_MARGIN);
+        assert!(clean_up_min_age(Duration::ZERO) > CLEAN_UP_MIN_AGE);
     }
 }

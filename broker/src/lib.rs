@@ -61,6 +61,9 @@ pub struct Broker {
     pub connections: Arc<listener_limits::ConnectionCounter>,
     /// Bytes of requests read and not yet answered (all connections).
     pub request_memory: listener_limits::BytePool,
+    /// The same, for frames of clients not authenticated yet: kept apart,
+    /// so they never hold what authenticated clients need.
+    pub unauthenticated_request_memory: listener_limits::BytePool,
     /// Bytes of fetch responses read and not yet written (all connections).
     pub fetch_memory: listener_limits::BytePool,
     /// ACL decisions (everything allowed without an authorizer).
@@ -104,11 +107,13 @@ impl Broker {
         );
         let storage = storage_health::StorageHealth::spawn(flusher.socket_path(), metrics.clone());
         groups.spawn_ticker();
+        groups.spawn_offset_expiry();
         controller::spawn(cluster.clone(), metadata.clone());
         history_compaction::spawn(
             cluster.clone(),
             metadata.clone(),
-            config.metadata_compaction_interval,
+            config.metadata_history,
+            metrics.metadata_space_alarms_cleared.clone(),
         );
         let record_validator = record_validation::RecordValidator::new(config.record_limits);
         let listener = &config.listener;
@@ -116,12 +121,17 @@ impl Broker {
             listener.max_connections,
             listener.max_connections_per_ip,
         );
-        // The pool must hold the largest request, or that request would wait forever.
-        let request_memory = listener_limits::BytePool::new(
+        // The pool must hold the largest request beside the small frames'
+        // share, or that request would wait forever.
+        let small_reserve = listener_limits::small_frame_reserve(listener.queued_max_request_bytes);
+        let request_memory = listener_limits::BytePool::with_small_reserve(
             listener
                 .queued_max_request_bytes
-                .max(config.max_request_bytes),
+                .max(config.max_request_bytes.saturating_add(small_reserve)),
+            small_reserve,
         );
+        let unauthenticated_request_memory =
+            listener_limits::BytePool::new(listener_limits::UNAUTHENTICATED_POOL_BYTES);
         let fetch_memory = listener_limits::BytePool::new(listener.fetch_memory_bytes);
         let authorizer = Arc::new(security::authorizer::Authorizer::new(
             config.authorizer.clone(),
@@ -145,6 +155,7 @@ impl Broker {
             record_validator,
             connections,
             request_memory,
+            unauthenticated_request_memory,
             fetch_memory,
             authorizer,
             segment_maintenance: tokio::sync::Mutex::new(()),

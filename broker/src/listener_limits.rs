@@ -33,6 +33,9 @@ pub struct ListenerSettings {
     /// The most one fetch response may carry (`fetch.max.bytes`), whatever
     /// the client asks for; the first batch is returned whole as in Kafka.
     pub fetch_max_bytes: usize,
+    /// The largest frame a client may send before it has authenticated on a
+    /// SASL listener (Kafka's `sasl.server.max.receive.size`).
+    pub sasl_max_receive_bytes: usize,
 }
 
 impl Default for ListenerSettings {
@@ -45,7 +48,41 @@ impl Default for ListenerSettings {
             queued_max_request_bytes: 256 * 1024 * 1024,
             fetch_memory_bytes: 256 * 1024 * 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
+            sasl_max_receive_bytes: 512 * 1024,
         }
+    }
+}
+
+/// Frames up to this size are "small": a share of the request pool is kept
+/// for them, so that a few large frames that arrive slowly (and hold their
+/// whole size while they do) never stop every small request.
+pub const SMALL_FRAME_BYTES: usize = 1024 * 1024;
+
+/// What of the request pool is kept for small frames.
+pub fn small_frame_reserve(queued_max_request_bytes: usize) -> usize {
+    (queued_max_request_bytes / 8).max(2 * SMALL_FRAME_BYTES)
+}
+
+/// Memory for the frames of clients that have not authenticated yet, all
+/// together: what they can hold is bounded apart from everyone else's, and
+/// it is taken as their bytes arrive (a frame that only claims a size holds
+/// nothing).
+pub const UNAUTHENTICATED_POOL_BYTES: usize = 16 * 1024 * 1024;
+
+/// The longest an unauthenticated client may take to send one frame.
+pub const UNAUTHENTICATED_FRAME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The slowest average rate at which an authenticated client may send a
+/// frame, beyond the stall timeout: a 100 MiB frame gets 400 s more.
+pub const MIN_FRAME_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// How long a frame of `size` bytes may take to arrive as a whole, from
+/// when its length is read. A trickle of single bytes does not restart it.
+pub fn frame_deadline(size: usize, stall: Duration, authenticated: bool) -> Duration {
+    if authenticated {
+        stall + Duration::from_millis((size as u64).saturating_mul(1000) / MIN_FRAME_BYTES_PER_SEC)
+    } else {
+        stall.min(UNAUTHENTICATED_FRAME_DEADLINE)
     }
 }
 
@@ -144,14 +181,23 @@ impl Drop for ConnectionSlot {
 pub struct BytePool {
     capacity: usize,
     semaphore: Arc<Semaphore>,
+    /// Bytes that reservations over [`SMALL_FRAME_BYTES`] leave free.
+    small_reserve: usize,
 }
 
 impl BytePool {
     pub fn new(capacity: usize) -> Self {
+        Self::with_small_reserve(capacity, 0)
+    }
+
+    /// A pool that large reservations (over [`SMALL_FRAME_BYTES`]) may fill
+    /// only up to `small_reserve` bytes short of its capacity.
+    pub fn with_small_reserve(capacity: usize, small_reserve: usize) -> Self {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             capacity,
             semaphore: Arc::new(Semaphore::new(capacity)),
+            small_reserve: small_reserve.min(capacity.saturating_sub(1)),
         }
     }
 
@@ -193,12 +239,22 @@ impl BytePool {
         } else {
             Duration::from_millis(10)
         };
+        // A large reservation leaves the small frames' share free (unless
+        // it could then never be granted at all).
+        let leave =
+            if n as usize > SMALL_FRAME_BYTES && n as usize + self.small_reserve <= self.capacity {
+                self.small_reserve
+            } else {
+                0
+            };
         loop {
-            if let Ok(permit) = self.semaphore.clone().try_acquire_many_owned(n) {
-                return Reservation {
-                    bytes: permit.num_permits(),
-                    _permit: Some(permit),
-                };
+            if self.semaphore.available_permits() >= n as usize + leave {
+                if let Ok(permit) = self.semaphore.clone().try_acquire_many_owned(n) {
+                    return Reservation {
+                        bytes: permit.num_permits(),
+                        _permit: Some(permit),
+                    };
+                }
             }
             tokio::time::sleep(pause).await;
         }
@@ -234,6 +290,16 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// Adds `more` (taken from the same pool) to this reservation.
+    pub fn absorb(&mut self, more: Reservation) {
+        self.bytes += more.bytes;
+        match (&mut self._permit, more._permit) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
+
     /// Gives back all but `bytes` of this reservation.
     pub fn shrink_to(&mut self, bytes: usize) {
         if bytes >= self.bytes {
@@ -304,6 +370,59 @@ mod tests {
         assert_eq!(small.bytes, 30);
         drop((held, small));
         assert_eq!(large.await.unwrap(), 80);
+    }
+
+    #[tokio::test]
+    async fn large_frames_leave_room_for_small_ones() {
+        const MIB: usize = 1024 * 1024;
+        let pool = Arc::new(BytePool::with_small_reserve(100 * MIB, 10 * MIB));
+        // Large frames that arrive slowly fill what they may...
+        let mut large = Vec::new();
+        for _ in 0..4 {
+            large.push(pool.reserve_whole(22 * MIB).await);
+        }
+        let fifth = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.reserve_whole(5 * MIB).await.bytes })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !fifth.is_finished(),
+            "a large frame may not take the small frames' share"
+        );
+        // ...and small requests are still served from the rest.
+        for _ in 0..10 {
+            let small = tokio::time::timeout(Duration::from_secs(1), pool.reserve_whole(MIB / 2))
+                .await
+                .expect("a small frame is served while large ones hold the pool");
+            assert_eq!(small.bytes, MIB / 2);
+        }
+        drop(large);
+        assert_eq!(fifth.await.unwrap(), 5 * MIB);
+    }
+
+    #[test]
+    fn a_frame_has_one_deadline_for_all_its_bytes() {
+        let stall = Duration::from_secs(60);
+        assert_eq!(
+            frame_deadline(100, stall, false),
+            UNAUTHENTICATED_FRAME_DEADLINE
+        );
+        assert_eq!(frame_deadline(0, stall, true), stall);
+        assert_eq!(
+            frame_deadline(100 * 1024 * 1024, stall, true),
+            stall + Duration::from_secs(400)
+        );
+    }
+
+    #[tokio::test]
+    async fn reservations_grow_by_what_they_absorb() {
+        let pool = BytePool::new(100);
+        let mut r = pool.reserve_whole(10).await;
+        r.absorb(pool.reserve_whole(30).await);
+        assert_eq!((r.bytes, pool.in_use()), (40, 40));
+        drop(r);
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[tokio::test]

@@ -285,6 +285,12 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(0..=86_400_000)
     )]
     metadata_compaction_interval_ms: u64,
+    /// What the metadata store may hold (etcd's space in use) before the
+    /// controller compacts its history early, to what it saw one check (2 s)
+    /// before; keeps a commit storm far from etcd's quota. 0: no limit.
+    #[arg(long, env = "KAFSCALE_METADATA_HISTORY_MAX_BYTES", default_value_t = 512 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(0..=1_099_511_627_776))]
+    metadata_history_max_bytes: u64,
     /// How often a partition's leader merges small segments into larger
     /// ones, in milliseconds (0: never).
     #[arg(long, env = "KAFSCALE_MERGE_INTERVAL_MS", default_value_t = 10_000)]
@@ -313,10 +319,54 @@ struct Args {
         default_value_t = 6000
     )]
     group_min_session_timeout_ms: u64,
+    /// Idempotent producers that have not written to a partition for this
+    /// long are forgotten there (Kafka's producer.id.expiration.ms).
+    #[arg(long, env = "KAFSCALE_PRODUCER_ID_EXPIRATION_MS", default_value_t = 86_400_000,
+        value_parser = clap::value_parser!(u64).range(60_000..=31_536_000_000))]
+    producer_id_expiration_ms: u64,
+    /// Idempotent producers the broker remembers, counted once per
+    /// partition each writes to (~200 bytes each). Beyond it a producer new
+    /// to a partition gets a retriable error, and idle producers are
+    /// forgotten after 15 minutes instead of the expiration.
+    #[arg(long, env = "KAFSCALE_MAX_IDEMPOTENT_PRODUCERS", default_value_t = 250_000,
+        value_parser = clap::value_parser!(u32).range(1_000..=100_000_000))]
+    max_idempotent_producers: u32,
+    /// Members per consumer group, counting those given an id to join with;
+    /// more get GROUP_MAX_SIZE_REACHED (Kafka's group.max.size).
+    #[arg(long, env = "KAFSCALE_GROUP_MAX_SIZE", default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    group_max_size: u32,
+    /// Longest metadata of a committed offset; longer is refused with
+    /// OFFSET_METADATA_TOO_LARGE (Kafka's offset.metadata.max.bytes).
+    #[arg(long, env = "KAFSCALE_OFFSET_METADATA_MAX_BYTES", default_value_t = 4096,
+        value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    offset_metadata_max_bytes: u32,
+    /// How long committed offsets are kept after their group becomes empty
+    /// (offsets-only groups: after each commit); then they are deleted, and
+    /// the group with them (Kafka's offsets.retention.minutes).
+    #[arg(long, env = "KAFSCALE_OFFSETS_RETENTION_MINUTES", default_value_t = 10_080,
+        value_parser = clap::value_parser!(u32).range(1..=52_560_000))]
+    offsets_retention_minutes: u32,
+    /// How often committed offsets are checked for expiry (Kafka's
+    /// offsets.retention.check.interval.ms).
+    #[arg(long, env = "KAFSCALE_OFFSETS_RETENTION_CHECK_INTERVAL_MS", default_value_t = 600_000,
+        value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
+    offsets_retention_check_interval_ms: u64,
+    /// What the groups this broker coordinates may hold in memory (members'
+    /// metadata and assignments); joins and assignments beyond it are
+    /// answered COORDINATOR_NOT_AVAILABLE, which clients retry.
+    #[arg(long, env = "KAFSCALE_GROUP_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1_048_576..=1_099_511_627_776))]
+    group_memory_bytes: u64,
     /// Largest request accepted; larger ones close the connection.
     #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024,
         value_parser = clap::value_parser!(u32).range(1024..=i32::MAX as i64))]
     max_request_bytes: u32,
+    /// Largest frame a client may send before it has authenticated on a
+    /// SASL listener (Kafka's sasl.server.max.receive.size).
+    #[arg(long, env = "KAFSCALE_SASL_SERVER_MAX_RECEIVE_BYTES", default_value_t = 524_288,
+        value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    sasl_server_max_receive_bytes: u32,
     /// Open Kafka connections in total; more are closed at once.
     #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS", default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -362,9 +412,16 @@ struct Args {
     /// bytes wait for object storage, the upload in flight included.
     #[arg(long, env = "KAFSCALE_MAX_UNACKNOWLEDGED_BYTES", default_value_t = 256 * 1024 * 1024)]
     max_unacknowledged_bytes: usize,
-    /// Address of the HTTP endpoint: /metrics, /healthz, /readyz and the ops API.
+    /// Address of the HTTP endpoint: /metrics, /healthz, /readyz and, unless
+    /// --ops-api-listen puts it elsewhere, the ops API.
     #[arg(long, env = "KAFSCALE_HTTP_LISTEN", default_value = "127.0.0.1:9094")]
     http_listen: std::net::SocketAddr,
+    /// Address of the ops API (/api/v1, unauthenticated, it names every
+    /// topic and group) when it must not share the probes' address: in
+    /// Kubernetes the probes need the pod's address, the ops API only a
+    /// port-forward (127.0.0.1).
+    #[arg(long, env = "KAFSCALE_OPS_API_LISTEN")]
+    ops_api_listen: Option<std::net::SocketAddr>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -521,7 +578,10 @@ async fn main() -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes as usize,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         session_timeout,
-        metadata_compaction_interval: Duration::from_millis(args.metadata_compaction_interval_ms),
+        metadata_history: kafscale_broker::history_compaction::HistorySettings {
+            interval: Duration::from_millis(args.metadata_compaction_interval_ms),
+            max_history_bytes: args.metadata_history_max_bytes,
+        },
         merge: merge.clone(),
         listener: kafscale_broker::listener_limits::ListenerSettings {
             max_connections: args.max_connections as usize,
@@ -531,6 +591,7 @@ async fn main() -> anyhow::Result<()> {
             queued_max_request_bytes: args.queued_max_request_bytes,
             fetch_memory_bytes: usize::try_from(args.fetch_memory_bytes).unwrap_or(usize::MAX),
             fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(usize::MAX),
+            sasl_max_receive_bytes: args.sasl_server_max_receive_bytes as usize,
         },
         record_limits: kafscale_broker::record_validation::RecordLimits::per_batch(
             args.max_uncompressed_batch_bytes,
@@ -538,6 +599,13 @@ async fn main() -> anyhow::Result<()> {
         groups: kafscale_broker::groups::GroupSettings {
             initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
+            max_size: args.group_max_size as usize,
+            offset_metadata_max_bytes: args.offset_metadata_max_bytes as usize,
+            offsets_retention: Duration::from_secs(u64::from(args.offsets_retention_minutes) * 60),
+            offsets_retention_check_interval: Duration::from_millis(
+                args.offsets_retention_check_interval_ms,
+            ),
+            memory_bytes: usize::try_from(args.group_memory_bytes).unwrap_or(usize::MAX),
             ..defaults.groups.clone()
         },
         compaction: kafscale_broker::intake_compaction::CompactionSettings {
@@ -553,6 +621,9 @@ async fn main() -> anyhow::Result<()> {
             upload_grace: merge.upload_grace(),
             handover_wait,
             write_path: args.write_path,
+            producer_id_expiration: Duration::from_millis(args.producer_id_expiration_ms),
+            max_producer_states: args.max_idempotent_producers as usize,
+            upload_timeout: flusher_timeout,
         },
         ..defaults
     };
@@ -567,15 +638,26 @@ async fn main() -> anyhow::Result<()> {
     let broker = Broker::start(config, metadata.clone(), flusher.clone(), metrics)
         .await
         .with_context(|| format!("loading topics from {}", metadata.describe()))?;
+    let ops_api = ops_api::routes(broker.clone());
+    let (routes, ops_api) = match args.ops_api_listen {
+        Some(addr) => (None, Some((addr, ops_api))),
+        None => (Some(ops_api), None),
+    };
     let http = HttpEndpoint {
         registry: Arc::new(Mutex::new(registry)),
         readiness: Arc::new(ops_api::BrokerReadiness(broker.clone())),
         on_scrape: Some(ops_api::scrape_hook(broker.clone())),
-        routes: Some(ops_api::routes(broker.clone())),
+        routes,
     }
     .serve(args.http_listen, logging::shutdown_signal())
     .await
     .with_context(|| format!("binding the HTTP endpoint on {}", args.http_listen))?;
+    if let Some((addr, routes)) = ops_api {
+        let bound = HttpEndpoint::serve_routes(routes, addr, logging::shutdown_signal())
+            .await
+            .with_context(|| format!("binding the ops API on {addr} (--ops-api-listen)"))?;
+        tracing::info!(ops_api = %bound, "ops API on its own address");
+    }
     kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
     kafscale_broker::segment_merge::spawn(broker.clone());
     kafscale_broker::intake_compaction::spawn(broker.clone());

@@ -63,9 +63,13 @@ pub struct BrokerMetrics {
     pub flush_records: Histogram,
     pub flush_failures: Counter,
     pub produce_rejected: Counter,
+    /// etcd NOSPACE alarms the controller cleared.
+    pub metadata_space_alarms_cleared: Counter,
     pub memory_log_bytes: Gauge,
     pub partitions_led: Gauge,
     pub groups: Gauge,
+    pub group_memory_bytes: Gauge,
+    pub idempotent_producers: Gauge,
     pub rebalances: Counter,
     pub consumer_lag: Family<LagLabels, Gauge>,
     pub connections: Gauge,
@@ -93,9 +97,12 @@ impl BrokerMetrics {
             flush_records: Histogram::new(prometheus_buckets_records()),
             flush_failures: Counter::default(),
             produce_rejected: Counter::default(),
+            metadata_space_alarms_cleared: Counter::default(),
             memory_log_bytes: Gauge::default(),
             partitions_led: Gauge::default(),
             groups: Gauge::default(),
+            group_memory_bytes: Gauge::default(),
+            idempotent_producers: Gauge::default(),
             rebalances: Counter::default(),
             consumer_lag: Family::default(),
             connections: Gauge::default(),
@@ -165,6 +172,11 @@ impl BrokerMetrics {
             m.flush_failures.clone(),
         );
         r.register(
+            "metadata_space_alarms_cleared",
+            "Times the metadata store (etcd) ran out of space and the controller compacted, defragmented and cleared its NOSPACE alarm",
+            m.metadata_space_alarms_cleared.clone(),
+        );
+        r.register(
             "produce_rejected",
             "Partition produces refused at once because object storage is unavailable or too much is pending",
             m.produce_rejected.clone(),
@@ -184,6 +196,16 @@ impl BrokerMetrics {
             "groups",
             "Consumer groups this broker coordinates (loaded)",
             m.groups.clone(),
+        );
+        r.register(
+            "group_memory_bytes",
+            "Memory the loaded groups' members' metadata and assignments take (bounded by --group-memory-bytes)",
+            m.group_memory_bytes.clone(),
+        );
+        r.register(
+            "idempotent_producers",
+            "Idempotent producers remembered, once per partition each writes to (bounded by --max-idempotent-producers)",
+            m.idempotent_producers.clone(),
         );
         r.register(
             "group_rebalances",
@@ -427,6 +449,20 @@ impl KvBackend for InstrumentedKv {
         let started = Instant::now();
         let r = self.inner.compact_history(revision).await;
         self.observe("compact", started, &r);
+        r
+    }
+
+    async fn history_bytes(&self) -> Result<Option<u64>, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.history_bytes().await;
+        self.observe("status", started, &r);
+        r
+    }
+
+    async fn out_of_space(&self) -> Result<bool, MetadataError> {
+        let started = Instant::now();
+        let r = self.inner.out_of_space().await;
+        self.observe("alarm", started, &r);
         r
     }
 }

@@ -79,6 +79,8 @@ pub fn scrape_hook(broker: Arc<Broker>) -> ScrapeHook {
     Arc::new(move || {
         let m = &broker.metrics;
         m.memory_log_bytes.set(broker.topics.memory_used() as i64);
+        m.idempotent_producers
+            .set(i64::try_from(broker.topics.producer_states()).unwrap_or(i64::MAX));
         m.queued_request_bytes
             .set(broker.request_memory.in_use() as i64);
         m.fetch_reserved_bytes
@@ -93,6 +95,8 @@ pub fn scrape_hook(broker: Arc<Broker>) -> ScrapeHook {
         );
         let groups = broker.groups.loaded();
         m.groups.set(groups.len() as i64);
+        m.group_memory_bytes
+            .set(i64::try_from(broker.groups.memory_bytes()).unwrap_or(i64::MAX));
         m.consumer_lag.clear();
         for g in groups {
             for ((topic, partition), committed) in g.offsets().iter() {

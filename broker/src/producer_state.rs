@@ -23,7 +23,12 @@ pub struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// The table's clock when the producer last wrote (see `tick`).
+    last_write_ms: i64,
 }
+
+/// How often the table looks for producers to forget.
+pub const EXPIRY_CHECK_INTERVAL_MS: i64 = 60_000;
 
 /// What to do with an incoming batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,9 @@ pub fn seq_add(seq: i32, delta: i32) -> i32 {
 #[derive(Debug, Default, Clone)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// The time of the last `tick` (Unix ms): writes are stamped with it,
+    /// so the table needs no clock of its own.
+    clock_ms: i64,
 }
 
 impl ProducerStateTable {
@@ -152,6 +160,7 @@ impl ProducerStateTable {
             return;
         }
         let entry = self.producers.entry(producer_id).or_default();
+        entry.last_write_ms = self.clock_ms;
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -167,8 +176,36 @@ impl ProducerStateTable {
         }
     }
 
+    /// Advances the table's clock to `now_ms` and, at most once per
+    /// [`EXPIRY_CHECK_INTERVAL_MS`], forgets producers that have not written
+    /// for `expiration_ms` (Kafka's producer.id.expiration.ms): a retry that
+    /// old is past every client's delivery timeout. Returns how many went.
+    pub fn tick(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        if self.clock_ms != 0 && now_ms - self.clock_ms < EXPIRY_CHECK_INTERVAL_MS {
+            return 0;
+        }
+        if self.clock_ms == 0 {
+            // Entries rebuilt before the first tick count from now.
+            for entry in self.producers.values_mut() {
+                entry.last_write_ms = now_ms;
+            }
+        }
+        self.clock_ms = now_ms;
+        let before = self.producers.len();
+        // A write is stamped with the clock of the tick before it, up to one
+        // interval early: keep entries that long more.
+        let oldest = now_ms - expiration_ms - EXPIRY_CHECK_INTERVAL_MS;
+        self.producers.retain(|_, e| e.last_write_ms >= oldest);
+        before - self.producers.len()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Whether the table remembers the producer.
+    pub fn knows(&self, producer_id: i64) -> bool {
+        self.producers.contains_key(&producer_id)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,6 +231,34 @@ mod tests {
             base_sequence: seq,
             records_count: count,
         }
+    }
+
+    #[test]
+    fn idle_producers_are_forgotten_after_the_expiration() {
+        const DAY: i64 = 86_400_000;
+        let mut t = ProducerStateTable::default();
+        t.tick(1_000_000, DAY);
+        for pid in 0..20_000 {
+            t.record(pid, 0, 0, 0, pid);
+        }
+        assert_eq!(t.len(), 20_000);
+        // Within the expiration, everyone is remembered (and checks still
+        // recognise a retry).
+        assert_eq!(t.tick(1_000_000 + DAY / 2, DAY), 0);
+        t.record(7, 0, 1, 0, 30_000);
+        // Long after, only the producer that kept writing is left.
+        assert_eq!(
+            t.tick(1_000_000 + DAY + 2 * EXPIRY_CHECK_INTERVAL_MS, DAY),
+            19_999
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t.check(&header(7, 0, 1, 1), &[]).unwrap(),
+            SequenceCheck::Duplicate {
+                base_offset: 30_000,
+                last_offset: 30_000
+            }
+        );
     }
 
     #[test]

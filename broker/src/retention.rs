@@ -7,15 +7,22 @@ use std::time::Duration;
 
 use crate::partition_log::PartitionLog;
 use crate::Broker;
+use kafscale_flusher::protocol::{request, Deleted, MaintenanceStorage};
 use kafscale_metadata::topic_rules::topic_config_value;
 
 /// Persists a new log start, applies it to the log, then deletes the segments
-/// below it (best effort: leftovers are retried on the next pass).
+/// below it (best effort: leftovers are retried on the next pass). The log
+/// start never passes `high_watermark`: object storage may hold parts above
+/// it that were never acknowledged (a failed upload's, a zombie's), and a
+/// stored log start above the acknowledged records would hide them from
+/// every later leader.
 pub async fn advance_log_start(
     broker: &Broker,
     log: &PartitionLog,
     offset: i64,
+    high_watermark: i64,
 ) -> Result<i64, kafscale_metadata::MetadataError> {
+    let offset = offset.min(high_watermark);
     let stored = broker
         .metadata
         .advance_log_start(&log.topic, log.partition, offset)
@@ -32,18 +39,20 @@ async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64)
     // not maintain the partition yet; the log start already hides the data.
     let min_age_ms = broker.config.merge.min_age.as_millis() as i64;
     let step = crate::segment_merge::maintenance_step(broker, log, |not_after_ms| {
-        broker.flusher.delete_segments_below(
-            log.topic.clone(),
-            log.partition,
-            offset,
-            min_age_ms,
-            not_after_ms,
-        )
+        broker
+            .flusher
+            .delete_segments_below(request::DeleteSegmentsBelow {
+                topic: log.topic.clone(),
+                partition: log.partition,
+                offset,
+                min_age_ms,
+                not_after_ms,
+            })
     })
     .await;
     let Some(result) = step else { return };
     match result {
-        Ok(objects) if objects > 0 => {
+        Ok(Deleted { objects }) if objects > 0 => {
             tracing::info!(topic = %log.topic, partition = log.partition, log_start = offset, segments = objects, "deleted segments below the log start");
         }
         Ok(_) => {}
@@ -68,13 +77,23 @@ pub async fn enforce_once(broker: &Broker) {
             if broker.lead(log).is_none() {
                 continue;
             }
-            let Ok((log_start, _)) = log.offsets().await else {
+            let Ok((log_start, high_watermark)) = log.offsets().await else {
                 continue;
             };
-            let point = broker.flusher.retention_point(&log.id(), ms, bytes).await;
+            let point = broker
+                .flusher
+                .retention_point(request::RetentionPoint {
+                    topic: log.topic.clone(),
+                    topic_id: log.topic_id,
+                    partition: log.partition,
+                    retention_ms: ms,
+                    retention_bytes: bytes,
+                })
+                .await
+                .map(|p| p.offset);
             match point {
                 Ok(offset) if offset > log_start => {
-                    if let Err(e) = advance_log_start(broker, log, offset).await {
+                    if let Err(e) = advance_log_start(broker, log, offset, high_watermark).await {
                         tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention could not store the new log start");
                     }
                 }

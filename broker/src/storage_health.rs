@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafscale_flusher::protocol::HealthState;
+use kafscale_flusher::protocol::{request, Health, HealthState, MaintenanceStorage};
 use kafscale_flusher::FlusherClient;
 
 use crate::metrics::BrokerMetrics;
@@ -43,9 +43,10 @@ impl StorageHealth {
             loop {
                 tick.tick().await;
                 let Some(h) = weak.upgrade() else { return };
-                let polled = tokio::time::timeout(POLL_TIMEOUT, flusher.health()).await;
+                let polled =
+                    tokio::time::timeout(POLL_TIMEOUT, flusher.health(request::Health {})).await;
                 let (state, detail) = match polled {
-                    Ok(Ok((state, detail))) => (
+                    Ok(Ok(Health { state, detail })) => (
                         match state {
                             HealthState::Healthy => HEALTHY,
                             HealthState::Degraded => DEGRADED,

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kafscale_flusher::protocol::{request, MaintenanceStorage};
 use kafscale_metadata::{MetadataError, TopicRecord};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -198,7 +199,10 @@ async fn sweep(broker: &Broker, record: &TopicRecord) -> Result<(), String> {
         .ok_or("this broker has no valid session")?;
     broker
         .flusher
-        .delete_topic(record.name.clone(), not_after_ms)
+        .delete_topic(request::DeleteTopic {
+            topic: record.name.clone(),
+            not_after_ms,
+        })
         .await
         .map(|_| ())
         .map_err(|e| e.message)

@@ -77,6 +77,13 @@ impl TopicRegistry {
         (registry, closed)
     }
 
+    /// Idempotent producers remembered, once per partition each writes to.
+    pub fn producer_states(&self) -> usize {
+        self.logs
+            .producer_states
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn memory_used(&self) -> usize {
         self.logs
             .memory_used

@@ -47,12 +47,14 @@ async fn health_is_answered_while_the_data_connection_is_backed_up() {
     let stuck = tokio::spawn(async move {
         // Far more than a socket buffer holds: the write cannot complete.
         writer
-            .call(Request::WriteSegment {
-                topic: "t".into(),
-                partition: 0,
-                not_after_ms: i64::MAX,
-                batches: vec![Bytes::from(vec![0u8; 32 << 20])],
-            })
+            .call(Request::WriteSegment(
+                kafscale_flusher::protocol::request::WriteSegment {
+                    topic: "t".into(),
+                    partition: 0,
+                    not_after_ms: i64::MAX,
+                    batches: vec![Bytes::from(vec![0u8; 32 << 20])],
+                },
+            ))
             .await
     });
     first_rx.await.unwrap();
@@ -72,8 +74,13 @@ async fn health_is_answered_while_the_data_connection_is_backed_up() {
         "the data connection was not backed up"
     );
     // What the poll would see on the data connection: no answer in time.
-    let on_data_connection =
-        tokio::time::timeout(Duration::from_secs(2), data.call(Request::Health {})).await;
+    let on_data_connection = tokio::time::timeout(
+        Duration::from_secs(2),
+        data.call(Request::Health(
+            kafscale_flusher::protocol::request::Health {},
+        )),
+    )
+    .await;
     assert!(
         on_data_connection.is_err(),
         "the data connection answered health although it is backed up"

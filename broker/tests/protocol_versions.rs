@@ -4,10 +4,11 @@
 //! encoded at that version. Catches fields set outside their versions and
 //! handlers that break on old or new versions.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -16,107 +17,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use kafscale_broker::handlers::{self, SUPPORTED_APIS};
-use kafscale_broker::{Broker, BrokerConfig};
-use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
-use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
-use kafscale_metadata::{FileKv, MetadataStore};
+use kafscale_broker::handlers::SUPPORTED_APIS;
 
-async fn start_broker(dir: &std::path::Path) -> Arc<Broker> {
-    let service = FlusherService::new(
-        Arc::new(LocalDirStore::new(dir.join("objects")).unwrap()),
-        FlusherSettings::default(),
-        FlusherMetrics::detached(),
-        Arc::new(StoreHealth::new(HealthSettings::default())),
-    );
-    let socket = dir.join("flusher.sock");
-    let listener = kafscale_flusher::server::bind(&socket).unwrap();
-    tokio::spawn(kafscale_flusher::server::serve(
-        listener,
-        service,
-        std::future::pending(),
-    ));
-    let metadata = MetadataStore::new(
-        Arc::new(FileKv::open(dir.join("meta.json")).unwrap()),
-        "test",
-    );
-    let mut config = BrokerConfig {
-        auto_create_topics: true,
-        ..BrokerConfig::default()
-    };
-    config.log.flush_window = Duration::from_millis(1);
-    Broker::start(
-        config,
-        metadata,
-        Arc::new(FlusherClient::new(socket, Duration::from_secs(10))),
-        kafscale_broker::metrics::BrokerMetrics::detached(),
-    )
-    .await
-    .unwrap()
-}
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn batch(value: &str) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from(value.to_string())),
-        headers: Default::default(),
-        delete_horizon: false,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::Lz4,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
-
-/// Round-trips the request through the wire format at `version`, dispatches it
-/// and encodes the response at `version`.
-async fn call(
-    broker: &Arc<Broker>,
-    api: ApiKey,
-    version: i16,
-    request: RequestKind,
-) -> Option<ResponseKind> {
-    let mut wire = BytesMut::new();
-    request
-        .encode(&mut wire, version)
-        .unwrap_or_else(|e| panic!("{api:?} v{version} request: {e}"));
-    let decoded = RequestKind::decode(api, &mut wire.freeze(), version).unwrap();
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version);
-    let ctx = handlers::RequestContext::default();
-    let response = handlers::dispatch(broker, &ctx, &header, decoded)
-        .await
-        .await?;
-    let mut out = BytesMut::new();
-    response
-        .encode(&mut out, version)
-        .unwrap_or_else(|e| panic!("{api:?} v{version} response does not encode: {e}"));
-    Some(response)
-}
+use common::{batch, call, name, start_broker};
 
 #[tokio::test]
 async fn every_advertised_version_round_trips() {

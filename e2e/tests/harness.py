@@ -104,7 +104,7 @@ class Proc:
 
 
 class Etcd:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, extra: list[str] | None = None):
         self.port, peer = free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.data = workdir / "etcd"
@@ -116,6 +116,7 @@ class Etcd:
                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+                *(extra or []),
             ],
             workdir / "etcd.log",
         )
@@ -267,11 +268,11 @@ class Cluster:
 
     def __init__(self, workdir: Path, name: str = "e2e", broker_args: list[str] | None = None,
                  flusher_args: list[str] | None = None, broker_env: dict[str, str] | None = None,
-                 broker_port: int | None = None):
+                 broker_port: int | None = None, etcd_args: list[str] | None = None):
         self.workdir = workdir
         self.started: list[Proc] = []
         try:
-            self.etcd = self._up(Etcd(workdir))
+            self.etcd = self._up(Etcd(workdir, etcd_args))
             self.minio = self._up(MinIO(workdir))
             self.prefix = f"test/{name}"
             self.flusher = self._up(Flusher(workdir, self.minio, self.prefix, extra=flusher_args))

@@ -68,10 +68,13 @@ class IdentityProvider:
         return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
                 "n": b64url(self.n), "e": b64url((65537).to_bytes(3, "big"))}
 
-    def token(self, sub: str, issuer: str, lifetime_s: int = 600, **claims) -> str:
+    def token(self, sub: str, issuer: str | None, lifetime_s: int = 600, **claims) -> str:
+        """A signed token; without an issuer it has no `iss` claim."""
         now = int(time.time())
         header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
-        payload = {"sub": sub, "iss": issuer, "iat": now, "exp": now + lifetime_s, **claims}
+        payload = {"sub": sub, "iat": now, "exp": now + lifetime_s, **claims}
+        if issuer is not None:
+            payload["iss"] = issuer
         signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
         signature = _openssl("dgst", "-sha256", "-sign", str(self.key), cwd=self.dir, data=signing_input.encode())
         return f"{signing_input}.{b64url(signature)}"

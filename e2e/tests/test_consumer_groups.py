@@ -219,3 +219,59 @@ def test_consumer_group_command(cluster):
     out = tool("--delete", "--group", "group-range")
     assert out.returncode == 0 and "Deletion of requested consumer groups ('group-range') was successful." in out.stdout
     assert "group-range" not in tool("--list").stdout.split()
+
+
+def test_committed_offsets_expire_once_the_retention_passes(tmp_path):
+    """Kafka's offsets.retention.minutes (1 here): a consumer group that
+    emptied and a group that only stored offsets lose their offsets, and
+    disappear, a minute after they emptied or committed; a group whose
+    consumer keeps running keeps its offsets."""
+    from conftest import running
+
+    args = ["--offsets-retention-minutes", "1", "--offsets-retention-check-interval-ms", "1000",
+            "--group-initial-rebalance-delay-ms", "300"]
+    with running(Cluster(tmp_path, name="offsets-expiry", broker_args=args)) as cluster:
+        topic = "expiring"
+        create_topic(cluster.bootstrap, topic, 1)
+        p = Producer({"bootstrap.servers": cluster.bootstrap, "log_level": 2})
+        for i in range(10):
+            p.produce(topic, value=b"%d" % i)
+        assert p.flush(30) == 0
+
+        def member(group):
+            c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                          "enable.auto.commit": False, "log_level": 2})
+            c.subscribe([topic])
+            got = 0
+            deadline = time.time() + 60
+            while got < 10:
+                assert time.time() < deadline, f"{group} consumed {got} of 10"
+                m = c.poll(1)
+                if m is not None and not m.error():
+                    got += 1
+            c.commit(asynchronous=False)
+            return c
+
+        member("emptied").close()
+        standalone = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "offsets-only", "log_level": 2})
+        standalone.commit(offsets=[TopicPartition(topic, 0, 4)], asynchronous=False)
+        standalone.close()
+        emptied_at = time.monotonic()
+        running_member = member("running")
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+        def groups():
+            return {g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid}
+
+        try:
+            assert groups() == {"emptied", "offsets-only", "running"}
+            while groups() != {"running"}:
+                running_member.poll(0.5)
+                assert time.monotonic() - emptied_at < 100, f"still listed: {groups()}"
+            took = time.monotonic() - emptied_at
+            assert took > 50, f"offsets expired {took:.0f} s after the group emptied; the retention is 60 s"
+            assert committed(cluster.bootstrap, "emptied", topic)[0] < 0
+            assert committed(cluster.bootstrap, "offsets-only", topic)[0] < 0
+            assert committed(cluster.bootstrap, "running", topic)[0] == 10
+        finally:
+            running_member.close()

@@ -39,10 +39,13 @@ LIMITS = {
     "--fetch-memory-bytes": 24 * MiB,
     "--fetch-max-bytes": 4 * MiB,
     "--max-uncompressed-batch-bytes": 2 * MiB,
+    "--group-memory-bytes": 16 * MiB,
+    "--max-idempotent-producers": 5000,
 }
 RSS_CONSTANT = 160 * MiB
 RSS_BOUND = LIMITS["--memory-budget-bytes"] + LIMITS["--queued-max-request-bytes"] + \
-    LIMITS["--fetch-memory-bytes"] + 3 * LIMITS["--max-pending-bytes"] + RSS_CONSTANT
+    LIMITS["--fetch-memory-bytes"] + 3 * LIMITS["--max-pending-bytes"] + LIMITS["--group-memory-bytes"] + \
+    200 * LIMITS["--max-idempotent-producers"] + RSS_CONSTANT
 PER_IP = 40
 STALL_S = 2
 IDLE_S = 3
@@ -380,6 +383,77 @@ def test_members_that_never_rejoin_are_forgotten(cluster, ledger):
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     described = admin.describe_consumer_groups([group])[group].result(timeout=10)
     assert len(described.members) == 0
+    assert_healthy(cluster, ledger, n=10)
+
+
+def join_group_v4(correlation_id: int, group: str, member_id: str, metadata: bytes) -> bytes:
+    body = struct.pack(">h", len(group)) + group.encode() + struct.pack(">ii", 30000, 30000) + \
+        struct.pack(">h", len(member_id)) + member_id.encode() + struct.pack(">h", 8) + b"consumer" + \
+        struct.pack(">i", 1) + struct.pack(">h", 5) + b"range" + struct.pack(">i", len(metadata)) + metadata
+    return frame(11, 4, correlation_id, body)
+
+
+def join_group_v4_answer(reply: bytes) -> tuple[int, str]:
+    """(error code, member id) of a JoinGroup v4 response."""
+    (error,) = struct.unpack_from(">h", reply, 8)
+    pos = 14
+    for _ in range(2):  # protocol name, leader
+        (n,) = struct.unpack_from(">h", reply, pos)
+        pos += 2 + max(n, 0)
+    (n,) = struct.unpack_from(">h", reply, pos)
+    return error, reply[pos + 2:pos + 2 + n].decode()
+
+
+def test_hostile_groups_and_producers_stay_within_the_bound(cluster, ledger):
+    """Issue 27's hostile mixes at once: groups whose members carry 600 KiB
+    of metadata each (more than --group-memory-bytes holds in all), and
+    thousands of one-shot idempotent producers (more than
+    --max-idempotent-producers). Past each limit the broker refuses
+    retriably (COORDINATOR_NOT_AVAILABLE, KAFKA_STORAGE_ERROR); its RSS
+    stays under the bound of its budgets (printed), and the healthy client
+    notices nothing."""
+    COORDINATOR_NOT_AVAILABLE, KAFKA_STORAGE_ERROR = 15, 56
+    metadata = os.urandom(600 * 1024)
+    members, join_codes = [], {}
+    peak = rss(cluster)
+    for g in range(30):  # fewer connections than --max-connections-per-ip
+        s = hostile_connection(cluster, timeout=60)
+        s.sendall(join_group_v4(1, f"heavy-{g}", "", metadata))
+        error, member = join_group_v4_answer(read_frame(s))
+        if error == 79:  # MEMBER_ID_REQUIRED: join with the id, answered after the rebalance
+            s.sendall(join_group_v4(2, f"heavy-{g}", member, metadata))
+            members.append(s)
+        else:
+            join_codes[error] = join_codes.get(error, 0) + 1
+            s.close()
+        peak = max(peak, rss(cluster))
+    for s in members:
+        error, _ = join_group_v4_answer(read_frame(s))
+        join_codes[error] = join_codes.get(error, 0) + 1
+        peak = max(peak, rss(cluster))
+    produce_codes = {}
+    producers = 8000
+    with hostile_connection(cluster, timeout=60) as s:
+        for first in range(0, producers, 200):
+            for i in range(first, first + 200):
+                batch = raw_batch(record(b"once", 0), 1, 0, producer_id=10**12 + i, base_sequence=0)
+                s.sendall(produce_v3(i, "target", {i % 2: batch}))
+            for _ in range(200):
+                for code in parse_produce_v3_response(read_frame(s)).values():
+                    produce_codes[code] = produce_codes.get(code, 0) + 1
+            peak = max(peak, rss(cluster))
+    metrics = scrape(cluster.broker.http_port)
+    print(f"hostile groups: JoinGroup answers {join_codes}; group memory "
+          f"{metrics.get('kafscale_broker_group_memory_bytes', 0) / MiB:.1f} MiB; "
+          f"one-shot producers: {produce_codes}, {metrics.get('kafscale_broker_idempotent_producers', 0):.0f} "
+          f"remembered; peak broker RSS {peak / MiB:.1f} MiB (bound {RSS_BOUND / MiB:.0f} MiB)")
+    assert join_codes.get(COORDINATOR_NOT_AVAILABLE, 0) > 0, join_codes
+    assert set(join_codes) <= {0, COORDINATOR_NOT_AVAILABLE}, join_codes
+    assert produce_codes.get(KAFKA_STORAGE_ERROR, 0) >= producers - LIMITS["--max-idempotent-producers"]
+    assert set(produce_codes) <= {0, KAFKA_STORAGE_ERROR}, produce_codes
+    assert peak < RSS_BOUND
+    for s in members:
+        s.close()
     assert_healthy(cluster, ledger, n=10)
 
 

@@ -2,8 +2,12 @@
 install and reject invalid resources, a cluster becomes its StatefulSet,
 Services, PDB and ConfigMap with status conditions, reconciles are idempotent,
 scaling works, and a KafscaleTopic appears in etcd and is served by a running
-broker (started here, since no kubelet runs) until the resource is deleted."""
+broker (started here, since no kubelet runs) until the resource is deleted.
+KafscaleUsers manage only what they created: an administrator's binding for
+the same principal, or a SCRAM user of the same name, made through a running
+broker with Kafka's Admin API, is left alone."""
 
+import base64
 import json
 import time
 
@@ -204,6 +208,118 @@ def test_topic_is_created_served_grown_and_deleted(env):
         kube.wait_for(lambda: kube.get(f"{NS}/kafscaletopics/orders") is None, what="the resource to go")
         kube.wait_for(lambda: partitions() == 0, what="the broker to drop the topic")
     finally:
+        broker.proc.stop()
+        flusher.proc.stop()
+        minio.discard()
+
+
+def user_doc(name, cluster, acls):
+    return {"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleUser", "metadata": {"name": name},
+            "spec": {"clusterRef": cluster, "authentication": {"type": "scram-sha-512"},
+                     "authorization": {"acls": acls}}}
+
+
+def test_users_leave_an_administrators_acls_and_scram_users_alone(env):
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
+                                       ResourcePatternType, ResourceType, ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialUpsertion)
+
+    kube, data_etcd, operator, work = env
+    minio = MinIO(work / "user-minio")
+    (work / "user-minio").mkdir()
+    minio.start()
+    flusher = Flusher(work / "user-flusher", minio, "default/sec")
+    (work / "user-flusher").mkdir()
+    flusher.start()
+    plain, sasl = free_port(), free_port()
+    broker = Broker(work / "user-broker", data_etcd, flusher, "default-sec", port=plain, extra=[
+        "--listeners", f"PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}",
+        "--authorizer", "acl", "--super-users", "User:admin"], env={"KAFSCALE_SASL_BOOTSTRAP_USERS": "admin:admin-pw"})
+    (work / "user-broker").mkdir()
+    broker.start()
+
+    def client(user, password, mechanism="SCRAM-SHA-256"):
+        return {"bootstrap.servers": f"127.0.0.1:{sasl}", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": mechanism, "sasl.username": user, "sasl.password": password}
+    admin = AdminClient(client("admin", "admin-pw"))
+
+    def bindings(principal):
+        f = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+                             AclOperation.ANY, AclPermissionType.ANY)
+        return {(b.name, b.operation, b.permission_type) for b in admin.describe_acls(f).result(timeout=30)}
+
+    def logs_in(user, password):
+        c = AdminClient(client(user, password, "SCRAM-SHA-512"))
+        try:
+            c.list_topics(timeout=15)
+            return True
+        except Exception:
+            return False
+
+    def user(name):
+        return kube.get(f"{NS}/kafscaleusers/{name}")
+
+    user_reconciles = lambda: scrape(operator.http_port).get('kafscale_operator_reconciles_total{kind="KafscaleUser"}', 0)
+    try:
+        # An administrator cuts the app off with kafka-acls, and has made a
+        # SCRAM user "legacy" with kafka-configs.
+        deny = AclBinding(ResourceType.TOPIC, "orders", ResourcePatternType.LITERAL, "User:app", "*",
+                          AclOperation.READ, AclPermissionType.DENY)
+        for f in admin.create_acls([deny]).values():
+            f.result(timeout=30)
+        legacy = UserScramCredentialUpsertion("legacy", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                              b"legacy-pw")
+        for f in admin.alter_user_scram_credentials([legacy]).values():
+            f.result(timeout=30)
+        assert logs_in("legacy", "legacy-pw")
+
+        status, body = kube.apply(f"{NS}/kafscaleclusters/sec", cluster_doc("sec", data_etcd.endpoint, replicas=1))
+        assert status in (200, 201), body
+        status, body = kube.apply(f"{NS}/kafscaleusers/app", user_doc("app", "sec", [
+            {"resource": {"type": "topic", "name": "orders"}, "operations": ["Read", "Describe"]}]))
+        assert status in (200, 201), body
+        kube.wait_for(lambda: (condition(user("app") or {}, "Ready") or {}).get("status") == "True", what="app Ready")
+        allow = {("orders", AclOperation.READ, AclPermissionType.ALLOW),
+                 ("orders", AclOperation.DESCRIBE, AclPermissionType.ALLOW)}
+        admins = {("orders", AclOperation.READ, AclPermissionType.DENY)}
+        assert bindings("User:app") == allow | admins
+        app_password = base64.b64decode(kube.get("/api/v1/namespaces/default/secrets/app")["data"]["password"]).decode()
+        assert logs_in("app", app_password)
+
+        # Another reconcile (as every 5 minutes) keeps the administrator's DENY.
+        count = user_reconciles()
+        kube.request("PATCH", f"{NS}/kafscaleusers/app", json.dumps({"metadata": {"annotations": {"poke": "1"}}}),
+                     "application/merge-patch+json")
+        kube.wait_for(lambda: user_reconciles() > count, what="another KafscaleUser reconcile")
+        assert bindings("User:app") == allow | admins
+
+        # A KafscaleUser named like the existing SCRAM user takes nothing over.
+        status, body = kube.apply(f"{NS}/kafscaleusers/legacy", user_doc("legacy", "sec", [
+            {"resource": {"type": "topic", "name": "*"}, "operations": ["All"]}]))
+        assert status in (200, 201), body
+        ready = kube.wait_for(lambda: (c := condition(user("legacy") or {}, "Ready")) and c["reason"] == "UserExists" and c,
+                              what="legacy UserExists")
+        assert ready["status"] == "False"
+        assert ("a SCRAM user 'legacy' already exists in the cluster, created outside this KafscaleUser; delete it with "
+                "kafka-configs --alter --delete-config SCRAM-SHA-512 --entity-type users --entity-name legacy") \
+            in ready["message"], ready["message"]
+        assert kube.get("/api/v1/namespaces/default/secrets/legacy") is None, "a refused user gets no Secret"
+        assert bindings("User:legacy") == set(), "a refused user's ACLs would grant the other user"
+        assert logs_in("legacy", "legacy-pw")
+        described = admin.describe_user_scram_credentials(["legacy"])["legacy"].result(timeout=30)
+        assert [(i.mechanism, i.iterations) for i in described.scram_credential_infos] == \
+            [(ScramMechanism.SCRAM_SHA_512, 8192)]
+
+        # Deleting the KafscaleUsers removes only what they made.
+        for name in ("app", "legacy"):
+            status, _ = kube.request("DELETE", f"{NS}/kafscaleusers/{name}")
+            assert status == 200
+            kube.wait_for(lambda: user(name) is None, what=f"KafscaleUser {name} to go")
+        assert bindings("User:app") == admins
+        assert not logs_in("app", app_password), "the KafscaleUser's own credential goes with it"
+        assert logs_in("legacy", "legacy-pw")
+    finally:
+        kube.request("DELETE", f"{NS}/kafscaleclusters/sec")
         broker.proc.stop()
         flusher.proc.stop()
         minio.discard()

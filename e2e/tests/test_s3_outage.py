@@ -59,11 +59,14 @@ def test_produce_fails_fast_during_outage_and_recovers(cluster):
     check_history(acked, read_all(cluster.bootstrap, topic))
 
 
-def test_a_produce_to_many_partitions_waits_one_timeout_not_one_per_partition(tmp_path):
-    """With object storage hanging (not failing), every partition of a
-    produce request times out together: the answer comes after about the
-    client's timeout, not that timeout once per partition. (A cluster of its
-    own: one whose store just failed refuses produces at once instead.)"""
+def test_a_produce_to_many_partitions_waits_one_upload_deadline_not_one_per_partition(tmp_path):
+    """With object storage hanging (not failing), every partition of an
+    admitted acks=-1 produce is answered together with the outcome of its one
+    upload: a retriable KAFKA_STORAGE_ERROR once the flusher's deadline for
+    that upload passes (3 attempts of 2 s here), not one deadline per
+    partition, and never a REQUEST_TIMED_OUT for a write that may still land
+    (a retrying client would store it twice). (A cluster of its own: one
+    whose store just failed refuses produces at once instead.)"""
     from conftest import running
     from harness import Cluster
 
@@ -100,9 +103,10 @@ def _one_deadline(cluster):
         warm.produce(topic, value=b"warm", partition=p)
     assert warm.flush(30) == 0
     errors, took = produce_with_store_hung(cluster, topic, 4, timeout_ms=1500)
-    REQUEST_TIMED_OUT = 7
-    assert set(errors.values()) == {REQUEST_TIMED_OUT}, errors
-    assert took < 4.0, f"4 partitions with a 1.5 s timeout took {took:.1f} s to answer"
+    KAFKA_STORAGE_ERROR = 56
+    assert set(errors.values()) == {KAFKA_STORAGE_ERROR}, errors
+    # One upload deadline is ~6 s; one per partition would be 24 s or more.
+    assert took < 15.0, f"4 partitions with a hung store took {took:.1f} s to answer"
 
 
 def test_a_produce_that_needs_recoveries_answers_within_its_timeout(tmp_path):

@@ -316,6 +316,10 @@ def test_oauthbearer_tokens_are_verified(secure):
     assert "no configured key verifies" in refused(secure.sasl_plaintext, oauth(lambda: forged))
     elsewhere = secure.idp.token("svc-orders", "https://elsewhere")
     assert "issuer" in refused(secure.sasl_plaintext, oauth(lambda: elsewhere))
+    # With an issuer expected, a token of the same provider without one
+    # (minted for another application) does not pass.
+    unnamed = secure.idp.token("svc-orders", None)
+    assert "'iss' claim" in refused(secure.sasl_plaintext, oauth(lambda: unnamed))
 
 
 def test_sessions_re_authenticate_within_their_lifetime(secure):
@@ -444,3 +448,44 @@ def test_handshake_v0_is_followed_by_raw_sasl_tokens(secure):
         token = f"\0{ADMIN[0]}\0wrong".encode()
         sock.sendall(struct.pack(">i", len(token)) + token)
         assert rawkafka.closed_by_peer(sock), "a failed raw exchange closes without an answer"
+
+
+def test_unauthenticated_clients_cannot_hold_what_others_need(secure):
+    """Before SASL completes, frames are small (Kafka's
+    sasl.server.max.receive.size, 512 KiB), kept in a pool of their own and
+    must arrive whole within 10 s: connections that claim large frames and
+    trickle them stall nobody else."""
+    host, port = secure.sasl_plaintext.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as huge:
+        huge.sendall(struct.pack(">i", 100 * 1024 * 1024) + b"\0" * 16)
+        assert rawkafka.closed_by_peer(huge, 5), "a 100 MiB frame before authentication"
+
+    # Enough trickling 512 KiB frames to fill the unauthenticated pool.
+    attackers = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(struct.pack(">i", 512 * 1024) + b"\0")
+            attackers.append(s)
+        started = time.time()
+        create_topic(secure.plaintext, "while-trickled-sasl")
+        create_topic(secure.plaintext, "while-trickled-plain")
+        # A new SASL login and a PLAINTEXT client are served meanwhile.
+        assert librdkafka_roundtrip(secure.sasl_plaintext, "while-trickled-sasl", "none", 50,
+                                    secure.scram("SASL_PLAINTEXT")).startswith("ok")
+        assert librdkafka_roundtrip(secure.plaintext, "while-trickled-plain", "none", 50).startswith("ok")
+        assert time.time() - started < 10, "clients waited for the trickling connections to be closed"
+        # A byte now and then does not keep a frame alive past its deadline.
+        deadline = started + 20
+        while time.time() < deadline and attackers:
+            for s in list(attackers):
+                try:
+                    s.sendall(b"\0")
+                except OSError:
+                    attackers.remove(s)
+                    s.close()
+            time.sleep(1)
+        assert not attackers, f"{len(attackers)} trickling connections still open after 20 s"
+    finally:
+        for s in attackers:
+            s.close()

@@ -1,6 +1,13 @@
 //! ACL bindings, one key each under `acls/`: the key spells the whole
 //! binding, so creating one twice stores it once (as Kafka's CreateAcls is
 //! idempotent), and every broker watches the prefix.
+//!
+//! A binding the operator created for a KafscaleUser also has a mark under
+//! `acl-owners/` with the same key suffix, naming that resource. The mark
+//! lives outside `acls/` so the records brokers watch and decode are the
+//! same whoever wrote them. The operator removes only bindings it marked;
+//! CreateAcls and DeleteAcls (an administrator) clear the mark, so a binding
+//! an administrator created or re-created is never the operator's to remove.
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -155,9 +162,48 @@ pub struct AclRecord {
     pub permission: i8,
 }
 
+/// The Kubernetes resource that created a binding or a credential in etcd
+/// (the value of its ownership mark).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Owner {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// An ownership mark as read: whom it names, and the revision it was
+/// written at (a removal is conditioned on it, so a mark that changed or
+/// went since it was read protects its binding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerMark {
+    pub owner: Owner,
+    pub revision: i64,
+}
+
+/// A stored binding and its ownership mark, if the operator created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAcl {
+    pub acl: AclRecord,
+    pub mark: Option<OwnerMark>,
+}
+
 /// Escapes a free-text key part (`%` and `/`).
 fn part(s: &str) -> String {
     s.replace('%', "%25").replace('/', "%2F")
+}
+
+/// The part of a binding's key after the prefix; its mark uses the same.
+fn acl_suffix(acl: &AclRecord) -> String {
+    format!(
+        "{}/{}/{}/{}/{}/{}/{}",
+        acl.resource_type,
+        acl.pattern_type,
+        part(&acl.resource_name),
+        part(&acl.principal),
+        part(&acl.host),
+        acl.operation,
+        acl.permission
+    )
 }
 
 impl MetadataStore {
@@ -165,18 +211,18 @@ impl MetadataStore {
         format!("{}acls/", self.root)
     }
 
+    /// Ownership marks; deliberately not under `acls/` (brokers decode
+    /// every key there as a binding).
+    fn acl_owners_prefix(&self) -> String {
+        format!("{}acl-owners/", self.root)
+    }
+
     fn acl_key(&self, acl: &AclRecord) -> String {
-        format!(
-            "{}{}/{}/{}/{}/{}/{}/{}",
-            self.acls_prefix(),
-            acl.resource_type,
-            acl.pattern_type,
-            part(&acl.resource_name),
-            part(&acl.principal),
-            part(&acl.host),
-            acl.operation,
-            acl.permission
-        )
+        format!("{}{}", self.acls_prefix(), acl_suffix(acl))
+    }
+
+    fn acl_owner_key(&self, acl: &AclRecord) -> String {
+        format!("{}{}", self.acl_owners_prefix(), acl_suffix(acl))
     }
 
     pub async fn list_acls(&self) -> Result<Vec<AclRecord>, MetadataError> {
@@ -188,27 +234,104 @@ impl MetadataStore {
             .collect()
     }
 
-    /// Stores bindings (those that exist stay as they are).
+    /// Every binding with its ownership mark. Marks whose binding is gone
+    /// are left out (they name nothing; writes clear or replace them).
+    pub async fn list_acls_with_owners(&self) -> Result<Vec<StoredAcl>, MetadataError> {
+        let owners_prefix = self.acl_owners_prefix();
+        let mut marks = std::collections::HashMap::new();
+        for kv in self.kv.get_prefix(&owners_prefix).await? {
+            let owner: Owner = decode(&kv)?;
+            if let Some(suffix) = kv.key.strip_prefix(&owners_prefix) {
+                marks.insert(
+                    suffix.to_string(),
+                    OwnerMark {
+                        owner,
+                        revision: kv.mod_revision,
+                    },
+                );
+            }
+        }
+        self.list_acls()
+            .await?
+            .into_iter()
+            .map(|acl| {
+                let mark = marks.remove(&acl_suffix(&acl));
+                Ok(StoredAcl { acl, mark })
+            })
+            .collect()
+    }
+
+    /// Stores bindings for an administrator (CreateAcls): those that exist
+    /// stay, and every one of them is the administrator's from now on (its
+    /// ownership mark, if any, goes in the same transaction).
     pub async fn create_acls(&self, acls: &[AclRecord]) -> Result<(), MetadataError> {
-        for chunk in acls.chunks(crate::MAX_TXN_OPS) {
+        for chunk in acls.chunks(crate::MAX_TXN_OPS / 2) {
             let writes = chunk
                 .iter()
-                .map(|a| Write::Put(self.acl_key(a), encode(a)))
+                .flat_map(|a| {
+                    [
+                        Write::Put(self.acl_key(a), encode(a)),
+                        Write::Delete(self.acl_owner_key(a)),
+                    ]
+                })
                 .collect();
             self.kv.txn(Vec::new(), writes).await?;
         }
         Ok(())
     }
 
+    /// Removes bindings and their ownership marks.
     pub async fn delete_acls(&self, acls: &[AclRecord]) -> Result<(), MetadataError> {
-        for chunk in acls.chunks(crate::MAX_TXN_OPS) {
+        for chunk in acls.chunks(crate::MAX_TXN_OPS / 2) {
             let writes = chunk
                 .iter()
-                .map(|a| Write::Delete(self.acl_key(a)))
+                .flat_map(|a| {
+                    [
+                        Write::Delete(self.acl_key(a)),
+                        Write::Delete(self.acl_owner_key(a)),
+                    ]
+                })
                 .collect();
             self.kv.txn(Vec::new(), writes).await?;
         }
         Ok(())
+    }
+
+    /// Stores `acl` marked as `owner`'s, only if no such binding exists
+    /// (one that does belongs to whoever made it and stays unmarked). True
+    /// when it was stored.
+    pub async fn create_owned_acl(
+        &self,
+        acl: &AclRecord,
+        owner: &Owner,
+    ) -> Result<bool, MetadataError> {
+        let key = self.acl_key(acl);
+        self.kv
+            .txn(
+                vec![crate::Compare::Absent(key.clone())],
+                vec![
+                    Write::Put(key, encode(acl)),
+                    Write::Put(self.acl_owner_key(acl), encode(owner)),
+                ],
+            )
+            .await
+    }
+
+    /// Removes `acl` and its mark if the mark is still the one read at
+    /// `mark_revision`; false (nothing removed) when it changed or went, as
+    /// when an administrator re-created the binding in the meantime.
+    pub async fn delete_owned_acl(
+        &self,
+        acl: &AclRecord,
+        mark_revision: i64,
+    ) -> Result<bool, MetadataError> {
+        let mark = self.acl_owner_key(acl);
+        self.kv
+            .txn(
+                vec![crate::Compare::ModRevision(mark.clone(), mark_revision)],
+                vec![Write::Delete(self.acl_key(acl)), Write::Delete(mark)],
+            )
+            .await
     }
 
     /// Changes under `acls/`, from now on; on [`WatchEvent::Resync`] re-read
@@ -260,5 +383,108 @@ mod tests {
         assert_eq!(listed, expected);
         store.delete_acls(&[a]).await.unwrap();
         assert_eq!(store.list_acls().await.unwrap(), vec![b]);
+    }
+
+    fn owner(name: &str) -> Owner {
+        Owner {
+            kind: "KafscaleUser".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn mark_of(stored: &[StoredAcl], acl: &AclRecord) -> Option<OwnerMark> {
+        stored
+            .iter()
+            .find(|s| &s.acl == acl)
+            .and_then(|s| s.mark.clone())
+    }
+
+    #[tokio::test]
+    async fn the_operator_marks_only_bindings_it_created_and_administrators_take_them_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(
+            Arc::new(FileKv::open(dir.path().join("m.json")).unwrap()),
+            "c",
+        );
+        let mine = acl("orders", "User:alice");
+        let admins = AclRecord {
+            permission: Permission::Deny.code(),
+            ..acl("orders", "User:alice")
+        };
+        store
+            .create_acls(std::slice::from_ref(&admins))
+            .await
+            .unwrap();
+        assert!(store
+            .create_owned_acl(&mine, &owner("alice"))
+            .await
+            .unwrap());
+        // A binding an administrator made first stays theirs, unmarked.
+        assert!(!store
+            .create_owned_acl(&admins, &owner("alice"))
+            .await
+            .unwrap());
+        // Brokers see the same records as before marks existed: exactly
+        // the two bindings, nothing from the marks.
+        let mut listed = store.list_acls().await.unwrap();
+        listed.sort();
+        let mut expected = vec![admins.clone(), mine.clone()];
+        expected.sort();
+        assert_eq!(listed, expected);
+        let stored = store.list_acls_with_owners().await.unwrap();
+        assert_eq!(mark_of(&stored, &admins), None);
+        let mark = mark_of(&stored, &mine).unwrap();
+        assert_eq!(mark.owner, owner("alice"));
+
+        // A removal against a mark that changed since it was read removes
+        // nothing; against the current one it removes binding and mark.
+        assert!(!store
+            .delete_owned_acl(&mine, mark.revision + 1000)
+            .await
+            .unwrap());
+        assert!(store.delete_owned_acl(&mine, mark.revision).await.unwrap());
+        assert_eq!(store.list_acls().await.unwrap(), vec![admins.clone()]);
+
+        // An administrator re-creating an operator's binding makes it
+        // theirs; the operator's old mark no longer removes it.
+        assert!(store
+            .create_owned_acl(&mine, &owner("alice"))
+            .await
+            .unwrap());
+        let old = mark_of(&store.list_acls_with_owners().await.unwrap(), &mine).unwrap();
+        store
+            .create_acls(std::slice::from_ref(&mine))
+            .await
+            .unwrap();
+        assert_eq!(
+            mark_of(&store.list_acls_with_owners().await.unwrap(), &mine),
+            None
+        );
+        assert!(!store.delete_owned_acl(&mine, old.revision).await.unwrap());
+        assert_eq!(store.list_acls().await.unwrap().len(), 2);
+
+        // DeleteAcls takes the mark with the binding: the same binding made
+        // again by an administrator is not the operator's.
+        store
+            .delete_acls(std::slice::from_ref(&mine))
+            .await
+            .unwrap();
+        assert!(store
+            .create_owned_acl(&mine, &owner("alice"))
+            .await
+            .unwrap());
+        store
+            .delete_acls(std::slice::from_ref(&mine))
+            .await
+            .unwrap();
+        store
+            .create_acls(std::slice::from_ref(&mine))
+            .await
+            .unwrap();
+        assert_eq!(
+            mark_of(&store.list_acls_with_owners().await.unwrap(), &mine),
+            None
+        );
     }
 }

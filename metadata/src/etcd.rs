@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, EventType,
-    GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    AlarmAction, AlarmOptions, AlarmType, Client, Compare as EtcdCompare, CompareOp,
+    ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio::sync::broadcast;
 
@@ -204,7 +204,33 @@ impl KvBackend for EtcdKv {
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
+    async fn out_of_space(&self) -> Result<bool, MetadataError> {
+        Ok(!space_alarms(&self.client).await?.is_empty())
+    }
+
+    /// The space in use in the database file of the member answering (what
+    /// compaction shrinks; the file itself shrinks only by defragmenting).
+    async fn history_bytes(&self) -> Result<Option<u64>, MetadataError> {
+        let status = self.client.clone().status().await.map_err(unavailable)?;
+        Ok(u64::try_from(status.raft_used_db_size()).ok())
+    }
+
     async fn compact_history(&self, revision: i64) -> Result<HistoryCompaction, MetadataError> {
+        // Out of space, etcd refuses every write (offset commits, leases'
+        // keys, topic changes) until its history shrinks and the alarm is
+        // cleared by hand: do that here, to the newest revision (watches
+        // that fall behind it re-read everything, which beats a cluster
+        // that cannot write).
+        let alarmed = space_alarms(&self.client).await?;
+        let revision = if alarmed.is_empty() {
+            revision
+        } else {
+            tracing::warn!(
+                members = alarmed.len(),
+                "etcd is out of space (NOSPACE alarm) and refuses writes; compacting all history, defragmenting and clearing the alarm"
+            );
+            self.revision().await?
+        };
         if revision > 0 {
             match self.client.kv_client().compact(revision, None).await {
                 Ok(_) => {}
@@ -232,7 +258,9 @@ impl KvBackend for EtcdKv {
             let Ok(status) = member.status().await else {
                 continue;
             };
-            if defragment_worthwhile(status.db_size(), status.raft_used_db_size()) {
+            if !alarmed.is_empty()
+                || defragment_worthwhile(status.db_size(), status.raft_used_db_size())
+            {
                 member.defragment().await.map_err(unavailable)?;
                 tracing::info!(
                     endpoint,
@@ -241,8 +269,27 @@ impl KvBackend for EtcdKv {
                     "defragmented an etcd member"
                 );
                 report.defragmented.push(endpoint.clone());
-                break;
+                if alarmed.is_empty() {
+                    break;
+                }
             }
+        }
+        for member in &alarmed {
+            let mut options = AlarmOptions::new();
+            options.with_member(*member);
+            self.client
+                .clone()
+                .alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options))
+                .await
+                .map_err(unavailable)?;
+            report.space_alarms_cleared += 1;
+        }
+        if !alarmed.is_empty() {
+            tracing::warn!(
+                cleared = report.space_alarms_cleared,
+                defragmented = report.defragmented.len(),
+                "etcd's NOSPACE alarm cleared; writes resume. Raise etcd's --quota-backend-bytes or find what writes so much (metric metadata_space_alarms_cleared)"
+            );
         }
         Ok(report)
     }
@@ -255,6 +302,21 @@ impl KvBackend for EtcdKv {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// The members with a NOSPACE alarm raised.
+async fn space_alarms(client: &Client) -> Result<Vec<u64>, MetadataError> {
+    let response = client
+        .clone()
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .map_err(unavailable)?;
+    Ok(response
+        .alarms()
+        .iter()
+        .filter(|a| a.alarm() == AlarmType::Nospace)
+        .map(|a| a.member_id())
+        .collect())
 }
 
 /// Members at least this large are defragmented once less than half of

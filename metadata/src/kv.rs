@@ -66,6 +66,16 @@ pub trait KvBackend: Send + Sync + 'static {
     /// a store written to all the time (offset commits) stays bounded, and
     /// defragments members whose file is mostly free space.
     async fn compact_history(&self, revision: i64) -> Result<HistoryCompaction, MetadataError>;
+    /// Whether the store refuses writes for lack of space (etcd's NOSPACE
+    /// alarm). [`KvBackend::compact_history`] clears it.
+    async fn out_of_space(&self) -> Result<bool, MetadataError> {
+        Ok(false)
+    }
+    /// What the store's data and history take now, if it keeps history
+    /// that [`KvBackend::compact_history`] can drop.
+    async fn history_bytes(&self) -> Result<Option<u64>, MetadataError> {
+        Ok(None)
+    }
 }
 
 /// What a history compaction did.
@@ -73,6 +83,8 @@ pub trait KvBackend: Send + Sync + 'static {
 pub struct HistoryCompaction {
     /// Members defragmented, by endpoint.
     pub defragmented: Vec<String>,
+    /// Members whose out-of-space alarm was raised, then cleared.
+    pub space_alarms_cleared: usize,
 }
 
 #[derive(Default, Serialize, Deserialize)]

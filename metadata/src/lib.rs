@@ -130,8 +130,70 @@ pub struct MemberRecord {
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
     /// The member's metadata for each protocol it supports, in its order.
+    #[serde(with = "stored_bytes::pairs")]
     pub protocols: Vec<(String, Vec<u8>)>,
+    #[serde(with = "stored_bytes::one")]
     pub assignment: Vec<u8>,
+}
+
+/// Bytes in JSON records as base64 strings (a third larger than the bytes;
+/// a list of numbers is about four times larger). Records written as lists
+/// of numbers by earlier versions still read.
+mod stored_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Numbers(Vec<u8>),
+    }
+
+    fn decode<E: serde::de::Error>(value: Either) -> Result<Vec<u8>, E> {
+        match value {
+            Either::Text(text) => STANDARD.decode(text).map_err(E::custom),
+            Either::Numbers(bytes) => Ok(bytes),
+        }
+    }
+
+    pub mod one {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&STANDARD.encode(bytes))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            decode(Either::deserialize(d)?)
+        }
+    }
+
+    pub mod pairs {
+        use super::*;
+        use serde::ser::SerializeSeq;
+
+        pub fn serialize<S: Serializer>(
+            pairs: &[(String, Vec<u8>)],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(pairs.len()))?;
+            for (name, bytes) in pairs {
+                seq.serialize_element(&(name, STANDARD.encode(bytes)))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+            Vec::<(String, Either)>::deserialize(d)?
+                .into_iter()
+                .map(|(name, value)| Ok((name, decode(value)?)))
+                .collect()
+        }
+    }
 }
 
 /// A consumer group's state in `groups/{group}/metadata`.
@@ -142,6 +204,12 @@ pub struct GroupRecord {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: Vec<MemberRecord>,
+    /// When (Unix ms) the group last became empty, if it is: its committed
+    /// offsets expire `offsets.retention.minutes` after that, as in Kafka.
+    /// Records written before this field read as none (offsets then expire
+    /// by their own commit times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emptied_at_ms: Option<i64>,
 }
 
 /// A committed offset in `groups/{group}/offsets/{topic}/{partition}`.
@@ -158,6 +226,27 @@ pub struct CommittedOffset {
 pub struct StoredGroup {
     pub record: Option<GroupRecord>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Its `group-index/` entry, if one is stored.
+    pub index: Option<GroupIndexEntry>,
+}
+
+/// A group's `group-index/{group}` entry: enough for ListGroups to answer
+/// without loading the group. Rewritten only when one of its fields
+/// changes, never per commit. (Earlier versions stored an empty value,
+/// which reads as the default.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupIndexEntry {
+    #[serde(default)]
+    pub protocol_type: Option<String>,
+    /// Whether the stored record has members (the group loads as Stable).
+    #[serde(default)]
+    pub has_members: bool,
+}
+
+impl GroupIndexEntry {
+    fn decode(value: &[u8]) -> Self {
+        serde_json::from_slice(value).unwrap_or_default()
+    }
 }
 
 /// etcd's default limit on operations in one transaction is 128.
@@ -181,6 +270,12 @@ pub struct GenerationCounter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactedOffset {
     pub last_offset: i64,
+    /// The topic (by id) whose partition this is: a point recorded for a
+    /// deleted topic never applies to a re-created one of the same name.
+    /// Absent in records of older versions, which are taken as the current
+    /// topic's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<Uuid>,
 }
 
 /// The producer-id counter in `producer-ids`.
@@ -240,6 +335,16 @@ impl MetadataStore {
     /// Drops history before `revision` (see [`KvBackend::compact_history`]).
     pub async fn compact_history(&self, revision: i64) -> Result<HistoryCompaction, MetadataError> {
         self.kv.compact_history(revision).await
+    }
+
+    /// Whether the store refuses writes for lack of space.
+    pub async fn out_of_space(&self) -> Result<bool, MetadataError> {
+        self.kv.out_of_space().await
+    }
+
+    /// What the store's data and history take (see [`KvBackend::history_bytes`]).
+    pub async fn history_bytes(&self) -> Result<Option<u64>, MetadataError> {
+        self.kv.history_bytes().await
     }
 
     /// A cheap read that succeeds when the store is reachable.
@@ -657,35 +762,60 @@ impl MetadataStore {
     }
 
     /// Records that the partition's intake parts are compacted into
-    /// segments through `last_offset`; never lowers what is recorded.
+    /// segments through `last_offset`; never lowers what is recorded for
+    /// the same topic. Written only while the topic `topic_id` is the live
+    /// one (conditioned on its record): a late step of a deleted topic
+    /// writes nothing. Returns whether the point is recorded.
     pub async fn record_compacted(
         &self,
         topic: &str,
+        topic_id: Uuid,
         partition: i32,
         last_offset: i64,
-    ) -> Result<(), MetadataError> {
+    ) -> Result<bool, MetadataError> {
         let key = format!("{}{partition}", self.compacted_prefix(topic));
         loop {
-            let compare = match self.get_key(&key).await?.as_ref() {
-                Some(kv) if decode::<CompactedOffset>(kv)?.last_offset >= last_offset => {
-                    return Ok(())
+            let topic_key = self.topic_key(topic);
+            let live = match self.get_key(&topic_key).await?.as_ref() {
+                Some(kv) => {
+                    let record: TopicRecord = decode(kv)?;
+                    (record.id == topic_id && !record.deleting)
+                        .then(|| Compare::ModRevision(topic_key.clone(), kv.mod_revision))
                 }
-                Some(kv) => Compare::ModRevision(key.clone(), kv.mod_revision),
+                None => None,
+            };
+            let Some(live) = live else {
+                return Ok(false);
+            };
+            let compare = match self.get_key(&key).await?.as_ref() {
+                Some(kv) => {
+                    let stored = decode::<CompactedOffset>(kv)?;
+                    let same_topic = stored.topic_id.is_none_or(|id| id == topic_id);
+                    if same_topic && stored.last_offset >= last_offset {
+                        return Ok(true);
+                    }
+                    Compare::ModRevision(key.clone(), kv.mod_revision)
+                }
                 None => Compare::Absent(key.clone()),
             };
-            let value = encode(&CompactedOffset { last_offset });
+            let value = encode(&CompactedOffset {
+                last_offset,
+                topic_id: Some(topic_id),
+            });
             if self
                 .kv
-                .txn(vec![compare], vec![Write::Put(key.clone(), value)])
+                .txn(vec![live, compare], vec![Write::Put(key.clone(), value)])
                 .await?
             {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
 
-    /// Every recorded compaction point: (topic, partition, last offset).
-    pub async fn compacted_offsets(&self) -> Result<Vec<(String, i32, i64)>, MetadataError> {
+    /// Every recorded compaction point: (topic, partition, the point).
+    pub async fn compacted_offsets(
+        &self,
+    ) -> Result<Vec<(String, i32, CompactedOffset)>, MetadataError> {
         let prefix = format!("{}compacted/", self.root);
         let mut out = Vec::new();
         for kv in self.kv.get_prefix(&prefix).await? {
@@ -699,8 +829,7 @@ impl MetadataStore {
             let Ok(partition) = partition.parse::<i32>() else {
                 continue;
             };
-            let offset: CompactedOffset = decode(&kv)?;
-            out.push((topic.to_string(), partition, offset.last_offset));
+            out.push((topic.to_string(), partition, decode(&kv)?));
         }
         Ok(out)
     }
@@ -743,21 +872,44 @@ impl MetadataStore {
 
     /// All group ids.
     pub async fn list_groups(&self) -> Result<Vec<String>, MetadataError> {
+        Ok(self
+            .list_group_index()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// All groups with their index entries, in one read.
+    pub async fn list_group_index(&self) -> Result<Vec<(String, GroupIndexEntry)>, MetadataError> {
         let prefix = format!("{}group-index/", self.root);
         Ok(self
             .kv
             .get_prefix(&prefix)
             .await?
             .iter()
-            .filter_map(|kv| kv.key.strip_prefix(&prefix).map(unescape_group))
+            .filter_map(|kv| {
+                let id = unescape_group(kv.key.strip_prefix(&prefix)?);
+                Some((id, GroupIndexEntry::decode(&kv.value)))
+            })
             .collect())
+    }
+
+    fn group_index_key(&self, group: &str) -> String {
+        format!("{}group-index/{}", self.root, escape_group(group))
     }
 
     /// A group's record and committed offsets.
     pub async fn load_group(&self, group: &str) -> Result<StoredGroup, MetadataError> {
         let prefix = self.group_prefix(group);
         let offsets_prefix = format!("{prefix}offsets/");
-        let mut out = StoredGroup::default();
+        let mut out = StoredGroup {
+            index: self
+                .get_key(&self.group_index_key(group))
+                .await?
+                .map(|kv| GroupIndexEntry::decode(&kv.value)),
+            ..StoredGroup::default()
+        };
         for kv in self.kv.get_prefix(&prefix).await? {
             if kv.key == format!("{prefix}metadata") {
                 out.record = Some(decode(&kv)?);
@@ -778,18 +930,16 @@ impl MetadataStore {
         &self,
         group: &str,
         record: &GroupRecord,
+        index: Option<&GroupIndexEntry>,
         fence: Option<&Compare>,
     ) -> Result<(), MetadataError> {
-        let writes = vec![
-            Write::Put(
-                format!("{}group-index/{}", self.root, escape_group(group)),
-                Vec::new(),
-            ),
-            Write::Put(
-                format!("{}metadata", self.group_prefix(group)),
-                encode(record),
-            ),
-        ];
+        let mut writes = vec![Write::Put(
+            format!("{}metadata", self.group_prefix(group)),
+            encode(record),
+        )];
+        if let Some(entry) = index {
+            writes.push(Write::Put(self.group_index_key(group), encode(entry)));
+        }
         fenced(
             self.kv
                 .txn(fence.into_iter().cloned().collect(), writes)
@@ -797,24 +947,24 @@ impl MetadataStore {
         )
     }
 
-    /// Stores committed offsets, at most `MAX_TXN_OPS` per transaction.
+    /// Stores committed offsets, at most `MAX_TXN_OPS` per transaction;
+    /// `index`, if given, is written as the group's `group-index/` entry
+    /// (needed once per group: every write of it is one more revision in
+    /// etcd's history).
     pub async fn commit_offsets(
         &self,
         group: &str,
         offsets: &[((String, i32), CommittedOffset)],
+        index: Option<&GroupIndexEntry>,
         fence: Option<&Compare>,
     ) -> Result<(), MetadataError> {
-        let index = Write::Put(
-            format!("{}group-index/{}", self.root, escape_group(group)),
-            Vec::new(),
-        );
         for (i, chunk) in offsets.chunks(MAX_TXN_OPS).enumerate() {
             let mut writes: Vec<Write> = chunk
                 .iter()
                 .map(|((t, p), o)| Write::Put(self.offset_key(group, t, *p), encode(o)))
                 .collect();
-            if i == 0 {
-                writes.push(index.clone());
+            if let (0, Some(entry)) = (i, index) {
+                writes.push(Write::Put(self.group_index_key(group), encode(entry)));
             }
             fenced(
                 self.kv
@@ -852,7 +1002,7 @@ impl MetadataStore {
         fence: Option<&Compare>,
     ) -> Result<(), MetadataError> {
         let writes = vec![
-            Write::Delete(format!("{}group-index/{}", self.root, escape_group(group))),
+            Write::Delete(self.group_index_key(group)),
             Write::DeletePrefix(self.group_prefix(group)),
         ];
         fenced(
@@ -884,6 +1034,83 @@ mod tests {
             deleting: false,
             deletion: None,
         }
+    }
+
+    #[test]
+    fn group_records_store_bytes_compactly_and_read_old_records() {
+        let member = MemberRecord {
+            member_id: "m".into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocols: vec![("range".into(), vec![255; 3000])],
+            assignment: vec![7; 3000],
+        };
+        let record = GroupRecord {
+            generation: 1,
+            members: vec![member.clone()],
+            ..GroupRecord::default()
+        };
+        let json = serde_json::to_vec(&record).unwrap();
+        // 6,000 bytes of metadata and assignment: base64, not lists of numbers.
+        assert!(json.len() < 8_500, "{} bytes", json.len());
+        assert_eq!(
+            serde_json::from_slice::<GroupRecord>(&json).unwrap(),
+            record
+        );
+        // As earlier versions wrote it.
+        let old = r#"{"generation":2,"protocol_type":"consumer","protocol":"range","leader":"m",
+            "members":[{"member_id":"m","group_instance_id":null,"client_id":"c",
+            "client_host":"/h","session_timeout_ms":1,"rebalance_timeout_ms":2,
+            "protocols":[["range",[1,2,3]]],"assignment":[4,5]}]}"#;
+        let read: GroupRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            read.members[0].protocols,
+            vec![("range".to_string(), vec![1, 2, 3])]
+        );
+        assert_eq!(read.members[0].assignment, vec![4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topics_compaction_point_never_reaches_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(
+            Arc::new(FileKv::open(dir.path().join("m.json")).unwrap()),
+            "c",
+        );
+        let old = topic("orders", 1);
+        store.create_topic(&old).await.unwrap();
+        assert!(store
+            .record_compacted("orders", old.id, 0, 10)
+            .await
+            .unwrap());
+        assert!(store.delete_topic(&old, None).await.unwrap());
+        let new = topic("orders", 1);
+        store.create_topic(&new).await.unwrap();
+        // A late step of the deleted topic records nothing.
+        assert!(!store
+            .record_compacted("orders", old.id, 0, 500)
+            .await
+            .unwrap());
+        let points = store.compacted_offsets().await.unwrap();
+        assert!(
+            points
+                .iter()
+                .all(|(_, _, p)| p.topic_id != Some(old.id) || p.last_offset < 500),
+            "{points:?}"
+        );
+        // The new topic's own point replaces whatever an older one left,
+        // even a higher one.
+        assert!(store
+            .record_compacted("orders", new.id, 0, 3)
+            .await
+            .unwrap());
+        let points = store.compacted_offsets().await.unwrap();
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].2.topic_id, Some(new.id));
+        assert_eq!(points[0].2.last_offset, 3);
     }
 
     #[tokio::test]
@@ -1028,16 +1255,33 @@ mod tests {
         };
         let offsets = [(("t".to_string(), 0), offset)];
         store
-            .commit_offsets("g", &offsets, Some(&current))
+            .commit_offsets(
+                "g",
+                &offsets,
+                Some(&GroupIndexEntry::default()),
+                Some(&current),
+            )
             .await
             .unwrap();
         assert!(matches!(
-            store.commit_offsets("g", &offsets, Some(&stale)).await,
+            store
+                .commit_offsets(
+                    "g",
+                    &offsets,
+                    Some(&GroupIndexEntry::default()),
+                    Some(&stale)
+                )
+                .await,
             Err(MetadataError::Fenced(_))
         ));
         assert!(matches!(
             store
-                .save_group("g", &GroupRecord::default(), Some(&stale))
+                .save_group(
+                    "g",
+                    &GroupRecord::default(),
+                    Some(&GroupIndexEntry::default()),
+                    Some(&stale)
+                )
                 .await,
             Err(MetadataError::Fenced(_))
         ));
@@ -1078,22 +1322,50 @@ mod tests {
         };
         // "a/b" must not be mistaken for a child of "a".
         store
-            .commit_offsets("a", &[(("t".into(), 0), commit(5))], None)
+            .commit_offsets(
+                "a",
+                &[(("t".into(), 0), commit(5))],
+                Some(&GroupIndexEntry::default()),
+                None,
+            )
             .await
             .unwrap();
         store
-            .commit_offsets("a/b", &[(("t".into(), 0), commit(9))], None)
+            .commit_offsets(
+                "a/b",
+                &[(("t".into(), 0), commit(9))],
+                Some(&GroupIndexEntry::default()),
+                None,
+            )
             .await
             .unwrap();
         let many: Vec<_> = (0..250)
             .map(|p| (("big".to_string(), p), commit(i64::from(p))))
             .collect();
-        store.commit_offsets("a", &many, None).await.unwrap();
+        store
+            .commit_offsets("a", &many, Some(&GroupIndexEntry::default()), None)
+            .await
+            .unwrap();
         let record = GroupRecord {
             generation: 3,
             ..GroupRecord::default()
         };
-        store.save_group("a", &record, None).await.unwrap();
+        let entry = GroupIndexEntry {
+            protocol_type: Some("consumer".into()),
+            has_members: true,
+        };
+        store
+            .save_group("a", &record, Some(&entry), None)
+            .await
+            .unwrap();
+        let index = store.list_group_index().await.unwrap();
+        assert!(
+            index.contains(&("a".to_string(), entry.clone())),
+            "{index:?}"
+        );
+        assert_eq!(store.load_group("a").await.unwrap().index, Some(entry));
+        // An entry as earlier versions stored it (empty) reads as the default.
+        assert_eq!(GroupIndexEntry::decode(b""), GroupIndexEntry::default());
 
         let mut groups = store.list_groups().await.unwrap();
         groups.sort();

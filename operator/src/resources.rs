@@ -31,6 +31,10 @@ pub const DEFAULT_ETCD_IMAGE: &str = "quay.io/coreos/etcd:v3.5.21";
 pub const SOCKET_DIR: &str = "/var/run/kafscale";
 pub const KAFKA_PORT: i32 = 9092;
 pub const BROKER_HTTP_PORT: i32 = 9094;
+/// The broker's ops API, on the pod's loopback only: it is unauthenticated
+/// and names every topic and group, so it is reached with
+/// `kubectl port-forward`, never from other pods.
+pub const BROKER_OPS_API_PORT: i32 = 9096;
 pub const FLUSHER_HTTP_PORT: i32 = 9095;
 pub const ETCD_CLIENT_PORT: i32 = 2379;
 pub const ETCD_PEER_PORT: i32 = 2380;
@@ -386,6 +390,10 @@ pub fn config_map(c: &KafscaleCluster) -> ConfigMap {
         (
             "KAFSCALE_HTTP_LISTEN".to_string(),
             format!("0.0.0.0:{BROKER_HTTP_PORT}"),
+        ),
+        (
+            "KAFSCALE_OPS_API_LISTEN".to_string(),
+            format!("127.0.0.1:{BROKER_OPS_API_PORT}"),
         ),
         (
             "KAFSCALE_FLUSHER_HTTP_LISTEN".to_string(),

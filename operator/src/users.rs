@@ -2,6 +2,13 @@
 //! in a Secret the operator writes) or certificate principal, and its ACL
 //! bindings, kept in the cluster's etcd, where every broker reads them.
 //! Deleting the user removes both (a finalizer).
+//!
+//! Ownership: the operator changes and removes only what it created for
+//! the user, marked as such in etcd beside the records brokers read (see
+//! `kafscale_metadata::acls` and `::users`). A binding of the user's
+//! principal made with kafka-acls, or a SCRAM user of the same name made
+//! with kafka-configs, is never changed or removed; the latter makes the
+//! KafscaleUser report `UserExists` instead of taking the name over.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,9 +16,12 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kafscale_metadata::acls::{Operation, PatternType, Permission, ResourceType, CLUSTER_NAME};
+use kafscale_metadata::acls::{
+    Operation, Owner, PatternType, Permission, ResourceType, StoredAcl, CLUSTER_NAME,
+};
 use kafscale_metadata::scram::{random_bytes, ScramMechanism, MIN_ITERATIONS};
-use kafscale_metadata::{AclRecord, CredentialChange, MetadataStore};
+use kafscale_metadata::users::{ScramExpect, StoredScram};
+use kafscale_metadata::{AclRecord, MetadataStore, ScramCredentialRecord};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
@@ -108,26 +118,115 @@ pub fn desired_acls(u: &KafscaleUser) -> Result<BTreeSet<AclRecord>, String> {
     Ok(out)
 }
 
-/// What to store and what to remove so that `principal`'s bindings are
-/// exactly `desired` (bindings of other principals are not touched).
-pub fn acl_changes(
-    stored: &[AclRecord],
-    principal: &str,
-    desired: &BTreeSet<AclRecord>,
-) -> (Vec<AclRecord>, Vec<AclRecord>) {
-    let current: BTreeSet<&AclRecord> =
-        stored.iter().filter(|a| a.principal == principal).collect();
-    let create = desired
+/// The mark the operator keeps beside each binding and credential it
+/// creates for `u`.
+pub fn owner_of(u: &KafscaleUser) -> Owner {
+    Owner {
+        kind: "KafscaleUser".into(),
+        namespace: u.namespace().unwrap_or_else(|| "default".into()),
+        name: u.name_any(),
+    }
+}
+
+/// What a reconcile does to the cluster's bindings for one KafscaleUser.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AclPlan {
+    /// Wanted and not stored: created, marked as the user's.
+    pub create: Vec<AclRecord>,
+    /// Marked as the user's and no longer wanted, with the mark's revision.
+    pub delete: Vec<(AclRecord, i64)>,
+    /// Wanted and already stored without the user's mark (an
+    /// administrator's): kept, never marked, so never removed by the
+    /// operator.
+    pub not_ours: Vec<AclRecord>,
+}
+
+/// Brings the user's own bindings to `desired`. Only bindings carrying
+/// `owner`'s mark are ever removed: an administrator's binding for the
+/// same principal (a DENY cutting the user off, say), one made by an older
+/// operator without marks, or another principal's, is never touched.
+pub fn acl_changes(stored: &[StoredAcl], owner: &Owner, desired: &BTreeSet<AclRecord>) -> AclPlan {
+    let mut plan = AclPlan::default();
+    let present: BTreeSet<&AclRecord> = stored.iter().map(|s| &s.acl).collect();
+    plan.create = desired
         .iter()
-        .filter(|a| !current.contains(a))
+        .filter(|a| !present.contains(a))
         .cloned()
         .collect();
-    let delete = current
-        .into_iter()
-        .filter(|a| !desired.contains(*a))
-        .cloned()
+    for s in stored {
+        let ours = s.mark.as_ref().filter(|m| &m.owner == owner);
+        match (ours, desired.contains(&s.acl)) {
+            // Regardless of principal: a user whose authentication type
+            // changed leaves its old principal's bindings behind otherwise.
+            (Some(m), false) => plan.delete.push((s.acl.clone(), m.revision)),
+            (None, true) => plan.not_ours.push(s.acl.clone()),
+            _ => {}
+        }
+    }
+    plan
+}
+
+/// What a reconcile does with the SCRAM credential of the user's name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScramStep {
+    /// Nothing stored under the name: create it, marked as the user's.
+    Create,
+    /// The user's own and it agrees with the Secret's password.
+    Keep,
+    /// The user's own, but the Secret's password changed (or the Secret is
+    /// new): derive it again, if the mark is still the one read.
+    Rederive { mark_revision: i64 },
+    /// Unmarked, but the Secret's password opens it: an operator from
+    /// before ownership marks created it. Mark it as the user's. (Whoever
+    /// can read the Secret can log in as the user already, so taking it
+    /// gives nobody anything new.)
+    Adopt { revision: i64 },
+    /// Somebody else's (made with kafka-configs, a bootstrap user, another
+    /// resource's): leave it, and the user's ACLs, alone. The mechanisms
+    /// are those of the credentials in the way.
+    Refuse { mechanisms: Vec<String> },
+}
+
+/// Decides from the credentials stored for the user's name (each with its
+/// mark) and whether the Secret's password opens the SCRAM-SHA-512 one.
+pub fn scram_step(stored: &[StoredScram], owner: &Owner, secret_matches: bool) -> ScramStep {
+    let ours = |s: &StoredScram| s.mark.as_ref().is_some_and(|m| &m.owner == owner);
+    let adoptable =
+        |s: &StoredScram| s.mechanism == MECHANISM.name() && s.mark.is_none() && secret_matches;
+    // Any other mechanism counts too: it authenticates the same principal.
+    let in_the_way: Vec<String> = stored
+        .iter()
+        .filter(|s| !ours(s) && !adoptable(s))
+        .map(|s| s.mechanism.clone())
         .collect();
-    (create, delete)
+    if !in_the_way.is_empty() {
+        return ScramStep::Refuse {
+            mechanisms: in_the_way,
+        };
+    }
+    match stored.iter().find(|s| s.mechanism == MECHANISM.name()) {
+        None => ScramStep::Create,
+        Some(s) => match &s.mark {
+            None => ScramStep::Adopt {
+                revision: s.revision,
+            },
+            Some(_) if secret_matches => ScramStep::Keep,
+            Some(m) => ScramStep::Rederive {
+                mark_revision: m.revision,
+            },
+        },
+    }
+}
+
+/// What the status says when the name belongs to a SCRAM user made
+/// outside this KafscaleUser.
+pub fn user_exists_message(name: &str, mechanisms: &[String]) -> String {
+    format!(
+        "a SCRAM user '{name}' already exists in the cluster, created outside this KafscaleUser; \
+         delete it with kafka-configs --alter --delete-config {} --entity-type users \
+         --entity-name {name}, or name the KafscaleUser differently",
+        mechanisms.join(",")
+    )
 }
 
 fn secret_password(secret: &Secret) -> Option<String> {
@@ -238,55 +337,91 @@ async fn set_status(
     apply_status(api, u, &status).await
 }
 
+/// Whether `password` opens `credential` (a deliberately slow derivation,
+/// so off the async threads).
+async fn opens(password: &str, credential: &ScramCredentialRecord) -> bool {
+    let (password, credential) = (password.to_string(), credential.clone());
+    tokio::task::spawn_blocking(move || MECHANISM.password_matches(&credential, &password))
+        .await
+        .unwrap_or(false)
+}
+
+/// The outcome of [`ensure_scram`].
+enum Scram {
+    /// The credential is the user's and agrees with this Secret.
+    Ready(String),
+    /// The name belongs to a SCRAM user made elsewhere; why, for the status.
+    Refused(String),
+}
+
 /// Stores the credential for the Secret's password (making both when
-/// there are none yet); changes nothing when they already agree.
+/// there are none yet) if the name's credential is the user's to manage;
+/// changes nothing when they already agree, or when it is not.
 async fn ensure_scram(
     u: &KafscaleUser,
     ctx: &Context,
     store: &MetadataStore,
-) -> Result<String, Error> {
+) -> Result<Scram, Error> {
     let ns = u.namespace().unwrap_or_else(|| "default".into());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let name = u.name_any();
-    let password = match secrets
+    let owner = owner_of(u);
+    let stored = store.user_scram_credentials(&name).await?;
+    let existing = secrets
         .get_opt(&name)
         .await?
         .as_ref()
-        .and_then(secret_password)
-    {
-        Some(p) => p,
-        None => {
-            use base64::Engine;
-            let password =
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(24));
-            apply(&ctx.client, &ns, &credential_secret(u, &password)).await?;
-            password
+        .and_then(secret_password);
+    let managed = stored.iter().find(|s| s.mechanism == MECHANISM.name());
+    let secret_matches = match (&existing, managed) {
+        (Some(p), Some(s)) => opens(p, &s.credential).await,
+        _ => false,
+    };
+    let (expect, credential) = match scram_step(&stored, &owner, secret_matches) {
+        ScramStep::Refuse { mechanisms } => {
+            // Before any Secret is made: a refused user gets no password.
+            return Ok(Scram::Refused(user_exists_message(&name, &mechanisms)));
+        }
+        ScramStep::Keep => return Ok(Scram::Ready(name)),
+        ScramStep::Adopt { revision } => match managed {
+            Some(s) => (ScramExpect::CredentialAt(revision), s.credential.clone()),
+            None => return Err(Error::NotYet(format!("the credential of '{name}' went"))),
+        },
+        step @ (ScramStep::Create | ScramStep::Rederive { .. }) => {
+            let password = match existing {
+                Some(p) => p,
+                None => {
+                    use base64::Engine;
+                    let password =
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(24));
+                    apply(&ctx.client, &ns, &credential_secret(u, &password)).await?;
+                    password
+                }
+            };
+            let credential = tokio::task::spawn_blocking(move || {
+                MECHANISM.credential_for_password(&password, MIN_ITERATIONS)
+            })
+            .await
+            .map_err(|e| Error::NotYet(format!("deriving the credential: {e}")))?;
+            let expect = match step {
+                ScramStep::Rederive { mark_revision } => ScramExpect::MarkAt(mark_revision),
+                _ => ScramExpect::Absent,
+            };
+            (expect, credential)
         }
     };
-    let stored = store.scram_credential(&name, MECHANISM.name()).await?;
-    let checked = password.clone();
-    let agrees = tokio::task::spawn_blocking(move || {
-        stored.is_some_and(|c| MECHANISM.password_matches(&c, &checked))
-    })
-    .await
-    .unwrap_or(false);
-    if !agrees {
-        let p = password.clone();
-        let credential = tokio::task::spawn_blocking(move || {
-            MECHANISM.credential_for_password(&p, MIN_ITERATIONS)
-        })
-        .await
-        .map_err(|e| Error::NotYet(format!("deriving the credential: {e}")))?;
-        store
-            .alter_scram_credentials(&[CredentialChange::Upsert {
-                user: name.clone(),
-                mechanism: MECHANISM.name().into(),
-                credential,
-            }])
-            .await?;
-        tracing::info!(user = %name, "stored the user's SCRAM-SHA-512 credential");
+    // Conditioned on what was read, so a credential an administrator
+    // writes meanwhile is never overwritten: the next reconcile decides anew.
+    if !store
+        .put_owned_scram_credential(&name, MECHANISM.name(), &credential, &owner, expect)
+        .await?
+    {
+        return Err(Error::NotYet(format!(
+            "the SCRAM credential of '{name}' changed while it was being written; trying again"
+        )));
     }
-    Ok(name)
+    tracing::info!(user = %name, "stored the user's SCRAM-SHA-512 credential");
+    Ok(Scram::Ready(name))
 }
 
 async fn apply_user(
@@ -311,63 +446,131 @@ async fn apply_user(
     };
     let store = ctx.store(&cluster).await?;
     let secret = match u.spec.authentication.type_ {
-        AuthenticationType::ScramSha512 => Some(ensure_scram(u, ctx, &store).await?),
+        AuthenticationType::ScramSha512 => match ensure_scram(u, ctx, &store).await? {
+            Scram::Ready(secret) => Some(secret),
+            Scram::Refused(message) => {
+                // No bindings either: they would grant the other user's
+                // principal what this spec asks for.
+                set_status(ctx, api, u, false, "UserExists", message, None).await?;
+                return Ok(Action::requeue(std::time::Duration::from_secs(60)));
+            }
+        },
         AuthenticationType::TlsExternal => None,
     };
+    let owner = owner_of(u);
+    let plan = acl_changes(&store.list_acls_with_owners().await?, &owner, &desired);
+    let mut not_ours = plan.not_ours.len();
+    for acl in &plan.create {
+        if !store.create_owned_acl(acl, &owner).await? {
+            // Created by someone else since the listing: theirs.
+            not_ours += 1;
+        }
+    }
+    for (acl, mark_revision) in &plan.delete {
+        // Nothing is removed if an administrator re-created or removed the
+        // binding since the listing; it is theirs then.
+        store.delete_owned_acl(acl, *mark_revision).await?;
+    }
     let principal = format!("User:{}", principal_name(u));
-    let stored = store.list_acls().await?;
-    let (create, delete) = acl_changes(&stored, &principal, &desired);
-    if !create.is_empty() {
-        store.create_acls(&create).await?;
-    }
-    if !delete.is_empty() {
-        store.delete_acls(&delete).await?;
-    }
     let message = format!(
-        "{principal} has {} ACL binding(s){}",
+        "{principal} has {} ACL binding(s){}{}",
         desired.len(),
+        if not_ours > 0 {
+            format!(
+                "; {not_ours} of them existed before, created outside this KafscaleUser, \
+                 and stay when dropped from its spec"
+            )
+        } else {
+            String::new()
+        },
         secret
             .as_ref()
             .map(|s| format!("; its credential is in Secret {s}"))
             .unwrap_or_default()
     );
     set_status(ctx, api, u, true, "Ready", message, secret).await?;
-    // A periodic look puts back what someone changed in etcd by hand.
+    // A periodic look puts back what someone removed from etcd by hand.
     Ok(Action::requeue(std::time::Duration::from_secs(300)))
 }
 
-/// Removes the user's credentials and bindings; the Secret goes with the
-/// user (owner reference).
+/// The credentials of the user's name that deleting the user removes: those
+/// marked as its own, and an unmarked SCRAM-SHA-512 one its Secret opens
+/// (made by an operator from before marks); each with the state the
+/// removal expects.
+pub fn scram_removals(
+    stored: &[StoredScram],
+    owner: &Owner,
+    secret_matches: bool,
+) -> Vec<(String, ScramExpect)> {
+    stored
+        .iter()
+        .filter_map(|s| {
+            match &s.mark {
+                Some(m) if &m.owner == owner => Some(ScramExpect::MarkAt(m.revision)),
+                None if s.mechanism == MECHANISM.name() && secret_matches => {
+                    Some(ScramExpect::CredentialAt(s.revision))
+                }
+                _ => None,
+            }
+            .map(|expect| (s.mechanism.clone(), expect))
+        })
+        .collect()
+}
+
+/// Removes the user's own credential and bindings (nothing an administrator
+/// made for the same name or principal); the Secret goes with the user
+/// (owner reference).
 async fn cleanup_user(u: &KafscaleUser, ctx: &Context) -> Result<Action, Error> {
     let Some(cluster) = cluster_of(u, ctx).await? else {
         return Ok(Action::await_change());
     };
     let store = ctx.store(&cluster).await?;
     let name = u.name_any();
-    let mechanisms: Vec<String> = store
-        .list_scram_credentials()
-        .await?
-        .into_iter()
-        .filter(|(user, _, _)| *user == name)
-        .map(|(_, m, _)| m)
-        .collect();
-    let changes: Vec<_> = mechanisms
-        .into_iter()
-        .map(|mechanism| CredentialChange::Delete {
-            user: name.clone(),
-            mechanism,
-        })
-        .collect();
-    if u.spec.authentication.type_ == AuthenticationType::ScramSha512 && !changes.is_empty() {
-        store.alter_scram_credentials(&changes).await?;
+    let owner = owner_of(u);
+    let stored = store.user_scram_credentials(&name).await?;
+    // The Secret is read only when an unmarked credential could be ours.
+    let unmarked = stored
+        .iter()
+        .find(|s| s.mechanism == MECHANISM.name() && s.mark.is_none());
+    let secret_matches = match unmarked {
+        Some(s) if u.spec.authentication.type_ == AuthenticationType::ScramSha512 => {
+            let ns = u.namespace().unwrap_or_else(|| "default".into());
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            match secrets
+                .get_opt(&name)
+                .await?
+                .as_ref()
+                .and_then(secret_password)
+            {
+                Some(p) => opens(&p, &s.credential).await,
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    let mut credentials = 0;
+    for (mechanism, expect) in scram_removals(&stored, &owner, secret_matches) {
+        if store
+            .delete_owned_scram_credential(&name, &mechanism, expect)
+            .await?
+        {
+            credentials += 1;
+        }
     }
-    let principal = format!("User:{}", principal_name(u));
-    let (_, delete) = acl_changes(&store.list_acls().await?, &principal, &BTreeSet::new());
-    store.delete_acls(&delete).await?;
-    tracing::info!(user = %name, bindings = delete.len(), "removed the user's credential and ACLs");
+    let plan = acl_changes(
+        &store.list_acls_with_owners().await?,
+        &owner,
+        &BTreeSet::new(),
+    );
+    let mut bindings = 0;
+    for (acl, mark_revision) in &plan.delete {
+        if store.delete_owned_acl(acl, *mark_revision).await? {
+            bindings += 1;
+        }
+    }
+    tracing::info!(user = %name, credentials, bindings, "removed the user's own credential and ACLs");
     Ok(Action::await_change())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,26 +660,165 @@ mod tests {
             .contains("needs a name"));
     }
 
-    #[test]
-    fn changes_touch_only_the_users_own_bindings() {
-        let mine = |name: &str| AclRecord {
+    fn me() -> Owner {
+        owner_of(&user(AuthenticationType::ScramSha512, vec![]))
+    }
+
+    fn someone_else() -> Owner {
+        Owner {
+            namespace: "team-b".into(),
+            ..me()
+        }
+    }
+
+    fn binding(name: &str, principal: &str, permission: Permission) -> AclRecord {
+        AclRecord {
             resource_type: 2,
             resource_name: name.into(),
             pattern_type: 3,
-            principal: "User:alice".into(),
+            principal: principal.into(),
             host: "*".into(),
             operation: 3,
-            permission: 3,
-        };
-        let others = AclRecord {
-            principal: "User:bob".into(),
-            ..mine("gone")
-        };
-        let stored = vec![mine("keep"), mine("gone"), others];
+            permission: permission.code(),
+        }
+    }
+
+    fn stored_acl(acl: &AclRecord, owner: Option<Owner>, revision: i64) -> StoredAcl {
+        StoredAcl {
+            acl: acl.clone(),
+            mark: owner.map(|owner| kafscale_metadata::acls::OwnerMark { owner, revision }),
+        }
+    }
+
+    #[test]
+    fn only_the_users_own_bindings_are_removed_and_an_administrators_deny_stays() {
+        let mine = |name: &str| binding(name, "User:alice", Permission::Allow);
+        // kafka-acls --add --deny-principal User:alice: cuts the app off.
+        let deny = binding("orders", "User:alice", Permission::Deny);
+        // From before ownership marks, or made by hand: unmarked.
+        let unmarked = mine("legacy");
+        let bobs = binding("gone", "User:bob", Permission::Allow);
+        let other_resources = binding("theirs", "User:alice", Permission::Allow);
+        // Made for the user's old principal before its type changed.
+        let old_principal = binding("orders", "User:CN=alice", Permission::Allow);
+        let stored = vec![
+            stored_acl(&mine("keep"), Some(me()), 10),
+            stored_acl(&mine("gone"), Some(me()), 11),
+            stored_acl(&deny, None, 12),
+            stored_acl(&unmarked, None, 13),
+            stored_acl(&bobs, None, 14),
+            stored_acl(&other_resources, Some(someone_else()), 15),
+            stored_acl(&old_principal, Some(me()), 16),
+        ];
         let desired = BTreeSet::from([mine("keep"), mine("new")]);
-        let (create, delete) = acl_changes(&stored, "User:alice", &desired);
-        assert_eq!(create, vec![mine("new")]);
-        assert_eq!(delete, vec![mine("gone")]);
+        let plan = acl_changes(&stored, &me(), &desired);
+        assert_eq!(plan.create, vec![mine("new")]);
+        assert_eq!(
+            plan.delete,
+            vec![(mine("gone"), 11), (old_principal.clone(), 16)]
+        );
+        assert!(plan.not_ours.is_empty());
+
+        // Deleting the KafscaleUser (nothing desired) removes its own only.
+        let cleanup = acl_changes(&stored, &me(), &BTreeSet::new());
+        assert_eq!(
+            cleanup.delete,
+            vec![(mine("keep"), 10), (mine("gone"), 11), (old_principal, 16)]
+        );
+        assert!(cleanup.create.is_empty());
+
+        // A spec asking for a binding an administrator made first neither
+        // creates nor claims it: it stays the administrator's.
+        let wants_the_deny = BTreeSet::from([deny.clone(), unmarked.clone()]);
+        let plan = acl_changes(&stored, &me(), &wants_the_deny);
+        assert!(plan.create.is_empty());
+        assert_eq!(plan.not_ours, vec![deny, unmarked]);
+    }
+
+    fn scram(mechanism: &str, owner: Option<Owner>) -> StoredScram {
+        StoredScram {
+            mechanism: mechanism.into(),
+            credential: ScramCredentialRecord {
+                salt: vec![1],
+                iterations: 4096,
+                stored_key: vec![2; 64],
+                server_key: vec![3; 64],
+            },
+            revision: 20,
+            mark: owner.map(|owner| kafscale_metadata::acls::OwnerMark {
+                owner,
+                revision: 21,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_scram_user_made_elsewhere_is_never_taken_over() {
+        const SHA512: &str = "SCRAM-SHA-512";
+        const SHA256: &str = "SCRAM-SHA-256";
+        assert_eq!(scram_step(&[], &me(), false), ScramStep::Create);
+        // kafka-configs --alter --add-config SCRAM-SHA-512=[...]: refused
+        // whatever the Secret holds unless its password opens it.
+        let admins = [scram(SHA512, None)];
+        assert_eq!(
+            scram_step(&admins, &me(), false),
+            ScramStep::Refuse {
+                mechanisms: vec![SHA512.into()]
+            }
+        );
+        // Another mechanism authenticates the same principal: refused too.
+        let mixed = [scram(SHA256, None), scram(SHA512, Some(me()))];
+        assert_eq!(
+            scram_step(&mixed, &me(), true),
+            ScramStep::Refuse {
+                mechanisms: vec![SHA256.into()]
+            }
+        );
+        let another_resources = [scram(SHA512, Some(someone_else()))];
+        assert!(matches!(
+            scram_step(&another_resources, &me(), true),
+            ScramStep::Refuse { .. }
+        ));
+        // The user's own: kept, or derived again for a changed Secret.
+        let own = [scram(SHA512, Some(me()))];
+        assert_eq!(scram_step(&own, &me(), true), ScramStep::Keep);
+        assert_eq!(
+            scram_step(&own, &me(), false),
+            ScramStep::Rederive { mark_revision: 21 }
+        );
+        // An older operator's credential (no mark) that the user's Secret
+        // opens is adopted, at the revision it was read.
+        assert_eq!(
+            scram_step(&admins, &me(), true),
+            ScramStep::Adopt { revision: 20 }
+        );
+
+        let message = user_exists_message("legacy", &[SHA512.into()]);
+        assert_eq!(
+            message,
+            "a SCRAM user 'legacy' already exists in the cluster, created outside this \
+             KafscaleUser; delete it with kafka-configs --alter --delete-config SCRAM-SHA-512 \
+             --entity-type users --entity-name legacy, or name the KafscaleUser differently"
+        );
+    }
+
+    #[test]
+    fn deleting_the_user_removes_only_its_own_credentials() {
+        const SHA512: &str = "SCRAM-SHA-512";
+        let stored = [scram("SCRAM-SHA-256", None), scram(SHA512, Some(me()))];
+        assert_eq!(
+            scram_removals(&stored, &me(), false),
+            vec![(SHA512.to_string(), ScramExpect::MarkAt(21))]
+        );
+        let admins = [scram(SHA512, None)];
+        assert!(scram_removals(&admins, &me(), false).is_empty());
+        let other = [scram(SHA512, Some(someone_else()))];
+        assert!(scram_removals(&other, &me(), true).is_empty());
+        // An older operator's, opened by the user's Secret.
+        assert_eq!(
+            scram_removals(&admins, &me(), true),
+            vec![(SHA512.to_string(), ScramExpect::CredentialAt(20))]
+        );
     }
 
     #[test]

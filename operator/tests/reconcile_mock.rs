@@ -3,16 +3,23 @@
 //! API server would give. A request that is not the next expected one, or an
 //! expected one that never comes, fails the test. The real API server and
 //! real pods are the end-to-end suites' job (e2e/tests/test_operator.py and
-//! the kind suite).
+//! the kind suite). The KafscaleUser tests run a real etcd (the `etcd`
+//! binary scripts/install-test-deps.sh installs), since what they check is
+//! what ends up there.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use kafscale_metadata::acls::{Permission, CLUSTER_NAME};
+use kafscale_metadata::etcd::EtcdKv;
+use kafscale_metadata::scram::{ScramMechanism, MIN_ITERATIONS};
+use kafscale_metadata::{AclRecord, CredentialChange, MetadataStore};
 use kafscale_operator::controller::{self, Context};
-use kafscale_operator::crd::{KafscaleCluster, KafscaleTopic};
+use kafscale_operator::crd::{KafscaleCluster, KafscaleTopic, KafscaleUser};
 use kafscale_operator::metrics::OperatorMetrics;
+use kafscale_operator::users;
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
@@ -498,4 +505,365 @@ fn a_cluster_change_reconciles_exactly_its_own_topics() {
         .map(|r| r.name)
         .collect();
     assert_eq!(names, ["mine"]);
+}
+
+/// A single-member etcd on free loopback ports, killed and removed on drop.
+struct TestEtcd {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    endpoint: String,
+}
+
+impl Drop for TestEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// Starts etcd and returns it with a store for the cluster "c" of the
+/// namespace "default" (the operator's cluster id "default-c").
+async fn etcd() -> (TestEtcd, MetadataStore) {
+    let (client, peer) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!(
+        "kafscale-operator-etcd-{}-{client}",
+        std::process::id()
+    ));
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = std::process::Command::new("etcd")
+        .args(["--data-dir", &dir.to_string_lossy()])
+        .args(["--listen-client-urls", &endpoint])
+        .args(["--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd on PATH (scripts/install-test-deps.sh installs it)");
+    let etcd = TestEtcd {
+        child,
+        dir,
+        endpoint: endpoint.clone(),
+    };
+    for _ in 0..100 {
+        if let Ok(kv) =
+            EtcdKv::connect(std::slice::from_ref(&endpoint), Duration::from_secs(1)).await
+        {
+            let store = MetadataStore::new(Arc::new(kv), "default-c");
+            if store.list_acls().await.is_ok() {
+                return (etcd, store);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("etcd at {endpoint} did not start");
+}
+
+fn user_resource(name: &str, extra_metadata: Value, acls: Value) -> Value {
+    let mut metadata = json!({
+        "name": name, "namespace": "default", "uid": format!("uid-{name}"), "generation": 1,
+        "finalizers": ["kafscale.io/user"],
+    });
+    for (k, v) in extra_metadata.as_object().unwrap() {
+        metadata[k] = v.clone();
+    }
+    json!({
+        "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleUser", "metadata": metadata,
+        "spec": {"clusterRef": "c", "authentication": {"type": "scram-sha-512"},
+                 "authorization": {"acls": acls}},
+    })
+}
+
+fn cluster_at(etcd: &TestEtcd) -> Value {
+    cluster_resource(json!({"s3": {"bucket": "bkt"}, "etcd": {"endpoints": [etcd.endpoint]}}))
+}
+
+fn topic_acl(principal: &str, topic: &str, operation: i8, permission: Permission) -> AclRecord {
+    AclRecord {
+        resource_type: 2,
+        resource_name: topic.into(),
+        pattern_type: 3,
+        principal: principal.into(),
+        host: "*".into(),
+        operation,
+        permission: permission.code(),
+    }
+}
+
+const READ: i8 = 3;
+const SHA512: ScramMechanism = ScramMechanism::Sha512;
+
+async fn reconcile_user_once(resource: &Value, calls: Vec<Call>) -> Vec<Value> {
+    let (client, server) = strict_api(calls);
+    let user: KafscaleUser = serde_json::from_value(resource.clone()).unwrap();
+    users::reconcile_user(Arc::new(user), context(client))
+        .await
+        .unwrap();
+    server.finish().await
+}
+
+/// What a reconcile of a user whose cluster is "c" starts with.
+fn get_cluster(etcd: &TestEtcd) -> Call {
+    call(
+        Verb::Get,
+        format!("{KAFSCALE}/kafscaleclusters/c"),
+        Answer::Object(cluster_at(etcd)),
+    )
+}
+
+/// The deletion of a user: the same resource, being deleted, and the
+/// finalizer's release.
+fn deleting(resource: &Value) -> (Value, Value) {
+    let mut doomed = resource.clone();
+    doomed["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+    let mut released = doomed.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    (doomed, released)
+}
+
+#[tokio::test]
+async fn an_administrators_deny_for_the_users_principal_survives_reconciles_and_deletion() {
+    let (etcd, store) = etcd().await;
+    // kafka-acls --add --deny-principal User:app --operation Read --topic orders,
+    // and a binding of another principal.
+    let deny = topic_acl("User:app", "orders", READ, Permission::Deny);
+    let others = topic_acl("User:bob", "orders", READ, Permission::Allow);
+    store
+        .create_acls(&[deny.clone(), others.clone()])
+        .await
+        .unwrap();
+
+    let resource = user_resource(
+        "app",
+        json!({}),
+        json!([{"resource": {"type": "topic", "name": "orders"}, "operations": ["Read"]},
+               {"resource": {"type": "cluster"}, "operations": ["IdempotentWrite"]}]),
+    );
+    let bodies = reconcile_user_once(
+        &resource,
+        vec![
+            get_cluster(&etcd),
+            call(Verb::Get, format!("{NS}/secrets/app"), Answer::NotFound),
+            call(Verb::Apply, format!("{NS}/secrets/app"), Answer::Echo),
+            call(Verb::Post, EVENTS, Answer::Echo),
+            call(
+                Verb::Apply,
+                format!("{KAFSCALE}/kafscaleusers/app/status"),
+                Answer::WithStatus(resource.clone()),
+            ),
+        ],
+    )
+    .await;
+    let ready = condition(&bodies[4]["status"], "Ready");
+    assert_eq!(ready["status"], "True", "{ready}");
+    let allow = topic_acl("User:app", "orders", READ, Permission::Allow);
+    let idempotent = AclRecord {
+        resource_type: 4,
+        resource_name: CLUSTER_NAME.into(),
+        operation: 12,
+        ..allow.clone()
+    };
+    let mut acls = store.list_acls().await.unwrap();
+    acls.sort();
+    let mut expected = vec![deny.clone(), others.clone(), allow, idempotent];
+    expected.sort();
+    assert_eq!(acls, expected, "the user's bindings added, the DENY kept");
+    let password = {
+        use base64::Engine;
+        let encoded = bodies[2]["data"]["password"].as_str().unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let credential = store
+        .scram_credential("app", SHA512.name())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(SHA512.password_matches(&credential, &password));
+
+    // The periodic reconcile, with the status it wrote: nothing changes,
+    // the DENY included.
+    let mut reconciled = resource.clone();
+    reconciled["status"] = bodies[4]["status"].clone();
+    let mut secret = bodies[2].clone();
+    secret["metadata"]["resourceVersion"] = json!("1");
+    reconcile_user_once(
+        &reconciled,
+        vec![
+            get_cluster(&etcd),
+            call(
+                Verb::Get,
+                format!("{NS}/secrets/app"),
+                Answer::Object(secret),
+            ),
+        ],
+    )
+    .await;
+    let mut again = store.list_acls().await.unwrap();
+    again.sort();
+    assert_eq!(again, expected);
+
+    // Deleting the KafscaleUser removes its credential and its own
+    // bindings; the administrator's DENY and bob's binding stay.
+    let (doomed, released) = deleting(&reconciled);
+    reconcile_user_once(
+        &doomed,
+        vec![
+            get_cluster(&etcd),
+            call(
+                Verb::JsonPatch,
+                format!("{KAFSCALE}/kafscaleusers/app"),
+                Answer::Object(released),
+            ),
+        ],
+    )
+    .await;
+    let mut left = store.list_acls().await.unwrap();
+    left.sort();
+    let mut kept = vec![deny, others];
+    kept.sort();
+    assert_eq!(left, kept);
+    assert_eq!(
+        store.scram_credential("app", SHA512.name()).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_user_named_like_an_existing_scram_user_says_so_and_takes_nothing_over() {
+    let (etcd, store) = etcd().await;
+    // kafka-configs --alter --add-config SCRAM-SHA-512=[password=...] --entity-name legacy
+    let theirs = SHA512.credential_for_password("legacy-password", MIN_ITERATIONS);
+    store
+        .alter_scram_credentials(&[CredentialChange::Upsert {
+            user: "legacy".into(),
+            mechanism: SHA512.name().into(),
+            credential: theirs.clone(),
+        }])
+        .await
+        .unwrap();
+    let resource = user_resource(
+        "legacy",
+        json!({}),
+        json!([{"resource": {"type": "topic", "name": "*"}, "operations": ["All"]}]),
+    );
+    // No Secret is made (its password would not log in anyway), no
+    // credential written, no binding: only the status says why.
+    let bodies = reconcile_user_once(
+        &resource,
+        vec![
+            get_cluster(&etcd),
+            call(Verb::Get, format!("{NS}/secrets/legacy"), Answer::NotFound),
+            call(Verb::Post, EVENTS, Answer::Echo),
+            call(
+                Verb::Apply,
+                format!("{KAFSCALE}/kafscaleusers/legacy/status"),
+                Answer::WithStatus(resource.clone()),
+            ),
+        ],
+    )
+    .await;
+    let ready = condition(&bodies[3]["status"], "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("UserExists"))
+    );
+    assert!(ready["message"].as_str().unwrap().contains(
+        "a SCRAM user 'legacy' already exists in the cluster, created outside this KafscaleUser; \
+         delete it with kafka-configs --alter --delete-config SCRAM-SHA-512 --entity-type users \
+         --entity-name legacy"
+    ));
+    assert_eq!(bodies[2]["reason"], "UserExists");
+    assert_eq!(
+        store
+            .scram_credential("legacy", SHA512.name())
+            .await
+            .unwrap(),
+        Some(theirs.clone())
+    );
+    assert!(store.list_acls().await.unwrap().is_empty());
+
+    // Deleting the KafscaleUser leaves the other user's credential.
+    let (doomed, released) = deleting(&resource);
+    reconcile_user_once(
+        &doomed,
+        vec![
+            get_cluster(&etcd),
+            call(Verb::Get, format!("{NS}/secrets/legacy"), Answer::NotFound),
+            call(
+                Verb::JsonPatch,
+                format!("{KAFSCALE}/kafscaleusers/legacy"),
+                Answer::Object(released),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        store
+            .scram_credential("legacy", SHA512.name())
+            .await
+            .unwrap(),
+        Some(theirs)
+    );
+}
+
+#[tokio::test]
+async fn a_credential_from_an_older_operator_is_kept_and_becomes_the_users() {
+    let (etcd, store) = etcd().await;
+    // An operator before ownership marks stored the Secret's password.
+    let old = SHA512.credential_for_password("from-the-secret", MIN_ITERATIONS);
+    store
+        .alter_scram_credentials(&[CredentialChange::Upsert {
+            user: "app".into(),
+            mechanism: SHA512.name().into(),
+            credential: old.clone(),
+        }])
+        .await
+        .unwrap();
+    let resource = user_resource("app", json!({}), json!([]));
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "app", "namespace": "default", "resourceVersion": "1"},
+        "data": {"password": "ZnJvbS10aGUtc2VjcmV0"},
+    });
+    let bodies = reconcile_user_once(
+        &resource,
+        vec![
+            get_cluster(&etcd),
+            call(
+                Verb::Get,
+                format!("{NS}/secrets/app"),
+                Answer::Object(secret),
+            ),
+            call(Verb::Post, EVENTS, Answer::Echo),
+            call(
+                Verb::Apply,
+                format!("{KAFSCALE}/kafscaleusers/app/status"),
+                Answer::WithStatus(resource.clone()),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(condition(&bodies[3]["status"], "Ready")["status"], "True");
+    let stored = store.user_scram_credentials("app").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].credential, old, "the password still works");
+    assert_eq!(
+        stored[0].mark.as_ref().map(|m| m.owner.name.as_str()),
+        Some("app")
+    );
 }

@@ -13,13 +13,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use bytes::Bytes;
-
-use crate::protocol::{
-    self, Compacted, CompactedTo, Deleted, ErrorKind, Health, HealthState, LiveTopic, Merged,
-    OffsetForTimestamp, ProducerBatch, ProducerBatches, Range, Recovered, RemoteError, Request,
-    Response, RetentionPoint, Written,
-};
+use crate::protocol::{self, ErrorKind, RemoteError, Request, Response};
 use crate::server::frame_codec;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, RemoteError>>>>>;
@@ -163,18 +157,6 @@ impl FlusherClient {
     }
 }
 
-/// A response that does not answer the request sent: never guessed around
-/// (an empty producer table, for one, would turn off duplicate detection).
-fn unexpected(asked: &str, got: &Response) -> RemoteError {
-    RemoteError {
-        kind: ErrorKind::Internal,
-        message: format!(
-            "the flusher answered {asked} with {}; run a broker and a flusher of the same version",
-            got.name()
-        ),
-    }
-}
-
 /// One partition of one incarnation of a topic: a topic re-created under
 /// the same name has another id, and never sees the old one's intake parts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -184,259 +166,19 @@ pub struct PartitionId {
     pub partition: i32,
 }
 
-/// One typed method per operation: callers get the answer to what they
-/// asked, or an error, and never match responses themselves.
-impl FlusherClient {
-    pub async fn write_segment(
-        &self,
-        topic: String,
-        partition: i32,
-        not_after_ms: i64,
-        batches: Vec<Bytes>,
-    ) -> Result<Written, RemoteError> {
-        let req = Request::WriteSegment {
-            topic,
-            partition,
-            not_after_ms,
-            batches,
-        };
-        match self.call(req).await? {
-            Response::Written(answer) => Ok(answer),
-            other => Err(unexpected("WriteSegment", &other)),
-        }
-    }
-
-    pub async fn read_range(
-        &self,
-        at: &PartitionId,
-        offset: i64,
-        max_bytes: u32,
-    ) -> Result<Bytes, RemoteError> {
-        let req = Request::ReadRange {
-            topic: at.topic.clone(),
-            topic_id: at.topic_id,
-            partition: at.partition,
-            offset,
-            max_bytes,
-        };
-        match self.call(req).await? {
-            Response::Range(Range { batches }) => Ok(batches),
-            other => Err(unexpected("ReadRange", &other)),
-        }
-    }
-
-    /// `generation`: the recovering writer's (see `Request::Recover`).
-    pub async fn recover(
-        &self,
-        at: &PartitionId,
-        generation: u64,
-    ) -> Result<Recovered, RemoteError> {
-        let req = Request::Recover {
-            topic: at.topic.clone(),
-            topic_id: at.topic_id,
-            partition: at.partition,
-            generation,
-        };
-        match self.call(req).await? {
-            Response::Recovered(answer) => Ok(answer),
-            other => Err(unexpected("Recover", &other)),
-        }
-    }
-
-    /// Adds the batches to the intake object being gathered; answers once
-    /// that object is stored.
-    pub async fn append_intake(
-        &self,
-        at: &PartitionId,
-        leader_epoch: i32,
-        generation: u64,
-        not_after_ms: i64,
-        batches: Vec<Bytes>,
-    ) -> Result<Written, RemoteError> {
-        let req = Request::AppendIntake {
-            topic: at.topic.clone(),
-            topic_id: at.topic_id,
-            partition: at.partition,
-            leader_epoch,
-            generation,
-            not_after_ms,
-            batches,
-        };
-        match self.call(req).await? {
-            Response::Written(answer) => Ok(answer),
-            other => Err(unexpected("AppendIntake", &other)),
-        }
-    }
-
-    /// One compaction step of a partition.
-    pub async fn compact_intake(
-        &self,
-        at: &PartitionId,
-        up_to: i64,
-        target_bytes: u64,
-        max_delay_ms: i64,
-        not_after_ms: i64,
-    ) -> Result<Compacted, RemoteError> {
-        let req = Request::CompactIntake {
-            topic: at.topic.clone(),
-            topic_id: at.topic_id,
-            partition: at.partition,
-            up_to,
-            target_bytes,
-            max_delay_ms,
-            not_after_ms,
-        };
-        match self.call(req).await? {
-            Response::Compacted(answer) => Ok(answer),
-            other => Err(unexpected("CompactIntake", &other)),
-        }
-    }
-
-    /// Intake objects deleted.
-    pub async fn collect_intake(
-        &self,
-        live: Vec<LiveTopic>,
-        compacted: Vec<CompactedTo>,
-        min_age_ms: i64,
-        not_after_ms: i64,
-    ) -> Result<u32, RemoteError> {
-        let req = Request::CollectIntake {
-            live,
-            compacted,
-            min_age_ms,
-            not_after_ms,
-        };
-        match self.call(req).await? {
-            Response::Deleted(Deleted { objects }) => Ok(objects),
-            other => Err(unexpected("CollectIntake", &other)),
-        }
-    }
-
-    /// Objects deleted.
-    pub async fn delete_topic(&self, topic: String, not_after_ms: i64) -> Result<u32, RemoteError> {
-        let req = Request::DeleteTopic {
-            topic,
-            not_after_ms,
-        };
-        match self.call(req).await? {
-            Response::Deleted(Deleted { objects }) => Ok(objects),
-            other => Err(unexpected("DeleteTopic", &other)),
-        }
-    }
-
-    pub async fn health(&self) -> Result<(HealthState, String), RemoteError> {
-        match self.call(Request::Health {}).await? {
-            Response::Health(Health { state, detail }) => Ok((state, detail)),
-            other => Err(unexpected("Health", &other)),
-        }
-    }
-
-    /// (offset, timestamp) of the first batch reaching `timestamp`; offset -1: none.
-    pub async fn offset_for_timestamp(
-        &self,
-        at: &PartitionId,
-        timestamp: i64,
-    ) -> Result<(i64, i64), RemoteError> {
-        let req = Request::OffsetForTimestamp {
-            topic: at.topic.clone(),
-            topic_id: at.topic_id,
-            partition: at.partition,
-            timestamp,
-        };
-        match self.call(req).await? {
-            Response::OffsetForTimestamp(OffsetForTimestamp { offset, timestamp }) => {
-                Ok((offset, timestamp))
-            }
-            other => Err(unexpected("OffsetForTimestamp", &other)),
-        }
-    }
-
-    pub async fn producer_batches(
-        &self,
-        at: &PartitionId,
-        max_bytes: u64,
-    ) -> Result<Vec<ProducerBatch>, RemoteError> {
-        let req = Request::ProducerBatches {
-            topic: at.topic.clone(),
-            topic_id: at.topic_id,
-            partition: at.partition,
-            max_bytes,
-        };
-        match self.call(req).await? {
-            Response::ProducerBatches(ProducerBatches { batches }) => Ok(batches),
-            other => Err(unexpected("ProducerBatches", &other)),
-        }
-    }
-
-    /// Where the log may start under these limits; -1: nothing is due.
-    pub async fn retention_point(
-        &self,
-        at: &PartitionId,
-        retention_ms: i64,
-        retention_bytes: i64,
-    ) -> Result<i64, RemoteError> {
-        let req = Request::RetentionPoint {
-            topic: at.topic.clone(),
-            topic_id: at.topic_id,
-            partition: at.partition,
-            retention_ms,
-            retention_bytes,
-        };
-        match self.call(req).await? {
-            Response::RetentionPoint(RetentionPoint { offset }) => Ok(offset),
-            other => Err(unexpected("RetentionPoint", &other)),
-        }
-    }
-
-    /// Segments deleted.
-    pub async fn delete_segments_below(
-        &self,
-        topic: String,
-        partition: i32,
-        offset: i64,
-        min_age_ms: i64,
-        not_after_ms: i64,
-    ) -> Result<u32, RemoteError> {
-        let req = Request::DeleteSegmentsBelow {
-            topic,
-            partition,
-            offset,
-            min_age_ms,
-            not_after_ms,
-        };
-        match self.call(req).await? {
-            Response::Deleted(Deleted { objects }) => Ok(objects),
-            other => Err(unexpected("DeleteSegmentsBelow", &other)),
-        }
-    }
-
-    pub async fn merge_segments(
-        &self,
-        topic: String,
-        partition: i32,
-        target_bytes: u64,
-        min_age_ms: i64,
-        max_span_ms: i64,
-        not_after_ms: i64,
-    ) -> Result<Merged, RemoteError> {
-        let req = Request::MergeSegments {
-            topic,
-            partition,
-            target_bytes,
-            min_age_ms,
-            max_span_ms,
-            not_after_ms,
-        };
-        match self.call(req).await? {
-            Response::Merged(answer) => Ok(answer),
-            other => Err(unexpected("MergeSegments", &other)),
-        }
+/// Every operation of the protocol, typed (see [`protocol::LogStorage`] and
+/// [`protocol::MaintenanceStorage`]), goes through [`FlusherClient::call`].
+#[async_trait::async_trait]
+impl protocol::Transport for FlusherClient {
+    async fn call(&self, request: Request) -> Result<Response, RemoteError> {
+        FlusherClient::call(self, request).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{request, Health, HealthState, LogStorage};
 
     /// A flusher that answers every request with a health report.
     async fn confused_flusher(path: &std::path::Path) {
@@ -470,13 +212,13 @@ mod tests {
         let path = dir.path().join("f.sock");
         confused_flusher(&path).await;
         let client = FlusherClient::new(&path, Duration::from_secs(5));
-        let at = PartitionId {
-            topic: "t".into(),
-            topic_id: [0; 16],
-            partition: 0,
-        };
         let err = client
-            .producer_batches(&at, 1 << 20)
+            .producer_batches(request::ProducerBatches {
+                topic: "t".into(),
+                topic_id: [0; 16],
+                partition: 0,
+                max_bytes: 1 << 20,
+            })
             .await
             .expect_err("a health report was taken for an empty producer table");
         assert_eq!(err.kind, ErrorKind::Internal);
@@ -486,7 +228,13 @@ mod tests {
             err.message
         );
         let err = client
-            .read_range(&at, 0, 1024)
+            .read_range(request::ReadRange {
+                topic: "t".into(),
+                topic_id: [0; 16],
+                partition: 0,
+                offset: 0,
+                max_bytes: 1024,
+            })
             .await
             .expect_err("a health report was taken for an empty range");
         assert!(err.message.contains("ReadRange"), "{}", err.message);

@@ -61,7 +61,64 @@ impl Default for IntakeSettings {
     }
 }
 
-type Answer = oneshot::Sender<Result<Written, RemoteError>>;
+/// Where a part's outcome goes. While it exists the part is unsettled: it
+/// may still land.
+struct Answer {
+    to: oneshot::Sender<Result<Written, RemoteError>>,
+    _unsettled: Unsettled,
+}
+
+impl Answer {
+    fn send(self, outcome: Result<Written, RemoteError>) {
+        let _ = self.to.send(outcome);
+    }
+}
+
+/// Parts accepted and not yet answered, per partition: a recovery waits
+/// until none of its partition's parts can land any more.
+#[derive(Default)]
+struct Settlement {
+    unsettled: Mutex<HashMap<PartitionKey, usize>>,
+    changed: Notify,
+}
+
+/// One part counted in [`Settlement`] until it is dropped (with its answer).
+struct Unsettled {
+    settlement: Arc<Settlement>,
+    key: PartitionKey,
+}
+
+impl Unsettled {
+    fn new(settlement: &Arc<Settlement>, key: PartitionKey) -> Self {
+        *settlement
+            .unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        Self {
+            settlement: settlement.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let mut counts = self
+            .settlement
+            .unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+                self.settlement.changed.notify_waiters();
+            }
+        }
+    }
+}
 
 /// A partition of one topic incarnation, as parts name it.
 type PartitionKey = (String, [u8; 16], i32);
@@ -108,6 +165,7 @@ pub struct IntakeWriter {
     /// Stored objects not yet in a directory summary.
     summary: Mutex<PendingSummary>,
     metrics: Arc<FlusherMetrics>,
+    settlement: Arc<Settlement>,
 }
 
 impl IntakeWriter {
@@ -129,6 +187,7 @@ impl IntakeWriter {
             index,
             summary: Mutex::new(PendingSummary::default()),
             metrics,
+            settlement: Arc::default(),
         });
         tokio::spawn(uploader(Arc::downgrade(&writer), writer.wake.clone()));
         writer
@@ -148,7 +207,11 @@ impl IntakeWriter {
         not_after_ms: i64,
     ) -> Result<Written, RemoteError> {
         check_part(&part)?;
-        let (answer, answered) = oneshot::channel();
+        let (to, answered) = oneshot::channel();
+        let answer = Answer {
+            to,
+            _unsettled: Unsettled::new(&self.settlement, key_of(&part)),
+        };
         let bytes: usize = part.batches.iter().map(|b| b.len()).sum();
         {
             let mut g = self.gathering();
@@ -183,6 +246,29 @@ impl IntakeWriter {
                 message: "the intake upload ended without an answer".into(),
             })
         })
+    }
+
+    /// Waits until no part of the partition written before this call can
+    /// land any more: each was stored or failed (a part that reaches its
+    /// deadline is failed, its PUT cancelled). A recovery reads the log end
+    /// only after this, so no part of an older generation lands behind it.
+    pub async fn settled(&self, topic: &str, topic_id: [u8; 16], partition: i32) {
+        let key = (topic.to_string(), topic_id, partition);
+        loop {
+            let changed = self.settlement.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let pending = self
+                .settlement
+                .unsettled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key);
+            if !pending {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// The open object once it is due: its window has passed or it reached
@@ -258,7 +344,7 @@ impl IntakeWriter {
                     entries,
                 });
                 for (answer, w) in answers.into_iter().zip(written) {
-                    let _ = answer.send(Ok(w));
+                    answer.send(Ok(w));
                 }
                 if let Some(tail) = tail {
                     self.summarize(
@@ -308,10 +394,10 @@ impl IntakeWriter {
                     }
                 };
                 for answer in answers {
-                    let _ = answer.send(Err(e.clone()));
+                    answer.send(Err(e.clone()));
                 }
                 for (answer, part) in behind {
-                    let _ = answer.send(Err(behind_a_failure(&part)));
+                    answer.send(Err(behind_a_failure(&part)));
                 }
             }
         }

@@ -12,7 +12,7 @@ use kafscale_flusher::fault_store::{FaultStore, PutDelay, PUT_DELAY_ENV};
 use kafscale_flusher::intake_writer::{FlushPreset, IntakeSettings};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::object_store::ObjectStore;
-use kafscale_flusher::protocol::{Health, HealthState, Response};
+use kafscale_flusher::protocol::{Health, HealthState};
 use kafscale_flusher::s3_store::{S3Settings, S3Store};
 use kafscale_flusher::store_check::{check_conditional_writes, CheckError};
 use kafscale_flusher::{server, FlusherService, FlusherSettings};
@@ -280,12 +280,8 @@ struct FlusherReadiness {
 impl ReadinessProbe for FlusherReadiness {
     fn check(&self) -> BoxFuture<'_, Readiness> {
         async move {
-            let (ok, detail) = match self.service.health() {
-                Response::Health(Health { state, detail }) => {
-                    (state != HealthState::Unavailable, detail)
-                }
-                _ => (false, "no health state".into()),
-            };
+            let Health { state, detail } = self.service.health_report();
+            let ok = state != HealthState::Unavailable;
             let (fences, why) = match &*self.fencing.lock().unwrap_or_else(|e| e.into_inner()) {
                 Fencing::Verified => (true, "conditional writes honoured".to_string()),
                 Fencing::Checking(detail) => (false, format!("checking: {detail}")),

@@ -172,9 +172,11 @@ macro_rules! wire_struct {
 
         impl Wire for $name {
             const MIN_LEN: usize = 0 $(+ <$ty as Wire>::MIN_LEN)*;
+            #[allow(unused_variables)] // a request without fields
             fn put(&self, b: &mut BytesMut) {
                 $(self.$field.put(b);)*
             }
+            #[allow(unused_variables)]
             fn get(b: &mut Bytes, _what: &'static str) -> Result<Self, ProtocolError> {
                 Ok(Self { $($field: Wire::get(b, stringify!($field))?,)* })
             }
@@ -326,24 +328,45 @@ macro_rules! responses {
     };
 }
 
-/// Generates, from one table of operations (code, request fields, the kind
-/// of answer), the `Op` and `Request` enums and the request codec.
+/// Generates, from one table of operations (side, code, name, method,
+/// request fields, the kind of answer): a struct per request in [`request`],
+/// the `Op` and `Request` enums and the request codec, one trait per side of
+/// the protocol ([`LogStorage`], [`MaintenanceStorage`]), their
+/// implementation for anything that can carry a request ([`Transport`]: the
+/// socket client) and [`dispatch`], which serves a request from any
+/// implementation of both (the flusher's service, a test double).
 macro_rules! operations {
     ($(
-        $(#[$meta:meta])*
-        $code:literal $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? } -> $answer:ident
-    ),* $(,)?) => {
+        $(#[$side_meta:meta])*
+        $side:ident {
+            $(
+                $(#[$meta:meta])*
+                $code:literal $name:ident $method:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? } -> $answer:ident
+            ),* $(,)?
+        }
+    )*) => {
+        /// Each operation's request, its fields in wire order.
+        pub mod request {
+            use super::*;
+            $($(
+                wire_struct! {
+                    $(#[$meta])*
+                    pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
+                }
+            )*)*
+        }
+
         /// Operation codes.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         #[repr(u8)]
         pub enum Op {
-            $($name = $code,)*
+            $($($name = $code,)*)*
         }
 
         impl Op {
             fn from_u8(v: u8) -> Result<Self, ProtocolError> {
                 match v {
-                    $($code => Ok(Op::$name),)*
+                    $($($code => Ok(Op::$name),)*)*
                     other => Err(ProtocolError::UnknownOp(other)),
                 }
             }
@@ -351,176 +374,229 @@ macro_rules! operations {
             /// The answer this operation gets when it succeeds.
             pub fn answer(self) -> ResponseKind {
                 match self {
-                    $(Op::$name => ResponseKind::$answer,)*
+                    $($(Op::$name => ResponseKind::$answer,)*)*
                 }
             }
         }
 
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum Request {
-            $($(#[$meta])* $name { $($(#[$fmeta])* $field: $ty),* },)*
+            $($($name(request::$name),)*)*
         }
 
         impl Request {
             pub fn op(&self) -> Op {
                 match self {
-                    $(Request::$name { .. } => Op::$name,)*
+                    $($(Request::$name(_) => Op::$name,)*)*
                 }
             }
 
             fn payload_len(&self) -> usize {
                 match self {
-                    $(Request::$name { $($field),* } => 0 $(+ $field.wire_len())*,)*
+                    $($(Request::$name(r) => r.wire_len(),)*)*
                 }
             }
 
             fn put_payload(&self, b: &mut BytesMut) {
                 match self {
-                    $(Request::$name { $($field),* } => { $($field.put(b);)* })*
+                    $($(Request::$name(r) => r.put(b),)*)*
                 }
             }
 
             fn get_payload(op: Op, b: &mut Bytes) -> Result<Self, ProtocolError> {
                 Ok(match op {
-                    $(Op::$name => Request::$name {
-                        $($field: Wire::get(b, stringify!($field))?,)*
-                    },)*
+                    $($(Op::$name => Request::$name(Wire::get(b, stringify!($name))?),)*)*
                 })
+            }
+        }
+
+        $(
+            $(#[$side_meta])*
+            #[async_trait::async_trait]
+            pub trait $side: Send + Sync {
+                $(
+                    $(#[$meta])*
+                    async fn $method(&self, request: request::$name) -> Result<$answer, RemoteError>;
+                )*
+            }
+
+            #[async_trait::async_trait]
+            impl<T: Transport> $side for T {
+                $(
+                    async fn $method(&self, request: request::$name) -> Result<$answer, RemoteError> {
+                        match self.call(Request::$name(request)).await? {
+                            Response::$answer(answer) => Ok(answer),
+                            other => Err(RemoteError {
+                                kind: ErrorKind::Internal,
+                                message: format!(
+                                    "the flusher answered {} with {}; run a broker and a flusher of the same version",
+                                    stringify!($name),
+                                    other.name()
+                                ),
+                            }),
+                        }
+                    }
+                )*
+            }
+        )*
+
+        /// Serves one request from an implementation of every side.
+        pub async fn dispatch<S>(service: &S, request: Request) -> Result<Response, RemoteError>
+        where
+            S: LogStorage + MaintenanceStorage + ?Sized,
+        {
+            match request {
+                $($(Request::$name(r) => service.$method(r).await.map(Response::$answer),)*)*
             }
         }
     };
 }
 
+/// Carries a request to a flusher and brings back its answer (the socket
+/// client); every side of the protocol is implemented on top of it.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync {
+    async fn call(&self, request: Request) -> Result<Response, RemoteError>;
+}
+
 operations! {
-    /// Encode the batches (offsets assigned, contiguous) as one sealed segment
-    /// and upload it with a create-once write. Answered only once durable.
-    /// `not_after_ms` (Unix millis) is when the broker's session may have
-    /// ended: no upload starts after it and none runs past it, which bounds how
-    /// late a fenced broker's segment can land.
-    1 WriteSegment {
-        topic: String,
-        partition: i32,
-        not_after_ms: i64,
-        batches: Vec<Bytes>,
-    } -> Written,
-    /// Batches from object storage starting at the batch that holds `offset`:
-    /// at most `max_bytes`, but always one whole batch when there is one.
-    2 ReadRange {
-        topic: String,
-        /// The topic's id: intake parts of an older topic of the same name
-        /// are never read.
-        topic_id: [u8; 16],
-        partition: i32,
-        offset: i64,
-        max_bytes: u32,
-    } -> Range,
-    /// The partition's log start and log end from the intake objects' parts
-    /// and the segments (the last segment's footer). `generation` is the
-    /// recovering writer's: 1 (the first ever taken) means no writer has
-    /// stored a part of this partition, so no listing of intake objects is
-    /// needed; 0 on the segment path.
-    3 Recover {
-        topic: String,
-        topic_id: [u8; 16],
-        partition: i32,
-        generation: u64,
-    } -> Recovered,
-    /// Delete every object of a topic.
-    4 DeleteTopic {
-        topic: String,
-        /// No delete starts after this moment (the broker's session end):
-        /// a broker that may have lost its session must not sweep a name
-        /// that a new topic may own by now.
-        not_after_ms: i64,
-    } -> Deleted,
-    5 Health {} -> Health,
-    /// The first offset whose batch max timestamp is `>= timestamp`.
-    6 OffsetForTimestamp {
-        topic: String,
-        topic_id: [u8; 16],
-        partition: i32,
-        timestamp: i64,
-    } -> OffsetForTimestamp,
-    /// Producer fields of the idempotent batches in the partition's newest
-    /// segments (at most `max_bytes` of segments, at least the last one), for
-    /// rebuilding producer state after a restart.
-    7 ProducerBatches {
-        topic: String,
-        topic_id: [u8; 16],
-        partition: i32,
-        max_bytes: u64,
-    } -> ProducerBatches,
-    /// Where the log may start under these retention limits (-1 = unlimited):
-    /// the base offset of the oldest segment or intake part that must be kept.
-    8 RetentionPoint {
-        topic: String,
-        topic_id: [u8; 16],
-        partition: i32,
-        retention_ms: i64,
-        retention_bytes: i64,
-    } -> RetentionPoint,
-    /// Deletes segments that hold only offsets below `offset` and were
-    /// written at least `min_age_ms` ago (younger ones wait for a later
-    /// request: a fenced broker's late upload could recreate their key). The
-    /// newest segment is always kept: it records the log end. No delete
-    /// starts after `not_after_ms`.
-    9 DeleteSegmentsBelow {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        min_age_ms: i64,
-        not_after_ms: i64,
-    } -> Deleted,
-    /// Merges runs of small adjacent segments older than `min_age_ms` into
-    /// segments of up to `target_bytes`; a segment whose oldest data was
-    /// sealed more than `max_span_ms` ago is not extended any more (so time
-    /// retention can reach it). Every write starts before `not_after_ms`.
-    10 MergeSegments {
-        topic: String,
-        partition: i32,
-        target_bytes: u64,
-        min_age_ms: i64,
-        max_span_ms: i64,
-        not_after_ms: i64,
-    } -> Merged,
-    /// Adds the batches (offsets assigned, contiguous) as one part to the
-    /// intake object this flusher is gathering, and answers once that object
-    /// is stored with a create-once PUT (`docs/intake-objects.md`). The
-    /// object is sealed when its window ends or its size threshold is
-    /// reached; no PUT starts after the earliest `not_after_ms` of its parts.
-    /// `generation` is the writer's recovery generation of the partition.
-    11 AppendIntake {
-        topic: String,
-        topic_id: [u8; 16],
-        partition: i32,
-        leader_epoch: i32,
-        generation: u64,
-        not_after_ms: i64,
-        batches: Vec<Bytes>,
-    } -> Written,
-    /// One compaction step of a partition: its intake parts from the end of
-    /// its segments, below `up_to` (the leader's high watermark), into one
-    /// segment of up to `target_bytes`, once that much has gathered or the
-    /// oldest part waited `max_delay_ms`. No write starts after `not_after_ms`.
-    12 CompactIntake {
-        topic: String,
-        topic_id: [u8; 16],
-        partition: i32,
-        up_to: i64,
-        target_bytes: u64,
-        max_delay_ms: i64,
-        not_after_ms: i64,
-    } -> Compacted,
-    /// Deletes the intake objects older than `min_age_ms` whose every part
-    /// is compacted (at or below its partition's entry in `compacted`) or
-    /// belongs to no topic in `live` (both read from the metadata store just
-    /// before).
-    13 CollectIntake {
-        live: Vec<LiveTopic>,
-        compacted: Vec<CompactedTo>,
-        min_age_ms: i64,
-        not_after_ms: i64,
-    } -> Deleted,
+    /// What a partition log needs of object storage: its writes, its reads
+    /// from storage and its recovery.
+    LogStorage {
+        /// Encode the batches (offsets assigned, contiguous) as one sealed segment
+        /// and upload it with a create-once write. Answered only once durable.
+        /// `not_after_ms` (Unix millis) is when the broker's session may have
+        /// ended: no upload starts after it and none runs past it, which bounds how
+        /// late a fenced broker's segment can land.
+        1 WriteSegment write_segment {
+            topic: String,
+            partition: i32,
+            not_after_ms: i64,
+            batches: Vec<Bytes>,
+        } -> Written,
+        /// Adds the batches (offsets assigned, contiguous) as one part to the
+        /// intake object this flusher is gathering, and answers once that object
+        /// is stored with a create-once PUT (`docs/intake-objects.md`). The
+        /// object is sealed when its window ends or its size threshold is
+        /// reached; no PUT starts after the earliest `not_after_ms` of its parts.
+        /// `generation` is the writer's recovery generation of the partition.
+        11 AppendIntake append_intake {
+            topic: String,
+            topic_id: [u8; 16],
+            partition: i32,
+            leader_epoch: i32,
+            generation: u64,
+            not_after_ms: i64,
+            batches: Vec<Bytes>,
+        } -> Written,
+        /// Batches from object storage starting at the batch that holds `offset`:
+        /// at most `max_bytes`, but always one whole batch when there is one.
+        2 ReadRange read_range {
+            topic: String,
+            /// The topic's id: intake parts of an older topic of the same name
+            /// are never read.
+            topic_id: [u8; 16],
+            partition: i32,
+            offset: i64,
+            max_bytes: u32,
+        } -> Range,
+        /// The partition's log start and log end from the intake objects' parts
+        /// and the segments (the last segment's footer). `generation` is the
+        /// recovering writer's: 1 (the first ever taken) means no writer has
+        /// stored a part of this partition, so no listing of intake objects is
+        /// needed; 0 on the segment path.
+        3 Recover recover {
+            topic: String,
+            topic_id: [u8; 16],
+            partition: i32,
+            generation: u64,
+        } -> Recovered,
+        /// Producer fields of the idempotent batches in the partition's newest
+        /// segments (at most `max_bytes` of segments, at least the last one), for
+        /// rebuilding producer state after a restart.
+        7 ProducerBatches producer_batches {
+            topic: String,
+            topic_id: [u8; 16],
+            partition: i32,
+            max_bytes: u64,
+        } -> ProducerBatches,
+        /// The first offset whose batch max timestamp is `>= timestamp`.
+        6 OffsetForTimestamp offset_for_timestamp {
+            topic: String,
+            topic_id: [u8; 16],
+            partition: i32,
+            timestamp: i64,
+        } -> OffsetForTimestamp,
+    }
+    /// What maintenance needs: retention, merging, intake compaction and
+    /// clean-up, topic deletion, and the store's health.
+    MaintenanceStorage {
+        /// Where the log may start under these retention limits (-1 = unlimited):
+        /// the base offset of the oldest segment or intake part that must be kept.
+        8 RetentionPoint retention_point {
+            topic: String,
+            topic_id: [u8; 16],
+            partition: i32,
+            retention_ms: i64,
+            retention_bytes: i64,
+        } -> RetentionPoint,
+        /// Deletes segments that hold only offsets below `offset` and were
+        /// written at least `min_age_ms` ago (younger ones wait for a later
+        /// request: a fenced broker's late upload could recreate their key). The
+        /// newest segment is always kept: it records the log end. No delete
+        /// starts after `not_after_ms`.
+        9 DeleteSegmentsBelow delete_segments_below {
+            topic: String,
+            partition: i32,
+            offset: i64,
+            min_age_ms: i64,
+            not_after_ms: i64,
+        } -> Deleted,
+        /// Merges runs of small adjacent segments older than `min_age_ms` into
+        /// segments of up to `target_bytes`; a segment whose oldest data was
+        /// sealed more than `max_span_ms` ago is not extended any more (so time
+        /// retention can reach it). Every write starts before `not_after_ms`.
+        10 MergeSegments merge_segments {
+            topic: String,
+            partition: i32,
+            target_bytes: u64,
+            min_age_ms: i64,
+            max_span_ms: i64,
+            not_after_ms: i64,
+        } -> Merged,
+        /// One compaction step of a partition: its intake parts from the end of
+        /// its segments, below `up_to` (the leader's high watermark), into one
+        /// segment of up to `target_bytes`, once that much has gathered or the
+        /// oldest part waited `max_delay_ms`. No write starts after `not_after_ms`.
+        12 CompactIntake compact_intake {
+            topic: String,
+            topic_id: [u8; 16],
+            partition: i32,
+            up_to: i64,
+            target_bytes: u64,
+            max_delay_ms: i64,
+            not_after_ms: i64,
+        } -> Compacted,
+        /// Deletes the intake objects older than `min_age_ms` whose every part
+        /// is compacted (at or below its partition's entry in `compacted`) or
+        /// belongs to no topic in `live` (both read from the metadata store just
+        /// before).
+        13 CollectIntake collect_intake {
+            live: Vec<LiveTopic>,
+            compacted: Vec<CompactedTo>,
+            min_age_ms: i64,
+            not_after_ms: i64,
+        } -> Deleted,
+        /// Delete every object of a topic.
+        4 DeleteTopic delete_topic {
+            topic: String,
+            /// No delete starts after this moment (the broker's session end):
+            /// a broker that may have lost its session must not sweep a name
+            /// that a new topic may own by now.
+            not_after_ms: i64,
+        } -> Deleted,
+        5 Health health {} -> Health,
+    }
 }
 
 responses! {
@@ -650,30 +726,30 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         let reqs = vec![
-            Request::WriteSegment {
+            Request::WriteSegment(request::WriteSegment {
                 topic: "orders".into(),
                 partition: 2,
                 not_after_ms: 1_700_000_000_000,
                 batches: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")],
-            },
-            Request::ReadRange {
+            }),
+            Request::ReadRange(request::ReadRange {
                 topic: "t".into(),
                 topic_id: [7; 16],
                 partition: 0,
                 offset: 99,
                 max_bytes: 1 << 20,
-            },
-            Request::Recover {
+            }),
+            Request::Recover(request::Recover {
                 topic: "t".into(),
                 topic_id: [7; 16],
                 partition: 1,
                 generation: 4,
-            },
-            Request::DeleteTopic {
+            }),
+            Request::DeleteTopic(request::DeleteTopic {
                 topic: "t".into(),
                 not_after_ms: 99,
-            },
-            Request::AppendIntake {
+            }),
+            Request::AppendIntake(request::AppendIntake {
                 topic: "t".into(),
                 topic_id: [9; 16],
                 partition: 4,
@@ -681,42 +757,42 @@ mod tests {
                 generation: 11,
                 not_after_ms: 1_700_000_000_000,
                 batches: vec![Bytes::from_static(b"xyz")],
-            },
-            Request::Health {},
-            Request::OffsetForTimestamp {
+            }),
+            Request::Health(request::Health {}),
+            Request::OffsetForTimestamp(request::OffsetForTimestamp {
                 topic: "t".into(),
                 topic_id: [7; 16],
                 partition: 0,
                 timestamp: 5,
-            },
-            Request::ProducerBatches {
+            }),
+            Request::ProducerBatches(request::ProducerBatches {
                 topic: "t".into(),
                 topic_id: [7; 16],
                 partition: 0,
                 max_bytes: 9,
-            },
-            Request::RetentionPoint {
+            }),
+            Request::RetentionPoint(request::RetentionPoint {
                 topic: "t".into(),
                 topic_id: [3; 16],
                 partition: 0,
                 retention_ms: 1,
                 retention_bytes: -1,
-            },
-            Request::DeleteSegmentsBelow {
+            }),
+            Request::DeleteSegmentsBelow(request::DeleteSegmentsBelow {
                 topic: "t".into(),
                 partition: 3,
                 offset: 7,
                 min_age_ms: 60_000,
                 not_after_ms: 1_700_000_000_000,
-            },
-            Request::MergeSegments {
+            }),
+            Request::MergeSegments(request::MergeSegments {
                 topic: "t".into(),
                 partition: 1,
                 target_bytes: 1 << 24,
                 min_age_ms: 60_000,
                 max_span_ms: 3_600_000,
                 not_after_ms: 1_700_000_000_000,
-            },
+            }),
         ];
         for (i, r) in reqs.into_iter().enumerate() {
             let frame = encode_request(i as u64, &r);
@@ -791,13 +867,13 @@ mod tests {
     fn truncated_and_unknown_frames_are_errors_not_panics() {
         let frame = encode_request(
             1,
-            &Request::ReadRange {
+            &Request::ReadRange(request::ReadRange {
                 topic: "topic".into(),
                 topic_id: [7; 16],
                 partition: 0,
                 offset: 0,
                 max_bytes: 1,
-            },
+            }),
         );
         for cut in 0..frame.len() {
             assert!(decode_request(frame.slice(..cut)).is_err());

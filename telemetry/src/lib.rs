@@ -108,6 +108,20 @@ impl HttpEndpoint {
         }
     }
 
+    /// Binds `addr` and serves only `routes` there until `shutdown`
+    /// resolves: a surface of its own, on another address than the probes.
+    pub async fn serve_routes(
+        routes: BoxedFilter<(Box<dyn Reply>,)>,
+        addr: SocketAddr,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let server = warp::serve(routes).incoming(listener).graceful(shutdown);
+        tokio::spawn(server.run());
+        Ok(bound)
+    }
+
     /// Binds `addr` (reporting failure) and serves until `shutdown` resolves.
     pub async fn serve(
         self,

@@ -49,6 +49,14 @@ pub enum GroupError {
     FencedInstanceId,
     MemberIdRequired,
     InvalidSessionTimeout,
+    /// A new member would take the group past `group.max.size`.
+    GroupMaxSizeReached,
+    /// The group's state (members' metadata and assignments) would outgrow
+    /// what one group may store (`GroupSettings::max_state_bytes`).
+    GroupStateTooLarge,
+    /// The groups this broker coordinates hold all the memory they may
+    /// (`GroupSettings::memory_bytes`); retriable, once others shrink.
+    GroupMemoryFull,
 }
 
 impl GroupError {
@@ -62,6 +70,13 @@ impl GroupError {
             GroupError::FencedInstanceId => E::FencedInstanceId,
             GroupError::MemberIdRequired => E::MemberIdRequired,
             GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout,
+            GroupError::GroupMaxSizeReached => E::GroupMaxSizeReached,
+            // Kafka refuses a group record over the offsets topic's message
+            // size; MESSAGE_TOO_LARGE says which kind of limit was hit.
+            GroupError::GroupStateTooLarge => E::MessageTooLarge,
+            // Retriable everywhere: the client looks the coordinator up again
+            // and retries, as after a coordinator move.
+            GroupError::GroupMemoryFull => E::CoordinatorNotAvailable,
         }
         .code()
     }
@@ -114,6 +129,17 @@ pub struct Member {
 }
 
 impl Member {
+    fn stored_bytes(&self) -> usize {
+        stored_member_bytes(
+            &self.id,
+            self.instance_id.as_deref(),
+            &self.client_id,
+            &self.client_host,
+            &self.protocols,
+            self.assignment.len(),
+        )
+    }
+
     pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
@@ -144,6 +170,77 @@ pub struct GroupSettings {
     pub initial_rebalance_delay: Duration,
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
+    /// Members (joined or given an id to join with) per group, like Kafka's
+    /// group.max.size.
+    pub max_size: usize,
+    /// Rebalance timeouts asked for are cut to this.
+    pub max_rebalance_timeout: Duration,
+    /// The most a group's state may take in the metadata store (estimated
+    /// with [`Group::state_bytes`]); Kafka's group record has to fit one
+    /// message of its offsets topic (1 MiB by default).
+    pub max_state_bytes: usize,
+    /// Kafka's offset.metadata.max.bytes: longer commit metadata is refused
+    /// with OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
+    /// Kafka's offsets.retention.minutes: how long committed offsets outlive
+    /// an emptied group (or, for offsets-only groups, their commit).
+    pub offsets_retention: Duration,
+    /// Kafka's offsets.retention.check.interval.ms.
+    pub offsets_retention_check_interval: Duration,
+    /// What all groups of one broker may hold in memory (members' metadata
+    /// and assignments, as [`Group::state_bytes`] counts them): joins and
+    /// assignments that would grow past it are refused, retriably.
+    pub memory_bytes: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            initial_rebalance_delay: Duration::from_millis(3000),
+            min_session_timeout: Duration::from_millis(6000),
+            max_session_timeout: Duration::from_millis(1_800_000),
+            max_size: 1000,
+            max_rebalance_timeout: Duration::from_millis(1_800_000),
+            max_state_bytes: 1024 * 1024,
+            offset_metadata_max_bytes: 4096,
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention_check_interval: Duration::from_secs(600),
+            memory_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The longest client id that goes into a member id (Kafka builds member ids
+/// from the client id, which a header may make 32 KiB long).
+const MEMBER_ID_CLIENT_ID_CHARS: usize = 128;
+
+/// A member id for a client: its (shortened) client id and a unique suffix.
+pub fn member_id_for(client_id: &str) -> String {
+    let short: String = client_id.chars().take(MEMBER_ID_CLIENT_ID_CHARS).collect();
+    format!("{short}-{}", uuid::Uuid::new_v4())
+}
+
+/// What one member adds to the stored group record, conservatively: bytes
+/// fields are written base64 (4/3) and every member carries some framing.
+fn stored_member_bytes(
+    id: &str,
+    instance: Option<&str>,
+    client_id: &str,
+    client_host: &str,
+    protocols: &[(String, Bytes)],
+    assignment: usize,
+) -> usize {
+    let protocols: usize = protocols
+        .iter()
+        .map(|(name, meta)| name.len() + meta.len() * 4 / 3 + 16)
+        .sum();
+    id.len()
+        + instance.map_or(0, str::len)
+        + client_id.len()
+        + client_host.len()
+        + protocols
+        + assignment * 4 / 3
+        + 192
 }
 
 pub struct Group {
@@ -160,12 +257,19 @@ pub struct Group {
     pending_members: HashMap<String, Instant>,
     /// Since when `tick` has seen the group empty with nobody pending.
     empty_since: Option<Instant>,
+    /// When (Unix ms) the group last became empty, persisted: committed
+    /// offsets expire a retention period after it (Kafka's
+    /// `currentStateTimestamp` of an Empty group).
+    pub emptied_at_ms: Option<i64>,
     rebalance_deadline: Option<Instant>,
     /// For a group's first rebalance: wait at least until then for more members.
     initial_delay_until: Option<Instant>,
     next_join_order: u64,
     /// Set whenever something worth persisting changed.
     pub dirty: bool,
+    /// How much more the group may grow in memory, broker-wide (the
+    /// coordinator sets it before each change; unlimited by default).
+    pub memory_room: usize,
 }
 
 impl Group {
@@ -180,10 +284,12 @@ impl Group {
             members: BTreeMap::new(),
             pending_members: HashMap::new(),
             empty_since: None,
+            emptied_at_ms: None,
             rebalance_deadline: None,
             initial_delay_until: None,
             next_join_order: 0,
             dirty: false,
+            memory_room: usize::MAX,
         }
     }
 
@@ -195,6 +301,7 @@ impl Group {
         g.protocol_type = record.protocol_type.clone();
         g.protocol = record.protocol.clone();
         g.leader = record.leader.clone();
+        g.emptied_at_ms = record.emptied_at_ms;
         for (i, m) in record.members.iter().enumerate() {
             g.members.insert(
                 m.member_id.clone(),
@@ -228,6 +335,14 @@ impl Group {
         g
     }
 
+    /// What the group's `group-index/` entry says about it.
+    pub fn index_entry(&self) -> kafscale_metadata::GroupIndexEntry {
+        kafscale_metadata::GroupIndexEntry {
+            protocol_type: self.protocol_type.clone(),
+            has_members: !self.members.is_empty(),
+        }
+    }
+
     pub fn to_record(&self) -> GroupRecord {
         GroupRecord {
             generation: self.generation,
@@ -252,7 +367,52 @@ impl Group {
                     assignment: m.assignment.to_vec(),
                 })
                 .collect(),
+            emptied_at_ms: self.emptied_at_ms,
         }
+    }
+
+    /// Notes when (Unix ms) a group with a protocol became empty, and that it
+    /// is worth persisting; forgets it once the group has members again. (A
+    /// group used only for offsets has no such time: its offsets expire by
+    /// their commit times.)
+    pub fn track_emptied(&mut self, now_ms: i64) {
+        let empty = self.state == GroupState::Empty && self.members.is_empty();
+        if self.protocol_type.is_none() || !empty {
+            self.emptied_at_ms = None;
+        } else if self.emptied_at_ms.is_none() {
+            self.emptied_at_ms = Some(now_ms);
+            self.dirty = true;
+        }
+    }
+
+    /// The topics a stable consumer group's members subscribe to, read from
+    /// their metadata for the chosen protocol; none when the group is not a
+    /// consumer group or a member's subscription cannot be read.
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol.as_deref()?;
+        let mut topics = std::collections::BTreeSet::new();
+        for m in self.members.values() {
+            let mut metadata = m.metadata_for(protocol);
+            if metadata.len() < 2 {
+                return None;
+            }
+            let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+            bytes::Buf::advance(&mut metadata, 2);
+            if version < 0 {
+                return None;
+            }
+            // Newer versions only add fields at the end: read them as the
+            // newest known, as Kafka's consumer protocol does.
+            let subscription =
+                ConsumerProtocolSubscription::decode(&mut metadata, version.min(3)).ok()?;
+            topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+        }
+        Some(topics)
     }
 
     fn instance_owner(&self, instance_id: &str) -> Option<&str> {
@@ -305,6 +465,8 @@ impl Group {
             );
             return rx;
         }
+        let mut req = req;
+        req.rebalance_timeout = req.rebalance_timeout.min(settings.max_rebalance_timeout);
         if req.protocols.is_empty()
             || (!self.members.is_empty()
                 && self.protocol_type.as_deref() != Some(req.protocol_type.as_str()))
@@ -317,6 +479,10 @@ impl Group {
             return rx;
         }
 
+        if let Err(e) = self.admits(&req, settings) {
+            reply_now(tx, JoinResult::error(&req.member_id, e));
+            return rx;
+        }
         let member_id = if req.member_id.is_empty() {
             match req
                 .instance_id
@@ -437,6 +603,80 @@ impl Group {
         }
         self.try_complete_rebalance(now);
         rx
+    }
+
+    /// Whether the group has room for `req`: a member it does not know yet
+    /// must fit under `group.max.size` (pending ids count, as they hold a
+    /// place), and the stored state with the joiner's metadata (replacing its
+    /// earlier metadata) must fit `max_state_bytes`.
+    fn admits(&self, req: &JoinRequest, settings: &GroupSettings) -> Result<(), GroupError> {
+        let known = !req.member_id.is_empty()
+            && (self.members.contains_key(&req.member_id)
+                || self.pending_members.contains_key(&req.member_id));
+        let static_return = req
+            .instance_id
+            .as_deref()
+            .is_some_and(|i| self.instance_owner(i).is_some());
+        if !known
+            && !static_return
+            && self.members.len() + self.pending_members.len() >= settings.max_size
+        {
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        let replaced = self
+            .members
+            .get(&req.member_id)
+            .or_else(|| {
+                let i = req.instance_id.as_deref()?;
+                self.members.get(self.instance_owner(i)?)
+            })
+            .map_or(0, Member::stored_bytes);
+        let joiner = stored_member_bytes(
+            // A new member's id is made here: its client id and a suffix.
+            if req.member_id.is_empty() {
+                &req.client_id
+            } else {
+                &req.member_id
+            },
+            req.instance_id.as_deref(),
+            &req.client_id,
+            &req.client_host,
+            &req.protocols,
+            0,
+        ) + if req.member_id.is_empty() { 40 } else { 0 };
+        if self.state_bytes() - replaced + joiner > settings.max_state_bytes {
+            tracing::warn!(
+                group = %self.id,
+                members = self.members.len(),
+                state_bytes = self.state_bytes(),
+                joiner_bytes = joiner,
+                limit = settings.max_state_bytes,
+                "a member's metadata would take the group's stored state past its limit; refused with MESSAGE_TOO_LARGE"
+            );
+            return Err(GroupError::GroupStateTooLarge);
+        }
+        if joiner.saturating_sub(replaced) > self.memory_room {
+            tracing::warn!(
+                group = %self.id,
+                joiner_bytes = joiner,
+                room = self.memory_room,
+                "the broker's groups hold all the memory they may (--group-memory-bytes); the member is told to retry"
+            );
+            return Err(GroupError::GroupMemoryFull);
+        }
+        Ok(())
+    }
+
+    /// What the group's record takes in the metadata store (an estimate
+    /// that errs high).
+    pub fn state_bytes(&self) -> usize {
+        256 + self.id.len()
+            + self.protocol.as_deref().map_or(0, str::len)
+            + self
+                .members
+                .values()
+                .map(Member::stored_bytes)
+                .sum::<usize>()
     }
 
     fn replace_static_member(
@@ -635,6 +875,7 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
+        settings: &GroupSettings,
         now: Instant,
     ) -> oneshot::Receiver<SyncResult> {
         let (tx, rx) = oneshot::channel();
@@ -667,6 +908,42 @@ impl Group {
                     m.sync_waiter = Some(tx);
                 }
                 if self.leader.as_deref() == Some(member_id) {
+                    let current: usize = self.members.values().map(|m| m.assignment.len()).sum();
+                    let assigned: usize = assignments
+                        .iter()
+                        .filter(|(id, _)| self.members.contains_key(id))
+                        .map(|(_, a)| a.len())
+                        .sum();
+                    let growth = (assigned * 4 / 3).saturating_sub(current * 4 / 3);
+                    let refusal = if self.state_bytes() + growth > settings.max_state_bytes {
+                        tracing::warn!(
+                            group = %self.id,
+                            assignment_bytes = assigned,
+                            limit = settings.max_state_bytes,
+                            "the leader's assignments would take the group's stored state past its limit; refused with MESSAGE_TOO_LARGE"
+                        );
+                        Some(GroupError::GroupStateTooLarge)
+                    } else if growth > self.memory_room {
+                        tracing::warn!(
+                            group = %self.id,
+                            assignment_bytes = assigned,
+                            room = self.memory_room,
+                            "the broker's groups hold all the memory they may (--group-memory-bytes); the leader is told to retry"
+                        );
+                        Some(GroupError::GroupMemoryFull)
+                    } else {
+                        None
+                    };
+                    if let Some(error) = refusal {
+                        if let Some(w) = self
+                            .members
+                            .get_mut(member_id)
+                            .and_then(|m| m.sync_waiter.take())
+                        {
+                            let _ = w.send(Err(error));
+                        }
+                        return rx;
+                    }
                     for m in self.members.values_mut() {
                         m.assignment = assignments
                             .iter()
@@ -834,6 +1111,7 @@ mod tests {
             initial_rebalance_delay: Duration::from_millis(100),
             min_session_timeout: Duration::from_millis(10),
             max_session_timeout: Duration::from_secs(600),
+            ..GroupSettings::default()
         }
     }
 
@@ -907,7 +1185,7 @@ mod tests {
         assert_eq!(g.state, GroupState::CompletingRebalance);
 
         // Followers wait for the leader's assignment; the leader's sync releases all.
-        let mut sb = g.sync("b", None, 1, vec![], t0);
+        let mut sb = g.sync("b", None, 1, vec![], &settings(), t0);
         assert!(done(&mut sb).is_none());
         let mut sa = g.sync(
             "a",
@@ -917,6 +1195,7 @@ mod tests {
                 ("a".into(), Bytes::from("A")),
                 ("b".into(), Bytes::from("B")),
             ],
+            &settings(),
             t0,
         );
         assert_eq!(done(&mut sa).unwrap(), Ok(Bytes::from("A")));
@@ -932,9 +1211,16 @@ mod tests {
         let mut a = join_new(&mut g, "a", &["range"], t0);
         g.tick(t0 + Duration::from_secs(1));
         done(&mut a).unwrap();
-        done(&mut g.sync("a", None, 1, vec![("a".into(), Bytes::from("A"))], t0))
-            .unwrap()
-            .unwrap();
+        done(&mut g.sync(
+            "a",
+            None,
+            1,
+            vec![("a".into(), Bytes::from("A"))],
+            &settings(),
+            t0,
+        ))
+        .unwrap()
+        .unwrap();
 
         let t1 = t0 + Duration::from_secs(2);
         let mut c = join_new(&mut g, "c", &["range"], t1);
@@ -969,7 +1255,7 @@ mod tests {
         g.tick(t0 + Duration::from_secs(1));
         done(&mut a).unwrap();
         done(&mut b).unwrap();
-        g.sync("a", None, 1, vec![], t0);
+        g.sync("a", None, 1, vec![], &settings(), t0);
         // b stops heartbeating: after its 10 s session it is gone and a rebalances.
         g.heartbeat("a", None, 1, t0 + Duration::from_secs(9))
             .unwrap();
@@ -980,6 +1266,88 @@ mod tests {
         g.tick(t0 + Duration::from_secs(45));
         assert_eq!(g.state, GroupState::Empty);
         assert!(g.members.is_empty());
+    }
+
+    #[test]
+    fn assignments_beyond_the_brokers_group_memory_are_refused_retriably() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g");
+        let mut a = join_new(&mut g, "a", &["range"], t0);
+        g.tick(t0 + Duration::from_secs(4));
+        done(&mut a).unwrap();
+        g.memory_room = 1000;
+        let big = Bytes::from(vec![0u8; 1000]);
+        let mut refused = g.sync(
+            "a",
+            None,
+            1,
+            vec![("a".into(), big.clone())],
+            &settings(),
+            t0,
+        );
+        assert_eq!(
+            done(&mut refused).unwrap(),
+            Err(GroupError::GroupMemoryFull)
+        );
+        assert_eq!(
+            GroupError::GroupMemoryFull.code(),
+            15,
+            "COORDINATOR_NOT_AVAILABLE"
+        );
+        g.memory_room = 2000;
+        let mut taken = g.sync(
+            "a",
+            None,
+            1,
+            vec![("a".into(), big.clone())],
+            &settings(),
+            t0,
+        );
+        assert_eq!(done(&mut taken).unwrap(), Ok(big));
+        // A newcomer's metadata counts against the room too.
+        g.memory_room = 100;
+        let mut newcomer = g.join(
+            join_req("", None, &["range"]),
+            || "c".into(),
+            &settings(),
+            t0,
+        );
+        assert_eq!(
+            done(&mut newcomer).unwrap().error,
+            Some(GroupError::GroupMemoryFull)
+        );
+    }
+
+    #[test]
+    fn the_time_a_group_emptied_is_kept_for_offset_expiry_until_members_return() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g");
+        g.track_emptied(1_000);
+        assert_eq!(g.emptied_at_ms, None, "never had a protocol: offsets only");
+        let mut a = join_new(&mut g, "a", &["range"], t0);
+        g.tick(t0 + Duration::from_secs(4));
+        done(&mut a).unwrap();
+        g.track_emptied(2_000);
+        assert_eq!(g.emptied_at_ms, None);
+        g.leave("a", None, t0 + Duration::from_secs(5)).unwrap();
+        g.dirty = false;
+        g.track_emptied(3_000);
+        assert_eq!(g.emptied_at_ms, Some(3_000));
+        assert!(g.dirty, "the time is persisted with the record");
+        g.track_emptied(9_000);
+        assert_eq!(
+            g.to_record().emptied_at_ms,
+            Some(3_000),
+            "the first time counts"
+        );
+        drop(join_new(
+            &mut g,
+            "b",
+            &["range"],
+            t0 + Duration::from_secs(6),
+        ));
+        g.track_emptied(10_000);
+        assert_eq!(g.emptied_at_ms, None);
     }
 
     #[test]
@@ -1010,7 +1378,7 @@ mod tests {
             Some(GroupError::InconsistentGroupProtocol)
         );
         assert_eq!(
-            done(&mut g.sync("a", None, 7, vec![], t0)).unwrap(),
+            done(&mut g.sync("a", None, 7, vec![], &settings(), t0)).unwrap(),
             Err(GroupError::IllegalGeneration)
         );
         assert_eq!(
@@ -1054,6 +1422,7 @@ mod tests {
                 ("a1".into(), Bytes::from("A")),
                 ("b1".into(), Bytes::from("B")),
             ],
+            &settings(),
             t0,
         );
         assert_eq!(g.state, GroupState::Stable);
@@ -1072,7 +1441,7 @@ mod tests {
         );
         assert_eq!(g.state, GroupState::Stable);
         assert_eq!(
-            done(&mut g.sync("b2", Some("i-b"), 1, vec![], t0)).unwrap(),
+            done(&mut g.sync("b2", Some("i-b"), 1, vec![], &settings(), t0)).unwrap(),
             Ok(Bytes::from("B"))
         );
         // The old incarnation is fenced.
@@ -1092,7 +1461,14 @@ mod tests {
         let mut a = join_new(&mut g, "a", &["range"], t0);
         g.tick(t0 + Duration::from_secs(1));
         done(&mut a).unwrap();
-        g.sync("a", None, 1, vec![("a".into(), Bytes::from("A"))], t0);
+        g.sync(
+            "a",
+            None,
+            1,
+            vec![("a".into(), Bytes::from("A"))],
+            &settings(),
+            t0,
+        );
         let restored = Group::restore("g", &g.to_record(), t0);
         assert_eq!(restored.state, GroupState::Stable);
         assert_eq!(restored.generation, 1);

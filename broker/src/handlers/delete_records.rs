@@ -65,7 +65,7 @@ async fn delete_below(broker: &Broker, log: &PartitionLog, offset: i64) -> Resul
     if target <= log_start {
         return Ok(log_start);
     }
-    crate::retention::advance_log_start(broker, log, target)
+    crate::retention::advance_log_start(broker, log, target, hw)
         .await
         .map_err(|_| ResponseError::RequestTimedOut.code())
 }

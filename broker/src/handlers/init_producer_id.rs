@@ -40,12 +40,12 @@ pub async fn handle(
     if !may {
         return resp.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
-    // KIP-360: a producer that already has an id asks for a bumped epoch.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
-        return resp
-            .with_producer_id(req.producer_id)
-            .with_producer_epoch(req.producer_epoch + 1);
-    }
+    // Always a fresh id, as Kafka answers a request without a transactional
+    // id, even when it names an id and epoch (KIP-360's bump). Bumping the
+    // named id would let any writer take over another producer's id (ids are
+    // sequential), after which the victim's retries are answered as
+    // duplicates without being stored. A fresh id loses nothing for the
+    // honest caller: it resets its sequences, as the Java producer does.
     match broker.producer_ids.next().await {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {

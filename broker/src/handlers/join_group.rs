@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -62,16 +63,18 @@ pub async fn handle(
         protocols: req
             .protocols
             .iter()
-            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            // Copied: a slice would pin the whole request frame (up to the
+            // largest request) for as long as the member stays.
+            .map(|p| (p.name.to_string(), Bytes::copy_from_slice(&p.metadata)))
             .collect(),
         require_known_member_id: version >= 4,
     };
     let client_id = ctx.client_id.clone();
     let rx = {
-        handle.update(broker.groups.rebalances(), |group| {
+        broker.groups.update(&handle, |group| {
             group.join(
                 join,
-                || format!("{client_id}-{}", uuid::Uuid::new_v4()),
+                || crate::groups::group::member_id_for(&client_id),
                 &broker.groups.settings,
                 Instant::now(),
             )

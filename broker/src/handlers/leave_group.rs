@@ -49,7 +49,7 @@ pub async fn handle(
         vec![(req.member_id.to_string(), None)]
     };
     let results: Vec<(String, Option<String>, Result<String, GroupError>)> =
-        handle.update(broker.groups.rebalances(), |g| {
+        broker.groups.update(&handle, |g| {
             leaving
                 .into_iter()
                 .map(|(id, instance)| {

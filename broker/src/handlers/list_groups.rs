@@ -19,7 +19,7 @@ pub async fn handle(
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
-    let handles = match broker.groups.list().await {
+    let summaries = match broker.groups.summaries().await {
         Ok(h) => h,
         Err(_) => return ListGroupsResponse::default().with_error_code(group_unavailable()),
     };
@@ -34,11 +34,10 @@ pub async fn handle(
     );
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    let groups = handles
-        .iter()
-        .filter(|h| all || allowed(broker, ctx, Operation::Describe, ResourceType::Group, &h.id))
-        .filter_map(|h| {
-            let g = h.lock();
+    let groups = summaries
+        .into_iter()
+        .filter(|g| all || allowed(broker, ctx, Operation::Describe, ResourceType::Group, &g.id))
+        .filter_map(|g| {
             let state = g.state.name();
             if !states.is_empty() && !states.contains(&state.to_lowercase()) {
                 return None;
@@ -47,9 +46,9 @@ pub async fn handle(
                 return None;
             }
             let mut listed = ListedGroup::default()
-                .with_group_id(GroupId(str_bytes(h.id.clone())))
+                .with_group_id(GroupId(str_bytes(g.id)))
                 .with_protocol_type(str_bytes(
-                    g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                    g.protocol_type.unwrap_or_else(|| "consumer".into()),
                 ));
             if version >= 4 {
                 listed = listed.with_group_state(str_bytes(state));

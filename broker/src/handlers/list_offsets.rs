@@ -9,6 +9,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use kafscale_flusher::protocol::{request, LogStorage};
+
 use super::{allowed, lead_at, log_error_code, RequestContext};
 use crate::partition_log::{LogError, PartitionLog};
 use crate::security::acl::{Operation, ResourceType};
@@ -80,7 +82,17 @@ async fn lookup(broker: &Broker, log: &PartitionLog, query: i64) -> Result<(i64,
         ts if ts >= 0 => {
             // Batch granularity: the first batch whose max timestamp reaches `ts`.
             // A consumer seeking there reads from at or before the first such record.
-            let (offset, timestamp) = broker.flusher.offset_for_timestamp(&log.id(), ts).await?;
+            let found = LogStorage::offset_for_timestamp(
+                broker.flusher.as_ref(),
+                request::OffsetForTimestamp {
+                    topic: log.topic.clone(),
+                    topic_id: log.topic_id,
+                    partition: log.partition,
+                    timestamp: ts,
+                },
+            )
+            .await?;
+            let (offset, timestamp) = (found.offset, found.timestamp);
             if offset >= log_start && offset < hw {
                 Ok((offset, timestamp))
             } else if offset >= 0 && offset < log_start {

@@ -53,8 +53,13 @@ pub async fn handle(
                         lookup_or_create(broker, ctx, name.0.as_str(), allow_create).await
                     }
                     (None, id) => match broker.topics.get_by_id(id) {
+                        // As Kafka: the name of a topic the principal may not
+                        // describe is not given away by its id.
                         Some(topic) if !may_describe(broker, ctx, &topic.record.name) => {
-                            denied(&topic.record.name).with_topic_id(id)
+                            // (a null name needs v12; before it, an empty one)
+                            denied("")
+                                .with_name((version < 12).then(|| TopicName(str_bytes(""))))
+                                .with_topic_id(id)
                         }
                         Some(topic) => describe(broker, &topic),
                         None => MetadataResponseTopic::default()

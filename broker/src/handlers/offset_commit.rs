@@ -88,13 +88,21 @@ pub async fn handle(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    // Kafka measures offset.metadata.max.bytes in UTF-16 units (a Java
+    // string's length); so do we, so both refuse the same commits.
+    let max_metadata = broker.groups.settings.offset_metadata_max_bytes;
+    let too_large = |metadata: &Option<kafka_protocol::protocol::StrBytes>| {
+        metadata
+            .as_ref()
+            .is_some_and(|m| m.len() > max_metadata && m.encode_utf16().count() > max_metadata)
+    };
     let mut offsets = Vec::new();
     for t in req.topics.iter().filter(|t| may_read(t.name.0.as_str())) {
         let Some(topic) = broker.topics.get(t.name.0.as_str()) else {
             continue;
         };
         for p in &t.partitions {
-            if topic.partition(p.partition_index).is_some() {
+            if topic.partition(p.partition_index).is_some() && !too_large(&p.committed_metadata) {
                 offsets.push((
                     (t.name.0.to_string(), p.partition_index),
                     CommittedOffset {
@@ -107,6 +115,16 @@ pub async fn handle(
             }
         }
     }
+    let oversized: std::collections::HashSet<(&str, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| too_large(&p.committed_metadata))
+                .map(move |p| (t.name.0.as_str(), p.partition_index))
+        })
+        .collect();
     let stored = broker.groups.commit(&handle, offsets).await;
     respond(&req, |topic, partition| {
         let exists = broker
@@ -116,6 +134,9 @@ pub async fn handle(
         match (&stored, exists) {
             _ if !may_read(topic) => ResponseError::TopicAuthorizationFailed.code(),
             (_, false) => ResponseError::UnknownTopicOrPartition.code(),
+            _ if oversized.contains(&(topic, partition)) => {
+                ResponseError::OffsetMetadataTooLarge.code()
+            }
             (Err(_), true) => group_unavailable(),
             (Ok(()), true) => 0,
         }

@@ -46,6 +46,19 @@ const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// How long an acks=0 request's appends may wait for recoveries.
 const ACKS_0_ADMISSION: Duration = Duration::from_secs(30);
 
+/// The least time admission gets, whatever the request's timeout: Kafka
+/// applies `timeout_ms` only to the wait for replicas, so a client may send
+/// 0 and still expect its batches to be taken.
+const MIN_ADMISSION: Duration = Duration::from_secs(1);
+
+/// Once its batches are admitted, a request is answered with their outcome
+/// even after its own `timeout_ms`: the write is under way either way, and a
+/// REQUEST_TIMED_OUT for a write that then lands makes a retrying client
+/// store it twice (Kafka with one replica answers acks=-1 with timeout 0
+/// with success). The outcome always arrives (every upload has the flusher
+/// client's deadline); this only bounds how long a response can be held.
+const OUTCOME_WAIT: Duration = Duration::from_secs(120);
+
 pub async fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
@@ -62,13 +75,13 @@ pub async fn handle(
         + if acks == 0 {
             timeout.max(ACKS_0_ADMISSION)
         } else {
-            timeout
+            timeout.max(MIN_ADMISSION)
         };
     let transactional = req.transactional_id.is_some();
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Outcome)>)> = Vec::new();
     // Decompression work of the whole request is bounded, not just per batch.
     let mut validation_budget = broker.config.record_limits.max_uncompressed_request_bytes;
-    let _ = tokio::time::timeout_at(deadline, recover_in_parallel(broker, &req)).await;
+    let _ = tokio::time::timeout_at(deadline, recover_in_parallel(broker, ctx, &req)).await;
     for t in req.topic_data {
         let topic = broker.topics.get(t.name.0.as_str());
         // Checked before existence, as Kafka does: an unauthorized client
@@ -162,6 +175,7 @@ pub async fn handle(
     }
     let metrics = broker.metrics.clone();
     let admitted = std::time::Instant::now();
+    let admission_end = tokio::time::Instant::now();
     async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, parts) in topics {
@@ -193,7 +207,12 @@ pub async fn handle(
                         records,
                         bytes,
                         durable,
-                    } => match tokio::time::timeout_at(deadline, durable).await {
+                    } => match tokio::time::timeout_at(
+                        deadline.max(admission_end + OUTCOME_WAIT),
+                        durable,
+                    )
+                    .await
+                    {
                         Ok(Ok(Ok(()))) => {
                             let topic = TopicLabels {
                                 topic: name.0.to_string(),
@@ -213,7 +232,7 @@ pub async fn handle(
                         Ok(Err(_)) => Some(log_error_code(&LogError::Deleted)),
                         Err(_) => Some((
                             ResponseError::RequestTimedOut.code(),
-                            format!("the write was not confirmed durable within the request timeout ({timeout:?}); the client should retry"),
+                            format!("the write was not confirmed durable within {:?}; the client should retry", deadline.max(admission_end + OUTCOME_WAIT) - admission_end),
                         )),
                     },
                 };
@@ -240,9 +259,20 @@ pub async fn handle(
 /// leads but has not recovered yet (after a start or a leadership change),
 /// instead of one after another during admission. Failures are left to the
 /// append, which reports them per partition.
-async fn recover_in_parallel(broker: &Broker, req: &ProduceRequest) {
+async fn recover_in_parallel(broker: &Broker, ctx: &RequestContext, req: &ProduceRequest) {
     let mut logs = Vec::new();
     for t in &req.topic_data {
+        // A recovery costs etcd and object-storage requests: only for
+        // clients that may write there.
+        if !allowed(
+            broker,
+            ctx,
+            Operation::Write,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        ) {
+            continue;
+        }
         let Some(topic) = broker.topics.get(t.name.0.as_str()) else {
             continue;
         };

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse};
@@ -44,20 +45,27 @@ pub async fn handle(
         }
         Err(_) => return reply(SyncGroupResponse::default().with_error_code(group_unavailable())),
     };
-    let (rx, protocol_type, protocol) = {
-        let mut g = handle.lock();
+    let (rx, protocol_type, protocol) = broker.groups.update(&handle, |g| {
         let rx = g.sync(
             req.member_id.as_str(),
             req.group_instance_id.as_ref().map(|s| s.as_str()),
             req.generation_id,
+            // Copied: a slice would keep the whole request frame alive for
+            // as long as the group keeps the assignment.
             req.assignments
                 .iter()
-                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .map(|a| {
+                    (
+                        a.member_id.to_string(),
+                        Bytes::copy_from_slice(&a.assignment),
+                    )
+                })
                 .collect(),
+            &broker.groups.settings,
             Instant::now(),
         );
         (rx, g.protocol_type.clone(), g.protocol.clone())
-    };
+    });
     broker.groups.persist_later(handle);
     async move {
         let result = rx.await.unwrap_or(Err(GroupError::RebalanceInProgress));

@@ -66,6 +66,11 @@ pub enum Refusal {
         waiting: usize,
         scope: &'static str,
     },
+    /// The broker remembers as many idempotent producers as it may; a new
+    /// one waits until idle ones are forgotten; retriable.
+    Producers {
+        remembered: usize,
+    },
 }
 
 /// The admission limits of one append.
@@ -76,6 +81,11 @@ pub struct Limits {
     /// Unacknowledged bytes across the broker right now, and their limit.
     pub broker_bytes: usize,
     pub broker_limit: usize,
+    /// Idempotent producers remembered across the broker's partitions right
+    /// now, and their limit: a producer new to this partition is refused
+    /// at the limit.
+    pub producers: usize,
+    pub producer_limit: usize,
 }
 
 /// An upload to make: everything that was pending.
@@ -260,6 +270,14 @@ impl LogCore {
                 .producers
                 .check(h, &accepted)
                 .map_err(|e| Refusal::Log(e.into()))?;
+            let new_producer = h.producer_id >= 0
+                && !self.producers.knows(h.producer_id)
+                && !accepted.iter().any(|(pid, _, _)| *pid == h.producer_id);
+            if new_producer && limits.producers >= limits.producer_limit {
+                return Err(Refusal::Producers {
+                    remembered: limits.producers,
+                });
+            }
             if check == SequenceCheck::Append && h.producer_id >= 0 {
                 accepted.push((
                     h.producer_id,
@@ -572,6 +590,17 @@ impl LogCore {
         }
     }
 
+    /// Gives the idempotent-producer table the time, so it forgets producers
+    /// idle for `expiration_ms`.
+    pub fn tick_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.tick(now_ms, expiration_ms)
+    }
+
+    /// Idempotent producers this partition remembers.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
     /// Marks the log deleted: everything waiting fails.
     pub fn close(&mut self) {
         self.deleted = true;
@@ -599,6 +628,8 @@ mod tests {
             partition_bytes: 1 << 20,
             broker_bytes: 0,
             broker_limit: 1 << 30,
+            producers: 0,
+            producer_limit: usize::MAX,
         }
     }
 
@@ -799,6 +830,29 @@ mod tests {
     }
 
     #[test]
+    fn at_the_producer_limit_only_producers_new_to_the_partition_are_refused() {
+        let mut log = led_log(0);
+        log.append(&[batch(1, Some((7, 0, 0)))], EPOCH, None, limits())
+            .unwrap();
+        let full = Limits {
+            producers: 10,
+            producer_limit: 10,
+            ..limits()
+        };
+        // A producer the partition knows goes on writing...
+        log.append(&[batch(1, Some((7, 0, 1)))], EPOCH, None, full)
+            .unwrap();
+        // ...and so do writers that are not idempotent.
+        log.append(&[batch(1, None)], EPOCH, None, full).unwrap();
+        assert_eq!(
+            log.append(&[batch(1, Some((8, 0, 0)))], EPOCH, None, full)
+                .unwrap_err(),
+            Refusal::Producers { remembered: 10 }
+        );
+        assert_eq!(log.producer_count(), 1);
+    }
+
+    #[test]
     fn appends_past_the_unacknowledged_limits_are_refused_retriably() {
         let mut log = led_log(0);
         let b = batch(1, None);
@@ -820,6 +874,8 @@ mod tests {
         let broker_full = Limits {
             broker_bytes: 1000,
             broker_limit: 1000,
+            producers: 0,
+            producer_limit: usize::MAX,
             ..limits()
         };
         assert!(matches!(

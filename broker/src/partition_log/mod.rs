@@ -68,9 +68,14 @@ pub enum WritePath {
     Intake,
 }
 
-/// Uploads of one partition in flight at once on the intake path: the next
-/// part joins the flusher's next object while the last one is stored.
-const INTAKE_UPLOADS_IN_FLIGHT: usize = 4;
+/// Uploads of one partition in flight at once on the intake path. One: the
+/// flusher must receive a partition's parts in offset order, and neither
+/// the client's frames nor the flusher's request tasks keep the order of
+/// parts sent at once; a later part stored in an earlier object than its
+/// predecessor leaves a gap when the predecessor's object fails (the fault
+/// campaign found partitions wedged that way). Pipelining needs the
+/// flusher to order parts by offset first.
+const INTAKE_UPLOADS_IN_FLIGHT: usize = 1;
 
 /// Bytes of the newest segments read back to rebuild producer state on recovery.
 const PRODUCER_STATE_SCAN_BYTES: u64 = 16 * 1024 * 1024;
@@ -141,6 +146,33 @@ pub struct LogSettings {
     /// before reading the log end without it.
     pub handover_wait: Duration,
     pub write_path: WritePath,
+    /// Idempotent producers idle this long are forgotten (Kafka's
+    /// producer.id.expiration.ms).
+    pub producer_id_expiration: Duration,
+    /// Idempotent producers remembered across all partitions (one per
+    /// producer and partition): beyond it a producer new to a partition is
+    /// refused, retriably, and idle producers are forgotten after
+    /// [`PRESSURED_PRODUCER_EXPIRATION`] instead of the expiration.
+    pub max_producer_states: usize,
+    /// How long the broker waits for an upload's answer (the flusher
+    /// client's timeout). An upload's deadline ends before it, so an upload
+    /// the broker gave up on cannot land afterwards.
+    pub upload_timeout: Duration,
+}
+
+/// How long idle idempotent producers are remembered while the broker is
+/// near its producer limit: longer than any client's delivery timeout by
+/// default (Kafka's is 2 minutes), so no retry of theirs is still coming.
+pub const PRESSURED_PRODUCER_EXPIRATION: Duration = Duration::from_secs(15 * 60);
+
+/// Moves a broker-wide count by what one partition's share changed.
+fn recount(total: &AtomicUsize, counted: &mut usize, now: usize) {
+    if now >= *counted {
+        total.fetch_add(now - *counted, Ordering::Relaxed);
+    } else {
+        total.fetch_sub(*counted - now, Ordering::Relaxed);
+    }
+    *counted = now;
 }
 
 /// What every partition log of a broker shares.
@@ -157,6 +189,8 @@ pub struct LogContext {
     pub memory_used: AtomicUsize,
     /// Bytes assigned offsets but not yet acknowledged, across the broker.
     pub unacknowledged: AtomicUsize,
+    /// Idempotent producers remembered, summed over every partition.
+    pub producer_states: AtomicUsize,
     /// Every partition log of the broker, for eviction across partitions.
     logs: Mutex<Vec<Weak<PartitionLog>>>,
     /// Orders chunks by when they became durable (their age in the tail).
@@ -180,6 +214,7 @@ impl LogContext {
             cluster,
             memory_used: AtomicUsize::new(0),
             unacknowledged: AtomicUsize::new(0),
+            producer_states: AtomicUsize::new(0),
             logs: Mutex::new(Vec::new()),
             durable_seq: AtomicU64::new(0),
         }
@@ -229,6 +264,8 @@ struct LogState {
     memory_bytes: usize,
     /// The core's unacknowledged bytes as last added to the broker-wide count.
     counted_unacknowledged: usize,
+    /// The core's idempotent producers as last added to the broker-wide count.
+    counted_producers: usize,
     /// When this broker last became leader (or changed epoch).
     led_since: Option<std::time::Instant>,
     /// The epoch whose hand-over was awaited (once per epoch, not on every
@@ -258,6 +295,18 @@ pub struct PartitionLog {
     wake_flush: Notify,
 }
 
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        let s = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.ctx
+            .producer_states
+            .fetch_sub(s.counted_producers, Ordering::Relaxed);
+        self.ctx
+            .unacknowledged
+            .fetch_sub(s.counted_unacknowledged, Ordering::Relaxed);
+    }
+}
+
 impl PartitionLog {
     pub fn new(
         topic: String,
@@ -277,6 +326,7 @@ impl PartitionLog {
                 memory: VecDeque::new(),
                 memory_bytes: 0,
                 counted_unacknowledged: 0,
+                counted_producers: 0,
                 led_since: None,
                 handed_over: None,
                 generation: 0,
@@ -307,16 +357,14 @@ impl PartitionLog {
     /// partition's; called after every change of what is pending or uploading.
     fn count_unacknowledged(&self, s: &mut LogState) {
         let now = s.core.unacknowledged_bytes();
-        if now >= s.counted_unacknowledged {
-            self.ctx
-                .unacknowledged
-                .fetch_add(now - s.counted_unacknowledged, Ordering::Relaxed);
-        } else {
-            self.ctx
-                .unacknowledged
-                .fetch_sub(s.counted_unacknowledged - now, Ordering::Relaxed);
-        }
-        s.counted_unacknowledged = now;
+        recount(&self.ctx.unacknowledged, &mut s.counted_unacknowledged, now);
+    }
+
+    /// The same for the broker-wide count of idempotent producers; called
+    /// after every change of the partition's producer table.
+    fn count_producers(&self, s: &mut LogState) {
+        let now = s.core.producer_count();
+        recount(&self.ctx.producer_states, &mut s.counted_producers, now);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
@@ -426,6 +474,7 @@ impl PartitionLog {
             return Err(self.not_leader());
         }
         s.generation = generation;
+        self.count_producers(&mut s);
         self.drop_memory(&mut s);
         tracing::info!(topic = %self.topic, partition = self.partition, log_start = s.core.log_start(), log_end = log_end_offset, took_ms = started.elapsed().as_millis() as u64, "partition recovered from object storage");
         drop(s);
@@ -545,10 +594,25 @@ impl PartitionLog {
             partition_bytes: self.ctx.settings.max_pending_bytes,
             broker_bytes: self.ctx.unacknowledged.load(Ordering::Relaxed),
             broker_limit: self.ctx.settings.max_unacknowledged_bytes,
+            producers: self.ctx.producer_states.load(Ordering::Relaxed),
+            producer_limit: self.ctx.settings.max_producer_states,
         };
+        let mut expiration = self.ctx.settings.producer_id_expiration;
+        if limits.producers >= limits.producer_limit / 10 * 9 {
+            expiration = expiration.min(PRESSURED_PRODUCER_EXPIRATION);
+        }
+        s.core
+            .tick_producers(crate::now_ms(), expiration.as_millis() as i64);
+        self.count_producers(&mut s);
         let appended = match s.core.append(batches, leader_epoch, append_time, limits) {
             Ok(a) => a,
             Err(Refusal::Log(e)) => return Err(e),
+            Err(Refusal::Producers { remembered }) => {
+                self.ctx.metrics.produce_rejected.inc();
+                return Err(LogError::StorageUnavailable(format!(
+                    "this broker remembers {remembered} idempotent producers (--max-idempotent-producers); a new producer is taken once idle ones are forgotten; retry"
+                )));
+            }
             Err(Refusal::Backlog { waiting, scope }) => {
                 self.ctx.metrics.produce_rejected.inc();
                 return Err(LogError::StorageUnavailable(match scope {
@@ -557,6 +621,7 @@ impl PartitionLog {
                 }));
             }
         };
+        self.count_producers(&mut s);
         self.count_unacknowledged(&mut s);
         drop(s);
         self.wake_flush.notify_one();
@@ -618,6 +683,11 @@ impl PartitionLog {
             .map(|h| (h.last_offset(), h.max_timestamp))
     }
 
+    /// Whether the log was closed (its topic deleted).
+    pub fn is_closed(&self) -> bool {
+        self.lock().core.deleted()
+    }
+
     /// Marks the log deleted: pending appends fail, the group-commit loop ends.
     pub fn close(&self) {
         let mut s = self.lock();
@@ -663,7 +733,14 @@ impl PartitionLog {
             return None;
         }
         let deadline =
-            crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace);
+            crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace).map(
+                |d| {
+                    d.min(crate::fencing::wait_deadline(
+                        crate::now_ms(),
+                        self.ctx.settings.upload_timeout,
+                    ))
+                },
+            );
         let upload = s.core.take_upload(deadline, self.max_in_flight());
         self.count_unacknowledged(&mut s);
         // None: nothing to take (recovering, not leading, enough in flight),

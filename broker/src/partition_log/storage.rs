@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kafscale_flusher::protocol::{request, LogStorage, Recovered, Written};
 use kafscale_flusher::protocol::{ProducerBatch, RemoteError};
-use kafscale_flusher::protocol::{Recovered, Written};
 use kafscale_flusher::{FlusherClient, PartitionId};
 
 /// One upload of a partition's pending batches.
@@ -61,12 +61,14 @@ impl SegmentStorage for FlusherClient {
         at: &PartitionId,
         upload: UploadRequest,
     ) -> Result<Written, RemoteError> {
-        FlusherClient::write_segment(
+        LogStorage::write_segment(
             self,
-            at.topic.clone(),
-            at.partition,
-            upload.not_after_ms,
-            upload.batches,
+            request::WriteSegment {
+                topic: at.topic.clone(),
+                partition: at.partition,
+                not_after_ms: upload.not_after_ms,
+                batches: upload.batches,
+            },
         )
         .await
     }
@@ -75,13 +77,17 @@ impl SegmentStorage for FlusherClient {
         at: &PartitionId,
         upload: UploadRequest,
     ) -> Result<Written, RemoteError> {
-        FlusherClient::append_intake(
+        LogStorage::append_intake(
             self,
-            at,
-            upload.leader_epoch,
-            upload.generation,
-            upload.not_after_ms,
-            upload.batches,
+            request::AppendIntake {
+                topic: at.topic.clone(),
+                topic_id: at.topic_id,
+                partition: at.partition,
+                leader_epoch: upload.leader_epoch,
+                generation: upload.generation,
+                not_after_ms: upload.not_after_ms,
+                batches: upload.batches,
+            },
         )
         .await
     }
@@ -91,16 +97,46 @@ impl SegmentStorage for FlusherClient {
         offset: i64,
         max_bytes: u32,
     ) -> Result<Bytes, RemoteError> {
-        FlusherClient::read_range(self, at, offset, max_bytes).await
+        let range = LogStorage::read_range(
+            self,
+            request::ReadRange {
+                topic: at.topic.clone(),
+                topic_id: at.topic_id,
+                partition: at.partition,
+                offset,
+                max_bytes,
+            },
+        )
+        .await?;
+        Ok(range.batches)
     }
     async fn recover(&self, at: &PartitionId, generation: u64) -> Result<Recovered, RemoteError> {
-        FlusherClient::recover(self, at, generation).await
+        LogStorage::recover(
+            self,
+            request::Recover {
+                topic: at.topic.clone(),
+                topic_id: at.topic_id,
+                partition: at.partition,
+                generation,
+            },
+        )
+        .await
     }
     async fn producer_batches(
         &self,
         at: &PartitionId,
         max_bytes: u64,
     ) -> Result<Vec<ProducerBatch>, RemoteError> {
-        FlusherClient::producer_batches(self, at, max_bytes).await
+        let found = LogStorage::producer_batches(
+            self,
+            request::ProducerBatches {
+                topic: at.topic.clone(),
+                topic_id: at.topic_id,
+                partition: at.partition,
+                max_bytes,
+            },
+        )
+        .await?;
+        Ok(found.batches)
     }
 }

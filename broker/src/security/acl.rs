@@ -159,7 +159,26 @@ impl Acl {
     }
 
     fn applies_to(&self, principal: &Principal, host: &str) -> bool {
-        names(&self.principal, principal) && (self.host == "*" || self.host == host)
+        names(&self.principal, principal) && (self.host == "*" || same_host(&self.host, host))
+    }
+}
+
+/// Whether a binding's host names the client's address. Addresses compare
+/// as addresses, not strings: an IPv4 client on a dual-stack listener shows
+/// up as `::ffff:10.0.0.1`, and `0:0::1` is `::1`; a DENY for `10.0.0.1`
+/// must hold for both spellings.
+fn same_host(written: &str, client: &str) -> bool {
+    let canonical = |h: &str| {
+        h.trim_start_matches('/')
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical())
+    };
+    match (canonical(written), canonical(client)) {
+        (Some(a), Some(b)) => a == b,
+        _ => written == client,
     }
 }
 
@@ -402,16 +421,26 @@ impl AclIndex {
             a.applies_to(principal, host)
                 && (a.operation == operation || a.operation == Operation::All)
         };
-        let denied_everywhere = of_type.iter().filter(applies).any(|a| {
-            a.permission == Permission::Deny
-                && a.pattern_type == PatternType::Literal
-                && a.resource_name == "*"
-        });
-        !denied_everywhere
-            && of_type
-                .iter()
-                .filter(applies)
-                .any(|a| a.permission == Permission::Allow)
+        let (denies, allows): (Vec<&Acl>, Vec<&Acl>) = of_type
+            .iter()
+            .filter(applies)
+            .copied()
+            .partition(|a| a.permission == Permission::Deny);
+        // As Kafka's authorizeByResourceType: an ALLOW counts only if no
+        // DENY covers every name it allows (the same literal name, a prefix
+        // of it, or all names).
+        let denied = |name: &str, pattern: PatternType| {
+            denies.iter().any(|d| match d.pattern_type {
+                PatternType::Literal => {
+                    d.resource_name == "*"
+                        || (pattern == PatternType::Literal && d.resource_name == name)
+                }
+                PatternType::Prefixed => name.starts_with(&d.resource_name),
+            })
+        };
+        allows
+            .iter()
+            .any(|a| !denied(&a.resource_name, a.pattern_type))
     }
 }
 
@@ -555,6 +584,65 @@ mod tests {
         assert!(index.authorize_any(&s, &user("User:alice"), "h", O::Write, R::Topic));
         assert!(!index.authorize_any(&s, &user("User:bob"), "h", O::Write, R::Topic));
         assert!(!index.authorize_any(&s, &user("User:mallory"), "h", O::Write, R::Topic));
+    }
+
+    #[test]
+    fn a_deny_cancels_the_allow_it_covers_for_any_resource() {
+        let rules = |bindings: Vec<Acl>| {
+            AclIndex::new(bindings).authorize_any(
+                &AuthorizerSettings::default(),
+                &user("User:eve"),
+                "h",
+                O::Write,
+                R::Topic,
+            )
+        };
+        let allow = |name, p| acl(R::Topic, name, p, "User:eve", O::Write, A::Allow);
+        let deny = |name, p| acl(R::Topic, name, p, "User:eve", O::Write, A::Deny);
+        // The only ALLOW is cancelled by a DENY of the same name or a prefix.
+        assert!(!rules(vec![allow("t", P::Literal), deny("t", P::Literal)]));
+        assert!(!rules(vec![
+            allow("team-a", P::Literal),
+            deny("team", P::Prefixed)
+        ]));
+        assert!(!rules(vec![
+            allow("team-", P::Prefixed),
+            deny("te", P::Prefixed)
+        ]));
+        // A DENY that covers only part of what is allowed leaves the rest.
+        assert!(rules(vec![
+            allow("team-", P::Prefixed),
+            deny("team-x", P::Literal)
+        ]));
+        assert!(rules(vec![
+            allow("t", P::Literal),
+            allow("u", P::Literal),
+            deny("t", P::Literal)
+        ]));
+        assert!(rules(vec![allow("*", P::Literal), deny("t", P::Literal)]));
+    }
+
+    #[test]
+    fn hosts_compare_as_addresses() {
+        let mut a = acl(R::Topic, "t", P::Literal, "User:alice", O::Read, A::Deny);
+        a.host = "10.0.0.1".into();
+        let mut b = acl(R::Topic, "t", P::Literal, "User:alice", O::Read, A::Allow);
+        b.host = "*".into();
+        let index = AclIndex::new([a, b]);
+        let s = AuthorizerSettings::default();
+        let may = |host| index.authorize(&s, &user("User:alice"), host, O::Read, R::Topic, "t");
+        // An IPv4 client on a dual-stack listener is the same address.
+        assert!(!may("10.0.0.1"));
+        assert!(!may("::ffff:10.0.0.1"));
+        assert!(!may("/::ffff:10.0.0.1"));
+        assert!(may("10.0.0.2"));
+        let mut v6 = acl(R::Topic, "t", P::Literal, "User:alice", O::Read, A::Deny);
+        v6.host = "0:0::1".into();
+        let everyone = acl(R::Topic, "t", P::Literal, "User:alice", O::Read, A::Allow);
+        let index = AclIndex::new([v6, everyone]);
+        let may = |host| index.authorize(&s, &user("User:alice"), host, O::Read, R::Topic, "t");
+        assert!(!may("::1"));
+        assert!(may("::2"));
     }
 
     #[test]

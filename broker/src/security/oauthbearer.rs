@@ -141,6 +141,8 @@ pub enum TokenError {
     Issuer(String),
     #[error("the token's audience does not include any of {0:?}")]
     Audience(Vec<String>),
+    #[error("the token has no '{0}' claim, which this broker requires (its expected issuer or audience is configured); have the identity provider include it")]
+    MissingClaim(String),
     #[error("the token has no string claim '{0}' to name the principal")]
     NoPrincipal(String),
     #[error("no configured key verifies this token (kid {kid:?}, alg {alg:?}); check the broker's JWKS or public key file")]
@@ -193,15 +195,21 @@ pub fn verify(
     let mut validation = Validation::new(header.alg);
     validation.leeway = rules.clock_skew.as_secs();
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
+    // A configured issuer or audience makes its claim required: without
+    // that, a token the same identity provider signed for another
+    // application (no `aud`) or with no `iss` would pass as if it matched.
+    let mut required = vec!["exp"];
     if let Some(issuer) = &rules.expected_issuer {
         validation.set_issuer(&[issuer]);
+        required.push("iss");
     }
     if rules.expected_audience.is_empty() {
         validation.validate_aud = false;
     } else {
         validation.set_audience(&rules.expected_audience);
+        required.push("aud");
     }
+    validation.set_required_spec_claims(&required);
     let mut last_error = None;
     for candidate in candidates {
         match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
@@ -236,6 +244,7 @@ pub fn verify(
                         TokenError::Issuer(rules.expected_issuer.clone().unwrap_or_default())
                     }
                     K::InvalidAudience => TokenError::Audience(rules.expected_audience.clone()),
+                    K::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
                     // Another key may verify it (a rotation overlaps keys).
                     K::InvalidSignature => {
                         last_error.get_or_insert(TokenError::UnknownKey {
@@ -369,7 +378,30 @@ mod tests {
             with(serde_json::json!({"sub": null})),
             Err(TokenError::NoPrincipal("sub".into()))
         );
-        assert!(with(serde_json::json!({"exp": null})).is_err());
+        assert_eq!(
+            with(serde_json::json!({"exp": null})),
+            Err(TokenError::MissingClaim("exp".into()))
+        );
+        // With an issuer and an audience configured, a token lacking either
+        // claim (one minted for another application) is refused.
+        assert_eq!(
+            with(serde_json::json!({"iss": null})),
+            Err(TokenError::MissingClaim("iss".into()))
+        );
+        assert_eq!(
+            with(serde_json::json!({"aud": null})),
+            Err(TokenError::MissingClaim("aud".into()))
+        );
+        assert!(matches!(
+            with(serde_json::json!({"aud": null, "iss": null})),
+            Err(TokenError::MissingClaim(_))
+        ));
+        // Without configured expectations the claims stay optional.
+        let open_rules = TokenRules::default();
+        let mut bare = good.clone();
+        bare.as_object_mut().unwrap().remove("iss");
+        bare.as_object_mut().unwrap().remove("aud");
+        assert!(verify(&token(&idp, bare), &keys, &open_rules).is_ok());
 
         // Signed by a key the broker does not have.
         let stranger = issuer();

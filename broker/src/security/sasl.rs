@@ -209,6 +209,12 @@ impl SaslSession {
         &self.principal
     }
 
+    /// Whether the client may send what an authenticated client may: always
+    /// on listeners without SASL.
+    pub fn authenticated(&self) -> bool {
+        !self.enabled || matches!(self.state, State::Authenticated)
+    }
+
     pub fn expects_raw_token(&self) -> bool {
         matches!(
             self.state,
@@ -422,24 +428,59 @@ async fn authenticate_plain(
             "authentication failed: invalid credentials for PLAIN (unknown user or wrong password)",
         )
     };
+    let mut found = None;
     for scram in [ScramMechanism::Sha512, ScramMechanism::Sha256] {
         let stored = credentials
             .scram_credential(&given.user, scram.name())
             .await
             .map_err(|e| AuthFailure::failed(unreadable(e)))?;
-        let Some(stored) = stored else { continue };
-        let password = given.password.clone();
-        let matches =
-            tokio::task::spawn_blocking(move || scram.password_matches(&stored, &password))
-                .await
-                .unwrap_or(false);
-        return if matches {
-            Ok(given.user)
-        } else {
-            Err(invalid())
-        };
+        if let Some(stored) = stored {
+            found = Some((scram, stored));
+            break;
+        }
     }
-    Err(invalid())
+    // An unknown user's password is hashed too, against a decoy no password
+    // matches: otherwise the answer's delay would tell which users exist.
+    // Hashes run a few at a time, so a flood of logins queues instead of
+    // taking every core.
+    let known = found.is_some();
+    let _permit = plain_hashing_slots().acquire().await;
+    let password = given.password.clone();
+    let matches = tokio::task::spawn_blocking(move || {
+        let (scram, stored) = found.unwrap_or_else(|| (ScramMechanism::Sha512, decoy_credential()));
+        scram.password_matches(&stored, &password)
+    })
+    .await
+    .unwrap_or(false);
+    if matches && known {
+        Ok(given.user)
+    } else {
+        Err(invalid())
+    }
+}
+
+/// How many PLAIN password hashes may run at once: one per core.
+fn plain_hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// A SCRAM-SHA-512 credential of a random password, made once.
+fn decoy_credential() -> kafscale_metadata::ScramCredentialRecord {
+    static DECOY: std::sync::OnceLock<kafscale_metadata::ScramCredentialRecord> =
+        std::sync::OnceLock::new();
+    DECOY
+        .get_or_init(|| {
+            let password = super::scram::random_bytes(32)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>();
+            ScramMechanism::Sha512.credential_for_password(&password, super::scram::MIN_ITERATIONS)
+        })
+        .clone()
 }
 
 #[cfg(test)]
@@ -450,6 +491,36 @@ mod tests {
 
     use super::*;
     use crate::security::scram::{client_final, MIN_ITERATIONS};
+
+    #[tokio::test]
+    async fn plain_does_the_same_work_for_unknown_users() {
+        let (_dir, store) = store_with_user("alice", "secret").await;
+        let median_failure = |user: &'static str| {
+            let store = store.clone();
+            async move {
+                let mut times = Vec::new();
+                for _ in 0..5 {
+                    let message = format!("\0{user}\0wrong-password");
+                    let start = std::time::Instant::now();
+                    assert!(authenticate_plain(message.as_bytes(), &store)
+                        .await
+                        .is_err());
+                    times.push(start.elapsed());
+                }
+                times.sort();
+                times[2]
+            }
+        };
+        median_failure("nobody").await; // makes the decoy once
+        let known = median_failure("alice").await;
+        let unknown = median_failure("nobody").await;
+        // Without the decoy an unknown user fails in microseconds, a known
+        // one after a PBKDF2 of milliseconds.
+        assert!(
+            unknown * 3 >= known,
+            "unknown user answered in {unknown:?}, known user in {known:?}"
+        );
+    }
 
     async fn store_with_user(user: &str, password: &str) -> (tempfile::TempDir, MetadataStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,6 @@
 //! `claims::resolve`), never the only one.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -18,9 +17,7 @@ use futures::StreamExt;
 use super::{before_deadline, now_ms, remote, FlusherService, PARALLEL_GETS};
 use crate::batch;
 use crate::intake_cache::PartRead;
-use crate::protocol::{
-    Compacted, CompactedTo, Deleted, ErrorKind, LiveTopic, RemoteError, Response,
-};
+use crate::protocol::{Compacted, CompactedTo, Deleted, ErrorKind, LiveTopic, RemoteError};
 use crate::segment;
 
 /// What one compaction step may do.
@@ -37,13 +34,13 @@ pub(super) struct CompactionLimits {
 
 impl FlusherService {
     pub(super) async fn compact_intake(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         topic_id: [u8; 16],
         partition: i32,
         limits: CompactionLimits,
         not_after_ms: i64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Compacted, RemoteError> {
         // The view as it is: below the high watermark it holds every part
         // that counts, because this flusher wrote them or the leader's
         // recovery refreshed it (a part missing from it is compacted later).
@@ -53,11 +50,11 @@ impl FlusherService {
             None => self.list_partition(topic, partition).await?,
         };
         let segments_end = self.segments_end(&list).await?;
-        let nothing = Response::Compacted(Compacted {
+        let nothing = Compacted {
             parts: 0,
             written: 0,
             last_offset: segments_end.unwrap_or(-1),
-        });
+        };
         let claims = self.valid_claims(topic, topic_id, partition, segments_end)?;
         let eligible: Vec<_> = claims
             .iter()
@@ -156,11 +153,11 @@ impl FlusherService {
             bytes = size,
             "compacted intake parts into a segment"
         );
-        Ok(Response::Compacted(Compacted {
+        Ok(Compacted {
             parts: taken.len() as u32,
             written: 1,
             last_offset: seg.last_offset,
-        }))
+        })
     }
 
     /// Deletes the intake objects written at least `min_age_ms` ago whose
@@ -175,7 +172,12 @@ impl FlusherService {
         compacted: &[CompactedTo],
         min_age_ms: i64,
         not_after_ms: i64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Deleted, RemoteError> {
+        // The age cutoff is taken first: the live topics were read before
+        // this request, and an object written after that read (possibly of
+        // a topic created since) must be younger than the cutoff however
+        // long the listing below takes.
+        let written_before = now_ms().saturating_sub(min_age_ms.max(0));
         // Listed before the objects, so that each summary's objects were
         // all stored before the listing that tells which are left.
         let summaries = self.intake.list_summaries().await;
@@ -186,7 +188,6 @@ impl FlusherService {
             .iter()
             .map(|c| ((c.topic.as_str(), c.topic_id, c.partition), c.last_offset))
             .collect();
-        let written_before = now_ms().saturating_sub(min_age_ms.max(0));
         let doomed: Vec<String> = self
             .intake
             .objects()
@@ -217,8 +218,8 @@ impl FlusherService {
                 tracing::warn!(%error, "could not delete directory summaries whose objects are gone; the next clean-up tries again");
             }
         }
-        Ok(Response::Deleted(Deleted {
+        Ok(Deleted {
             objects: doomed.len() as u32,
-        }))
+        })
     }
 }

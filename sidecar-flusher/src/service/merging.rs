@@ -8,7 +8,7 @@ use futures::StreamExt;
 
 use super::{before_deadline, now_ms, remote, FlusherService, PARALLEL_GETS};
 use crate::listing::SegmentRef;
-use crate::protocol::{ErrorKind, Merged, RemoteError, Response};
+use crate::protocol::{ErrorKind, Merged, RemoteError};
 use crate::segment::{self, VerifiedSegment};
 
 /// What a merge step may do.
@@ -35,12 +35,12 @@ impl FlusherService {
     /// are, they are redundant copies, never the only one. The newest segment
     /// is never touched (recovery reads the log end from it).
     pub(super) async fn merge_segments(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         partition: i32,
         limits: MergeLimits,
         not_after_ms: i64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Merged, RemoteError> {
         let list = self.list_partition(topic, partition).await?;
         let now = now_ms();
         let cutoff = now.saturating_sub(limits.min_age_ms.max(0));
@@ -75,11 +75,11 @@ impl FlusherService {
             }
             i = j.max(i + 1);
         }
-        Ok(Response::Merged(Merged {
+        Ok(Merged {
             merged: 0,
             written: 0,
             removed: 0,
-        }))
+        })
     }
 
     /// Segments changed under a merge step: it gives up (as an error, so the
@@ -132,13 +132,13 @@ impl FlusherService {
 
     /// Merges `list[from..]` (a run of small segments) if that does anything.
     async fn merge_run(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         partition: i32,
         list: &[SegmentRef],
         from: usize,
         not_after_ms: i64,
-    ) -> Result<Option<Response>, RemoteError> {
+    ) -> Result<Option<Merged>, RemoteError> {
         let run = &list[from..];
         if run.len() < 2 && from == 0 {
             return Ok(None);
@@ -198,11 +198,11 @@ impl FlusherService {
                 segments = redundant.len(),
                 "removed segments left over from an interrupted merge"
             );
-            return Ok(Some(Response::Merged(Merged {
+            return Ok(Some(Merged {
                 merged: 0,
                 written: 0,
                 removed: redundant.len() as u32,
-            })));
+            }));
         }
         if keep.len() < 2 {
             return Ok(None);
@@ -288,10 +288,10 @@ impl FlusherService {
             bytes = size,
             "merged segments"
         );
-        Ok(Some(Response::Merged(Merged {
+        Ok(Some(Merged {
             merged: keep.len() as u32,
             written: 1,
             removed: 0,
-        })))
+        }))
     }
 }

@@ -18,7 +18,11 @@ use crate::intake_writer::{IntakeSettings, IntakeWriter};
 use crate::listing::{ListingCache, SegmentRef};
 use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
-use crate::protocol::{ErrorKind, Health, RemoteError, Request, Response};
+use crate::protocol::{
+    self, request, Compacted, Deleted, ErrorKind, Health, LogStorage, MaintenanceStorage, Merged,
+    OffsetForTimestamp, ProducerBatches, Range, Recovered, RemoteError, Request, Response,
+    RetentionPoint, Written,
+};
 use crate::segment::{self, VerifiedSegment};
 use crate::segment_facts::{Fact, FactMemo};
 use crate::segment_loader::{Loaded, SegmentLoader};
@@ -115,6 +119,131 @@ mod merging;
 mod reads;
 mod recovery;
 mod retention;
+
+/// The log side of the protocol, served from object storage.
+#[async_trait::async_trait]
+impl LogStorage for FlusherService {
+    async fn write_segment(&self, r: request::WriteSegment) -> Result<Written, RemoteError> {
+        FlusherService::write_segment(self, &r.topic, r.partition, r.not_after_ms, r.batches).await
+    }
+
+    async fn append_intake(&self, r: request::AppendIntake) -> Result<Written, RemoteError> {
+        let part = PartInput {
+            topic: r.topic,
+            topic_id: r.topic_id,
+            partition: r.partition,
+            leader_epoch: r.leader_epoch,
+            generation: r.generation,
+            batches: r.batches,
+        };
+        self.intake_writer.write(part, r.not_after_ms).await
+    }
+
+    async fn read_range(&self, r: request::ReadRange) -> Result<Range, RemoteError> {
+        FlusherService::read_range(
+            self,
+            &r.topic,
+            r.topic_id,
+            r.partition,
+            r.offset,
+            r.max_bytes,
+        )
+        .await
+    }
+
+    async fn recover(&self, r: request::Recover) -> Result<Recovered, RemoteError> {
+        FlusherService::recover(self, &r.topic, r.topic_id, r.partition, r.generation).await
+    }
+
+    async fn producer_batches(
+        &self,
+        r: request::ProducerBatches,
+    ) -> Result<ProducerBatches, RemoteError> {
+        FlusherService::producer_batches(self, &r.topic, r.topic_id, r.partition, r.max_bytes).await
+    }
+
+    async fn offset_for_timestamp(
+        &self,
+        r: request::OffsetForTimestamp,
+    ) -> Result<OffsetForTimestamp, RemoteError> {
+        FlusherService::offset_for_timestamp(self, &r.topic, r.topic_id, r.partition, r.timestamp)
+            .await
+    }
+}
+
+/// The maintenance side of the protocol.
+#[async_trait::async_trait]
+impl MaintenanceStorage for FlusherService {
+    async fn retention_point(
+        &self,
+        r: request::RetentionPoint,
+    ) -> Result<RetentionPoint, RemoteError> {
+        FlusherService::retention_point(
+            self,
+            &r.topic,
+            r.topic_id,
+            r.partition,
+            r.retention_ms,
+            r.retention_bytes,
+        )
+        .await
+    }
+
+    async fn delete_segments_below(
+        &self,
+        r: request::DeleteSegmentsBelow,
+    ) -> Result<Deleted, RemoteError> {
+        FlusherService::delete_segments_below(
+            self,
+            &r.topic,
+            r.partition,
+            r.offset,
+            r.min_age_ms,
+            r.not_after_ms,
+        )
+        .await
+    }
+
+    async fn merge_segments(&self, r: request::MergeSegments) -> Result<Merged, RemoteError> {
+        let limits = MergeLimits {
+            target: r.target_bytes.min(self.settings.whole_segment_bytes),
+            min_age_ms: r.min_age_ms,
+            max_span_ms: r.max_span_ms,
+        };
+        FlusherService::merge_segments(self, &r.topic, r.partition, limits, r.not_after_ms).await
+    }
+
+    async fn compact_intake(&self, r: request::CompactIntake) -> Result<Compacted, RemoteError> {
+        let limits = CompactionLimits {
+            up_to: r.up_to,
+            target_bytes: r.target_bytes,
+            max_delay_ms: r.max_delay_ms,
+        };
+        FlusherService::compact_intake(
+            self,
+            &r.topic,
+            r.topic_id,
+            r.partition,
+            limits,
+            r.not_after_ms,
+        )
+        .await
+    }
+
+    async fn collect_intake(&self, r: request::CollectIntake) -> Result<Deleted, RemoteError> {
+        FlusherService::collect_intake(self, &r.live, &r.compacted, r.min_age_ms, r.not_after_ms)
+            .await
+    }
+
+    async fn delete_topic(&self, r: request::DeleteTopic) -> Result<Deleted, RemoteError> {
+        FlusherService::delete_topic(self, &r.topic, r.not_after_ms).await
+    }
+
+    async fn health(&self, _: request::Health) -> Result<Health, RemoteError> {
+        Ok(self.health_report())
+    }
+}
+
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -172,151 +301,19 @@ impl FlusherService {
         self.store.describe()
     }
 
-    pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Response, RemoteError> {
-        match req {
-            Request::WriteSegment {
-                topic,
-                partition,
-                not_after_ms,
-                batches,
-            } => {
-                self.write_segment(&topic, partition, not_after_ms, batches)
-                    .await
-            }
-            Request::ReadRange {
-                topic,
-                topic_id,
-                partition,
-                offset,
-                max_bytes,
-            } => {
-                self.read_range(&topic, topic_id, partition, offset, max_bytes)
-                    .await
-            }
-            Request::Recover {
-                topic,
-                topic_id,
-                partition,
-                generation,
-            } => self.recover(&topic, topic_id, partition, generation).await,
-            Request::AppendIntake {
-                topic,
-                topic_id,
-                partition,
-                leader_epoch,
-                generation,
-                not_after_ms,
-                batches,
-            } => {
-                let part = PartInput {
-                    topic,
-                    topic_id,
-                    partition,
-                    leader_epoch,
-                    generation,
-                    batches,
-                };
-                self.intake_writer
-                    .write(part, not_after_ms)
-                    .await
-                    .map(Response::Written)
-            }
-            Request::CompactIntake {
-                topic,
-                topic_id,
-                partition,
-                up_to,
-                target_bytes,
-                max_delay_ms,
-                not_after_ms,
-            } => {
-                let limits = CompactionLimits {
-                    up_to,
-                    target_bytes,
-                    max_delay_ms,
-                };
-                self.compact_intake(&topic, topic_id, partition, limits, not_after_ms)
-                    .await
-            }
-            Request::CollectIntake {
-                live,
-                compacted,
-                min_age_ms,
-                not_after_ms,
-            } => {
-                self.collect_intake(&live, &compacted, min_age_ms, not_after_ms)
-                    .await
-            }
-            Request::DeleteTopic {
-                topic,
-                not_after_ms,
-            } => self.delete_topic(&topic, not_after_ms).await,
-            Request::Health {} => Ok(self.health()),
-            Request::OffsetForTimestamp {
-                topic,
-                topic_id,
-                partition,
-                timestamp,
-            } => {
-                self.offset_for_timestamp(&topic, topic_id, partition, timestamp)
-                    .await
-            }
-            Request::ProducerBatches {
-                topic,
-                topic_id,
-                partition,
-                max_bytes,
-            } => {
-                self.producer_batches(&topic, topic_id, partition, max_bytes)
-                    .await
-            }
-            Request::RetentionPoint {
-                topic,
-                topic_id,
-                partition,
-                retention_ms,
-                retention_bytes,
-            } => {
-                self.retention_point(&topic, topic_id, partition, retention_ms, retention_bytes)
-                    .await
-            }
-            Request::DeleteSegmentsBelow {
-                topic,
-                partition,
-                offset,
-                min_age_ms,
-                not_after_ms,
-            } => {
-                self.delete_segments_below(&topic, partition, offset, min_age_ms, not_after_ms)
-                    .await
-            }
-            Request::MergeSegments {
-                topic,
-                partition,
-                target_bytes,
-                min_age_ms,
-                max_span_ms,
-                not_after_ms,
-            } => {
-                let limits = MergeLimits {
-                    target: target_bytes.min(self.settings.whole_segment_bytes),
-                    min_age_ms,
-                    max_span_ms,
-                };
-                self.merge_segments(&topic, partition, limits, not_after_ms)
-                    .await
-            }
-        }
+    /// Serves one request (the socket server's and the tests' entry).
+    pub async fn handle(&self, req: Request) -> Result<Response, RemoteError> {
+        protocol::dispatch(self, req).await
     }
 
-    pub fn health(&self) -> Response {
+    pub fn health_report(&self) -> Health {
         let (state, error_ratio, detail) = self.health.state(Instant::now());
         self.metrics.health_state.set(state as i64);
         self.metrics.health_error_rate.set(error_ratio);
-        Response::Health(Health {
+        Health {
             state,
             detail: format!("{}: {detail}", self.store.describe()),
-        })
+        }
     }
 
     /// Keeps the health state current when traffic is idle: probes the store
@@ -336,7 +333,7 @@ impl FlusherService {
                 if quiet {
                     let _ = svc.store.probe().await;
                 }
-                svc.health();
+                svc.health_report();
             }
         });
     }
@@ -408,7 +405,7 @@ impl FlusherService {
     /// Loads a whole segment however large (recovery scans, timestamp lookups);
     /// `None` when it is gone.
     pub(super) async fn load_any_size(
-        self: &Arc<Self>,
+        &self,
         seg: &SegmentRef,
     ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
         match self.segments.load(seg).await? {

@@ -1,8 +1,6 @@
 //! Cold reads: range reads from intake parts, whole cached segments or a
 //! large segment's index, and lookups by timestamp.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
@@ -11,7 +9,7 @@ use crate::batch;
 use crate::intake_cache::PartRead;
 use crate::listing::SegmentRef;
 use crate::object_store::StoreError;
-use crate::protocol::{ErrorKind, OffsetForTimestamp, Range, RemoteError, Response};
+use crate::protocol::{ErrorKind, OffsetForTimestamp, Range, RemoteError};
 use crate::segment::{self, SegmentIndex};
 use crate::segment_loader::Loaded;
 
@@ -23,13 +21,13 @@ const MAX_PARTS_PER_READ: usize = 64;
 
 impl FlusherService {
     pub(super) async fn read_range(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         topic_id: [u8; 16],
         partition: i32,
         offset: i64,
         max_bytes: u32,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Range, RemoteError> {
         let max_bytes = max_bytes as usize;
         let mut list = match self.listings.get(topic, partition) {
             Some(list) => list,
@@ -54,7 +52,7 @@ impl FlusherService {
                 }
             };
             if let Some(batches) = found {
-                return Ok(Response::Range(Range { batches }));
+                return Ok(Range { batches });
             }
             // Intake first, then segments (see `recover`).
             self.intake.refresh().await?;
@@ -150,7 +148,7 @@ impl FlusherService {
     /// is `<= offset`; after an interrupted merge a merged segment may extend
     /// past later (redundant) ones, so earlier segments are tried too.
     async fn read_listed(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         partition: i32,
         list: &[SegmentRef],
@@ -254,12 +252,12 @@ impl FlusherService {
     /// segment is read at most once for all lookups; up to
     /// `PARALLEL_GETS` segments are read at a time.
     pub(super) async fn offset_for_timestamp(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         topic_id: [u8; 16],
         partition: i32,
         timestamp: i64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<OffsetForTimestamp, RemoteError> {
         'listing: for _ in 0..3 {
             // Intake first, then segments (see `recover`).
             self.intake.refresh().await?;
@@ -284,10 +282,10 @@ impl FlusherService {
                     .find(|(_, h)| h.max_timestamp >= timestamp)
                     .map(|(_, h)| h);
                 if let Some(h) = found {
-                    return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
+                    return Ok(OffsetForTimestamp {
                         offset: h.base_offset,
                         timestamp: h.max_timestamp,
-                    }));
+                    });
                 }
             }
             // Then the intake parts after the segments, each skipped by the
@@ -306,16 +304,16 @@ impl FlusherService {
                     .map(|(_, h)| h)
                     .find(|h| h.max_timestamp >= timestamp);
                 if let Some(h) = found {
-                    return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
+                    return Ok(OffsetForTimestamp {
                         offset: h.base_offset,
                         timestamp: h.max_timestamp,
-                    }));
+                    });
                 }
             }
-            return Ok(Response::OffsetForTimestamp(OffsetForTimestamp {
+            return Ok(OffsetForTimestamp {
                 offset: -1,
                 timestamp: -1,
-            }));
+            });
         }
         Err(remote(
             ErrorKind::Unavailable,
@@ -324,10 +322,7 @@ impl FlusherService {
     }
 
     /// The greatest batch max timestamp in a segment; `None` when it is gone.
-    async fn max_timestamp_of(
-        self: &Arc<Self>,
-        seg: &SegmentRef,
-    ) -> Result<Option<i64>, RemoteError> {
+    async fn max_timestamp_of(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
         if let Some(max) = self.facts.max_timestamp(seg) {
             return Ok(Some(max));
         }

@@ -1,8 +1,6 @@
 //! What a new leader reads: the log bounds (checked against header, footer,
 //! key and index) and the producer state of the newest segments.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -11,9 +9,7 @@ use crate::batch::{self, BatchHeader};
 use crate::intake_cache::PartRead;
 use crate::listing::SegmentRef;
 use crate::object_store::StoreError;
-use crate::protocol::{
-    ErrorKind, ProducerBatch, ProducerBatches, Recovered, RemoteError, Response,
-};
+use crate::protocol::{ErrorKind, ProducerBatch, ProducerBatches, Recovered, RemoteError};
 use crate::segment::{self, SegmentIndex};
 use crate::segment_facts::Fact;
 
@@ -30,7 +26,8 @@ const FIRST_GENERATION: u64 = 1;
 const PRODUCER_SCAN_PARALLELISM: usize = 16;
 
 impl FlusherService {
-    /// The log bounds from the intake parts and the segments. The intake
+    /// The log bounds from the intake parts and the segments, once this
+    /// flusher holds no part of the partition that could still land. The intake
     /// view is refreshed first and the segments listed after it: compaction
     /// stores a segment before it deletes the intake parts it copied, so
     /// whatever the intake view misses, the later segment listing has. The
@@ -43,7 +40,13 @@ impl FlusherService {
         topic_id: [u8; 16],
         partition: i32,
         generation: u64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Recovered, RemoteError> {
+        // This flusher's own parts of the partition that may still land
+        // (queued or uploading, from before a failed upload the broker gave
+        // up on) settle first, each by its deadline: a part of an older
+        // generation landing after the log end is read could leave a gap
+        // that no later generation covers.
+        self.intake_writer.settled(topic, topic_id, partition).await;
         if generation != FIRST_GENERATION {
             self.intake.refresh().await?;
         }
@@ -71,11 +74,11 @@ impl FlusherService {
             .map(|c| c.last_offset)
             .or(segments_end)
             .map_or(0, |last| last + 1);
-        Ok(Response::Recovered(Recovered {
+        Ok(Recovered {
             log_start_offset,
             log_end_offset,
             segment_count: (list.len() + claims.len()) as u32,
-        }))
+        })
     }
 
     /// The last offset of the newest segment, the log end's source, once its
@@ -122,12 +125,12 @@ impl FlusherService {
     /// segments with what budget is left. Runs right after `Recover`, whose
     /// intake view it uses.
     pub(super) async fn producer_batches(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         topic_id: [u8; 16],
         partition: i32,
         max_bytes: u64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<ProducerBatches, RemoteError> {
         for _ in 0..3 {
             let list = self.list_partition(topic, partition).await?;
             let segments_end = self.segments_end(&list).await?;
@@ -170,7 +173,7 @@ impl FlusherService {
                         .map(|h| producer_batch(&h)),
                 );
             }
-            return Ok(Response::ProducerBatches(ProducerBatches { batches }));
+            return Ok(ProducerBatches { batches });
         }
         Err(remote(
             ErrorKind::Unavailable,
@@ -180,7 +183,7 @@ impl FlusherService {
 
     /// `None` when a listed segment is gone (merged meanwhile).
     async fn producer_batches_listed(
-        self: &Arc<Self>,
+        &self,
         list: &[SegmentRef],
         max_bytes: u64,
     ) -> Result<Option<Vec<ProducerBatch>>, RemoteError> {

@@ -6,7 +6,7 @@ use super::{before_deadline, now_ms, FlusherService};
 use crate::claims::Claim;
 use crate::intake_index::PartLocation;
 use crate::listing::SegmentRef;
-use crate::protocol::{Deleted, RemoteError, Response, RetentionPoint};
+use crate::protocol::{Deleted, RemoteError, RetentionPoint};
 use crate::segment;
 
 /// How long deleting a topic waits for index uploads still in flight.
@@ -25,7 +25,7 @@ impl FlusherService {
         partition: i32,
         retention_ms: i64,
         retention_bytes: i64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<RetentionPoint, RemoteError> {
         self.intake.ensure_listed().await?;
         let list = self.list_partition(topic, partition).await?;
         let segments_end = self.segments_end(&list).await?;
@@ -41,9 +41,9 @@ impl FlusherService {
             .collect();
         let segments = without_merge_copies(&list, &merged_ends);
         let stored = stored_data(&segments, &claims);
-        Ok(Response::RetentionPoint(RetentionPoint {
+        Ok(RetentionPoint {
             offset: retention_point(&stored, now_ms(), retention_ms, retention_bytes),
-        }))
+        })
     }
 
     pub(super) async fn delete_segments_below(
@@ -53,7 +53,7 @@ impl FlusherService {
         offset: i64,
         min_age_ms: i64,
         not_after_ms: i64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Deleted, RemoteError> {
         let list = self.list_partition(topic, partition).await?;
         let written_before = now_ms().saturating_sub(min_age_ms.max(0));
         // Segment i normally ends where the next one begins; the newest one is
@@ -76,9 +76,9 @@ impl FlusherService {
             .collect();
         self.delete_segments(topic, partition, &doomed, not_after_ms)
             .await?;
-        Ok(Response::Deleted(Deleted {
+        Ok(Deleted {
             objects: doomed.len() as u32,
-        }))
+        })
     }
 
     /// Deletes segments (`.kfs` first, then `.index`) and forgets them.
@@ -109,7 +109,7 @@ impl FlusherService {
         &self,
         topic: &str,
         not_after_ms: i64,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Deleted, RemoteError> {
         // Index uploads trail their segments; wait for those in flight (for a
         // bounded time) so that none lands after the listing below.
         let _quiet = tokio::time::timeout(INDEX_UPLOAD_WAIT, self.index_uploads.write()).await;
@@ -119,9 +119,9 @@ impl FlusherService {
         before_deadline(not_after_ms, &prefix, self.store.delete(&keys)).await?;
         self.listings.invalidate_topic(topic);
         self.segments.forget_prefix(&prefix);
-        Ok(Response::Deleted(Deleted {
+        Ok(Deleted {
             objects: keys.len() as u32,
-        }))
+        })
     }
 }
 

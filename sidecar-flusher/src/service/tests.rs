@@ -12,7 +12,7 @@ use crate::batch::{rewrite, BatchRewrite};
 use crate::object_store::{LocalDirStore, ObjectInfo};
 use crate::object_store::{ObjectStore, StoreError};
 use crate::protocol::{
-    Deleted, ErrorKind, Merged, Range, Recovered, Request, Response, RetentionPoint,
+    request, Deleted, ErrorKind, Merged, Range, Recovered, Request, Response, RetentionPoint,
 };
 use crate::{batch, segment};
 
@@ -41,7 +41,10 @@ fn batches_from(from: i64, counts: &[i32]) -> Vec<Bytes> {
 }
 
 async fn service(dir: &std::path::Path, whole: u64) -> Arc<FlusherService> {
-    let store = Arc::new(LocalDirStore::new(dir).unwrap());
+    service_on(Arc::new(LocalDirStore::new(dir).unwrap()), whole)
+}
+
+fn service_on(store: Arc<dyn ObjectStore>, whole: u64) -> Arc<FlusherService> {
     FlusherService::new(
         store,
         FlusherSettings {
@@ -66,12 +69,12 @@ async fn write_recover_read_and_fence() {
         let svc = service(dir.path(), whole).await;
         let write = |base: i64, sizes: &[i32]| {
             let batches = batches_from(base, sizes);
-            Request::WriteSegment {
+            Request::WriteSegment(request::WriteSegment {
                 topic: "t".into(),
                 partition: 0,
                 not_after_ms: i64::MAX,
                 batches,
-            }
+            })
         };
         if whole > 0 {
             svc.handle(write(0, &[2, 3])).await.unwrap();
@@ -111,12 +114,12 @@ async fn write_segments(svc: &Arc<FlusherService>, from: i64, counts: &[i32]) ->
         let b = batch_at(next, n);
         next += i64::from(n);
         all.push(b.clone());
-        svc.handle(Request::WriteSegment {
+        svc.handle(Request::WriteSegment(request::WriteSegment {
             topic: "t".into(),
             partition: 0,
             not_after_ms: i64::MAX,
             batches: vec![b],
-        })
+        }))
         .await
         .unwrap();
     }
@@ -124,12 +127,12 @@ async fn write_segments(svc: &Arc<FlusherService>, from: i64, counts: &[i32]) ->
 }
 
 async fn recover(svc: &Arc<FlusherService>) -> Response {
-    let request = Request::Recover {
+    let request = Request::Recover(request::Recover {
         topic: "t".into(),
         topic_id: [0; 16],
         partition: 0,
         generation: 2,
-    };
+    });
     svc.handle(request).await.unwrap()
 }
 
@@ -146,12 +149,12 @@ async fn recovery_refuses_a_footer_that_disagrees_with_its_header() {
     std::fs::write(&newest, raw).unwrap();
     let fresh = service(dir.path(), 1 << 20).await;
     let err = fresh
-        .handle(Request::Recover {
+        .handle(Request::Recover(request::Recover {
             topic: "t".into(),
             topic_id: [0; 16],
             partition: 0,
             generation: 2,
-        })
+        }))
         .await
         .expect_err("a log end was taken from a footer its header contradicts");
     assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
@@ -213,13 +216,13 @@ async fn a_read_whose_listing_stays_stale_fails_instead_of_returning_nothing() {
         Arc::new(crate::metrics::StoreHealth::new(Default::default())),
     );
     let read = lagging
-        .handle(Request::ReadRange {
+        .handle(Request::ReadRange(request::ReadRange {
             topic: "t".into(),
             topic_id: [0; 16],
             partition: 0,
             offset: 4,
             max_bytes: 1 << 20,
-        })
+        }))
         .await;
     let err = read.expect_err("an empty range was returned where data exists");
     assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
@@ -227,13 +230,13 @@ async fn a_read_whose_listing_stays_stale_fails_instead_of_returning_nothing() {
 
 /// What a cold read of `t`/0 at `offset` returns with the smallest max bytes.
 async fn read_at(svc: &Arc<FlusherService>, offset: i64) -> Bytes {
-    let request = Request::ReadRange {
+    let request = Request::ReadRange(request::ReadRange {
         topic: "t".into(),
         topic_id: [0; 16],
         partition: 0,
         offset,
         max_bytes: 1,
-    };
+    });
     match svc.handle(request).await.unwrap() {
         Response::Range(Range { batches }) => batches,
         other => panic!("expected a range, got {other:?}"),
@@ -258,14 +261,14 @@ fn merge_request(not_after_ms: i64) -> Request {
 }
 
 fn merge_request_within(not_after_ms: i64, max_span_ms: i64) -> Request {
-    Request::MergeSegments {
+    Request::MergeSegments(request::MergeSegments {
         topic: "t".into(),
         partition: 0,
         target_bytes: 1 << 20,
         min_age_ms: 0,
         max_span_ms,
         not_after_ms,
-    }
+    })
 }
 
 async fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
@@ -391,26 +394,26 @@ async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention
             .unwrap()
     };
     let r = svc
-        .handle(Request::RetentionPoint {
+        .handle(Request::RetentionPoint(request::RetentionPoint {
             topic: "t".into(),
             topic_id: [0; 16],
             partition: 0,
             retention_ms: -1,
             retention_bytes: size_of(0) + size_of(6),
-        })
+        }))
         .await
         .unwrap();
     assert_eq!(r, Response::RetentionPoint(RetentionPoint { offset: -1 }));
     // Retention below offset 3 must not delete the merged segment (it
     // holds 3..=5) just because the next listed segment starts at 2.
     let r = svc
-        .handle(Request::DeleteSegmentsBelow {
+        .handle(Request::DeleteSegmentsBelow(request::DeleteSegmentsBelow {
             topic: "t".into(),
             partition: 0,
             offset: 3,
             min_age_ms: 0,
             not_after_ms: i64::MAX,
-        })
+        }))
         .await
         .unwrap();
     assert_eq!(r, Response::Deleted(Deleted { objects: 0 }));
@@ -428,12 +431,12 @@ async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention
     assert_eq!(read_all(&svc, 10).await, written);
     // A deadline already passed: no write happens.
     let err = svc
-        .handle(Request::WriteSegment {
+        .handle(Request::WriteSegment(request::WriteSegment {
             topic: "t".into(),
             partition: 0,
             not_after_ms: 1,
             batches: vec![batch_at(10, 1)],
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Expired);
@@ -456,7 +459,7 @@ fn intake_part(
             b
         })
         .collect();
-    Request::AppendIntake {
+    Request::AppendIntake(request::AppendIntake {
         topic: "t".into(),
         topic_id: [topic_id; 16],
         partition,
@@ -464,16 +467,16 @@ fn intake_part(
         generation,
         not_after_ms: i64::MAX,
         batches,
-    }
+    })
 }
 
 async fn recover_id(svc: &Arc<FlusherService>, partition: i32, topic_id: u8) -> (i64, i64) {
-    let request = Request::Recover {
+    let request = Request::Recover(request::Recover {
         topic: "t".into(),
         topic_id: [topic_id; 16],
         partition,
         generation: 2,
-    };
+    });
     match svc.handle(request).await.unwrap() {
         Response::Recovered(r) => (r.log_start_offset, r.log_end_offset),
         other => panic!("{other:?}"),
@@ -481,13 +484,13 @@ async fn recover_id(svc: &Arc<FlusherService>, partition: i32, topic_id: u8) -> 
 }
 
 async fn read_id(svc: &Arc<FlusherService>, partition: i32, offset: i64) -> Bytes {
-    let request = Request::ReadRange {
+    let request = Request::ReadRange(request::ReadRange {
         topic: "t".into(),
         topic_id: [0; 16],
         partition,
         offset,
         max_bytes: 1,
-    };
+    });
     match svc.handle(request).await.unwrap() {
         Response::Range(Range { batches }) => batches,
         other => panic!("{other:?}"),
@@ -551,14 +554,16 @@ async fn compaction_moves_parts_into_a_segment_and_the_clean_up_deletes_only_wha
     for (p, from) in [(0, 0), (0, 3), (1, 0)] {
         svc.handle(intake_part(p, 0, 1, from, &[3])).await.unwrap();
     }
-    let compact = |partition: i32, up_to: i64| Request::CompactIntake {
-        topic: "t".into(),
-        topic_id: [0; 16],
-        partition,
-        up_to,
-        target_bytes: 1 << 20,
-        max_delay_ms: 0,
-        not_after_ms: i64::MAX,
+    let compact = |partition: i32, up_to: i64| {
+        Request::CompactIntake(request::CompactIntake {
+            topic: "t".into(),
+            topic_id: [0; 16],
+            partition,
+            up_to,
+            target_bytes: 1 << 20,
+            max_delay_ms: 0,
+            not_after_ms: i64::MAX,
+        })
     };
     // Only below the high watermark: the part at 3..=5 stays in intake.
     match svc.handle(compact(0, 3)).await.unwrap() {
@@ -570,19 +575,21 @@ async fn compaction_moves_parts_into_a_segment_and_the_clean_up_deletes_only_wha
         name: "t".into(),
         topic_id: [0; 16],
     }];
-    let collect = |compacted: Vec<(i32, i64)>| Request::CollectIntake {
-        live: live.clone(),
-        compacted: compacted
-            .into_iter()
-            .map(|(partition, last_offset)| crate::protocol::CompactedTo {
-                topic: "t".into(),
-                topic_id: [0; 16],
-                partition,
-                last_offset,
-            })
-            .collect(),
-        min_age_ms: 0,
-        not_after_ms: i64::MAX,
+    let collect = |compacted: Vec<(i32, i64)>| {
+        Request::CollectIntake(request::CollectIntake {
+            live: live.clone(),
+            compacted: compacted
+                .into_iter()
+                .map(|(partition, last_offset)| crate::protocol::CompactedTo {
+                    topic: "t".into(),
+                    topic_id: [0; 16],
+                    partition,
+                    last_offset,
+                })
+                .collect(),
+            min_age_ms: 0,
+            not_after_ms: i64::MAX,
+        })
     };
     let intake_objects = || async {
         svc.store
@@ -611,7 +618,7 @@ async fn compaction_moves_parts_into_a_segment_and_the_clean_up_deletes_only_wha
     // gone (re-created under a new id), nothing is kept.
     fresh.handle(compact(0, 6)).await.unwrap();
     let deleted = fresh
-        .handle(Request::CollectIntake {
+        .handle(Request::CollectIntake(request::CollectIntake {
             live: vec![crate::protocol::LiveTopic {
                 name: "t".into(),
                 topic_id: [5; 16],
@@ -619,9 +626,49 @@ async fn compaction_moves_parts_into_a_segment_and_the_clean_up_deletes_only_wha
             compacted: Vec::new(),
             min_age_ms: 0,
             not_after_ms: i64::MAX,
-        })
+        }))
         .await
         .unwrap();
     assert_eq!(deleted, Response::Deleted(Deleted { objects: 2 }));
     assert_eq!(intake_objects().await, 0);
+}
+
+/// Issue: a part the broker gave up on could still be queued or uploading in
+/// the flusher when the broker recovered the partition under a new
+/// generation; landing after that recovery read the log end, it could leave
+/// a gap in the claims. Recovery now waits until the partition's parts here
+/// have settled.
+#[tokio::test]
+async fn recovery_waits_for_the_partitions_parts_still_uploading() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow_puts = crate::fault_store::PutDelay::parse("700").unwrap();
+    let store = Arc::new(crate::fault_store::FaultStore::new(
+        Arc::new(LocalDirStore::new(dir.path()).unwrap()),
+        Some(slow_puts),
+    ));
+    let svc = service_on(store, 1 << 20);
+    let writing = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.handle(intake_part(0, 0, 2, 0, &[3, 2])).await })
+    };
+    // The broker stopped waiting for that part and recovers meanwhile.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let request = Request::Recover(request::Recover {
+        topic: "t".into(),
+        topic_id: [0; 16],
+        partition: 0,
+        generation: 3,
+    });
+    let recovered = match svc.handle(request).await.unwrap() {
+        Response::Recovered(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "recovery read the log end while a part was still uploading"
+    );
+    // The part landed before the log end was read, so the log end covers it.
+    assert_eq!(recovered.log_end_offset, 5);
+    assert!(writing.await.unwrap().is_ok());
 }

@@ -1,23 +1,21 @@
 //! Segment uploads: one create-once PUT per `WriteSegment`, the `.index`
 //! after it.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::{before_deadline, now_ms, remote, FlusherService};
 use crate::batch;
-use crate::protocol::{ErrorKind, RemoteError, Response, Written};
+use crate::protocol::{ErrorKind, RemoteError, Written};
 use crate::segment;
 
 impl FlusherService {
     pub(super) async fn write_segment(
-        self: &Arc<Self>,
+        &self,
         topic: &str,
         partition: i32,
         not_after_ms: i64,
         batches: Vec<Bytes>,
-    ) -> Result<Response, RemoteError> {
+    ) -> Result<Written, RemoteError> {
         for b in &batches {
             batch::validate(b).map_err(|e| remote(ErrorKind::BadRequest, e.to_string()))?;
         }
@@ -45,22 +43,22 @@ impl FlusherService {
         // index must not take the key of the winner's), and as it only speeds
         // up range reads, which fall back to scanning, a failure is logged.
         let index_key = segment::index_key(p, topic, partition, seg.base_offset);
-        let this = Arc::clone(self);
+        let store = self.store.clone();
         let in_flight = self.index_uploads.clone().read_owned().await;
         let index = seg.index.clone();
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            let put = this.store.put_if_absent(&index_key, index);
+            let put = store.put_if_absent(&index_key, index);
             if let Err(e) = before_deadline(not_after_ms, &index_key, put).await {
                 tracing::warn!(key = %index_key, error = %e, "index upload failed; reads of this segment will scan");
             }
         });
         self.remember_written(topic, partition, &seg, key, size);
-        Ok(Response::Written(Written {
+        Ok(Written {
             base_offset: seg.base_offset,
             last_offset: seg.last_offset,
             object_bytes: size,
-        }))
+        })
     }
 
     pub(super) async fn same_object(&self, key: &str, body: &Bytes) -> bool {
