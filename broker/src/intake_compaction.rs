@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_flusher::protocol::{request, CompactedTo, LiveTopic, MaintenanceStorage};
+use kafscale_flusher::protocol::{request, CompactedTo, LiveTopic};
 use kafscale_metadata::topic_rules::topic_config_value;
 use kafscale_telemetry::crash_points;
 
@@ -92,15 +92,17 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32
                 }
                 let started = std::time::Instant::now();
                 let step = maintenance_step(broker, log, |not_after_ms| {
-                    broker.flusher.compact_intake(request::CompactIntake {
-                        topic: id.topic.clone(),
-                        topic_id: id.topic_id,
-                        partition: id.partition,
-                        up_to: high_watermark,
-                        target_bytes,
-                        max_delay_ms,
-                        not_after_ms,
-                    })
+                    broker
+                        .object_storage
+                        .compact_intake(request::CompactIntake {
+                            topic: id.topic.clone(),
+                            topic_id: id.topic_id,
+                            partition: id.partition,
+                            up_to: high_watermark,
+                            target_bytes,
+                            max_delay_ms,
+                            not_after_ms,
+                        })
                 })
                 .await;
                 let Some(step) = step else { break };
@@ -202,7 +204,7 @@ pub async fn clean_up_once(broker: &Broker) {
         .collect();
     let min_age_ms = clean_up_min_age(topics_read.elapsed()).as_millis() as i64;
     match broker
-        .flusher
+        .object_storage
         .collect_intake(request::CollectIntake {
             live,
             compacted,

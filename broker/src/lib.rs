@@ -15,6 +15,7 @@ pub mod leadership_check;
 pub mod listener_limits;
 pub mod listeners;
 pub mod metrics;
+pub mod object_storage;
 pub mod ops_api;
 pub mod partition_log;
 pub mod producer_ids;
@@ -30,7 +31,7 @@ pub mod topics;
 
 use std::sync::Arc;
 
-use kafscale_flusher::FlusherClient;
+use kafscale_flusher::protocol::ObjectStorage;
 use kafscale_metadata::{LeadershipKey, MetadataStore};
 
 pub use config::BrokerConfig;
@@ -49,12 +50,14 @@ pub fn now_ms() -> i64 {
 pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: MetadataStore,
-    pub flusher: Arc<FlusherClient>,
+    /// Object storage, through the flusher: the one door every partition
+    /// log and maintenance job asks through.
+    pub object_storage: Arc<dyn ObjectStorage>,
     pub topics: Arc<TopicRegistry>,
     pub producer_ids: producer_ids::ProducerIdAllocator,
     pub groups: Arc<groups::GroupCoordinator>,
     pub metrics: Arc<metrics::BrokerMetrics>,
-    pub storage: Arc<storage_health::StorageHealth>,
+    pub storage_health: Arc<storage_health::StorageHealth>,
     pub cluster: Arc<cluster::ClusterView>,
     pub record_validator: record_validation::RecordValidator,
     /// Open Kafka connections, by client address.
@@ -78,7 +81,7 @@ impl Broker {
     pub async fn start(
         config: BrokerConfig,
         metadata: MetadataStore,
-        flusher: Arc<FlusherClient>,
+        storage: object_storage::StorageAccess,
         metrics: Arc<metrics::BrokerMetrics>,
     ) -> Result<Arc<Self>, kafscale_metadata::MetadataError> {
         let me = kafscale_metadata::BrokerRecord {
@@ -92,7 +95,7 @@ impl Broker {
             cluster::ClusterView::start(metadata.clone(), me, config.session_timeout).await?;
         let (topics, closed_topics) = TopicRegistry::new(
             metadata.clone(),
-            flusher.clone(),
+            storage.requests.clone(),
             config.log.clone(),
             metrics.clone(),
             cluster.clone(),
@@ -105,7 +108,11 @@ impl Broker {
             metrics.rebalances.clone(),
             cluster.clone(),
         );
-        let storage = storage_health::StorageHealth::spawn(flusher.socket_path(), metrics.clone());
+        let storage_health = storage_health::StorageHealth::spawn(
+            storage.health_polls,
+            storage.location,
+            metrics.clone(),
+        );
         groups.spawn_ticker();
         groups.spawn_offset_expiry();
         controller::spawn(cluster.clone(), metadata.clone());
@@ -146,11 +153,11 @@ impl Broker {
             config,
             groups,
             metrics,
-            storage,
+            storage_health,
             cluster,
             producer_ids: producer_ids::ProducerIdAllocator::new(metadata.clone()),
             metadata,
-            flusher,
+            object_storage: storage.requests,
             topics,
             record_validator,
             connections,

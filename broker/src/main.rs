@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use kafscale_broker::config::MergeSettings;
 use kafscale_broker::listeners::{self, Listener, SecurityProtocol};
 use kafscale_broker::metrics::{BrokerMetrics, InstrumentedKv};
+use kafscale_broker::object_storage::StorageAccess;
 use kafscale_broker::partition_log::{LogSettings, WritePath};
 use kafscale_broker::security::acl::AuthorizerSettings;
 use kafscale_broker::security::oauthbearer::{TokenKeys, TokenRules};
@@ -21,7 +22,7 @@ use kafscale_broker::security::tls::{ClientAuth, TlsFiles};
 use kafscale_broker::{fencing, ops_api, server, Broker, BrokerConfig};
 use kafscale_flusher::intake_writer::FlushPreset;
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
-use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
+use kafscale_flusher::{FlusherService, FlusherSettings, LocalDirStore};
 use kafscale_metadata::etcd::EtcdKv;
 use kafscale_metadata::{Endpoint, FileKv, KvBackend, MetadataStore};
 use kafscale_telemetry::logging;
@@ -511,7 +512,7 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = BrokerMetrics::new(&mut registry);
 
-    let (kv, flusher): (Arc<dyn KvBackend>, Arc<FlusherClient>) = match args.mode {
+    let (kv, flusher_socket): (Arc<dyn KvBackend>, PathBuf) = match args.mode {
         Mode::Dev => {
             let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
             std::fs::create_dir_all(&dir)
@@ -544,23 +545,14 @@ async fn main() -> anyhow::Result<()> {
                 "kafscale dev mode: Kafka listeners {listing}; data in {} (objects/, metadata.json)",
                 dir.display()
             );
-            (
-                Arc::new(kv),
-                Arc::new(FlusherClient::new(socket, flusher_timeout)),
-            )
+            (Arc::new(kv), socket)
         }
         Mode::Production => {
             if args.etcd_endpoints.is_empty() {
                 bail!("production mode needs --etcd-endpoints (or KAFSCALE_ETCD_ENDPOINTS), e.g. http://etcd:2379");
             }
             let kv = connect_etcd(&args.etcd_endpoints).await?;
-            (
-                Arc::new(kv),
-                Arc::new(FlusherClient::new(
-                    args.flusher_socket.clone(),
-                    flusher_timeout,
-                )),
-            )
+            (Arc::new(kv), args.flusher_socket.clone())
         }
     };
 
@@ -635,7 +627,12 @@ async fn main() -> anyhow::Result<()> {
         let password = dev_admin(&metadata, &dir).await?;
         eprintln!("kafscale dev mode: SASL_PLAINTEXT with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; user 'admin', password '{password}' (kept in {})", dir.join("admin-password").display());
     }
-    let broker = Broker::start(config, metadata.clone(), flusher.clone(), metrics)
+    let storage = StorageAccess::flusher_socket(
+        &flusher_socket,
+        flusher_timeout,
+        kafscale_broker::storage_health::POLL_TIMEOUT,
+    );
+    let broker = Broker::start(config, metadata.clone(), storage, metrics)
         .await
         .with_context(|| format!("loading topics from {}", metadata.describe()))?;
     let ops_api = ops_api::routes(broker.clone());
@@ -661,7 +658,7 @@ async fn main() -> anyhow::Result<()> {
     kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
     kafscale_broker::segment_merge::spawn(broker.clone());
     kafscale_broker::intake_compaction::spawn(broker.clone());
-    tracing::info!(listeners = %listing, http = %http, metadata = %metadata.describe(), flusher = %flusher.socket_path().display(), "broker ready");
+    tracing::info!(listeners = %listing, http = %http, metadata = %metadata.describe(), flusher = %flusher_socket.display(), "broker ready");
     server::serve(broker.clone(), listeners, logging::shutdown_signal()).await;
     // Connections already open keep being served while the broker hands over.
     tracing::info!("shutting down: making pending data durable and handing leadership over");

@@ -37,7 +37,7 @@ impl ReadinessProbe for BrokerReadiness {
                     format!("{} did not answer within 3s", b.metadata.describe()),
                 ),
             };
-            let state = b.storage.state();
+            let state = b.storage_health.state();
             Readiness::from_checks(vec![
                 Check {
                     name: "cluster_session",
@@ -60,12 +60,12 @@ impl ReadinessProbe for BrokerReadiness {
                 Check {
                     name: "flusher",
                     ok: state != FLUSHER_UNREACHABLE,
-                    detail: format!("socket {}", b.flusher.socket_path().display()),
+                    detail: b.storage_health.location().to_string(),
                 },
                 Check {
                     name: "object_store",
                     ok: state < UNAVAILABLE,
-                    detail: format!("{}: {}", b.storage.name(), b.storage.detail()),
+                    detail: format!("{}: {}", b.storage_health.name(), b.storage_health.detail()),
                 },
             ])
         }
@@ -262,7 +262,7 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Box<dyn Reply>,)> {
                 "brokers": crate::handlers::metadata::live_brokers(&b),
                 "topics": b.topics.all().len(),
                 "groups": groups,
-                "object_store": {"state": b.storage.name(), "detail": b.storage.detail()},
+                "object_store": {"state": b.storage_health.name(), "detail": b.storage_health.detail()},
                 "metadata_store": b.metadata.describe(),
             })))
         });
@@ -324,7 +324,7 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Box<dyn Reply>,)> {
         .and(warp::get())
         .and(with())
         .map(|b: Arc<Broker>| {
-            json(&serde_json::json!({"state": b.storage.name(), "detail": b.storage.detail()}))
+            json(&serde_json::json!({"state": b.storage_health.name(), "detail": b.storage_health.detail()}))
         });
     cluster
         .or(brokers)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::partition_log::PartitionLog;
 use crate::Broker;
-use kafscale_flusher::protocol::{request, Deleted, MaintenanceStorage};
+use kafscale_flusher::protocol::{request, Deleted};
 use kafscale_metadata::topic_rules::topic_config_value;
 
 /// Persists a new log start, applies it to the log, then deletes the segments
@@ -40,7 +40,7 @@ async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64)
     let min_age_ms = broker.config.merge.min_age.as_millis() as i64;
     let step = crate::segment_merge::maintenance_step(broker, log, |not_after_ms| {
         broker
-            .flusher
+            .object_storage
             .delete_segments_below(request::DeleteSegmentsBelow {
                 topic: log.topic.clone(),
                 partition: log.partition,
@@ -81,7 +81,7 @@ pub async fn enforce_once(broker: &Broker) {
                 continue;
             };
             let point = broker
-                .flusher
+                .object_storage
                 .retention_point(request::RetentionPoint {
                     topic: log.topic.clone(),
                     topic_id: log.topic_id,

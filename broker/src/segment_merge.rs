@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kafscale_flusher::protocol::RemoteError;
-use kafscale_flusher::protocol::{request, MaintenanceStorage, Merged};
+use kafscale_flusher::protocol::{request, Merged};
 use kafscale_metadata::topic_rules::topic_config_value;
 
 use crate::partition_log::PartitionLog;
@@ -120,14 +120,16 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
             let all_old_enough = now.duration_since(mark.seen_at) > min_age;
             for _ in 0..MAX_STEPS_PER_PARTITION {
                 let step = maintenance_step(broker, log, |not_after_ms| {
-                    broker.flusher.merge_segments(request::MergeSegments {
-                        topic: log.topic.clone(),
-                        partition: log.partition,
-                        target_bytes,
-                        min_age_ms,
-                        max_span_ms,
-                        not_after_ms,
-                    })
+                    broker
+                        .object_storage
+                        .merge_segments(request::MergeSegments {
+                            topic: log.topic.clone(),
+                            partition: log.partition,
+                            target_bytes,
+                            min_age_ms,
+                            max_span_ms,
+                            not_after_ms,
+                        })
                 })
                 .await;
                 let Some(step) = step else { break };

@@ -2,16 +2,14 @@
 //! second. Produce refuses new data at once (with a retriable error) while the
 //! store is unavailable, instead of queueing it without bound.
 //!
-//! The poll has a connection of its own: on the data connection it would
-//! queue behind segment frames, and a busy flusher (backpressure) would look
-//! unreachable, which refuses every produce (an outage).
+//! The poll has a connection of its own
+//! ([`StorageAccess::health_polls`](crate::object_storage::StorageAccess)).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafscale_flusher::protocol::{request, Health, HealthState, MaintenanceStorage};
-use kafscale_flusher::FlusherClient;
 
 use crate::metrics::BrokerMetrics;
 
@@ -22,20 +20,26 @@ pub const UNAVAILABLE: u8 = 2;
 pub const FLUSHER_UNREACHABLE: u8 = 3;
 
 /// How long one health poll may take before the flusher counts as unreachable.
-const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct StorageHealth {
     state: AtomicU8,
     detail: Mutex<String>,
+    /// Where the polls go (the flusher's socket).
+    location: String,
 }
 
 impl StorageHealth {
-    /// Polls the flusher listening on `socket` over a connection of its own.
-    pub fn spawn(socket: &std::path::Path, metrics: Arc<BrokerMetrics>) -> Arc<Self> {
-        let flusher = FlusherClient::new(socket, POLL_TIMEOUT);
+    /// Polls `flusher` (at `location`) every second.
+    pub fn spawn(
+        flusher: Arc<dyn MaintenanceStorage>,
+        location: String,
+        metrics: Arc<BrokerMetrics>,
+    ) -> Arc<Self> {
         let health = Arc::new(Self {
             state: AtomicU8::new(HEALTHY),
             detail: Mutex::new("not polled yet".into()),
+            location,
         });
         let weak = Arc::downgrade(&health);
         tokio::spawn(async move {
@@ -71,6 +75,11 @@ impl StorageHealth {
             }
         });
         health
+    }
+
+    /// Where the polls go, for readiness checks.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     pub fn state(&self) -> u8 {

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafscale_flusher::protocol::{request, MaintenanceStorage};
+use kafscale_flusher::protocol::request;
 use kafscale_metadata::{MetadataError, TopicRecord};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -198,7 +198,7 @@ async fn sweep(broker: &Broker, record: &TopicRecord) -> Result<(), String> {
         .session_deadline_ms()
         .ok_or("this broker has no valid session")?;
     broker
-        .flusher
+        .object_storage
         .delete_topic(request::DeleteTopic {
             topic: record.name.clone(),
             not_after_ms,

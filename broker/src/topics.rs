@@ -55,7 +55,7 @@ pub struct ClosedTopic {
 impl TopicRegistry {
     pub fn new(
         metadata: MetadataStore,
-        storage: Arc<dyn crate::partition_log::storage::SegmentStorage>,
+        storage: Arc<dyn kafscale_flusher::protocol::LogStorage>,
         settings: LogSettings,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<crate::cluster::ClusterView>,

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafscale_broker::metrics::BrokerMetrics;
+use kafscale_broker::object_storage::StorageAccess;
 use kafscale_broker::storage_health::{StorageHealth, HEALTHY};
 use kafscale_flusher::metrics::{FlusherMetrics, StoreHealth};
-use kafscale_flusher::protocol::Request;
-use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
+use kafscale_flusher::protocol::request;
+use kafscale_flusher::{FlusherService, FlusherSettings, LocalDirStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_answered_while_the_data_connection_is_backed_up() {
@@ -42,25 +43,26 @@ async fn health_is_answered_while_the_data_connection_is_backed_up() {
         }
     });
 
-    let data = Arc::new(FlusherClient::new(&socket, Duration::from_secs(30)));
+    // As the broker reaches its flusher.
+    let access =
+        StorageAccess::flusher_socket(&socket, Duration::from_secs(30), Duration::from_secs(2));
+    let data = access.requests.clone();
     let writer = data.clone();
     let stuck = tokio::spawn(async move {
         // Far more than a socket buffer holds: the write cannot complete.
         writer
-            .call(Request::WriteSegment(
-                kafscale_flusher::protocol::request::WriteSegment {
-                    topic: "t".into(),
-                    partition: 0,
-                    not_after_ms: i64::MAX,
-                    batches: vec![Bytes::from(vec![0u8; 32 << 20])],
-                },
-            ))
+            .write_segment(request::WriteSegment {
+                topic: "t".into(),
+                partition: 0,
+                not_after_ms: i64::MAX,
+                batches: vec![Bytes::from(vec![0u8; 32 << 20])],
+            })
             .await
     });
     first_rx.await.unwrap();
 
     let metrics = BrokerMetrics::new(&mut prometheus_client::registry::Registry::default());
-    let health = StorageHealth::spawn(data.socket_path(), metrics);
+    let health = StorageHealth::spawn(access.health_polls, access.location, metrics);
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(
         health.state(),
@@ -74,13 +76,8 @@ async fn health_is_answered_while_the_data_connection_is_backed_up() {
         "the data connection was not backed up"
     );
     // What the poll would see on the data connection: no answer in time.
-    let on_data_connection = tokio::time::timeout(
-        Duration::from_secs(2),
-        data.call(Request::Health(
-            kafscale_flusher::protocol::request::Health {},
-        )),
-    )
-    .await;
+    let on_data_connection =
+        tokio::time::timeout(Duration::from_secs(2), data.health(request::Health {})).await;
     assert!(
         on_data_connection.is_err(),
         "the data connection answered health although it is backed up"

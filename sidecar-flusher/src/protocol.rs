@@ -452,6 +452,11 @@ macro_rules! operations {
     };
 }
 
+/// Both sides of the protocol: everything a broker asks of object storage.
+pub trait ObjectStorage: LogStorage + MaintenanceStorage {}
+
+impl<T: LogStorage + MaintenanceStorage + ?Sized> ObjectStorage for T {}
+
 /// Carries a request to a flusher and brings back its answer (the socket
 /// client); every side of the protocol is implemented on top of it.
 #[async_trait::async_trait]

@@ -83,7 +83,7 @@ async fn lookup(broker: &Broker, log: &PartitionLog, query: i64) -> Result<(i64,
             // Batch granularity: the first batch whose max timestamp reaches `ts`.
             // A consumer seeking there reads from at or before the first such record.
             let found = LogStorage::offset_for_timestamp(
-                broker.flusher.as_ref(),
+                broker.object_storage.as_ref(),
                 request::OffsetForTimestamp {
                     topic: log.topic.clone(),
                     topic_id: log.topic_id,

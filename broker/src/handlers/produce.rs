@@ -122,14 +122,14 @@ pub async fn handle(
                         broker.config.node_id
                     ),
                 ),
-                Some(_) if broker.storage.refuses_writes() => {
+                Some(_) if broker.storage_health.refuses_writes() => {
                     broker.metrics.produce_rejected.inc();
                     Outcome::Failed(
                         ResponseError::KafkaStorageError.code(),
                         format!(
                             "object storage is {} ({}); nothing was written, the client should retry",
-                            broker.storage.name(),
-                            broker.storage.detail()
+                            broker.storage_health.name(),
+                            broker.storage_health.detail()
                         ),
                     )
                 }

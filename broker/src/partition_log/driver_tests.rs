@@ -11,16 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use kafscale_flusher::batch;
-use kafscale_flusher::protocol::{ErrorKind, ProducerBatch, RemoteError};
-use kafscale_flusher::protocol::{Recovered, Written};
+use kafscale_flusher::protocol::{request, ErrorKind, LogStorage, OffsetForTimestamp};
+use kafscale_flusher::protocol::{ProducerBatches, Range, Recovered, RemoteError, Written};
 use kafscale_metadata::{BrokerRecord, FileKv, MetadataStore};
 use tokio::sync::Notify;
 
-use super::storage::{SegmentStorage, UploadRequest};
 use super::{LogContext, LogError, LogSettings, PartitionLog, WritePath};
 use crate::cluster::ClusterView;
 use crate::metrics::BrokerMetrics;
-use kafscale_flusher::PartitionId;
 
 enum Fault {
     /// The segment is stored, but the answer is a failure (a lost response).
@@ -79,12 +77,8 @@ impl FakeStorage {
 }
 
 #[async_trait]
-impl SegmentStorage for FakeStorage {
-    async fn write_segment(
-        &self,
-        _at: &PartitionId,
-        upload: UploadRequest,
-    ) -> Result<Written, RemoteError> {
+impl LogStorage for FakeStorage {
+    async fn write_segment(&self, upload: request::WriteSegment) -> Result<Written, RemoteError> {
         let batches = upload.batches;
         self.writes_started.fetch_add(1, Ordering::SeqCst);
         let fault = self.faults.lock().unwrap().pop_front();
@@ -108,30 +102,28 @@ impl SegmentStorage for FakeStorage {
         }
     }
 
-    async fn append_intake(
-        &self,
-        at: &PartitionId,
-        upload: UploadRequest,
-    ) -> Result<Written, RemoteError> {
-        self.write_segment(at, upload).await
+    async fn append_intake(&self, upload: request::AppendIntake) -> Result<Written, RemoteError> {
+        self.write_segment(request::WriteSegment {
+            topic: upload.topic,
+            partition: upload.partition,
+            not_after_ms: upload.not_after_ms,
+            batches: upload.batches,
+        })
+        .await
     }
 
-    async fn read_range(
-        &self,
-        _at: &PartitionId,
-        offset: i64,
-        _max_bytes: u32,
-    ) -> Result<Bytes, RemoteError> {
+    async fn read_range(&self, read: request::ReadRange) -> Result<Range, RemoteError> {
         let segments = self.segments.lock().unwrap();
-        Ok(segments
-            .range(..=offset)
+        let batches = segments
+            .range(..=read.offset)
             .next_back()
-            .filter(|(_, (last, _))| *last >= offset)
+            .filter(|(_, (last, _))| *last >= read.offset)
             .map(|(_, (_, body))| body.clone())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok(Range { batches })
     }
 
-    async fn recover(&self, _at: &PartitionId, _generation: u64) -> Result<Recovered, RemoteError> {
+    async fn recover(&self, _recover: request::Recover) -> Result<Recovered, RemoteError> {
         let segments = self.segments.lock().unwrap();
         Ok(Recovered {
             log_start_offset: segments.keys().next().copied().unwrap_or(0),
@@ -145,10 +137,18 @@ impl SegmentStorage for FakeStorage {
 
     async fn producer_batches(
         &self,
-        _at: &PartitionId,
-        _max_bytes: u64,
-    ) -> Result<Vec<ProducerBatch>, RemoteError> {
-        Ok(Vec::new())
+        _scan: request::ProducerBatches,
+    ) -> Result<ProducerBatches, RemoteError> {
+        Ok(ProducerBatches {
+            batches: Vec::new(),
+        })
+    }
+
+    async fn offset_for_timestamp(
+        &self,
+        _lookup: request::OffsetForTimestamp,
+    ) -> Result<OffsetForTimestamp, RemoteError> {
+        Err(unavailable("not part of these tests"))
     }
 }
 

@@ -31,7 +31,6 @@
 #[cfg(test)]
 mod driver_tests;
 pub mod durability;
-pub mod storage;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -52,8 +51,8 @@ use crate::producer_state::{ProducerStateTable, SequenceError};
 use durability::Chunk;
 use durability::{AfterUpload, Limits, LogCore, Refusal, UploadResult};
 pub use durability::{Appended, Durable};
+use kafscale_flusher::protocol::{request, LogStorage, Recovered};
 use kafscale_flusher::PartitionId;
-use storage::{SegmentStorage, UploadRequest};
 
 use crate::leadership_check::LeadershipCheck;
 use kafscale_telemetry::crash_points;
@@ -179,7 +178,7 @@ fn recount(total: &AtomicUsize, counted: &mut usize, now: usize) {
 pub struct LogContext {
     pub settings: LogSettings,
     /// Object storage, through the flusher (or a test's stand-in).
-    pub storage: Arc<dyn SegmentStorage>,
+    pub storage: Arc<dyn LogStorage>,
     pub metadata: MetadataStore,
     pub metrics: Arc<BrokerMetrics>,
     pub cluster: Arc<ClusterView>,
@@ -200,7 +199,7 @@ pub struct LogContext {
 impl LogContext {
     pub fn new(
         settings: LogSettings,
-        storage: Arc<dyn SegmentStorage>,
+        storage: Arc<dyn LogStorage>,
         metadata: MetadataStore,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<ClusterView>,
@@ -432,20 +431,34 @@ impl PartitionLog {
                 .await
                 .map_err(|e| LogError::StorageUnavailable(format!("{e}; retry")))?,
         };
-        let id = self.id();
-        let kafscale_flusher::protocol::Recovered {
+        let Recovered {
             log_start_offset,
             log_end_offset,
             ..
-        } = self.ctx.storage.recover(&id, generation).await?;
+        } = self
+            .ctx
+            .storage
+            .recover(request::Recover {
+                topic: self.topic.clone(),
+                topic_id: self.topic_id,
+                partition: self.partition,
+                generation,
+            })
+            .await?;
         // Idempotent producers' recent batches, so that a retry of a batch stored
         // just before a crash is still recognised.
         let producers = if log_end_offset > log_start_offset {
             let batches = self
                 .ctx
                 .storage
-                .producer_batches(&id, PRODUCER_STATE_SCAN_BYTES)
-                .await?;
+                .producer_batches(request::ProducerBatches {
+                    topic: self.topic.clone(),
+                    topic_id: self.topic_id,
+                    partition: self.partition,
+                    max_bytes: PRODUCER_STATE_SCAN_BYTES,
+                })
+                .await?
+                .batches;
             ProducerStateTable::rebuild(&batches)
         } else {
             ProducerStateTable::default()
@@ -660,8 +673,15 @@ impl PartitionLog {
                 let batches = self
                     .ctx
                     .storage
-                    .read_range(&self.id(), offset, max_bytes.min(u32::MAX as usize) as u32)
-                    .await?;
+                    .read_range(request::ReadRange {
+                        topic: self.topic.clone(),
+                        topic_id: self.topic_id,
+                        partition: self.partition,
+                        offset,
+                        max_bytes: max_bytes.min(u32::MAX as usize) as u32,
+                    })
+                    .await?
+                    .batches;
                 trim_to(batches, hw)
             }
         };
@@ -748,12 +768,10 @@ impl PartitionLog {
         let (upload, not_after_ms) = (upload?, deadline?);
         Some(PreparedUpload {
             id: upload.id,
-            request: UploadRequest {
-                leader_epoch: upload.epoch,
-                generation: s.generation,
-                not_after_ms,
-                batches: upload.batches,
-            },
+            leader_epoch: upload.epoch,
+            generation: s.generation,
+            not_after_ms,
+            batches: upload.batches,
         })
     }
 
@@ -761,14 +779,38 @@ impl PartitionLog {
     async fn upload(&self, upload: PreparedUpload) {
         let PreparedUpload {
             id: upload_id,
-            request,
+            leader_epoch: epoch,
+            generation,
+            not_after_ms,
+            batches,
         } = upload;
-        let epoch = request.leader_epoch;
-        let id = self.id();
         let path = self.ctx.settings.write_path;
         let result = match path {
-            WritePath::Segments => self.ctx.storage.write_segment(&id, request).await,
-            WritePath::Intake => self.ctx.storage.append_intake(&id, request).await,
+            WritePath::Segments => {
+                self.ctx
+                    .storage
+                    .write_segment(request::WriteSegment {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        not_after_ms,
+                        batches,
+                    })
+                    .await
+            }
+            WritePath::Intake => {
+                self.ctx
+                    .storage
+                    .append_intake(request::AppendIntake {
+                        topic: self.topic.clone(),
+                        topic_id: self.topic_id,
+                        partition: self.partition,
+                        leader_epoch: epoch,
+                        generation,
+                        not_after_ms,
+                        batches,
+                    })
+                    .await
+            }
         };
         let failed = result.is_err();
         if !failed {
@@ -835,7 +877,12 @@ impl PartitionLog {
 /// One upload taken from the core, ready to send.
 struct PreparedUpload {
     id: u64,
-    request: UploadRequest,
+    leader_epoch: i32,
+    /// The recovery generation the leader numbers under.
+    generation: u64,
+    /// No write lands after this (Unix ms): the broker's session end plus grace.
+    not_after_ms: i64,
+    batches: Vec<Bytes>,
 }
 
 fn not_leader(broker: i32, topic: &str, partition: i32) -> LogError {

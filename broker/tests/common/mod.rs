@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test crate uses its own part
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,9 +14,12 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafscale_broker::handlers;
+use kafscale_broker::object_storage::StorageAccess;
 use kafscale_broker::{Broker, BrokerConfig};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
-use kafscale_flusher::{FlusherClient, FlusherService, FlusherSettings, LocalDirStore};
+use kafscale_flusher::protocol::{dispatch, ErrorKind, ObjectStorage, Op};
+use kafscale_flusher::protocol::{RemoteError, Request, Response, Transport};
+use kafscale_flusher::{FlusherService, FlusherSettings, LocalDirStore};
 use kafscale_metadata::{FileKv, KvBackend, MetadataStore};
 
 /// A dev-mode-like broker (topics auto-created, 1 ms flush window) in `dir`.
@@ -33,18 +36,36 @@ pub async fn start_broker_with(
     start_broker_on(dir, kv, adjust).await
 }
 
+/// The in-process flusher of these tests, over `dir/objects`.
+fn flusher_service(dir: &std::path::Path) -> Arc<FlusherService> {
+    FlusherService::new(
+        Arc::new(LocalDirStore::new(dir.join("objects")).unwrap()),
+        FlusherSettings::default(),
+        FlusherMetrics::detached(),
+        Arc::new(StoreHealth::new(HealthSettings::default())),
+    )
+}
+
+/// The configuration of these tests' brokers, with `adjust` applied.
+fn test_config(adjust: impl FnOnce(&mut BrokerConfig)) -> BrokerConfig {
+    let mut config = BrokerConfig {
+        auto_create_topics: true,
+        ..BrokerConfig::default()
+    };
+    config.log.flush_window = Duration::from_millis(1);
+    // As long as the flusher client waits.
+    config.log.upload_timeout = Duration::from_secs(10);
+    adjust(&mut config);
+    config
+}
+
 /// The same, over the metadata store `kv` (which the test may inspect).
 pub async fn start_broker_on(
     dir: &std::path::Path,
     kv: Arc<dyn KvBackend>,
     adjust: impl FnOnce(&mut BrokerConfig),
 ) -> Arc<Broker> {
-    let service = FlusherService::new(
-        Arc::new(LocalDirStore::new(dir.join("objects")).unwrap()),
-        FlusherSettings::default(),
-        FlusherMetrics::detached(),
-        Arc::new(StoreHealth::new(HealthSettings::default())),
-    );
+    let service = flusher_service(dir);
     let socket = dir.join("flusher.sock");
     let listener = kafscale_flusher::server::bind(&socket).unwrap();
     tokio::spawn(kafscale_flusher::server::serve(
@@ -52,23 +73,99 @@ pub async fn start_broker_on(
         service,
         std::future::pending(),
     ));
-    let metadata = MetadataStore::new(kv, "test");
-    let mut config = BrokerConfig {
-        auto_create_topics: true,
-        ..BrokerConfig::default()
-    };
-    config.log.flush_window = Duration::from_millis(1);
-    // As long as the flusher client below waits.
-    config.log.upload_timeout = Duration::from_secs(10);
-    adjust(&mut config);
     Broker::start(
-        config,
-        metadata,
-        Arc::new(FlusherClient::new(socket, Duration::from_secs(10))),
+        test_config(adjust),
+        MetadataStore::new(kv, "test"),
+        StorageAccess::flusher_socket(&socket, Duration::from_secs(10), Duration::from_secs(2)),
         kafscale_broker::metrics::BrokerMetrics::detached(),
     )
     .await
     .unwrap()
+}
+
+/// How a [`FaultyStorage`] treats one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Refused before anything is done, as an unreachable store refuses.
+    Unavailable,
+    /// Carried out, but the answer is lost: the broker hears "unavailable".
+    DoneThenLost,
+}
+
+/// Object storage with faults a test switches on per operation, in front of
+/// the in-process flusher; every request it sees is counted.
+pub struct FaultyStorage {
+    flusher: Arc<dyn ObjectStorage>,
+    faults: Mutex<Vec<(Op, Fault)>>,
+    seen: Mutex<Vec<Op>>,
+}
+
+impl FaultyStorage {
+    pub fn set(&self, op: Op, fault: Option<Fault>) {
+        let mut faults = self.faults.lock().unwrap();
+        faults.retain(|(o, _)| *o != op);
+        faults.extend(fault.map(|f| (op, f)));
+    }
+
+    /// How many requests of `op` reached this storage.
+    pub fn seen(&self, op: Op) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| **o == op)
+            .count()
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for FaultyStorage {
+    async fn call(&self, request: Request) -> Result<Response, RemoteError> {
+        let op = request.op();
+        self.seen.lock().unwrap().push(op);
+        let fault = self
+            .faults
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map(|(_, f)| *f);
+        let lost = |what: &str| RemoteError {
+            kind: ErrorKind::Unavailable,
+            message: format!("injected fault: {op:?} {what}"),
+        };
+        match fault {
+            None => dispatch(self.flusher.as_ref(), request).await,
+            Some(Fault::Unavailable) => Err(lost("refused")),
+            Some(Fault::DoneThenLost) => {
+                let _ = dispatch(self.flusher.as_ref(), request).await;
+                Err(lost("done, answer lost"))
+            }
+        }
+    }
+}
+
+/// A broker like [`start_broker_with`] whose every request to object storage
+/// passes through the returned [`FaultyStorage`] (health polls included).
+pub async fn start_broker_behind_faults(
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut BrokerConfig),
+) -> (Arc<Broker>, Arc<FaultyStorage>) {
+    let kv = Arc::new(FileKv::open(dir.join("meta.json")).unwrap());
+    let storage = Arc::new(FaultyStorage {
+        flusher: flusher_service(dir),
+        faults: Mutex::default(),
+        seen: Mutex::default(),
+    });
+    let broker = Broker::start(
+        test_config(adjust),
+        MetadataStore::new(kv, "test"),
+        StorageAccess::direct(storage.clone(), "a faulty in-process flusher"),
+        kafscale_broker::metrics::BrokerMetrics::detached(),
+    )
+    .await
+    .unwrap();
+    (broker, storage)
 }
 
 pub fn name(s: &str) -> TopicName {
