@@ -8,7 +8,8 @@
 //! and defragments a member whose file is mostly free space. Between those,
 //! every few seconds it checks what the store holds: past the history budget
 //! (a commit storm writes faster than one interval can hold) it compacts to
-//! the revision of the previous check, and on etcd's NOSPACE alarm to now.
+//! the revision of the previous check and checks again sooner, and on
+//! etcd's NOSPACE alarm it compacts to now.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,25 @@ use crate::cluster::ClusterView;
 /// NOSPACE alarm, after which it refuses every write until cleared) or holds
 /// more than the history budget.
 const SPACE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The same while the store holds more than the history budget. Each early
+/// compaction keeps what was written since the check before, so a storm
+/// leaves about two check intervals of its writes in the store: at tens of
+/// MiB a second (measured: 36 MiB/s of commit metadata on 2 cores) 2 s
+/// checks let etcd reach 195 MiB in use with a 32 MiB budget, close to a
+/// 256 MiB quota. Compacting takes etcd a few hundred milliseconds, so the
+/// checks do not come faster than this.
+const PRESSED_SPACE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// When to check the space again, after a check that found `history_bytes`.
+pub fn next_space_check(history_bytes: Option<u64>, max_history_bytes: u64) -> Duration {
+    match history_bytes {
+        Some(bytes) if max_history_bytes > 0 && bytes > max_history_bytes => {
+            PRESSED_SPACE_CHECK_INTERVAL
+        }
+        _ => SPACE_CHECK_INTERVAL,
+    }
+}
 
 /// When the history may go.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,14 +101,16 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut space_check = tokio::time::interval(SPACE_CHECK_INTERVAL);
-        space_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_check = tokio::time::Instant::now() + SPACE_CHECK_INTERVAL;
         let mut seen = Seen::default();
         loop {
             let scheduled = tokio::select! {
                 _ = tick.tick() => true,
-                _ = space_check.tick() => false,
+                _ = tokio::time::sleep_until(next_check) => false,
             };
+            if !scheduled {
+                next_check = tokio::time::Instant::now() + SPACE_CHECK_INTERVAL;
+            }
             if view.controller() != Some(view.me.id) {
                 seen = Seen::default();
                 continue;
@@ -96,9 +118,12 @@ pub fn spawn(
             let wakeup = if scheduled {
                 Wakeup::Scheduled
             } else {
+                let history_bytes = metadata.history_bytes().await.unwrap_or(None);
+                next_check = tokio::time::Instant::now()
+                    + next_space_check(history_bytes, settings.max_history_bytes);
                 Wakeup::SpaceCheck {
                     out_of_space: metadata.out_of_space().await.unwrap_or(false),
-                    history_bytes: metadata.history_bytes().await.unwrap_or(None),
+                    history_bytes,
                 }
             };
             if let Some(revision) = compaction_target(wakeup, seen, settings.max_history_bytes) {
@@ -148,6 +173,18 @@ mod tests {
             out_of_space,
             history_bytes,
         }
+    }
+
+    #[test]
+    fn a_store_over_its_budget_is_checked_more_often_until_it_is_back() {
+        let max = 32 << 20;
+        assert_eq!(
+            next_space_check(Some(max + 1), max),
+            PRESSED_SPACE_CHECK_INTERVAL
+        );
+        assert_eq!(next_space_check(Some(max), max), SPACE_CHECK_INTERVAL);
+        assert_eq!(next_space_check(None, max), SPACE_CHECK_INTERVAL);
+        assert_eq!(next_space_check(Some(u64::MAX), 0), SPACE_CHECK_INTERVAL);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_flusher::protocol::{request, CompactedTo, LiveTopic};
+use kafscale_flusher_protocol::{request, CompactedTo, LiveTopic};
 use kafscale_metadata::topic_rules::topic_config_value;
 use kafscale_telemetry::crash_points;
 

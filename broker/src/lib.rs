@@ -31,7 +31,7 @@ pub mod topics;
 
 use std::sync::Arc;
 
-use kafscale_flusher::protocol::ObjectStorage;
+use kafscale_flusher_protocol::ObjectStorage;
 use kafscale_metadata::{LeadershipKey, MetadataStore};
 
 pub use config::BrokerConfig;

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_flusher::protocol::{MaintenanceStorage, ObjectStorage};
-use kafscale_flusher::FlusherClient;
+use kafscale_flusher_protocol::FlusherClient;
+use kafscale_flusher_protocol::{MaintenanceStorage, ObjectStorage};
 
 /// How the broker reaches object storage.
 #[derive(Clone)]

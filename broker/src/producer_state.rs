@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use kafscale_flusher::batch::BatchHeader;
-use kafscale_flusher::protocol::ProducerBatch;
+use kafscale_flusher_protocol::ProducerBatch;
+use kafscale_storage_format::batch::BatchHeader;
 
 /// Batches remembered per producer, as in Kafka (max.in.flight ≤ 5).
 pub const BATCHES_PER_PRODUCER: usize = 5;

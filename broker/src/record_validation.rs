@@ -2,7 +2,7 @@
 //! is stored: the checks Kafka's broker makes (its `LogValidator`), so that no
 //! stored batch can stall a consumer.
 //!
-//! The batch header and CRC are checked by [`kafscale_flusher::batch`]; this
+//! The batch header and CRC are checked by [`kafscale_storage_format::batch`]; this
 //! module walks the records the header announces without copying them:
 //! uncompressed batches in place, compressed ones through a streaming
 //! decompressor that stops at [`RecordLimits::max_uncompressed_bytes`] (a
@@ -12,10 +12,10 @@
 
 use std::io::{BufRead, BufReader, Read};
 
-use kafscale_flusher::batch::BatchHeader;
+use kafscale_storage_format::batch::BatchHeader;
 
 /// Bytes of a v2 batch before its first record.
-const RECORDS_START: usize = kafscale_flusher::batch::BATCH_HEADER_LEN;
+const RECORDS_START: usize = kafscale_storage_format::batch::BATCH_HEADER_LEN;
 /// The largest zstd window a batch may ask for (128 MiB, zstd's own default
 /// limit): producers at every level up to 22 stay within it, and at most one
 /// decoder per core exists at a time.
@@ -641,7 +641,7 @@ mod tests {
     use kafka_protocol::records::{
         Compression as Codec, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
-    use kafscale_flusher::batch;
+    use kafscale_storage_format::batch;
 
     fn record(offset: i64, value: &[u8]) -> Record {
         Record {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::partition_log::PartitionLog;
 use crate::Broker;
-use kafscale_flusher::protocol::{request, Deleted};
+use kafscale_flusher_protocol::{request, Deleted};
 use kafscale_metadata::topic_rules::topic_config_value;
 
 /// Persists a new log start, applies it to the log, then deletes the segments

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kafscale_flusher::protocol::RemoteError;
-use kafscale_flusher::protocol::{request, Merged};
+use kafscale_flusher_protocol::RemoteError;
+use kafscale_flusher_protocol::{request, Merged};
 use kafscale_metadata::topic_rules::topic_config_value;
 
 use crate::partition_log::PartitionLog;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafscale_flusher::protocol::{request, Health, HealthState, MaintenanceStorage};
+use kafscale_flusher_protocol::{request, Health, HealthState, MaintenanceStorage};
 
 use crate::metrics::BrokerMetrics;
 

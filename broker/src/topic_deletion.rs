@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafscale_flusher::protocol::request;
+use kafscale_flusher_protocol::request;
 use kafscale_metadata::{MetadataError, TopicRecord};
 use tokio::sync::mpsc;
 use uuid::Uuid;

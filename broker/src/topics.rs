@@ -55,7 +55,7 @@ pub struct ClosedTopic {
 impl TopicRegistry {
     pub fn new(
         metadata: MetadataStore,
-        storage: Arc<dyn kafscale_flusher::protocol::LogStorage>,
+        storage: Arc<dyn kafscale_flusher_protocol::LogStorage>,
         settings: LogSettings,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<crate::cluster::ClusterView>,

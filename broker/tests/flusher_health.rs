@@ -10,8 +10,8 @@ use kafscale_broker::metrics::BrokerMetrics;
 use kafscale_broker::object_storage::StorageAccess;
 use kafscale_broker::storage_health::{StorageHealth, HEALTHY};
 use kafscale_flusher::metrics::{FlusherMetrics, StoreHealth};
-use kafscale_flusher::protocol::request;
 use kafscale_flusher::{FlusherService, FlusherSettings, LocalDirStore};
+use kafscale_flusher_protocol::request;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_answered_while_the_data_connection_is_backed_up() {

@@ -20,7 +20,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use kafscale_broker::partition_log::WritePath;
 use kafscale_broker::Broker;
-use kafscale_flusher::protocol::Op;
+use kafscale_flusher_protocol::Op;
 
 /// The brokers' session timeout in these tests: short, because a leader
 /// changes a partition's objects only once it has led it that long.

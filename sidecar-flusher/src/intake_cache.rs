@@ -236,7 +236,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::batch::tests::make_batch;
+    use crate::batch::test_support::make_batch;
     use crate::intake::{self, PartInput};
     use crate::intake_index::IntakeObject;
     use crate::object_store::tests::{counting, Counting};

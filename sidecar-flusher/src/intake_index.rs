@@ -428,7 +428,7 @@ impl IntakeIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::tests::make_batch;
+    use crate::batch::test_support::make_batch;
     use crate::intake::PartInput;
     use crate::object_store::LocalDirStore;
 

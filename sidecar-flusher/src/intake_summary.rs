@@ -248,7 +248,7 @@ impl PendingSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::tests::make_batch;
+    use crate::batch::test_support::make_batch;
     use crate::intake::PartInput;
 
     fn stored(key: &str, partitions: i32) -> (SummarizedObject, Vec<PartEntry>) {

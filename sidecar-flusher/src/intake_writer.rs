@@ -490,7 +490,7 @@ fn check_part(part: &PartInput) -> Result<(), RemoteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::tests::make_batch;
+    use crate::batch::test_support::make_batch;
     use crate::object_store::LocalDirStore;
 
     fn part(partition: i32, base: i64, n: i32) -> PartInput {

@@ -2,16 +2,18 @@
 //! immutable objects in object storage (intake objects holding many
 //! partitions, `.kfs`/`.index` segments holding one), and reads them back.
 //!
-//! The crate is both the flusher (service, socket server, object stores) and
-//! the broker's client for it. Built without the `s3` feature it links no S3
-//! client, which is how the broker depends on it.
+//! The formats it stores are `kafscale-storage-format`'s and the protocol
+//! it serves is `kafscale-flusher-protocol`'s (re-exported here under their
+//! old paths); this crate is the service, the socket server and the object
+//! stores. Built without the `s3` feature it links no S3 client, which is how
+//! the broker's dev mode embeds it.
 
-pub mod batch;
-pub mod claims;
-pub mod client;
+pub use kafscale_flusher_protocol as protocol;
+pub use kafscale_flusher_protocol::client;
+pub use kafscale_storage_format::{batch, claims, intake, segment};
+
 pub mod deadline;
 pub mod fault_store;
-pub mod intake;
 pub mod intake_cache;
 pub mod intake_index;
 pub mod intake_summary;
@@ -19,10 +21,8 @@ pub mod intake_writer;
 pub mod listing;
 pub mod metrics;
 pub mod object_store;
-pub mod protocol;
 #[cfg(feature = "s3")]
 pub mod s3_store;
-pub mod segment;
 pub mod segment_facts;
 pub mod segment_loader;
 pub mod server;

@@ -182,7 +182,7 @@ impl SegmentLoader {
                         this.cache_insert(key.clone(), v.clone());
                         Some(v)
                     })
-                    .map_err(RemoteError::from),
+                    .map_err(crate::service::corrupt),
                 Err(StoreError::NotFound(_)) => Ok(None),
                 Err(e) => Err(e.into()),
             };

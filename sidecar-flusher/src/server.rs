@@ -6,17 +6,10 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::protocol::{self, ErrorKind, RemoteError, MAX_FRAME_BYTES};
+use crate::protocol::{self, frame_codec, ErrorKind, RemoteError};
 use crate::service::FlusherService;
-
-pub fn frame_codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_type::<u32>()
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec()
-}
 
 /// Binds the socket, replacing a stale socket file left by a killed process.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {

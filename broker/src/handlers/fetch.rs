@@ -18,7 +18,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
 use uuid::Uuid;
 
-use kafscale_flusher::batch;
+use kafscale_storage_format::batch;
 
 use super::{allowed, lead_at, log_error_code, Deferred, RequestContext};
 use crate::listener_limits::{ResponseHold, FETCH_MIN_GRANT_BYTES};

@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use kafscale_flusher::protocol::{request, LogStorage};
+use kafscale_flusher_protocol::{request, LogStorage};
 
 use super::{allowed, lead_at, log_error_code, RequestContext};
 use crate::partition_log::{LogError, PartitionLog};

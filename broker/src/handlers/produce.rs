@@ -11,7 +11,7 @@ use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
-use kafscale_flusher::batch;
+use kafscale_storage_format::batch;
 use tokio::sync::oneshot;
 
 use super::{allowed, lead, log_error_code, str_bytes, topic_denied, Deferred, RequestContext};

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use kafscale_flusher::batch;
-use kafscale_flusher::protocol::{request, ErrorKind, LogStorage, OffsetForTimestamp};
-use kafscale_flusher::protocol::{ProducerBatches, Range, Recovered, RemoteError, Written};
+use kafscale_flusher_protocol::{request, ErrorKind, LogStorage, OffsetForTimestamp};
+use kafscale_flusher_protocol::{ProducerBatches, Range, Recovered, RemoteError, Written};
 use kafscale_metadata::{BrokerRecord, FileKv, MetadataStore};
+use kafscale_storage_format::batch;
 use tokio::sync::Notify;
 
 use super::{LogContext, LogError, LogSettings, PartitionLog, WritePath};

@@ -22,7 +22,7 @@
 //! * A recovery read under an earlier leadership is discarded.
 
 use bytes::{Bytes, BytesMut};
-use kafscale_flusher::batch::{self, BatchHeader, BatchRewrite};
+use kafscale_storage_format::batch::{self, BatchHeader, BatchRewrite};
 use tokio::sync::oneshot;
 
 use super::LogError;

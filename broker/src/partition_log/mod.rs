@@ -39,9 +39,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafscale_flusher::batch::{self, BatchHeader};
-use kafscale_flusher::protocol::{ErrorKind, RemoteError};
+use kafscale_flusher_protocol::{ErrorKind, RemoteError};
 use kafscale_metadata::MetadataStore;
+use kafscale_storage_format::batch::{self, BatchHeader};
 
 use crate::cluster::ClusterView;
 use crate::metrics::BrokerMetrics;
@@ -51,8 +51,8 @@ use crate::producer_state::{ProducerStateTable, SequenceError};
 use durability::Chunk;
 use durability::{AfterUpload, Limits, LogCore, Refusal, UploadResult};
 pub use durability::{Appended, Durable};
-use kafscale_flusher::protocol::{request, LogStorage, Recovered};
-use kafscale_flusher::PartitionId;
+use kafscale_flusher_protocol::PartitionId;
+use kafscale_flusher_protocol::{request, LogStorage, Recovered};
 
 use crate::leadership_check::LeadershipCheck;
 use kafscale_telemetry::crash_points;

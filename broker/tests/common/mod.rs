@@ -17,9 +17,9 @@ use kafscale_broker::handlers;
 use kafscale_broker::object_storage::StorageAccess;
 use kafscale_broker::{Broker, BrokerConfig};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
-use kafscale_flusher::protocol::{dispatch, ErrorKind, ObjectStorage, Op};
-use kafscale_flusher::protocol::{RemoteError, Request, Response, Transport};
 use kafscale_flusher::{FlusherService, FlusherSettings, LocalDirStore};
+use kafscale_flusher_protocol::{dispatch, ErrorKind, ObjectStorage, Op};
+use kafscale_flusher_protocol::{RemoteError, Request, Response, Transport};
 use kafscale_metadata::{FileKv, KvBackend, MetadataStore};
 
 /// A dev-mode-like broker (topics auto-created, 1 ms flush window) in `dir`.

@@ -104,7 +104,8 @@ impl FlusherService {
             })
             .collect();
         // The header's time is that of the oldest data (see merging).
-        let seg = segment::encode(&batches, oldest_ms, self.settings.index_interval)?;
+        let seg = segment::encode(&batches, oldest_ms, self.settings.index_interval)
+            .map_err(super::corrupt)?;
         let p = &self.settings.prefix;
         let key = segment::segment_key(p, topic, partition, seg.base_offset);
         let body = seg.kfs_bytes();

@@ -243,7 +243,8 @@ impl FlusherService {
         }
         // The header's time stays that of the oldest data (see `MergeLimits`).
         let sealed = first_sealed_ms.unwrap_or_else(now_ms);
-        let merged = segment::encode(&batches, sealed, self.settings.index_interval)?;
+        let merged = segment::encode(&batches, sealed, self.settings.index_interval)
+            .map_err(super::corrupt)?;
         let body = merged.kfs_bytes();
         let size = body.len() as u64;
         match before_deadline(

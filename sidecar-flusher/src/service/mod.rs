@@ -106,10 +106,9 @@ impl From<IndexError> for RemoteError {
     }
 }
 
-impl From<segment::SegmentError> for RemoteError {
-    fn from(e: segment::SegmentError) -> Self {
-        remote(ErrorKind::Corrupt, e.to_string())
-    }
+/// Stored data that failed verification.
+pub(crate) fn corrupt(e: segment::SegmentError) -> RemoteError {
+    remote(ErrorKind::Corrupt, e.to_string())
 }
 
 use crate::deadline::{before_deadline, now_ms};
@@ -421,7 +420,9 @@ impl FlusherService {
         seg: &SegmentRef,
     ) -> Result<Option<Arc<VerifiedSegment>>, RemoteError> {
         match self.store.get(&seg.key).await {
-            Ok(raw) => Ok(Some(Arc::new(VerifiedSegment::decode(raw)?))),
+            Ok(raw) => Ok(Some(Arc::new(
+                VerifiedSegment::decode(raw).map_err(corrupt)?,
+            ))),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -491,7 +492,7 @@ impl FlusherService {
         let value = match self.segments.cached(seg) {
             Some(whole) => fact.of_whole(&whole),
             None => match self.store.get_range(&seg.key, fact.range(seg.size)).await {
-                Ok(bytes) => fact.decode(&bytes)?,
+                Ok(bytes) => fact.decode(&bytes).map_err(corrupt)?,
                 Err(StoreError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             },

@@ -198,7 +198,8 @@ impl FlusherService {
         max_bytes: usize,
     ) -> Result<Option<Bytes>, RemoteError> {
         let mut start = match self.store.get(&seg.index_key()).await {
-            Ok(raw) => SegmentIndex::decode(&raw)?
+            Ok(raw) => SegmentIndex::decode(&raw)
+                .map_err(super::corrupt)?
                 .lookup(offset)
                 .unwrap_or(segment::SEGMENT_HEADER_LEN as u32),
             Err(_) => segment::SEGMENT_HEADER_LEN as u32,

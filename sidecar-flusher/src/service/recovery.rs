@@ -88,12 +88,12 @@ impl FlusherService {
     async fn checked_last_offset(&self, seg: &SegmentRef) -> Result<Option<i64>, RemoteError> {
         let read = |range: std::ops::Range<u64>| self.store.get_range(&seg.key, range);
         let header = match read(0..segment::SEGMENT_HEADER_LEN as u64).await {
-            Ok(b) => segment::decode_header(&b)?,
+            Ok(b) => segment::decode_header(&b).map_err(super::corrupt)?,
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let footer = match read(Fact::LastOffset.range(seg.size)).await {
-            Ok(b) => segment::decode_footer(&b)?,
+            Ok(b) => segment::decode_footer(&b).map_err(super::corrupt)?,
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{FlusherService, FlusherSettings};
-use crate::batch::tests::make_batch;
+use crate::batch::test_support::make_batch;
 use crate::batch::{rewrite, BatchRewrite};
 use crate::object_store::{LocalDirStore, ObjectInfo};
 use crate::object_store::{ObjectStore, StoreError};

@@ -19,7 +19,8 @@ impl FlusherService {
         for b in &batches {
             batch::validate(b).map_err(|e| remote(ErrorKind::BadRequest, e.to_string()))?;
         }
-        let seg = segment::encode(&batches, now_ms(), self.settings.index_interval)?;
+        let seg = segment::encode(&batches, now_ms(), self.settings.index_interval)
+            .map_err(super::corrupt)?;
         let p = &self.settings.prefix;
         let key = segment::segment_key(p, topic, partition, seg.base_offset);
         let body = seg.kfs_bytes();

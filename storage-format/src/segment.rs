@@ -385,7 +385,7 @@ pub fn base_offset_from_key(key: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::tests::make_batch;
+    use crate::batch::test_support::make_batch;
     use crate::batch::{rewrite, BatchRewrite};
 
     fn batches(base: i64, sizes: &[i32]) -> Vec<Bytes> {

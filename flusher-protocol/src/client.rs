@@ -13,8 +13,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::protocol::{self, ErrorKind, RemoteError, Request, Response};
-use crate::server::frame_codec;
+use crate::{self as protocol, frame_codec, ErrorKind, RemoteError, Request, Response};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, RemoteError>>>>>;
 
@@ -178,11 +177,11 @@ impl protocol::Transport for FlusherClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{request, Health, HealthState, LogStorage};
+    use crate::{request, Health, HealthState, LogStorage};
 
     /// A flusher that answers every request with a health report.
     async fn confused_flusher(path: &std::path::Path) {
-        let listener = crate::server::bind(path).unwrap();
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
         tokio::spawn(async move {
             let Ok((stream, _)) = listener.accept().await else {
                 return;

@@ -16,175 +16,36 @@
 //! operation codes and both codecs are generated. `docs/architecture.md` has
 //! the table of operations.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+pub use kafscale_storage_format::wire::{Wire, WireError};
+use kafscale_storage_format::wire_struct;
 use thiserror::Error;
+use tokio_util::codec::LengthDelimitedCodec;
+
+pub mod client;
+pub use client::{FlusherClient, PartitionId};
 
 pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest frame either side accepts; a segment write is bounded by the broker's flush size.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const RESPONSE_BIT: u8 = 0x80;
 
+/// Frames on the socket: a big-endian `u32` length, then that many bytes.
+pub fn frame_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_type::<u32>()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProtocolError {
-    #[error("frame truncated while reading {0}")]
-    Truncated(&'static str),
+    #[error(transparent)]
+    Wire(#[from] WireError),
     #[error("unsupported flusher protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
     Version(u16),
     #[error("unknown operation code {0}")]
     UnknownOp(u8),
-    #[error("string field is not UTF-8")]
-    Utf8,
-}
-
-/// A field's encoding on the socket, big-endian throughout.
-pub trait Wire: Sized {
-    /// The fewest bytes one value takes: bounds what a count from the wire
-    /// may allocate before the values are read.
-    const MIN_LEN: usize;
-    fn put(&self, b: &mut BytesMut);
-    /// `what` names the field in a truncation error.
-    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError>;
-    /// Bytes `put` will write, to size the frame buffer once.
-    fn wire_len(&self) -> usize {
-        Self::MIN_LEN
-    }
-}
-
-fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), ProtocolError> {
-    if buf.remaining() < n {
-        Err(ProtocolError::Truncated(what))
-    } else {
-        Ok(())
-    }
-}
-
-macro_rules! wire_numbers {
-    ($($ty:ty: $put:ident, $get:ident;)*) => {$(
-        impl Wire for $ty {
-            const MIN_LEN: usize = std::mem::size_of::<$ty>();
-            fn put(&self, b: &mut BytesMut) {
-                b.$put(*self);
-            }
-            fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
-                need(b, Self::MIN_LEN, what)?;
-                Ok(b.$get())
-            }
-        }
-    )*};
-}
-
-wire_numbers! {
-    u8: put_u8, get_u8;
-    u16: put_u16, get_u16;
-    i16: put_i16, get_i16;
-    u32: put_u32, get_u32;
-    i32: put_i32, get_i32;
-    u64: put_u64, get_u64;
-    i64: put_i64, get_i64;
-}
-
-/// `u16` length + UTF-8. Topic names are at most 249 bytes; longer text (an
-/// error message) is cut to fit, at a character boundary.
-impl Wire for String {
-    const MIN_LEN: usize = 2;
-    fn put(&self, b: &mut BytesMut) {
-        let mut end = self.len().min(u16::MAX as usize);
-        while !self.is_char_boundary(end) {
-            end -= 1;
-        }
-        b.put_u16(end as u16);
-        b.put_slice(&self.as_bytes()[..end]);
-    }
-    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
-        let n = u16::get(b, what)? as usize;
-        need(b, n, what)?;
-        String::from_utf8(b.split_to(n).to_vec()).map_err(|_| ProtocolError::Utf8)
-    }
-    fn wire_len(&self) -> usize {
-        2 + self.len().min(u16::MAX as usize)
-    }
-}
-
-/// `u32` length + bytes; decoding shares the frame's buffer (no copy).
-impl Wire for Bytes {
-    const MIN_LEN: usize = 4;
-    fn put(&self, b: &mut BytesMut) {
-        b.put_u32(self.len() as u32);
-        b.put_slice(self);
-    }
-    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
-        let n = u32::get(b, what)? as usize;
-        need(b, n, what)?;
-        Ok(b.split_to(n))
-    }
-    fn wire_len(&self) -> usize {
-        4 + self.len()
-    }
-}
-
-/// A topic id: 16 bytes as they are.
-impl Wire for [u8; 16] {
-    const MIN_LEN: usize = 16;
-    fn put(&self, b: &mut BytesMut) {
-        b.put_slice(self);
-    }
-    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
-        need(b, 16, what)?;
-        let mut id = [0u8; 16];
-        b.copy_to_slice(&mut id);
-        Ok(id)
-    }
-}
-
-/// `u32` count + the items.
-impl<T: Wire> Wire for Vec<T> {
-    const MIN_LEN: usize = 4;
-    fn put(&self, b: &mut BytesMut) {
-        b.put_u32(self.len() as u32);
-        for item in self {
-            item.put(b);
-        }
-    }
-    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
-        let n = u32::get(b, what)? as usize;
-        // Every item takes at least MIN_LEN bytes: a hostile count cannot
-        // reserve more than the frame holds.
-        let mut items = Vec::with_capacity(n.min(b.remaining() / T::MIN_LEN.max(1)));
-        for _ in 0..n {
-            items.push(T::get(b, what)?);
-        }
-        Ok(items)
-    }
-    fn wire_len(&self) -> usize {
-        4 + self.iter().map(Wire::wire_len).sum::<usize>()
-    }
-}
-
-/// Declares a plain struct whose wire form is its fields in order.
-macro_rules! wire_struct {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
-
-        impl Wire for $name {
-            const MIN_LEN: usize = 0 $(+ <$ty as Wire>::MIN_LEN)*;
-            #[allow(unused_variables)] // a request without fields
-            fn put(&self, b: &mut BytesMut) {
-                $(self.$field.put(b);)*
-            }
-            #[allow(unused_variables)]
-            fn get(b: &mut Bytes, _what: &'static str) -> Result<Self, ProtocolError> {
-                Ok(Self { $($field: Wire::get(b, stringify!($field))?,)* })
-            }
-            fn wire_len(&self) -> usize {
-                0 $(+ self.$field.wire_len())*
-            }
-        }
-    };
 }
 
 wire_struct! {
@@ -230,7 +91,7 @@ impl Wire for HealthState {
     fn put(&self, b: &mut BytesMut) {
         b.put_u8(*self as u8);
     }
-    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, ProtocolError> {
+    fn get(b: &mut Bytes, what: &'static str) -> Result<Self, WireError> {
         Ok(match u8::get(b, what)? {
             0 => HealthState::Healthy,
             1 => HealthState::Degraded,
@@ -319,7 +180,7 @@ macro_rules! responses {
                 }
             }
 
-            fn get_payload(kind: ResponseKind, b: &mut Bytes) -> Result<Self, ProtocolError> {
+            fn get_payload(kind: ResponseKind, b: &mut Bytes) -> Result<Self, WireError> {
                 Ok(match kind {
                     $(ResponseKind::$name => Response::$name(Wire::get(b, stringify!($name))?),)*
                 })
@@ -403,7 +264,7 @@ macro_rules! operations {
                 }
             }
 
-            fn get_payload(op: Op, b: &mut Bytes) -> Result<Self, ProtocolError> {
+            fn get_payload(op: Op, b: &mut Bytes) -> Result<Self, WireError> {
                 Ok(match op {
                     $($(Op::$name => Request::$name(Wire::get(b, stringify!($name))?),)*)*
                 })
@@ -669,14 +530,14 @@ pub fn encode_request(request_id: u64, req: &Request) -> Bytes {
 /// Decodes a request frame body. On error the request id is returned when it
 /// could be read, so the server can still answer.
 pub fn decode_request(mut b: Bytes) -> Result<(u64, Request), (Option<u64>, ProtocolError)> {
-    let version = u16::get(&mut b, "version").map_err(|e| (None, e))?;
+    let version = u16::get(&mut b, "version").map_err(|e| (None, e.into()))?;
     if version != PROTOCOL_VERSION {
         return Err((None, ProtocolError::Version(version)));
     }
-    let op = u8::get(&mut b, "op").map_err(|e| (None, e))?;
-    let id = u64::get(&mut b, "request id").map_err(|e| (None, e))?;
+    let op = u8::get(&mut b, "op").map_err(|e| (None, e.into()))?;
+    let id = u64::get(&mut b, "request id").map_err(|e| (None, e.into()))?;
     let op = Op::from_u8(op).map_err(|e| (Some(id), e))?;
-    let req = Request::get_payload(op, &mut b).map_err(|e| (Some(id), e))?;
+    let req = Request::get_payload(op, &mut b).map_err(|e| (Some(id), e.into()))?;
     Ok((id, req))
 }
 
@@ -864,7 +725,10 @@ mod tests {
         frame.put_u32(u32::MAX);
         assert_eq!(
             decode_request(frame.freeze()).unwrap_err(),
-            (Some(4), ProtocolError::Truncated("batches"))
+            (
+                Some(4),
+                ProtocolError::Wire(WireError::Truncated("batches"))
+            )
         );
     }
 

@@ -213,8 +213,10 @@ pub fn rewrite(batch: &Bytes, rw: BatchRewrite) -> Bytes {
     out.freeze()
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// Batches for tests of this crate and of the crates that use it (feature
+/// `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
     use super::*;
 
     /// Builds a minimal valid v2 batch with `count` empty-bodied records' worth of
@@ -236,6 +238,12 @@ pub(crate) mod tests {
         b[OFF_CRC..21].copy_from_slice(&crc.to_be_bytes());
         Bytes::from(b)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::make_batch;
+    use super::*;
 
     #[test]
     fn validates_and_splits_concatenated_batches() {

@@ -7,7 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::batch::{self, BatchError};
-use crate::protocol::{ProtocolError, Wire};
+use crate::wire::{Wire, WireError};
 
 pub const INTAKE_MAGIC: u32 = 0x4B41_4649; // "KAFI"
 pub const INTAKE_FOOTER_MAGIC: u32 = 0x454E_4449; // "ENDI"
@@ -47,8 +47,8 @@ pub enum IntakeError {
     Batch(#[from] BatchError),
 }
 
-impl From<ProtocolError> for IntakeError {
-    fn from(e: ProtocolError) -> Self {
+impl From<WireError> for IntakeError {
+    fn from(e: WireError) -> Self {
         IntakeError::BadDirectory(e.to_string())
     }
 }
@@ -101,10 +101,10 @@ impl PartEntry {
         self.crc32c.put(b);
     }
 
-    fn get(b: &mut Bytes) -> Result<Self, ProtocolError> {
+    fn get(b: &mut Bytes) -> Result<Self, WireError> {
         let topic = String::get(b, "topic")?;
         if b.remaining() < 16 {
-            return Err(ProtocolError::Truncated("topic id"));
+            return Err(WireError::Truncated("topic id"));
         }
         let mut topic_id = [0u8; 16];
         b.copy_to_slice(&mut topic_id);
@@ -424,7 +424,7 @@ pub fn writer_and_seq_from_key(key: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::tests::make_batch;
+    use crate::batch::test_support::make_batch;
 
     fn part(topic: &str, partition: i32, base: i64, counts: &[i32]) -> PartInput {
         let mut next = base;
