@@ -78,6 +78,8 @@ def test_invalid_resources_are_rejected_with_readable_messages(env):
         ([{"name": "mtls", "port": 9096, "authentication": "tls"}], "authentication: tls needs tls: true"),
         ([{"name": "a", "port": 9093, "tls": True}], "TLS listeners need spec.brokers.tls.secretName"),
         ([{"name": "a", "port": 9093}, {"name": "a", "port": 9096}], "listener names and ports must be unique"),
+        # The broker's ops API listens on the pod's loopback at 9098.
+        ([{"name": "ops", "port": 9098}], "ports 9094, 9095 and 9098 are the broker's HTTP port"),
     ):
         status, body = kube.apply(f"{NS}/kafscaleclusters/bad", {
             "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "metadata": {"name": "bad"},

@@ -67,7 +67,7 @@ pub struct KafscaleClusterSpec {
 #[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, !l.tls) || has(self.tls)").message("TLS listeners need spec.brokers.tls.secretName"))]
 #[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.tls || l.authentication != 'tls')").message("authentication: tls needs tls: true"))]
 #[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.authentication != 'oauthbearer') || has(self.oauthbearer)").message("authentication: oauthbearer needs spec.brokers.oauthbearer (the identity provider's JWKS)"))]
-#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.port != 9094 && l.port != 9095)").message("ports 9094 and 9095 are the broker's and the flusher's HTTP ports"))]
+#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, l.port != 9094 && l.port != 9095 && l.port != 9098)").message("ports 9094, 9095 and 9098 are the broker's HTTP port, the flusher's and the broker's ops API"))]
 pub struct BrokerSpec {
     /// Broker pods (ignored while `autoscaling` is set: the HPA owns it).
     #[serde(default = "default_replicas")]

@@ -34,7 +34,7 @@ pub const BROKER_HTTP_PORT: i32 = 9094;
 /// The broker's ops API, on the pod's loopback only: it is unauthenticated
 /// and names every topic and group, so it is reached with
 /// `kubectl port-forward`, never from other pods.
-pub const BROKER_OPS_API_PORT: i32 = 9096;
+pub const BROKER_OPS_API_PORT: i32 = 9098;
 pub const FLUSHER_HTTP_PORT: i32 = 9095;
 pub const ETCD_CLIENT_PORT: i32 = 2379;
 pub const ETCD_PEER_PORT: i32 = 2380;
