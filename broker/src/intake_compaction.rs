@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafscale_flusher_protocol::{request, CompactedTo, LiveTopic};
-use kafscale_metadata::topic_rules::topic_config_value;
 use kafscale_telemetry::crash_points;
 
 use crate::partition_log::WritePath;
@@ -76,9 +75,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32), i64>) {
     let max_delay_ms = broker.config.compaction.max_delay.as_millis() as i64;
     for topic in broker.topics.all() {
-        let target_bytes = topic_config_value(&topic.record.config, "segment.bytes")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(u64::MAX);
+        let target_bytes = topic.config.segment_bytes;
         for log in &topic.partitions {
             let Some(high_watermark) = log.high_watermark_now() else {
                 continue;

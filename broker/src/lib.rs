@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod object_storage;
 pub mod ops_api;
 pub mod partition_log;
+pub mod partition_service;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod record_validation;

@@ -167,9 +167,9 @@ async fn topic_info(b: &Broker, t: &Topic) -> TopicInfo {
     let mut partitions = Vec::with_capacity(t.partitions.len());
     for log in &t.partitions {
         let leader = b.partition_leader(&log.topic, log.partition);
-        let offsets = match crate::handlers::lead(b, log) {
+        let offsets = match b.partitions().lead(log, -1) {
             Ok(_) => log.offsets().await.map_err(|e| e.to_string()),
-            Err((_, message)) => Err(message),
+            Err(e) => Err(e.to_string()),
         };
         let (log_start_offset, high_watermark, error) = match offsets {
             Ok((start, hw)) => (Some(start), Some(hw), None),

@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::partition_log::PartitionLog;
 use crate::Broker;
 use kafscale_flusher_protocol::{request, Deleted};
-use kafscale_metadata::topic_rules::topic_config_value;
 
 /// Persists a new log start, applies it to the log, then deletes the segments
 /// below it (best effort: leftovers are retried on the next pass). The log
@@ -66,13 +65,9 @@ async fn delete_segments_below(broker: &Broker, log: &PartitionLog, offset: i64)
 /// partition's leader enforces its retention).
 pub async fn enforce_once(broker: &Broker) {
     for topic in broker.topics.all() {
-        let config = &topic.record.config;
-        let ms = topic_config_value(config, "retention.ms")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1);
-        let bytes = topic_config_value(config, "retention.bytes")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1);
+        // The flusher's request says "no limit" with -1, as Kafka's configs do.
+        let ms = topic.config.retention_ms.unwrap_or(-1);
+        let bytes = topic.config.retention_bytes.unwrap_or(-1);
         for log in &topic.partitions {
             if broker.lead(log).is_none() {
                 continue;

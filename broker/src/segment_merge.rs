@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use kafscale_flusher_protocol::RemoteError;
 use kafscale_flusher_protocol::{request, Merged};
-use kafscale_metadata::topic_rules::topic_config_value;
 
 use crate::partition_log::PartitionLog;
 use crate::Broker;
@@ -82,16 +81,10 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
     let min_age_ms = min_age.as_millis() as i64;
     let mut seen = std::collections::HashSet::new();
     for topic in broker.topics.all() {
-        let config = &topic.record.config;
-        let target_bytes = topic_config_value(config, "segment.bytes")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(u64::MAX);
+        let target_bytes = topic.config.segment_bytes;
         // A merged segment stops growing once its oldest data is half the
         // retention time old, so time retention deletes it in time.
-        let max_span_ms = topic_config_value(config, "retention.ms")
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|ms| *ms >= 0)
-            .map_or(i64::MAX, |ms| ms / 2);
+        let max_span_ms = topic.config.retention_ms.map_or(i64::MAX, |ms| ms / 2);
         for log in &topic.partitions {
             if maintenance_deadline(broker, log).is_none() {
                 continue;

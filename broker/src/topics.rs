@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use kafscale_metadata::topic_rules::TopicConfig;
 use kafscale_metadata::{MetadataStore, TopicRecord, WatchEvent};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -13,6 +14,8 @@ use crate::partition_log::{LogContext, LogSettings, PartitionLog};
 
 pub struct Topic {
     pub record: TopicRecord,
+    /// `record.config` parsed, when the topic was loaded or altered.
+    pub config: TopicConfig,
     pub partitions: Vec<Arc<PartitionLog>>,
 }
 
@@ -23,8 +26,12 @@ impl Topic {
             .and_then(|i| self.partitions.get(i))
     }
 
-    pub fn config(&self, key: &str) -> Option<&str> {
-        self.record.config.get(key).map(String::as_str)
+    pub fn new(record: TopicRecord, partitions: Vec<Arc<PartitionLog>>) -> Self {
+        Self {
+            config: TopicConfig::parse(&record.config),
+            record,
+            partitions,
+        }
     }
 }
 
@@ -154,7 +161,7 @@ impl TopicRegistry {
                 self.logs.clone(),
             ));
         }
-        let topic = Arc::new(Topic { record, partitions });
+        let topic = Arc::new(Topic::new(record, partitions));
         topics.insert(topic.record.name.clone(), topic.clone());
         topic
     }
@@ -194,10 +201,7 @@ impl TopicRegistry {
             let old_partitions = record.partitions;
             change(&mut record).map_err(|(code, msg)| ModifyError::Rejected(code, msg))?;
             if validate_only {
-                return Ok(Arc::new(Topic {
-                    record,
-                    partitions: Vec::new(),
-                }));
+                return Ok(Arc::new(Topic::new(record, Vec::new())));
             }
             if self
                 .metadata

@@ -140,6 +140,62 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// A topic's configs, parsed once when the topic is loaded or altered: what
+/// the broker's paths read instead of strings. A value that does not parse
+/// (it was validated when stored, so only a hand-edited record has one)
+/// falls back to the default, as an absent one does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// The largest record batch a produce may carry (`max.message.bytes`).
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`: batches are stamped with the
+    /// broker's clock.
+    pub log_append_time: bool,
+    /// `retention.ms`; `None` keeps data forever (-1).
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes` per partition; `None` sets no limit (-1).
+    pub retention_bytes: Option<i64>,
+    /// `segment.bytes`: the size segments grow to in object storage.
+    pub segment_bytes: u64,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self::parse(&BTreeMap::new())
+    }
+}
+
+impl TopicConfig {
+    pub fn parse(configs: &BTreeMap<String, String>) -> Self {
+        fn value<T: std::str::FromStr>(configs: &BTreeMap<String, String>, name: &str) -> T {
+            let default = || {
+                topic_config_def(name)
+                    .and_then(|d| d.default.parse().ok())
+                    .unwrap_or_else(|| unreachable_default(name))
+            };
+            configs
+                .get(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(default)
+        }
+        let limit = |v: i64| (v >= 0).then_some(v);
+        Self {
+            max_message_bytes: value(configs, "max.message.bytes"),
+            log_append_time: topic_config_value(configs, "message.timestamp.type")
+                == Some("LogAppendTime"),
+            retention_ms: limit(value(configs, "retention.ms")),
+            retention_bytes: limit(value(configs, "retention.bytes")),
+            segment_bytes: value(configs, "segment.bytes"),
+        }
+    }
+}
+
+/// Every config `TopicConfig` reads has a default that parses; the tests
+/// below check it, so this is never reached.
+fn unreachable_default<T>(name: &str) -> T {
+    panic!("topic config {name} has no parseable default")
+}
+
 pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), String> {
     configs
         .iter()
@@ -172,5 +228,29 @@ mod tests {
         assert!(validate_topic_config("flush.ms", "1")
             .unwrap_err()
             .contains("supported:"));
+    }
+
+    #[test]
+    fn topic_configs_parse_once_into_their_types() {
+        let defaults = TopicConfig::default();
+        assert_eq!(defaults.max_message_bytes, 1_048_588);
+        assert!(!defaults.log_append_time);
+        assert_eq!(defaults.retention_ms, Some(604_800_000));
+        assert_eq!(defaults.retention_bytes, None);
+        assert_eq!(defaults.segment_bytes, 1 << 30);
+        let set: BTreeMap<String, String> = [
+            ("retention.ms", "-1"),
+            ("retention.bytes", "1000"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("max.message.bytes", "not a number"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let parsed = TopicConfig::parse(&set);
+        assert_eq!(parsed.retention_ms, None);
+        assert_eq!(parsed.retention_bytes, Some(1000));
+        assert!(parsed.log_append_time);
+        assert_eq!(parsed.max_message_bytes, 1_048_588);
     }
 }

@@ -96,10 +96,7 @@ pub async fn create(
         deletion: None,
     };
     if validate_only {
-        return Ok(Arc::new(Topic {
-            record,
-            partitions: Vec::new(),
-        }));
+        return Ok(Arc::new(Topic::new(record, Vec::new())));
     }
     match broker.metadata.create_topic(&record).await {
         Ok(()) => {

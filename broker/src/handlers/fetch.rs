@@ -15,16 +15,17 @@ use futures::future::select_all;
 use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ResponseKind, TopicName};
 use uuid::Uuid;
 
 use kafscale_storage_format::batch;
 
-use super::{allowed, lead_at, log_error_code, Deferred, RequestContext};
+use super::kafka_error::KafkaError;
+use super::{Deferred, RequestContext};
 use crate::listener_limits::{ResponseHold, FETCH_MIN_GRANT_BYTES};
 use crate::metrics::TopicLabels;
 use crate::partition_log::PartitionLog;
-use crate::security::acl::{Operation, ResourceType};
+use crate::partition_service::{PartitionService, TopicRef};
 use crate::Broker;
 
 struct Target {
@@ -70,22 +71,16 @@ async fn fetch(
     let mut slot_of: HashMap<(TopicName, Uuid), usize> = HashMap::new();
     let mut seen: HashSet<(usize, i32)> = HashSet::new();
     let mut targets = Vec::new();
+    let service = broker.partitions();
     for t in &req.topics {
-        let topic = if version >= 13 {
-            broker.topics.get_by_id(t.topic_id)
-        } else {
-            broker.topics.get(t.topic.0.as_str())
-        };
-        let name = topic
-            .as_ref()
-            .map(|tp| tp.record.name.clone())
-            .unwrap_or_else(|| t.topic.0.to_string());
-        let denied = !allowed(broker, ctx, Operation::Read, ResourceType::Topic, &name);
-        let missing = if version >= 13 {
-            ResponseError::UnknownTopicId
-        } else {
-            ResponseError::UnknownTopicOrPartition
-        };
+        let topic = service.topic(
+            ctx,
+            ApiKey::Fetch,
+            match version >= 13 {
+                true => TopicRef::Id(t.topic_id),
+                false => TopicRef::Name(t.topic.0.as_str()),
+            },
+        );
         let topic_index = *slot_of
             .entry((t.topic.clone(), t.topic_id))
             .or_insert_with(|| {
@@ -99,22 +94,14 @@ async fn fetch(
             if !seen.insert((topic_index, p.partition)) {
                 continue;
             }
-            let log = match &topic {
-                _ if denied => Err(ResponseError::TopicAuthorizationFailed),
-                None => Err(missing),
-                Some(topic) => topic
-                    .partition(p.partition)
-                    .cloned()
-                    .ok_or(ResponseError::UnknownTopicOrPartition)
-                    .and_then(|log| {
-                        lead_at(broker, &log, p.current_leader_epoch)
-                            .map(|_| log)
-                            .map_err(|code| {
-                                ResponseError::try_from_code(code)
-                                    .unwrap_or(ResponseError::NotLeaderOrFollower)
-                            })
-                    }),
-            };
+            let log = topic
+                .clone()
+                .and_then(|topic| PartitionService::log(&topic, p.partition))
+                .and_then(|log| {
+                    service.lead(&log, p.current_leader_epoch)?;
+                    Ok(log)
+                })
+                .map_err(|e| KafkaError::from(e).error);
             targets.push(Target {
                 topic_index,
                 partition: p.partition,
@@ -248,7 +235,7 @@ async fn read_one(t: &Target, budget: usize, have_data: bool) -> PartitionRead {
     match result {
         Ok(r) => PartitionRead::Data(r),
         Err(e) => {
-            let (code, _) = log_error_code(&e);
+            let code = KafkaError::from(&e).code();
             let (log_start, high_watermark) = log.offsets().await.unwrap_or((-1, -1));
             PartitionRead::Failed {
                 code,

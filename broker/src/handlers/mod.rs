@@ -23,6 +23,7 @@ pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
+pub mod kafka_error;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
@@ -44,8 +45,6 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::partition_log::{LogError, PartitionLog};
-use crate::producer_state::SequenceError;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::topics::ModifyError;
 use crate::Broker;
@@ -313,59 +312,4 @@ pub fn modify_error(e: ModifyError, topic: &str) -> (i16, String) {
             format!("{err}; retry when the metadata store is reachable"),
         ),
     }
-}
-
-/// [`Broker::lead`], or NOT_LEADER_OR_FOLLOWER with who leads.
-pub fn lead(broker: &Broker, log: &PartitionLog) -> Result<i32, (i16, String)> {
-    if let Some(epoch) = broker.lead(log) {
-        return Ok(epoch);
-    }
-    let leader = broker.partition_leader(&log.topic, log.partition);
-    let message = match leader.broker {
-        Some(b) => format!(
-            "broker {} does not lead {}-{}: broker {b} does (leader epoch {}); refresh metadata and retry there",
-            broker.config.node_id, log.topic, log.partition, leader.epoch
-        ),
-        None => format!(
-            "{}-{} has no live leader at the moment (leadership is moving); retry shortly",
-            log.topic, log.partition
-        ),
-    };
-    Err((
-        kafka_protocol::error::ResponseError::NotLeaderOrFollower.code(),
-        message,
-    ))
-}
-
-/// Checks the leader epoch a client last saw (-1: it does not say) against
-/// the leader's: older is FENCED_LEADER_EPOCH (refresh metadata), newer is
-/// UNKNOWN_LEADER_EPOCH (this broker has not caught up yet; retry).
-pub fn check_leader_epoch(client_epoch: i32, leader_epoch: i32) -> Result<(), i16> {
-    use kafka_protocol::error::ResponseError as E;
-    match client_epoch {
-        e if e < 0 || e == leader_epoch => Ok(()),
-        e if e < leader_epoch => Err(E::FencedLeaderEpoch.code()),
-        _ => Err(E::UnknownLeaderEpoch.code()),
-    }
-}
-
-/// [`lead`] and [`check_leader_epoch`] together, as an error code.
-pub fn lead_at(broker: &Broker, log: &PartitionLog, client_epoch: i32) -> Result<i32, i16> {
-    let epoch = lead(broker, log).map_err(|(code, _)| code)?;
-    check_leader_epoch(client_epoch, epoch)?;
-    Ok(epoch)
-}
-
-/// Kafka error code and message for a log error.
-pub fn log_error_code(e: &LogError) -> (i16, String) {
-    use kafka_protocol::error::ResponseError as E;
-    let code = match e {
-        LogError::StorageUnavailable(_) => E::KafkaStorageError,
-        LogError::Fenced(_) | LogError::NotLeader(_) => E::NotLeaderOrFollower,
-        LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
-        LogError::Deleted => E::UnknownTopicOrPartition,
-        LogError::Sequence(SequenceError::OutOfOrder { .. }) => E::OutOfOrderSequenceNumber,
-        LogError::Sequence(SequenceError::StaleEpoch { .. }) => E::InvalidProducerEpoch,
-    };
-    (code.code(), e.to_string())
 }

@@ -1,19 +1,15 @@
 //! OffsetForLeaderEpoch v2–v4: the end offset of a leader epoch, which clients
-//! use after a leader change to detect log truncation.
-//!
-//! A Kafscale log is never truncated: every leader continues from the log end
-//! in object storage. So the end of any epoch up to the current one is
-//! answered with the high watermark, which is at or past every offset a
-//! consumer can have read under that epoch; no false truncation is reported.
+//! use after a leader change to detect log truncation (see
+//! `PartitionService::epoch_end` for why Kafscale reports none).
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
-use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{allowed, lead_at, log_error_code, RequestContext};
-use crate::security::acl::{Operation, ResourceType};
+use super::kafka_error::KafkaError;
+use super::RequestContext;
+use crate::partition_service::{PartitionService, TopicRef};
 use crate::Broker;
 
 pub async fn handle(
@@ -21,36 +17,35 @@ pub async fn handle(
     ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    let service = broker.partitions();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let topic = broker.topics.get(t.topic.0.as_str());
-        let denied = !allowed(
-            broker,
-            ctx,
-            Operation::Describe,
-            ResourceType::Topic,
-            t.topic.0.as_str(),
-        );
+        let api = ApiKey::OffsetForLeaderEpoch;
+        let topic = service.topic(ctx, api, TopicRef::Name(t.topic.0.as_str()));
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let base = EpochEndOffset::default()
+            let end = match topic
+                .clone()
+                .and_then(|topic| PartitionService::log(&topic, p.partition))
+            {
+                Ok(log) => {
+                    let client_epoch = p.current_leader_epoch;
+                    service.epoch_end(&log, client_epoch, p.leader_epoch).await
+                }
+                Err(e) => Err(e),
+            };
+            let r = EpochEndOffset::default()
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            let r = match topic.as_ref().and_then(|t| t.partition(p.partition)) {
-                _ if denied => base.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
-                None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(log) => match lead_at(broker, log, p.current_leader_epoch) {
-                    Err(code) => base.with_error_code(code),
-                    // An epoch this partition never had: undefined, as Kafka answers.
-                    Ok(epoch) if p.leader_epoch > epoch => base,
-                    Ok(_) => match log.offsets().await {
-                        Ok((_, hw)) => base.with_leader_epoch(p.leader_epoch).with_end_offset(hw),
-                        Err(e) => base.with_error_code(log_error_code(&e).0),
-                    },
-                },
-            };
-            partitions.push(r);
+            partitions.push(match end {
+                Ok(Some((epoch, end_offset))) => {
+                    r.with_leader_epoch(epoch).with_end_offset(end_offset)
+                }
+                // An epoch this partition never had: undefined, as Kafka answers.
+                Ok(None) => r,
+                Err(e) => r.with_error_code(KafkaError::from(e).code()),
+            });
         }
         topics.push(
             OffsetForLeaderTopicResult::default()

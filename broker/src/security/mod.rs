@@ -3,6 +3,7 @@
 //! principal each yields. Authorization builds on [`Principal`].
 
 pub mod acl;
+pub mod api_authorization;
 pub mod authorizer;
 pub mod oauthbearer;
 pub mod plain;
