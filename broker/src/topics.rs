@@ -37,10 +37,10 @@ impl Topic {
 
 /// Why a topic change was not made.
 #[derive(Debug)]
-pub enum ModifyError {
+pub enum ModifyError<E> {
     NotFound,
-    /// The change itself is invalid: a Kafka error code and a message.
-    Rejected(i16, String),
+    /// The change itself is invalid: the change's own refusal.
+    Rejected(E),
     Store(kafscale_metadata::MetadataError),
 }
 
@@ -182,14 +182,14 @@ impl TopicRegistry {
     /// Applies `change` to the stored topic with compare-and-swap (retrying on
     /// a concurrent change) and installs the result. With `validate_only` the
     /// change is checked but not stored.
-    pub async fn modify<F>(
+    pub async fn modify<F, E>(
         self: &Arc<Self>,
         name: &str,
         validate_only: bool,
         change: F,
-    ) -> Result<Arc<Topic>, ModifyError>
+    ) -> Result<Arc<Topic>, ModifyError<E>>
     where
-        F: Fn(&mut TopicRecord) -> Result<(), (i16, String)>,
+        F: Fn(&mut TopicRecord) -> Result<(), E>,
     {
         loop {
             let (mut record, revision) = self
@@ -199,7 +199,7 @@ impl TopicRegistry {
                 .map_err(ModifyError::Store)?
                 .ok_or(ModifyError::NotFound)?;
             let old_partitions = record.partitions;
-            change(&mut record).map_err(|(code, msg)| ModifyError::Rejected(code, msg))?;
+            change(&mut record).map_err(ModifyError::Rejected)?;
             if validate_only {
                 return Ok(Arc::new(Topic::new(record, Vec::new())));
             }

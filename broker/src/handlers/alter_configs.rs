@@ -8,6 +8,7 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::kafka_error::KafkaError;
 use super::{modify_error, str_bytes, RequestContext};
 use crate::security::acl::Operation;
 use crate::Broker;
@@ -33,12 +34,12 @@ pub async fn handle(
         let denied =
             super::config_denied(broker, ctx, Operation::AlterConfigs, r.resource_type, &name);
         let outcome = match (r.resource_type, denied) {
-            (_, Some((code, message))) => Err((code.code(), message)),
+            (_, Some(refusal)) => Err(refusal),
             (RESOURCE_TOPIC, None) => broker
                 .topics
                 .modify(&name, req.validate_only, |record| {
                     validate_topic_configs(&configs)
-                        .map_err(|m| (ResponseError::InvalidConfig.code(), m))?;
+                        .map_err(|m| KafkaError::new(ResponseError::InvalidConfig, m))?;
                     record.config = configs.clone();
                     Ok(())
                 })
@@ -46,17 +47,21 @@ pub async fn handle(
                 .map(|_| ())
                 .map_err(|e| modify_error(e, &name)),
             (RESOURCE_BROKER, None) => Err(static_broker_configs()),
-            (other, None) => Err((
-                ResponseError::InvalidRequest.code(),
+            (other, None) => Err(KafkaError::new(
+                ResponseError::InvalidRequest,
                 format!("resource type {other} is not supported; use topics (2)"),
             )),
         };
         let mut resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name);
-        if let Err((code, msg)) = outcome {
+        if let Err(KafkaError {
+            error,
+            message: msg,
+        }) = outcome
+        {
             resp = resp
-                .with_error_code(code)
+                .with_error_code(error.code())
                 .with_error_message(Some(str_bytes(msg)));
         }
         responses.push(resp);
@@ -64,9 +69,9 @@ pub async fn handle(
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-pub fn static_broker_configs() -> (i16, String) {
-    (
-        ResponseError::InvalidRequest.code(),
-        "broker configs are static in Kafscale: set them with flags or environment variables at start".into(),
+pub fn static_broker_configs() -> KafkaError {
+    KafkaError::new(
+        ResponseError::InvalidRequest,
+        "broker configs are static in Kafscale: set them with flags or environment variables at start",
     )
 }

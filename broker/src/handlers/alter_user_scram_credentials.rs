@@ -12,12 +12,13 @@ use kafka_protocol::messages::{
 };
 use kafscale_metadata::CredentialChange;
 
+use super::kafka_error::KafkaError;
 use super::{str_bytes, RequestContext};
 use crate::security::acl::Operation;
 use crate::security::scram::{ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::Broker;
 
-type Outcome = Result<(), (i16, String)>;
+type Outcome = Result<(), KafkaError>;
 
 /// Bounds on what a credential change may store: the user name is part of
 /// its etcd key, and SCRAM salts are tens of bytes.
@@ -38,7 +39,7 @@ fn plan(
         // The first failure of a user is the one reported.
         let entry = outcomes.entry(user.to_string()).or_insert(Ok(()));
         if entry.is_ok() {
-            *entry = Err((code.code(), message));
+            *entry = Err(KafkaError::new(code, message));
         }
     };
     let deletions = request
@@ -141,7 +142,11 @@ pub async fn handle(
     ctx: &RequestContext,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    if let Err((code, message)) = super::authorize_cluster(broker, ctx, Operation::Alter) {
+    if let Err(KafkaError {
+        error: code,
+        message,
+    }) = super::authorize_cluster(broker, ctx, Operation::Alter)
+    {
         let users: BTreeSet<&str> = request
             .deletions
             .iter()
@@ -183,8 +188,8 @@ pub async fn handle(
     };
     if let Some(e) = store_error {
         for outcome in outcomes.values_mut() {
-            *outcome = Err((
-                E::RequestTimedOut.code(),
+            *outcome = Err(KafkaError::new(
+                E::RequestTimedOut,
                 format!("{e}; retry when the metadata store is reachable"),
             ));
         }
@@ -196,8 +201,8 @@ pub async fn handle(
                 let result = AlterUserScramCredentialsResult::default().with_user(str_bytes(user));
                 match outcome {
                     Ok(()) => result,
-                    Err((code, message)) => result
-                        .with_error_code(code)
+                    Err(KafkaError { error, message }) => result
+                        .with_error_code(error.code())
                         .with_error_message(Some(str_bytes(message))),
                 }
             })
@@ -255,7 +260,7 @@ mod tests {
         let (outcomes, changes) = plan(&request, &existing);
         let code = |user: &str| match &outcomes[user] {
             Ok(()) => 0,
-            Err((code, _)) => *code,
+            Err(refusal) => refusal.code(),
         };
         assert_eq!(code("old"), 0);
         assert_eq!(code("alice"), 0);
@@ -298,14 +303,14 @@ mod tests {
         assert!(changes.is_empty());
         assert!(outcomes
             .values()
-            .all(|o| o.as_ref().unwrap_err().0 == E::UnacceptableCredential.code()));
+            .all(|o| o.as_ref().unwrap_err().error == E::UnacceptableCredential));
 
         let twice = AlterUserScramCredentialsRequest::default()
             .with_deletions(vec![delete("old", 1)])
             .with_upsertions(vec![upsert("old", 1, 4096, 32)]);
         let (outcomes, changes) = plan(&twice, &existing);
         assert_eq!(
-            outcomes["old"].as_ref().unwrap_err().0,
+            outcomes["old"].as_ref().unwrap_err().code(),
             E::DuplicateResource.code()
         );
         assert!(changes.is_empty());

@@ -5,6 +5,7 @@ use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::{CreateAclsRequest, CreateAclsResponse};
 
+use super::kafka_error::KafkaError;
 use super::{str_bytes, RequestContext};
 use crate::security::acl::{Acl, Operation};
 use crate::Broker;
@@ -26,7 +27,11 @@ pub async fn handle(
                 .collect(),
         )
     };
-    if let Err((code, message)) = super::acl_admin(broker, ctx, Operation::Alter) {
+    if let Err(KafkaError {
+        error: code,
+        message,
+    }) = super::acl_admin(broker, ctx, Operation::Alter)
+    {
         return fail_all(code, message);
     }
     let parsed: Vec<_> = req

@@ -7,6 +7,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::create_topics::{LEADER_ELECTION_WAIT, MAX_PARTITIONS};
+use super::kafka_error::KafkaError;
 use super::{allowed, modify_error, str_bytes, topic_denied, RequestContext};
 use crate::security::acl::{Operation, ResourceType};
 use crate::Broker;
@@ -26,15 +27,14 @@ pub async fn handle(
             ResourceType::Topic,
             t.name.0.as_str(),
         ) {
-            Err((
-                ResponseError::TopicAuthorizationFailed.code(),
+            Err(KafkaError::new(
+                ResponseError::TopicAuthorizationFailed,
                 topic_denied(ctx, Operation::Alter, t.name.0.as_str()),
             ))
         } else if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err((
-                ResponseError::InvalidReplicaAssignment.code(),
-                "manual replica assignments are not supported: omit --replica-assignment"
-                    .to_string(),
+            Err(KafkaError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "manual replica assignments are not supported: omit --replica-assignment",
             ))
         } else {
             let count = t.count;
@@ -42,8 +42,8 @@ pub async fn handle(
                 .topics
                 .modify(t.name.0.as_str(), req.validate_only, |record| {
                     if count <= record.partitions {
-                        return Err((
-                            ResponseError::InvalidPartitions.code(),
+                        return Err(KafkaError::new(
+                            ResponseError::InvalidPartitions,
                             format!(
                                 "topic has {} partitions; the count can only be increased, to more than that",
                                 record.partitions
@@ -51,8 +51,8 @@ pub async fn handle(
                         ));
                     }
                     if count > MAX_PARTITIONS {
-                        return Err((
-                            ResponseError::InvalidPartitions.code(),
+                        return Err(KafkaError::new(
+                            ResponseError::InvalidPartitions,
                             format!("at most {MAX_PARTITIONS} partitions per topic"),
                         ));
                     }
@@ -72,9 +72,9 @@ pub async fn handle(
             }
             outcome.map(|_| ())
         };
-        if let Err((code, message)) = outcome {
+        if let Err(KafkaError { error, message }) = outcome {
             result = result
-                .with_error_code(code)
+                .with_error_code(error.code())
                 .with_error_message(Some(str_bytes(message)));
         }
         results.push(result);

@@ -7,6 +7,7 @@ use kafka_protocol::messages::delete_acls_response::{
 };
 use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 
+use super::kafka_error::KafkaError;
 use super::{str_bytes, RequestContext};
 use crate::security::acl::{Acl, AclFilter, Operation};
 use crate::Broker;
@@ -21,7 +22,11 @@ pub async fn handle(
             .with_error_code(code.code())
             .with_error_message(Some(str_bytes(message)))
     };
-    if let Err((code, message)) = super::acl_admin(broker, ctx, Operation::Alter) {
+    if let Err(KafkaError {
+        error: code,
+        message,
+    }) = super::acl_admin(broker, ctx, Operation::Alter)
+    {
         return DeleteAclsResponse::default()
             .with_filter_results(req.filters.iter().map(|_| failed(code, &message)).collect());
     }

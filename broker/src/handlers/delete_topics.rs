@@ -10,6 +10,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use std::time::Duration;
 use uuid::Uuid;
 
+use super::kafka_error::KafkaError;
 use super::str_bytes;
 use super::{allowed, topic_denied, RequestContext};
 use crate::security::acl::{Operation, ResourceType};
@@ -52,21 +53,25 @@ pub async fn handle(
             .unwrap_or_default();
         let may_delete = allowed(broker, ctx, Operation::Delete, ResourceType::Topic, &shown);
         let outcome = match topic {
-            _ if !may_delete => Err((
+            _ if !may_delete => Err(KafkaError::new(
                 ResponseError::TopicAuthorizationFailed,
                 topic_denied(ctx, Operation::Delete, &shown),
             )),
-            None if name.is_none() => Err((
+            None if name.is_none() => Err(KafkaError::new(
                 ResponseError::UnknownTopicId,
-                "no topic has this id".to_string(),
+                "no topic has this id",
             )),
-            None => Err((
+            None => Err(KafkaError::new(
                 ResponseError::UnknownTopicOrPartition,
                 format!("topic '{}' does not exist", name.unwrap_or_default()),
             )),
             Some(topic) => delete(broker, &topic, req.timeout_ms).await,
         };
-        if let Err((code, message)) = outcome {
+        if let Err(KafkaError {
+            error: code,
+            message,
+        }) = outcome
+        {
             result = result.with_error_code(code.code());
             if version >= 5 {
                 result = result.with_error_message(Some(str_bytes(message)));
@@ -84,20 +89,21 @@ async fn delete(
     broker: &Arc<Broker>,
     topic: &crate::topics::Topic,
     timeout_ms: i32,
-) -> Result<(), (ResponseError, String)> {
+) -> Result<(), KafkaError> {
     let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(MAX_DELETE_WAIT);
     match topic_deletion::delete(broker, &topic.record, wait).await {
         Ok(()) => Ok(()),
         // As Kafka answers a request that asks not to wait: accepted.
         Err(DeletionError::Pending { .. }) if wait.is_zero() => Ok(()),
-        Err(DeletionError::NotFound) => Err((
+        Err(DeletionError::NotFound) => Err(KafkaError::new(
             ResponseError::UnknownTopicOrPartition,
             format!("topic '{}' does not exist", topic.record.name),
         )),
-        Err(e @ DeletionError::Pending { .. }) => {
-            Err((ResponseError::RequestTimedOut, e.to_string()))
-        }
-        Err(DeletionError::Store(e)) => Err((
+        Err(e @ DeletionError::Pending { .. }) => Err(KafkaError::new(
+            ResponseError::RequestTimedOut,
+            e.to_string(),
+        )),
+        Err(DeletionError::Store(e)) => Err(KafkaError::new(
             ResponseError::RequestTimedOut,
             format!("{e}; retry the delete when the metadata store is reachable"),
         )),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{DescribeAclsRequest, DescribeAclsResponse};
 
+use super::kafka_error::KafkaError;
 use super::{str_bytes, RequestContext};
 use crate::security::acl::{AclFilter, Operation};
 use crate::Broker;
@@ -15,7 +16,11 @@ pub fn handle(
     ctx: &RequestContext,
     req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if let Err((code, message)) = super::acl_admin(broker, ctx, Operation::Describe) {
+    if let Err(KafkaError {
+        error: code,
+        message,
+    }) = super::acl_admin(broker, ctx, Operation::Describe)
+    {
         return DescribeAclsResponse::default()
             .with_error_code(code.code())
             .with_error_message(Some(str_bytes(message)));

@@ -5,6 +5,7 @@
 
 use kafka_protocol::messages::{DescribeClientQuotasRequest, DescribeClientQuotasResponse};
 
+use super::kafka_error::KafkaError;
 use super::{str_bytes, RequestContext};
 use crate::security::acl::Operation;
 use crate::Broker;
@@ -14,7 +15,10 @@ pub fn handle(
     ctx: &RequestContext,
     _req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
-    if let Err((code, message)) = super::authorize_cluster(broker, ctx, Operation::DescribeConfigs)
+    if let Err(KafkaError {
+        error: code,
+        message,
+    }) = super::authorize_cluster(broker, ctx, Operation::DescribeConfigs)
     {
         return DescribeClientQuotasResponse::default()
             .with_error_code(code.code())

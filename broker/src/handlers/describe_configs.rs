@@ -9,6 +9,7 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
+use super::kafka_error::KafkaError;
 use super::{str_bytes, RequestContext};
 use crate::security::acl::Operation;
 use crate::Broker;
@@ -52,7 +53,7 @@ pub async fn handle(
             (_, Some(refusal)) => Err(refusal),
             (RESOURCE_TOPIC, None) => match broker.topics.get(r.resource_name.as_str()) {
                 Some(topic) => Ok(topic_entries(&topic.record.config)),
-                None => Err((
+                None => Err(KafkaError::new(
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' does not exist", r.resource_name.as_str()),
                 )),
@@ -62,7 +63,7 @@ pub async fn handle(
                 if name.is_empty() || name == broker.config.node_id.to_string() {
                     Ok(broker_entries(broker))
                 } else {
-                    Err((
+                    Err(KafkaError::new(
                         ResponseError::InvalidRequest,
                         format!(
                             "broker '{name}' is not this broker (id {})",
@@ -71,14 +72,17 @@ pub async fn handle(
                     ))
                 }
             }
-            (other, None) => Err((
+            (other, None) => Err(KafkaError::new(
                 ResponseError::InvalidRequest,
                 format!("resource type {other} is not supported; use topics (2) or brokers (4)"),
             )),
         };
         let result = match entries {
-            Err((code, msg)) => base
-                .with_error_code(code.code())
+            Err(KafkaError {
+                error,
+                message: msg,
+            }) => base
+                .with_error_code(error.code())
                 .with_error_message(Some(str_bytes(msg))),
             Ok(entries) => {
                 // Null (and, defensively, an empty list) means every config.

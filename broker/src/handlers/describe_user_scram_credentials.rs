@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
     DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
 
+use super::kafka_error::KafkaError;
 use super::{str_bytes, RequestContext};
 use crate::security::acl::Operation;
 use crate::security::scram::ScramMechanism;
@@ -21,7 +22,11 @@ pub async fn handle(
     ctx: &RequestContext,
     request: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
-    if let Err((code, message)) = super::authorize_cluster(broker, ctx, Operation::Describe) {
+    if let Err(KafkaError {
+        error: code,
+        message,
+    }) = super::authorize_cluster(broker, ctx, Operation::Describe)
+    {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(code.code())
             .with_error_message(Some(str_bytes(message)));

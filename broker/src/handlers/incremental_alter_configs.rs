@@ -10,6 +10,7 @@ use kafscale_metadata::TopicRecord;
 
 use super::alter_configs::static_broker_configs;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::kafka_error::KafkaError;
 use super::{modify_error, str_bytes, RequestContext};
 use crate::security::acl::Operation;
 use crate::Broker;
@@ -24,8 +25,8 @@ const SUBTRACT: i8 = 3;
 
 type Change = (String, i8, Option<String>);
 
-fn apply(record: &mut TopicRecord, changes: &[Change]) -> Result<(), (i16, String)> {
-    let invalid = |m: String| (ResponseError::InvalidConfig.code(), m);
+fn apply(record: &mut TopicRecord, changes: &[Change]) -> Result<(), KafkaError> {
+    let invalid = |m: String| KafkaError::new(ResponseError::InvalidConfig, m);
     for (name, op, value) in changes {
         let def = topic_config_def(name).ok_or_else(|| {
             invalid(
@@ -95,7 +96,7 @@ pub async fn handle(
         let denied =
             super::config_denied(broker, ctx, Operation::AlterConfigs, r.resource_type, &name);
         let outcome = match (r.resource_type, denied) {
-            (_, Some((code, message))) => Err((code.code(), message)),
+            (_, Some(refusal)) => Err(refusal),
             (RESOURCE_TOPIC, None) => broker
                 .topics
                 .modify(&name, req.validate_only, |record| apply(record, &changes))
@@ -103,17 +104,21 @@ pub async fn handle(
                 .map(|_| ())
                 .map_err(|e| modify_error(e, &name)),
             (RESOURCE_BROKER, None) => Err(static_broker_configs()),
-            (other, None) => Err((
-                ResponseError::InvalidRequest.code(),
+            (other, None) => Err(KafkaError::new(
+                ResponseError::InvalidRequest,
                 format!("resource type {other} is not supported; use topics (2)"),
             )),
         };
         let mut resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name);
-        if let Err((code, msg)) = outcome {
+        if let Err(KafkaError {
+            error,
+            message: msg,
+        }) = outcome
+        {
             resp = resp
-                .with_error_code(code)
+                .with_error_code(error.code())
                 .with_error_message(Some(str_bytes(msg)));
         }
         responses.push(resp);
@@ -150,11 +155,11 @@ mod tests {
             &[("cleanup.policy".into(), APPEND, Some("compact".into()))],
         )
         .unwrap_err();
-        assert!(err.1.contains("only 'delete'"), "{}", err.1);
+        assert!(err.message.contains("only 'delete'"), "{}", err.message);
         assert!(apply(&mut r, &[("retention.ms".into(), APPEND, Some("1".into()))]).is_err());
         assert!(apply(&mut r, &[("no.such".into(), SET, Some("1".into()))])
             .unwrap_err()
-            .1
+            .message
             .contains("unknown"));
     }
 }

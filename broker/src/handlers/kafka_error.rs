@@ -15,6 +15,13 @@ pub struct KafkaError {
 }
 
 impl KafkaError {
+    pub fn new(error: E, message: impl Into<String>) -> Self {
+        Self {
+            error,
+            message: message.into(),
+        }
+    }
+
     pub fn code(&self) -> i16 {
         self.error.code()
     }

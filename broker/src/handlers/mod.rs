@@ -48,6 +48,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::topics::ModifyError;
 use crate::Broker;
+use kafka_error::KafkaError;
 
 pub type Deferred = BoxFuture<'static, Option<ResponseKind>>;
 
@@ -145,11 +146,11 @@ pub fn authorize_cluster(
     broker: &Broker,
     ctx: &RequestContext,
     operation: Operation,
-) -> Result<(), (ResponseError, String)> {
+) -> Result<(), KafkaError> {
     if allowed(broker, ctx, operation, ResourceType::Cluster, CLUSTER_NAME) {
         return Ok(());
     }
-    Err((
+    Err(KafkaError::new(
         ResponseError::ClusterAuthorizationFailed,
         format!(
             "{} may not {operation:?} the cluster; grant it with kafka-acls --add --allow-principal {} --operation {operation:?} --cluster",
@@ -164,11 +165,11 @@ pub fn acl_admin(
     broker: &Broker,
     ctx: &RequestContext,
     operation: Operation,
-) -> Result<(), (ResponseError, String)> {
+) -> Result<(), KafkaError> {
     if !broker.authorizer.enabled() {
-        return Err((
+        return Err(KafkaError::new(
             ResponseError::SecurityDisabled,
-            "no authorizer is configured; start the brokers with --authorizer acl".into(),
+            "no authorizer is configured; start the brokers with --authorizer acl",
         ));
     }
     authorize_cluster(broker, ctx, operation)
@@ -182,12 +183,12 @@ pub fn config_denied(
     operation: Operation,
     resource_type: i8,
     name: &str,
-) -> Option<(ResponseError, String)> {
+) -> Option<KafkaError> {
     match resource_type {
         describe_configs::RESOURCE_TOPIC
             if !allowed(broker, ctx, operation, ResourceType::Topic, name) =>
         {
-            Some((
+            Some(KafkaError::new(
                 ResponseError::TopicAuthorizationFailed,
                 topic_denied(ctx, operation, name),
             ))
@@ -298,17 +299,16 @@ pub fn group_unavailable() -> i16 {
     kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()
 }
 
-/// Kafka error code and message for a failed topic change.
-pub fn modify_error(e: ModifyError, topic: &str) -> (i16, String) {
-    use kafka_protocol::error::ResponseError as E;
+/// The Kafka error of a failed topic change.
+pub fn modify_error(e: ModifyError<KafkaError>, topic: &str) -> KafkaError {
     match e {
-        ModifyError::NotFound => (
-            E::UnknownTopicOrPartition.code(),
+        ModifyError::NotFound => KafkaError::new(
+            ResponseError::UnknownTopicOrPartition,
             format!("topic '{topic}' does not exist"),
         ),
-        ModifyError::Rejected(code, msg) => (code, msg),
-        ModifyError::Store(err) => (
-            E::RequestTimedOut.code(),
+        ModifyError::Rejected(refusal) => refusal,
+        ModifyError::Store(err) => KafkaError::new(
+            ResponseError::RequestTimedOut,
             format!("{err}; retry when the metadata store is reachable"),
         ),
     }
