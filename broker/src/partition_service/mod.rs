@@ -26,6 +26,8 @@ use crate::security::api_authorization::topic_operation;
 use crate::topics::Topic;
 use crate::Broker;
 
+pub mod read;
+
 /// Why a partition request was not served. Each says what to do; the
 /// Kafka edge maps each to Kafka's code.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
