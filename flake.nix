@@ -34,7 +34,7 @@
           meta.mainProgram = pname;
         });
 
-        broker = binary "kafscale-broker" "kafscale-broker";
+        broker = binary "kafscale-broker" "kafscale-broker-server";
         flusher = binary "kafscale-flusher" "kafscale-flusher";
         operator = binary "kafscale-operator" "kafscale-operator";
 

@@ -23,7 +23,7 @@ case $profile in
   debug) cargo_profile=() ;;
   *) echo "KAFSCALE_PROFILE is release or debug, not $profile" >&2; exit 2 ;;
 esac
-cargo build "${cargo_profile[@]}" --locked -p kafscale-broker -p kafscale-flusher -p kafscale-operator \
+cargo build "${cargo_profile[@]}" --locked -p kafscale-broker-server -p kafscale-flusher -p kafscale-operator \
   --bin kafscale-broker --bin kafscale-flusher --bin kafscale-operator
 
 # name, port: as in flake.nix.

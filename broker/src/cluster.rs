@@ -9,6 +9,7 @@
 //! longer, so a broker that was paused or cut off from etcd stops acting as
 //! leader no later than etcd ends its lease.
 
+use crate::tasks::BackgroundTasks;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -96,6 +97,7 @@ impl ClusterView {
         metadata: MetadataStore,
         me: BrokerRecord,
         session_timeout: Duration,
+        tasks: &BackgroundTasks,
     ) -> Result<Arc<Self>, MetadataError> {
         let view = Arc::new(Self {
             me,
@@ -117,9 +119,9 @@ impl ClusterView {
         ] {
             let events = metadata.watch(&prefix);
             view.reload(&prefix).await?;
-            view.clone().spawn_follow(prefix, events);
+            view.clone().spawn_follow(tasks, prefix, events);
         }
-        view.clone().spawn_session();
+        view.clone().spawn_session(tasks);
         Ok(view)
     }
 
@@ -323,8 +325,13 @@ impl ClusterView {
         self.notify();
     }
 
-    fn spawn_follow(self: Arc<Self>, prefix: String, mut events: broadcast::Receiver<WatchEvent>) {
-        tokio::spawn(async move {
+    fn spawn_follow(
+        self: Arc<Self>,
+        tasks: &BackgroundTasks,
+        prefix: String,
+        mut events: broadcast::Receiver<WatchEvent>,
+    ) {
+        tasks.spawn("cluster view", async move {
             loop {
                 let event = match events.recv().await {
                     Ok(e) => e,
@@ -354,8 +361,8 @@ impl ClusterView {
 
     /// Registers, then renews the lease every third of its time to live. A
     /// lost lease ends leadership at once; the broker then registers again.
-    fn spawn_session(self: Arc<Self>) {
-        tokio::spawn(async move {
+    fn spawn_session(self: Arc<Self>, tasks: &BackgroundTasks) {
+        tasks.spawn("session", async move {
             loop {
                 match self.register().await {
                     Ok(()) => {

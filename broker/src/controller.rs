@@ -8,6 +8,7 @@
 //! conditioned on the record and on the controller's own key, so a controller
 //! that lost its lease changes nothing.
 
+use crate::tasks::BackgroundTasks;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,8 @@ use crate::cluster::{ClusterView, COORDINATOR_SLOTS};
 
 /// Runs for the life of the broker: campaigns whenever there is no
 /// controller, and controls while it holds the key.
-pub fn spawn(view: Arc<ClusterView>, metadata: MetadataStore) {
-    tokio::spawn(async move {
+pub fn spawn(tasks: &BackgroundTasks, view: Arc<ClusterView>, metadata: MetadataStore) {
+    tasks.spawn("controller", async move {
         let mut changes = view.subscribe();
         let mut topic_events = metadata.watch(&metadata.topics_prefix());
         loop {

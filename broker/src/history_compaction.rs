@@ -11,6 +11,7 @@
 //! the revision of the previous check and checks again sooner, and on
 //! etcd's NOSPACE alarm it compacts to now.
 
+use crate::tasks::BackgroundTasks;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,7 @@ pub fn compaction_target(wakeup: Wakeup, seen: Seen, max_history_bytes: u64) -> 
 
 /// Runs for the life of the broker; does nothing with a zero interval.
 pub fn spawn(
+    tasks: &BackgroundTasks,
     view: Arc<ClusterView>,
     metadata: MetadataStore,
     settings: HistorySettings,
@@ -98,7 +100,7 @@ pub fn spawn(
     if settings.interval.is_zero() {
         return;
     }
-    tokio::spawn(async move {
+    tasks.spawn("etcd history compaction", async move {
         let mut tick = tokio::time::interval(settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_check = tokio::time::Instant::now() + SPACE_CHECK_INTERVAL;

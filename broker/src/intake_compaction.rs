@@ -223,7 +223,8 @@ pub fn spawn(broker: Arc<Broker>) {
         return;
     }
     let compaction = broker.clone();
-    tokio::spawn(async move {
+    let tasks = broker.tasks.clone();
+    tasks.spawn("intake compaction", async move {
         let mut tick = tokio::time::interval(compaction.config.compaction.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recorded = HashMap::new();
@@ -232,7 +233,7 @@ pub fn spawn(broker: Arc<Broker>) {
             compact_once(&compaction, &mut recorded).await;
         }
     });
-    tokio::spawn(async move {
+    tasks.spawn("intake clean-up", async move {
         let mut tick = tokio::time::interval(CLEAN_UP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -27,6 +27,7 @@ pub mod security;
 pub mod segment_merge;
 pub mod server;
 pub mod storage_health;
+pub mod tasks;
 pub mod topic_deletion;
 pub mod topics;
 
@@ -46,6 +47,10 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// How long shutdown waits for background tasks to end once they are told
+/// to: each ends at its next await point, so this is rarely reached.
+const BACKGROUND_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything a request handler can reach.
 pub struct Broker {
@@ -75,6 +80,8 @@ pub struct Broker {
     /// Serialises this broker's segment deletes (retention, DeleteRecords) and
     /// merge steps, so neither acts on a listing the other has changed.
     pub segment_maintenance: tokio::sync::Mutex<()>,
+    /// Every background task of the broker, stopped by [`Broker::shutdown`].
+    pub tasks: tasks::BackgroundTasks,
 }
 
 impl Broker {
@@ -92,32 +99,38 @@ impl Broker {
             draining: false,
             listeners: config.advertised_listeners.clone(),
         };
+        let tasks = tasks::BackgroundTasks::new();
         let cluster =
-            cluster::ClusterView::start(metadata.clone(), me, config.session_timeout).await?;
+            cluster::ClusterView::start(metadata.clone(), me, config.session_timeout, &tasks)
+                .await?;
         let (topics, closed_topics) = TopicRegistry::new(
             metadata.clone(),
             storage.requests.clone(),
             config.log.clone(),
             metrics.clone(),
             cluster.clone(),
+            tasks.clone(),
         );
-        topics.spawn_watch();
+        topics.spawn_watch(&tasks);
         topics.resync().await?;
         let groups = groups::GroupCoordinator::new(
             metadata.clone(),
             config.groups.clone(),
             metrics.rebalances.clone(),
             cluster.clone(),
+            tasks.clone(),
         );
         let storage_health = storage_health::StorageHealth::spawn(
             storage.health_polls,
             storage.location,
             metrics.clone(),
+            &tasks,
         );
         groups.spawn_ticker();
         groups.spawn_offset_expiry();
-        controller::spawn(cluster.clone(), metadata.clone());
+        controller::spawn(&tasks, cluster.clone(), metadata.clone());
         history_compaction::spawn(
+            &tasks,
             cluster.clone(),
             metadata.clone(),
             config.metadata_history,
@@ -146,7 +159,7 @@ impl Broker {
         ));
         if authorizer.enabled() {
             // Watch first, then read: no binding stored in between is missed.
-            authorizer.clone().spawn_sync(metadata.clone());
+            authorizer.clone().spawn_sync(metadata.clone(), &tasks);
             let count = authorizer.reload(&metadata).await?;
             tracing::info!(bindings = count, "ACL authorizer on");
         }
@@ -167,6 +180,7 @@ impl Broker {
             fetch_memory,
             authorizer,
             segment_maintenance: tokio::sync::Mutex::new(()),
+            tasks,
         });
         broker.clone().spawn_leadership_sync();
         topic_deletion::spawn(broker.clone(), closed_topics);
@@ -222,13 +236,14 @@ impl Broker {
     /// promptly, failing waiting producers and members with retriable errors).
     fn spawn_leadership_sync(self: Arc<Self>) {
         let mut changes = self.cluster.subscribe();
-        tokio::spawn(async move {
+        let tasks = self.tasks.clone();
+        tasks.spawn("leadership sync", async move {
             loop {
                 for topic in self.topics.all() {
                     for log in &topic.partitions {
                         let now = self.leads(&log.topic, log.partition);
                         if let (Some(given_up), None) = (log.sync_leadership(now), now) {
-                            tokio::spawn(log.clone().hand_over(given_up));
+                            (self.tasks).spawn("hand-over", log.clone().hand_over(given_up));
                         }
                     }
                 }
@@ -241,9 +256,13 @@ impl Broker {
         });
     }
 
-    /// Graceful shutdown: stop taking writes, make everything pending
-    /// durable, hand leadership to other brokers, then end the session.
+    /// Graceful shutdown, in the reverse order of start-up (the listeners
+    /// have stopped accepting already): stop taking writes, make everything
+    /// pending durable, hand leadership to other brokers, end the session
+    /// (its leases go with it), then stop every background task and wait
+    /// for them.
     pub async fn shutdown(&self) {
+        let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.config.session_timeout * 2;
         self.cluster.stop_writes();
         let all_logs = || {
@@ -273,6 +292,17 @@ impl Broker {
         tracing::info!(
             handed_over = !self.cluster.leads_anything(),
             "leadership handed over; session ended"
+        );
+        let still_running = self.tasks.stop(BACKGROUND_STOP_WAIT).await;
+        if still_running > 0 {
+            tracing::warn!(
+                still_running,
+                "background tasks did not stop within {BACKGROUND_STOP_WAIT:?}"
+            );
+        }
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "background tasks stopped"
         );
     }
 }

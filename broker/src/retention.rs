@@ -104,7 +104,8 @@ pub async fn enforce_once(broker: &Broker) {
 }
 
 pub fn spawn(broker: Arc<Broker>, interval: Duration) {
-    tokio::spawn(async move {
+    let tasks = broker.tasks.clone();
+    tasks.spawn("retention", async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

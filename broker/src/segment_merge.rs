@@ -155,7 +155,8 @@ pub fn spawn(broker: Arc<Broker>) {
     if interval.is_zero() {
         return;
     }
-    tokio::spawn(async move {
+    let tasks = broker.tasks.clone();
+    tasks.spawn("segment merging", async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress = MergeProgress::default();

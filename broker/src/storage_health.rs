@@ -5,6 +5,7 @@
 //! The poll has a connection of its own
 //! ([`StorageAccess::health_polls`](crate::object_storage::StorageAccess)).
 
+use crate::tasks::BackgroundTasks;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +36,7 @@ impl StorageHealth {
         flusher: Arc<dyn MaintenanceStorage>,
         location: String,
         metrics: Arc<BrokerMetrics>,
+        tasks: &BackgroundTasks,
     ) -> Arc<Self> {
         let health = Arc::new(Self {
             state: AtomicU8::new(HEALTHY),
@@ -42,7 +44,7 @@ impl StorageHealth {
             location,
         });
         let weak = Arc::downgrade(&health);
-        tokio::spawn(async move {
+        tasks.spawn("storage health", async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;

@@ -116,7 +116,8 @@ pub async fn delete(
 /// Carries out every deletion this broker sees, one task per topic id.
 pub fn spawn(broker: Arc<Broker>, mut closed: mpsc::UnboundedReceiver<ClosedTopic>) {
     let running: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
-    tokio::spawn(async move {
+    let tasks = broker.tasks.clone();
+    tasks.clone().spawn("topic deletions", async move {
         while let Some(topic) = closed.recv().await {
             let id = topic.record.id;
             if !running.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
@@ -124,7 +125,7 @@ pub fn spawn(broker: Arc<Broker>, mut closed: mpsc::UnboundedReceiver<ClosedTopi
             }
             let broker = broker.clone();
             let running = running.clone();
-            tokio::spawn(async move {
+            tasks.spawn("topic deletion", async move {
                 carry_out(&broker, topic).await;
                 running
                     .lock()

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::metrics::BrokerMetrics;
 use crate::partition_log::{LogContext, LogSettings, PartitionLog};
+use crate::tasks::BackgroundTasks;
 
 pub struct Topic {
     pub record: TopicRecord,
@@ -66,6 +67,7 @@ impl TopicRegistry {
         settings: LogSettings,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<crate::cluster::ClusterView>,
+        tasks: BackgroundTasks,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<ClosedTopic>) {
         let logs = Arc::new(LogContext::new(
             settings,
@@ -73,6 +75,7 @@ impl TopicRegistry {
             metadata.clone(),
             metrics,
             cluster,
+            tasks,
         ));
         let (deletions, closed) = mpsc::unbounded_channel();
         let registry = Arc::new(Self {
@@ -240,10 +243,10 @@ impl TopicRegistry {
     }
 
     /// Follows the metadata store's watch for the life of the broker.
-    pub fn spawn_watch(self: &Arc<Self>) {
+    pub fn spawn_watch(self: &Arc<Self>, tasks: &BackgroundTasks) {
         let mut events = self.metadata.watch_topics();
         let registry = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn("topic watch", async move {
             loop {
                 let event = match events.recv().await {
                     Ok(e) => e,

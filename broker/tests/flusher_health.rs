@@ -62,7 +62,8 @@ async fn health_is_answered_while_the_data_connection_is_backed_up() {
     first_rx.await.unwrap();
 
     let metrics = BrokerMetrics::new(&mut prometheus_client::registry::Registry::default());
-    let health = StorageHealth::spawn(access.health_polls, access.location, metrics);
+    let tasks = kafscale_broker::tasks::BackgroundTasks::new();
+    let health = StorageHealth::spawn(access.health_polls, access.location, metrics, &tasks);
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(
         health.state(),

@@ -16,12 +16,14 @@ class AckLogProducer:
     """One AckLogProducer.java process sending PREFIX-n values at a fixed rate;
     every ACK and ERR line is collected as it comes."""
 
-    def __init__(self, bootstrap: str, topic: str, prefix: str, rate: int = 300, version: str = "4.1.1"):
+    def __init__(self, bootstrap: str, topic: str, prefix: str, rate: int = 300, version: str = "4.1.1",
+                 value_bytes: int = 0):
         self.prefix = prefix
         self.lines: list[list[str]] = []
         self.proc = subprocess.Popen(
             ["java", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", str(CACHE / "jars" / f"kafka-{version}" / "*"),
-             str(REPO / "e2e" / "clients" / "java" / "AckLogProducer.java"), bootstrap, topic, prefix, str(rate)],
+             str(REPO / "e2e" / "clients" / "java" / "AckLogProducer.java"), bootstrap, topic, prefix, str(rate),
+             str(value_bytes)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.stderr: list[str] = []

@@ -9,6 +9,8 @@ broker with Kafka's Admin API, is left alone."""
 
 import base64
 import json
+import re
+import subprocess
 import time
 
 import pytest
@@ -47,6 +49,12 @@ def env(tmp_path_factory):
             operator.stop()
         data_etcd.discard()
         kube.stop()
+
+
+def env_vars_of(program: str) -> set[str]:
+    """The environment variables a program's flags read, from its --help."""
+    shown = subprocess.run([str(TARGET / program), "--help"], capture_output=True, text=True, check=True).stdout
+    return set(re.findall(r"\[env: ([A-Z0-9_]+)", shown))
 
 
 def cluster_doc(name, etcd_endpoint, replicas=2, secret="s3-creds"):
@@ -113,6 +121,16 @@ def test_cluster_becomes_its_objects_with_status_and_idempotent_reconciles(env):
     core = "/api/v1/namespaces/default"
     cm = kube.get(f"{core}/configmaps/prod-config")
     assert cm["data"]["KAFSCALE_S3_PREFIX"] == "default/prod" and cm["data"]["KAFSCALE_CLUSTER_ID"] == "default-prod"
+    # The chain CRD field -> environment variable -> flag: every variable the
+    # operator renders is one the program it is for reads (the ConfigMap is
+    # shared by both containers).
+    broker_vars, flusher_vars = env_vars_of("kafscale-broker"), env_vars_of("kafscale-flusher")
+    assert set(cm["data"]) <= broker_vars | flusher_vars, set(cm["data"]) - broker_vars - flusher_vars
+    for container, known in ((broker, broker_vars), (flusher, flusher_vars)):
+        rendered = {e["name"] for e in container.get("env", [])}
+        # Pod facts other entries expand with $(NAME) are not flags.
+        expanded = set(re.findall(r"\$\(([A-Z0-9_]+)\)", json.dumps(container.get("env", []))))
+        assert rendered - expanded <= known, f"{container['name']}: {rendered - expanded - known} are not flags"
     assert kube.get(f"{core}/services/prod-broker-headless")["spec"]["clusterIP"] == "None"
     assert kube.get(f"{core}/services/prod-kafka") is not None
     assert kube.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/prod-broker") is not None

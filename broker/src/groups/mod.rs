@@ -20,6 +20,7 @@ use kafscale_metadata::{
 };
 
 use crate::cluster::{coordinator_slot, ClusterView};
+use crate::tasks::BackgroundTasks;
 use kafscale_telemetry::prometheus_client::metrics::counter::Counter;
 
 pub use group::{
@@ -173,6 +174,8 @@ const STORE_WRITES_IN_FLIGHT: usize = 16;
 pub struct GroupCoordinator {
     metadata: MetadataStore,
     cluster: Arc<ClusterView>,
+    /// Where timers, expiry and background writes run.
+    tasks: BackgroundTasks,
     pub settings: GroupSettings,
     rebalances: Counter,
     groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
@@ -188,10 +191,12 @@ impl GroupCoordinator {
         settings: GroupSettings,
         rebalances: Counter,
         cluster: Arc<ClusterView>,
+        tasks: BackgroundTasks,
     ) -> Arc<Self> {
         Arc::new(Self {
             metadata,
             cluster,
+            tasks,
             settings,
             rebalances,
             groups: Mutex::new(HashMap::new()),
@@ -361,7 +366,7 @@ impl GroupCoordinator {
             return; // the queued write takes the newest state when it runs
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn("group write", async move {
             handle.persisting.store(false, Ordering::Release);
             this.persist(&handle).await;
         });
@@ -386,7 +391,9 @@ impl GroupCoordinator {
             // Its own task: a committer that disconnects does not strand the
             // commits queued behind it.
             let (this, handle) = (self.clone(), handle.clone());
-            tokio::spawn(async move { this.drain_commits(&handle).await });
+            (self.tasks).spawn("offset commits", async move {
+                this.drain_commits(&handle).await
+            });
         }
         rx.await.unwrap_or_else(|_| {
             Err(MetadataError::Unavailable(
@@ -696,7 +703,7 @@ impl GroupCoordinator {
     /// nothing left, every 100 ms.
     pub fn spawn_ticker(self: &Arc<Self>) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn("group timers", async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tick.tick().await;
@@ -724,7 +731,7 @@ impl GroupCoordinator {
     /// Expires committed offsets every `offsets.retention.check.interval.ms`.
     pub fn spawn_offset_expiry(self: &Arc<Self>) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn("offset expiry", async move {
             let mut tick = tokio::time::interval(this.settings.offsets_retention_check_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;

@@ -189,7 +189,8 @@ async fn harness_on(write_path: WritePath) -> Harness {
         draining: false,
         listeners: Default::default(),
     };
-    let cluster = ClusterView::start(metadata.clone(), me, Duration::from_secs(6))
+    let tasks = crate::tasks::BackgroundTasks::new();
+    let cluster = ClusterView::start(metadata.clone(), me, Duration::from_secs(6), &tasks)
         .await
         .unwrap();
     for _ in 0..200 {
@@ -220,6 +221,7 @@ async fn harness_on(write_path: WritePath) -> Harness {
         metadata,
         metrics,
         cluster,
+        tasks,
     ));
     let log = PartitionLog::new("t".into(), [0; 16], 0, ctx);
     log.sync_leadership(Some(1));

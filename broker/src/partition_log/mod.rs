@@ -45,6 +45,7 @@ use kafscale_storage_format::batch::{self, BatchHeader};
 
 use crate::cluster::ClusterView;
 use crate::metrics::BrokerMetrics;
+use crate::tasks::BackgroundTasks;
 use thiserror::Error;
 
 use crate::producer_state::{ProducerStateTable, SequenceError};
@@ -194,6 +195,8 @@ pub struct LogContext {
     logs: Mutex<Vec<Weak<PartitionLog>>>,
     /// Orders chunks by when they became durable (their age in the tail).
     durable_seq: AtomicU64,
+    /// Where the logs' group commits and uploads run.
+    tasks: BackgroundTasks,
 }
 
 impl LogContext {
@@ -203,8 +206,10 @@ impl LogContext {
         metadata: MetadataStore,
         metrics: Arc<BrokerMetrics>,
         cluster: Arc<ClusterView>,
+        tasks: BackgroundTasks,
     ) -> Self {
         Self {
+            tasks,
             leadership: LeadershipCheck::new(cluster.clone(), metadata.clone()),
             settings,
             storage,
@@ -339,7 +344,7 @@ impl PartitionLog {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::downgrade(&log));
-        tokio::spawn(group_commit_loop(log.clone()));
+        (log.ctx.tasks).spawn("group commit", group_commit_loop(log.clone()));
         log
     }
 
@@ -927,10 +932,10 @@ async fn group_commit_loop(log: Arc<PartitionLog>) {
         match log.ctx.settings.write_path {
             WritePath::Segments => log.upload(upload).await,
             WritePath::Intake => {
-                let log = log.clone();
-                tokio::spawn(async move {
-                    log.upload(upload).await;
-                    log.wake_flush.notify_one();
+                let task = log.clone();
+                log.ctx.tasks.spawn("upload", async move {
+                    task.upload(upload).await;
+                    task.wake_flush.notify_one();
                 });
             }
         }

@@ -2,6 +2,7 @@
 //! etcd, kept in memory and in step with `acls/` by a watch, so that every
 //! broker applies a binding moments after any broker stored it.
 
+use crate::tasks::BackgroundTasks;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -114,12 +115,12 @@ impl Authorizer {
     }
 
     /// Follows `acls/` for as long as the broker runs.
-    pub fn spawn_sync(self: Arc<Self>, metadata: MetadataStore) {
+    pub fn spawn_sync(self: Arc<Self>, metadata: MetadataStore, tasks: &BackgroundTasks) {
         if !self.enabled() {
             return;
         }
         let mut events = metadata.watch_acls();
-        tokio::spawn(async move {
+        tasks.spawn("ACL watch", async move {
             loop {
                 let event = match events.recv().await {
                     Ok(event) => event,
