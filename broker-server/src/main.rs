@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use kafscale_broker::cluster::fencing;
 use kafscale_broker::config::MergeSettings;
-use kafscale_broker::listeners::{self, Listener, SecurityProtocol};
+use kafscale_broker::kafka::listeners::{self, Listener, SecurityProtocol};
+use kafscale_broker::kafka::server;
 use kafscale_broker::metrics::{BrokerMetrics, InstrumentedKv};
 use kafscale_broker::object_storage::StorageAccess;
-use kafscale_broker::partition_log::{LogSettings, WritePath};
+use kafscale_broker::partitions::log::{LogSettings, WritePath};
 use kafscale_broker::security::acl::AuthorizerSettings;
 use kafscale_broker::security::oauthbearer::{TokenKeys, TokenRules};
 use kafscale_broker::security::reload::{self, Reloadable};
 use kafscale_broker::security::sasl::{Mechanism, OAuthSettings, SaslSettings};
 use kafscale_broker::security::scram::{ScramMechanism, MIN_ITERATIONS};
 use kafscale_broker::security::tls::{ClientAuth, TlsFiles};
-use kafscale_broker::{fencing, ops_api, server, Broker, BrokerConfig};
+use kafscale_broker::{ops_api, Broker, BrokerConfig};
 use kafscale_flusher::intake_writer::FlushPreset;
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};
 use kafscale_flusher::{FlusherService, FlusherSettings, LocalDirStore};
@@ -570,12 +572,12 @@ async fn main() -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes as usize,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         session_timeout,
-        metadata_history: kafscale_broker::history_compaction::HistorySettings {
+        metadata_history: kafscale_broker::maintenance::history_compaction::HistorySettings {
             interval: Duration::from_millis(args.metadata_compaction_interval_ms),
             max_history_bytes: args.metadata_history_max_bytes,
         },
         merge: merge.clone(),
-        listener: kafscale_broker::listener_limits::ListenerSettings {
+        listener: kafscale_broker::kafka::listener_limits::ListenerSettings {
             max_connections: args.max_connections as usize,
             max_connections_per_ip: args.max_connections_per_ip as usize,
             idle_timeout: Duration::from_millis(args.connections_max_idle_ms),
@@ -585,7 +587,7 @@ async fn main() -> anyhow::Result<()> {
             fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(usize::MAX),
             sasl_max_receive_bytes: args.sasl_server_max_receive_bytes as usize,
         },
-        record_limits: kafscale_broker::record_validation::RecordLimits::per_batch(
+        record_limits: kafscale_broker::partitions::record_validation::RecordLimits::per_batch(
             args.max_uncompressed_batch_bytes,
         ),
         groups: kafscale_broker::groups::GroupSettings {
@@ -600,7 +602,7 @@ async fn main() -> anyhow::Result<()> {
             memory_bytes: usize::try_from(args.group_memory_bytes).unwrap_or(usize::MAX),
             ..defaults.groups.clone()
         },
-        compaction: kafscale_broker::intake_compaction::CompactionSettings {
+        compaction: kafscale_broker::maintenance::intake_compaction::CompactionSettings {
             max_delay: Duration::from_millis(args.intake_compaction_delay_ms),
             ..Default::default()
         },
@@ -655,9 +657,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the ops API on {addr} (--ops-api-listen)"))?;
         tracing::info!(ops_api = %bound, "ops API on its own address");
     }
-    kafscale_broker::retention::spawn(broker.clone(), broker.config.retention_check_interval);
-    kafscale_broker::segment_merge::spawn(broker.clone());
-    kafscale_broker::intake_compaction::spawn(broker.clone());
+    broker.maintenance.spawn_jobs(&broker.tasks);
     tracing::info!(listeners = %listing, http = %http, metadata = %metadata.describe(), flusher = %flusher_socket.display(), "broker ready");
     server::serve(broker.clone(), listeners, logging::shutdown_signal()).await;
     // Connections already open keep being served while the broker hands over.

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use kafscale_broker::record_validation::{validate, RecordLimits};
+use kafscale_broker::partitions::record_validation::{validate, RecordLimits};
 use kafscale_flusher::batch;
 
 fn batch_of(records: usize, record_bytes: usize, codec: Compression) -> Bytes {

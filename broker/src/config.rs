@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::groups::GroupSettings;
-use crate::partition_log::{LogSettings, WritePath};
+use crate::partitions::log::{LogSettings, WritePath};
 
 /// Background merging of small segments (`segment_merge`).
 #[derive(Debug, Clone)]
@@ -61,12 +61,12 @@ pub struct BrokerConfig {
     pub session_timeout: Duration,
     /// When the controller compacts the metadata store's history
     /// (`history_compaction`).
-    pub metadata_history: crate::history_compaction::HistorySettings,
+    pub metadata_history: crate::maintenance::history_compaction::HistorySettings,
     pub merge: MergeSettings,
     /// Intake write path only: compaction of intake parts into segments.
-    pub compaction: crate::intake_compaction::CompactionSettings,
-    pub listener: crate::listener_limits::ListenerSettings,
-    pub record_limits: crate::record_validation::RecordLimits,
+    pub compaction: crate::maintenance::intake_compaction::CompactionSettings,
+    pub listener: crate::kafka::listener_limits::ListenerSettings,
+    pub record_limits: crate::partitions::record_validation::RecordLimits,
     pub log: LogSettings,
     pub groups: GroupSettings,
 }
@@ -87,7 +87,7 @@ impl Default for BrokerConfig {
             max_in_flight_per_connection: 16,
             retention_check_interval: Duration::from_secs(60),
             session_timeout: Duration::from_secs(6),
-            metadata_history: crate::history_compaction::HistorySettings {
+            metadata_history: crate::maintenance::history_compaction::HistorySettings {
                 interval: Duration::from_secs(300),
                 max_history_bytes: 512 * 1024 * 1024,
             },

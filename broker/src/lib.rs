@@ -4,32 +4,16 @@
 
 pub mod cluster;
 pub mod config;
-pub mod connection;
-pub mod controller;
-pub mod fencing;
 pub mod groups;
-pub mod handlers;
-pub mod history_compaction;
-pub mod intake_compaction;
-pub mod leadership_check;
-pub mod listener_limits;
-pub mod listeners;
+pub mod kafka;
+pub mod maintenance;
 pub mod metrics;
 pub mod object_storage;
 pub mod ops_api;
-pub mod partition_log;
-pub mod partition_service;
-pub mod producer_ids;
-pub mod producer_state;
-pub mod record_validation;
-pub mod retention;
+pub mod partitions;
 pub mod security;
-pub mod segment_merge;
-pub mod server;
 pub mod storage_health;
 pub mod tasks;
-pub mod topic_deletion;
-pub mod topics;
 
 use std::sync::Arc;
 
@@ -37,7 +21,7 @@ use kafscale_flusher_protocol::ObjectStorage;
 use kafscale_metadata::{LeadershipKey, MetadataStore};
 
 pub use config::BrokerConfig;
-use topics::TopicRegistry;
+use partitions::topics::TopicRegistry;
 
 /// The wall clock in Unix milliseconds (0 before 1970), for timestamps that
 /// leave the process (LogAppendTime, etcd records).
@@ -60,32 +44,37 @@ pub struct Broker {
     /// log and maintenance job asks through.
     pub object_storage: Arc<dyn ObjectStorage>,
     pub topics: Arc<TopicRegistry>,
-    pub producer_ids: producer_ids::ProducerIdAllocator,
+    pub producer_ids: partitions::producer_ids::ProducerIdAllocator,
     pub groups: Arc<groups::GroupCoordinator>,
     pub metrics: Arc<metrics::BrokerMetrics>,
     pub storage_health: Arc<storage_health::StorageHealth>,
     pub cluster: Arc<cluster::ClusterView>,
-    pub record_validator: record_validation::RecordValidator,
+    pub record_validator: partitions::record_validation::RecordValidator,
     /// Open Kafka connections, by client address.
-    pub connections: Arc<listener_limits::ConnectionCounter>,
+    pub connections: Arc<kafka::listener_limits::ConnectionCounter>,
     /// Bytes of requests read and not yet answered (all connections).
-    pub request_memory: listener_limits::BytePool,
+    pub request_memory: kafka::listener_limits::BytePool,
     /// The same, for frames of clients not authenticated yet: kept apart,
     /// so they never hold what authenticated clients need.
-    pub unauthenticated_request_memory: listener_limits::BytePool,
+    pub unauthenticated_request_memory: kafka::listener_limits::BytePool,
     /// Bytes of fetch responses read and not yet written (all connections).
-    pub fetch_memory: listener_limits::BytePool,
+    pub fetch_memory: kafka::listener_limits::BytePool,
     /// ACL decisions (everything allowed without an authorizer).
     pub authorizer: Arc<security::authorizer::Authorizer>,
-    /// Serialises this broker's segment deletes (retention, DeleteRecords) and
-    /// merge steps, so neither acts on a listing the other has changed.
-    pub segment_maintenance: tokio::sync::Mutex<()>,
+    /// What retention, DeleteRecords, merging and intake compaction work
+    /// through.
+    pub maintenance: Arc<maintenance::Maintenance>,
     /// Every background task of the broker, stopped by [`Broker::shutdown`].
     pub tasks: tasks::BackgroundTasks,
 }
 
 impl Broker {
-    /// Loads topics from the metadata store and starts following its watch.
+    /// Assembles the broker from its services, each started in order: the
+    /// cluster view and session, the topic cache (following its watch), the
+    /// group coordinator, storage health, the controller, etcd history
+    /// compaction, the authorizer, then leadership sync and topic deletions.
+    /// The program then starts the maintenance jobs and the listeners;
+    /// [`Broker::shutdown`] undoes it in reverse.
     pub async fn start(
         config: BrokerConfig,
         metadata: MetadataStore,
@@ -128,32 +117,48 @@ impl Broker {
         );
         groups.spawn_ticker();
         groups.spawn_offset_expiry();
-        controller::spawn(&tasks, cluster.clone(), metadata.clone());
-        history_compaction::spawn(
+        cluster::controller::spawn(&tasks, cluster.clone(), metadata.clone());
+        maintenance::history_compaction::spawn(
             &tasks,
             cluster.clone(),
             metadata.clone(),
             config.metadata_history,
             metrics.metadata_space_alarms_cleared.clone(),
         );
-        let record_validator = record_validation::RecordValidator::new(config.record_limits);
+        let maintenance = maintenance::Maintenance::new(
+            topics.clone(),
+            cluster.clone(),
+            metadata.clone(),
+            storage.requests.clone(),
+            maintenance::MaintenanceSettings {
+                session_timeout: config.session_timeout,
+                merge: config.merge.clone(),
+                compaction: config.compaction,
+                write_path: config.log.write_path,
+                retention_check_interval: config.retention_check_interval,
+            },
+        );
+        let record_validator =
+            partitions::record_validation::RecordValidator::new(config.record_limits);
         let listener = &config.listener;
-        let connections = listener_limits::ConnectionCounter::new(
+        let connections = kafka::listener_limits::ConnectionCounter::new(
             listener.max_connections,
             listener.max_connections_per_ip,
         );
         // The pool must hold the largest request beside the small frames'
         // share, or that request would wait forever.
-        let small_reserve = listener_limits::small_frame_reserve(listener.queued_max_request_bytes);
-        let request_memory = listener_limits::BytePool::with_small_reserve(
+        let small_reserve =
+            kafka::listener_limits::small_frame_reserve(listener.queued_max_request_bytes);
+        let request_memory = kafka::listener_limits::BytePool::with_small_reserve(
             listener
                 .queued_max_request_bytes
                 .max(config.max_request_bytes.saturating_add(small_reserve)),
             small_reserve,
         );
-        let unauthenticated_request_memory =
-            listener_limits::BytePool::new(listener_limits::UNAUTHENTICATED_POOL_BYTES);
-        let fetch_memory = listener_limits::BytePool::new(listener.fetch_memory_bytes);
+        let unauthenticated_request_memory = kafka::listener_limits::BytePool::new(
+            kafka::listener_limits::UNAUTHENTICATED_POOL_BYTES,
+        );
+        let fetch_memory = kafka::listener_limits::BytePool::new(listener.fetch_memory_bytes);
         let authorizer = Arc::new(security::authorizer::Authorizer::new(
             config.authorizer.clone(),
         ));
@@ -169,7 +174,7 @@ impl Broker {
             metrics,
             storage_health,
             cluster,
-            producer_ids: producer_ids::ProducerIdAllocator::new(metadata.clone()),
+            producer_ids: partitions::producer_ids::ProducerIdAllocator::new(metadata.clone()),
             metadata,
             object_storage: storage.requests,
             topics,
@@ -179,11 +184,11 @@ impl Broker {
             unauthenticated_request_memory,
             fetch_memory,
             authorizer,
-            segment_maintenance: tokio::sync::Mutex::new(()),
+            maintenance,
             tasks,
         });
         broker.clone().spawn_leadership_sync();
-        topic_deletion::spawn(broker.clone(), closed_topics);
+        maintenance::topic_deletion::spawn(broker.clone(), closed_topics);
         Ok(broker)
     }
 
@@ -216,13 +221,8 @@ impl Broker {
     /// The epoch at which this broker leads `log`'s partition, applied to
     /// the log first (so it follows a change it has not seen yet); `None`
     /// when it does not lead it.
-    pub fn lead(&self, log: &partition_log::PartitionLog) -> Option<i32> {
-        let epoch = self.leads(&log.topic, log.partition)?;
-        if let Some(given_up) = log.sync_leadership(Some(epoch)) {
-            // A new epoch of this broker's own leadership: nobody waits for it.
-            tracing::debug!(topic = %log.topic, partition = log.partition, given_up, epoch, "leader epoch raised");
-        }
-        Some(epoch)
+    pub fn lead(&self, log: &partitions::log::PartitionLog) -> Option<i32> {
+        log.lead()
     }
 
     /// The epoch at which this broker leads the partition, if it does.

@@ -14,8 +14,8 @@ use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use crate::metrics::LagLabels;
+use crate::partitions::topics::Topic;
 use crate::storage_health::{FLUSHER_UNREACHABLE, UNAVAILABLE};
-use crate::topics::Topic;
 use crate::Broker;
 
 /// Ready when the broker is registered in the cluster (its session is valid),
@@ -258,8 +258,8 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Box<dyn Reply>,)> {
             let groups = b.groups.list().await.map(|g| g.len()).ok();
             Ok::<_, Infallible>(json(&serde_json::json!({
                 "cluster_id": b.config.cluster_id,
-                "controller": crate::handlers::metadata::controller_id(&b),
-                "brokers": crate::handlers::metadata::live_brokers(&b),
+                "controller": crate::kafka::handlers::metadata::controller_id(&b),
+                "brokers": crate::kafka::handlers::metadata::live_brokers(&b),
                 "topics": b.topics.all().len(),
                 "groups": groups,
                 "object_store": {"state": b.storage_health.name(), "detail": b.storage_health.detail()},
@@ -269,7 +269,7 @@ pub fn routes(broker: Arc<Broker>) -> BoxedFilter<(Box<dyn Reply>,)> {
     let brokers = warp::path!("api" / "v1" / "brokers")
         .and(warp::get())
         .and(with())
-        .map(|b: Arc<Broker>| json(&crate::handlers::metadata::live_brokers(&b)));
+        .map(|b: Arc<Broker>| json(&crate::kafka::handlers::metadata::live_brokers(&b)));
     let topics = warp::path!("api" / "v1" / "topics")
         .and(warp::get())
         .and(with())

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafscale_broker::handlers::RequestContext;
+use kafscale_broker::kafka::handlers::RequestContext;
 use kafscale_broker::security::acl::AuthorizerSettings;
 use kafscale_broker::security::api_authorization::API_PERMISSIONS;
 use kafscale_broker::security::Principal;
@@ -396,7 +396,7 @@ async fn every_api_is_refused_without_its_permissions_and_served_with_them() {
         if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
             continue;
         }
-        let version = kafscale_broker::handlers::supported_versions(*api)
+        let version = kafscale_broker::kafka::handlers::supported_versions(*api)
             .unwrap()
             .1;
         let user = format!("user-of-{api:?}");

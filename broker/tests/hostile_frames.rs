@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafscale_broker::connection::{decode_frame, DecodedFrame, Refusal};
-use kafscale_broker::handlers::SUPPORTED_APIS;
+use kafscale_broker::kafka::connection::{decode_frame, DecodedFrame, Refusal};
+use kafscale_broker::kafka::handlers::SUPPORTED_APIS;
 
 /// Records the largest single allocation asked for.
 struct LargestAllocation;

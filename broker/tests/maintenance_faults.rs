@@ -18,7 +18,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
-use kafscale_broker::partition_log::WritePath;
+use kafscale_broker::partitions::log::WritePath;
 use kafscale_broker::Broker;
 use kafscale_flusher_protocol::Op;
 
@@ -255,13 +255,13 @@ async fn retention_storage_refuses_or_forgets_never_hides_a_record_above_the_log
     await_maintainable().await;
 
     storage.set(Op::RetentionPoint, Some(common::Fault::Unavailable));
-    kafscale_broker::retention::enforce_once(&broker).await;
+    kafscale_broker::maintenance::retention::enforce_once(&broker.maintenance).await;
     assert_eq!(earliest_offset(&broker, "events").await, 0, "nothing moved");
     assert_eq!(read_all(&broker, "events", 0).await, acknowledged);
 
     storage.set(Op::RetentionPoint, None);
     storage.set(Op::DeleteSegmentsBelow, Some(common::Fault::DoneThenLost));
-    kafscale_broker::retention::enforce_once(&broker).await;
+    kafscale_broker::maintenance::retention::enforce_once(&broker.maintenance).await;
     let log_start = earliest_offset(&broker, "events").await;
     assert!(
         log_start > 0 && log_start < 12,
@@ -276,7 +276,7 @@ async fn retention_storage_refuses_or_forgets_never_hides_a_record_above_the_log
 
     storage.set(Op::DeleteSegmentsBelow, None);
     let deletes = storage.seen(Op::DeleteSegmentsBelow);
-    kafscale_broker::retention::enforce_once(&broker).await;
+    kafscale_broker::maintenance::retention::enforce_once(&broker.maintenance).await;
     assert!(
         storage.seen(Op::DeleteSegmentsBelow) > deletes,
         "a later pass deletes what the lost answer left in doubt"
@@ -306,7 +306,11 @@ async fn compaction_with_lost_answers_keeps_every_record_once_at_its_offset() {
 
     storage.set(Op::CompactIntake, Some(common::Fault::DoneThenLost));
     let mut recorded = Default::default();
-    kafscale_broker::intake_compaction::compact_once(&broker, &mut recorded).await;
+    kafscale_broker::maintenance::intake_compaction::compact_once(
+        &broker.maintenance,
+        &mut recorded,
+    )
+    .await;
     assert!(storage.seen(Op::CompactIntake) > 0, "compaction was tried");
     assert!(
         broker
@@ -321,7 +325,11 @@ async fn compaction_with_lost_answers_keeps_every_record_once_at_its_offset() {
 
     storage.set(Op::CompactIntake, None);
     acknowledged.extend(produce_acknowledged(&broker, "ledger", "b", 5).await);
-    kafscale_broker::intake_compaction::compact_once(&broker, &mut recorded).await;
+    kafscale_broker::maintenance::intake_compaction::compact_once(
+        &broker.maintenance,
+        &mut recorded,
+    )
+    .await;
     let points = broker.metadata.compacted_offsets().await.unwrap();
     assert_eq!(points.len(), 1, "{points:?}");
     assert_eq!(
@@ -330,8 +338,8 @@ async fn compaction_with_lost_answers_keeps_every_record_once_at_its_offset() {
     );
 
     storage.set(Op::CollectIntake, Some(common::Fault::Unavailable));
-    kafscale_broker::intake_compaction::clean_up_once(&broker).await;
+    kafscale_broker::maintenance::intake_compaction::clean_up_once(&broker.maintenance).await;
     storage.set(Op::CollectIntake, None);
-    kafscale_broker::intake_compaction::clean_up_once(&broker).await;
+    kafscale_broker::maintenance::intake_compaction::clean_up_once(&broker.maintenance).await;
     assert_eq!(read_all(&broker, "ledger", 0).await, acknowledged);
 }

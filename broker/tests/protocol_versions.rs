@@ -17,7 +17,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafscale_broker::handlers::SUPPORTED_APIS;
+use kafscale_broker::kafka::handlers::SUPPORTED_APIS;
 
 use common::{batch, call, name, start_broker};
 

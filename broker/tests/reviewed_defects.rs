@@ -15,7 +15,7 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafscale_broker::handlers::RequestContext;
+use kafscale_broker::kafka::handlers::RequestContext;
 use kafscale_broker::security::acl::AuthorizerSettings;
 use kafscale_broker::security::Principal;
 use kafscale_broker::Broker;
@@ -321,9 +321,14 @@ async fn the_stored_log_start_never_passes_the_high_watermark() {
     let log = topic.partition(0).unwrap();
     let (_, high_watermark) = log.offsets().await.unwrap();
     assert_eq!(high_watermark, 3);
-    let stored = kafscale_broker::retention::advance_log_start(&broker, log, 100, high_watermark)
-        .await
-        .unwrap();
+    let stored = kafscale_broker::maintenance::retention::advance_log_start(
+        &broker.maintenance,
+        log,
+        100,
+        high_watermark,
+    )
+    .await
+    .unwrap();
     assert_eq!(stored, 3);
     let state = broker.metadata.partition_state("kept", 0).await.unwrap();
     assert_eq!(state.log_start_offset, 3);

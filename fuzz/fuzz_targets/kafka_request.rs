@@ -5,8 +5,8 @@
 #![no_main]
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafscale_broker::connection::decode_frame;
-use kafscale_broker::handlers::SUPPORTED_APIS;
+use kafscale_broker::kafka::connection::decode_frame;
+use kafscale_broker::kafka::handlers::SUPPORTED_APIS;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 //! the unmodified input is checked as well.
 #![no_main]
 
-use kafscale_broker::record_validation::{validate, RecordLimits};
+use kafscale_broker::partitions::record_validation::{validate, RecordLimits};
 use kafscale_flusher::batch;
 use libfuzzer_sys::fuzz_target;
 

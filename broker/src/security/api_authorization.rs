@@ -142,7 +142,7 @@ pub fn topic_operation(api: ApiKey) -> Option<Operation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::SUPPORTED_APIS;
+    use crate::kafka::handlers::SUPPORTED_APIS;
 
     #[test]
     fn every_served_api_has_one_row() {

@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use kafscale_broker::handlers;
+use kafscale_broker::kafka::handlers;
 use kafscale_broker::object_storage::StorageAccess;
 use kafscale_broker::{Broker, BrokerConfig};
 use kafscale_flusher::metrics::{FlusherMetrics, HealthSettings, StoreHealth};

@@ -11,49 +11,17 @@
 //!   its session ends: a fenced broker's late upload cannot recreate a key
 //!   that a merge or retention deleted.
 //! - Maintenance of a partition (merge steps, retention deletes) runs one step
-//!   at a time through `maintenance_step`: only on the leader, only after it
-//!   has led for one session timeout, and each step ends within half a session
-//!   timeout. A broker that loses the partition finishes its last step before
-//!   the new leader starts, so two brokers never maintain one partition at once.
+//!   at a time through `Maintenance::step` (see `maintenance.rs`), so two
+//!   brokers never maintain one partition at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kafscale_flusher_protocol::RemoteError;
 use kafscale_flusher_protocol::{request, Merged};
 
-use crate::partition_log::PartitionLog;
-use crate::Broker;
-
-/// The deadline (Unix ms) for one maintenance step of `log`, or `None` when
-/// this broker must not change the partition's objects now: it does not lead
-/// it, has led it for less than a session timeout, or has no valid session.
-/// Checked afresh before every step, with the maintenance lock held.
-fn maintenance_deadline(broker: &Broker, log: &PartitionLog) -> Option<i64> {
-    broker.lead(log)?;
-    crate::fencing::maintenance_deadline(
-        &broker.cluster,
-        broker.config.session_timeout,
-        log.led_for(),
-    )
-}
-
-/// Runs one maintenance step of `log` under the broker's maintenance lock:
-/// `step` is given the step's deadline. `None` when this broker may
-/// not change the partition's objects now (see `maintenance_deadline`).
-pub async fn maintenance_step<T, F>(
-    broker: &Broker,
-    log: &PartitionLog,
-    step: impl FnOnce(i64) -> F,
-) -> Option<Result<T, RemoteError>>
-where
-    F: std::future::Future<Output = Result<T, RemoteError>>,
-{
-    let _maintenance = broker.segment_maintenance.lock().await;
-    let not_after_ms = maintenance_deadline(broker, log)?;
-    Some(step(not_after_ms).await)
-}
+use crate::maintenance::Maintenance;
+use crate::tasks::BackgroundTasks;
 
 /// Merge steps per partition per pass, so one partition with a large backlog
 /// of small segments does not hold up the others for long.
@@ -76,17 +44,17 @@ struct Watermark {
 
 /// One pass over every partition this broker has led for a while. Partitions
 /// not led (or gone) are forgotten, so they are checked afresh once led again.
-pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
-    let min_age = broker.config.merge.min_age;
+pub async fn merge_once(maintenance: &Maintenance, progress: &mut MergeProgress) {
+    let min_age = maintenance.settings.merge.min_age;
     let min_age_ms = min_age.as_millis() as i64;
     let mut seen = std::collections::HashSet::new();
-    for topic in broker.topics.all() {
+    for topic in maintenance.topics.all() {
         let target_bytes = topic.config.segment_bytes;
         // A merged segment stops growing once its oldest data is half the
         // retention time old, so time retention deletes it in time.
         let max_span_ms = topic.config.retention_ms.map_or(i64::MAX, |ms| ms / 2);
         for log in &topic.partitions {
-            if maintenance_deadline(broker, log).is_none() {
+            if maintenance.deadline(log).is_none() {
                 continue;
             }
             let Some(high_watermark) = log.high_watermark_now() else {
@@ -112,10 +80,9 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
             }
             let all_old_enough = now.duration_since(mark.seen_at) > min_age;
             for _ in 0..MAX_STEPS_PER_PARTITION {
-                let step = maintenance_step(broker, log, |not_after_ms| {
-                    broker
-                        .object_storage
-                        .merge_segments(request::MergeSegments {
+                let step = maintenance
+                    .step(log, |not_after_ms| {
+                        maintenance.storage.merge_segments(request::MergeSegments {
                             topic: log.topic.clone(),
                             partition: log.partition,
                             target_bytes,
@@ -123,8 +90,8 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
                             max_span_ms,
                             not_after_ms,
                         })
-                })
-                .await;
+                    })
+                    .await;
                 let Some(step) = step else { break };
                 match step {
                     Ok(Merged {
@@ -150,19 +117,18 @@ pub async fn merge_once(broker: &Broker, progress: &mut MergeProgress) {
 }
 
 /// Runs `merge_once` every `merge.interval` (never when it is zero).
-pub fn spawn(broker: Arc<Broker>) {
-    let interval = broker.config.merge.interval;
+pub fn spawn(maintenance: Arc<Maintenance>, tasks: &BackgroundTasks) {
+    let interval = maintenance.settings.merge.interval;
     if interval.is_zero() {
         return;
     }
-    let tasks = broker.tasks.clone();
     tasks.spawn("segment merging", async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress = MergeProgress::default();
         loop {
             tick.tick().await;
-            merge_once(&broker, &mut progress).await;
+            merge_once(&maintenance, &mut progress).await;
         }
     });
 }

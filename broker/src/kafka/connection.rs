@@ -36,8 +36,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use crate::handlers::{self, api_versions, sasl_authenticate, sasl_handshake, RequestContext};
-use crate::listener_limits::{frame_deadline, ConnectionSlot, Reservation, ResponseHold};
+use crate::kafka::handlers::{
+    self, api_versions, sasl_authenticate, sasl_handshake, RequestContext,
+};
+use crate::kafka::listener_limits::{frame_deadline, ConnectionSlot, Reservation, ResponseHold};
 use crate::security::sasl::{Gate, SaslSession};
 use crate::security::Principal;
 use crate::Broker;

@@ -9,9 +9,9 @@ use futures::future::select_all;
 use kafscale_storage_format::batch;
 
 use super::{PartitionError, PartitionService};
-use crate::listener_limits::{ResponseHold, FETCH_MIN_GRANT_BYTES};
+use crate::kafka::listener_limits::{ResponseHold, FETCH_MIN_GRANT_BYTES};
 use crate::metrics::TopicLabels;
-use crate::partition_log::{LogError, PartitionLog, ReadResult};
+use crate::partitions::log::{LogError, PartitionLog, ReadResult};
 
 /// One partition a fetch reads.
 pub struct ReadTarget {

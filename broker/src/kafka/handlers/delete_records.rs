@@ -8,7 +8,7 @@ use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsRespon
 
 use super::kafka_error::KafkaError;
 use super::RequestContext;
-use crate::partition_service::{PartitionService, TopicRef};
+use crate::partitions::service::{PartitionService, TopicRef};
 use crate::Broker;
 
 pub async fn handle(
@@ -26,10 +26,7 @@ pub async fn handle(
         );
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let deleted = match topic
-                .clone()
-                .and_then(|topic| PartitionService::log(&topic, p.partition_index))
-            {
+            let deleted = match PartitionService::log_of(&topic, p.partition_index) {
                 Ok(log) => service.delete_records(&log, p.offset).await,
                 Err(e) => Err(e),
             };

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use super::{allowed, topic_denied, RequestContext};
+use crate::partitions::topics::Topic;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
-use crate::topics::Topic;
 use crate::Broker;
 use kafscale_metadata::topic_rules::{validate_topic_configs, validate_topic_name, TOPIC_CONFIGS};
 

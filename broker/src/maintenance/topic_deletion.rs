@@ -31,7 +31,7 @@ use kafscale_metadata::{MetadataError, TopicRecord};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::topics::ClosedTopic;
+use crate::partitions::topics::ClosedTopic;
 use crate::Broker;
 
 /// How often a pending deletion looks at the confirmations again.

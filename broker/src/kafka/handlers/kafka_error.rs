@@ -2,10 +2,10 @@
 
 use kafka_protocol::error::ResponseError as E;
 
-use crate::partition_log::LogError;
-use crate::partition_service::PartitionError;
-use crate::producer_state::SequenceError;
-use crate::record_validation::RecordError;
+use crate::partitions::log::LogError;
+use crate::partitions::producer_state::SequenceError;
+use crate::partitions::record_validation::RecordError;
+use crate::partitions::service::PartitionError;
 
 /// A Kafka error code and the message that says what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]

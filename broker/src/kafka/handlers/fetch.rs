@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::kafka_error::KafkaError;
 use super::{Deferred, RequestContext};
-use crate::partition_service::read::{PartitionRead, ReadLimits, ReadTarget};
-use crate::partition_service::{PartitionService, TopicRef};
+use crate::partitions::service::read::{PartitionRead, ReadLimits, ReadTarget};
+use crate::partitions::service::{PartitionService, TopicRef};
 use crate::Broker;
 
 pub fn handle(
@@ -70,8 +70,7 @@ async fn fetch(
             .iter()
             .filter(|p| seen.insert((slot, p.partition)))
         {
-            let log = (topic.clone())
-                .and_then(|topic| PartitionService::log(&topic, p.partition))
+            let log = PartitionService::log_of(&topic, p.partition)
                 .and_then(|log| service.lead(&log, p.current_leader_epoch).map(|_| log));
             let max_bytes = p.partition_max_bytes.max(0) as usize;
             targets.push(ReadTarget {

@@ -48,14 +48,14 @@ use crate::metrics::BrokerMetrics;
 use crate::tasks::BackgroundTasks;
 use thiserror::Error;
 
-use crate::producer_state::{ProducerStateTable, SequenceError};
+use crate::partitions::producer_state::{ProducerStateTable, SequenceError};
 use durability::Chunk;
 use durability::{AfterUpload, Limits, LogCore, Refusal, UploadResult};
 pub use durability::{Appended, Durable};
 use kafscale_flusher_protocol::PartitionId;
 use kafscale_flusher_protocol::{request, LogStorage, Recovered};
 
-use crate::leadership_check::LeadershipCheck;
+use crate::cluster::leadership_check::LeadershipCheck;
 use kafscale_telemetry::crash_points;
 
 /// How uploads reach object storage.
@@ -500,6 +500,19 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// The epoch at which this broker leads the partition, applied to the
+    /// log first (so it follows a change it has not seen yet); `None` when
+    /// it does not lead it.
+    pub fn lead(&self) -> Option<i32> {
+        let key = kafscale_metadata::LeadershipKey::Partition(self.topic.clone(), self.partition);
+        let epoch = self.ctx.cluster.my_epoch(&key)?;
+        if let Some(given_up) = self.sync_leadership(Some(epoch)) {
+            // A new epoch of this broker's own leadership: nobody waits for it.
+            tracing::debug!(topic = %self.topic, partition = self.partition, given_up, epoch, "leader epoch raised");
+        }
+        Some(epoch)
+    }
+
     /// Follows this broker's leadership of the partition (see
     /// `LogCore::follow_leadership`). Returns the epoch given up, if any: the
     /// caller records the hand-over once this log is quiet ([`Self::hand_over`]).
@@ -757,15 +770,16 @@ impl PartitionLog {
         if !s.core.has_pending() {
             return None;
         }
-        let deadline =
-            crate::fencing::write_deadline(&self.ctx.cluster, self.ctx.settings.upload_grace).map(
-                |d| {
-                    d.min(crate::fencing::wait_deadline(
-                        crate::now_ms(),
-                        self.ctx.settings.upload_timeout,
-                    ))
-                },
-            );
+        let deadline = crate::cluster::fencing::write_deadline(
+            &self.ctx.cluster,
+            self.ctx.settings.upload_grace,
+        )
+        .map(|d| {
+            d.min(crate::cluster::fencing::wait_deadline(
+                crate::now_ms(),
+                self.ctx.settings.upload_timeout,
+            ))
+        });
         let upload = s.core.take_upload(deadline, self.max_in_flight());
         self.count_unacknowledged(&mut s);
         // None: nothing to take (recovering, not leading, enough in flight),

@@ -13,8 +13,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use uuid::Uuid;
 
 use super::{allowed, create_topics, str_bytes, RequestContext};
+use crate::partitions::topics::Topic;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
-use crate::topics::Topic;
 use crate::Broker;
 
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;

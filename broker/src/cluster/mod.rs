@@ -9,6 +9,10 @@
 //! longer, so a broker that was paused or cut off from etcd stops acting as
 //! leader no later than etcd ends its lease.
 
+pub mod controller;
+pub mod fencing;
+pub mod leadership_check;
+
 use crate::tasks::BackgroundTasks;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::kafka_error::KafkaError;
 use super::str_bytes;
 use super::{allowed, topic_denied, RequestContext};
+use crate::maintenance::topic_deletion::{self, DeletionError};
 use crate::security::acl::{Operation, ResourceType};
-use crate::topic_deletion::{self, DeletionError};
 use crate::Broker;
 
 pub async fn handle(
@@ -87,7 +87,7 @@ const MAX_DELETE_WAIT: Duration = Duration::from_secs(60);
 
 async fn delete(
     broker: &Arc<Broker>,
-    topic: &crate::topics::Topic,
+    topic: &crate::partitions::topics::Topic,
     timeout_ms: i32,
 ) -> Result<(), KafkaError> {
     let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(MAX_DELETE_WAIT);

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::connection::{self, ListenerContext};
-use crate::listener_limits::ConnectionSlot;
-use crate::listeners::SecurityProtocol;
+use crate::kafka::connection::{self, ListenerContext};
+use crate::kafka::listener_limits::ConnectionSlot;
+use crate::kafka::listeners::SecurityProtocol;
 use crate::metrics::ReasonLabels;
 use crate::security::reload::Reloadable;
 use crate::security::{tls, Principal};

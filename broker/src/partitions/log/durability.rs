@@ -26,7 +26,7 @@ use kafscale_storage_format::batch::{self, BatchHeader, BatchRewrite};
 use tokio::sync::oneshot;
 
 use super::LogError;
-use crate::producer_state::{seq_add, ProducerStateTable, SequenceCheck};
+use crate::partitions::producer_state::{seq_add, ProducerStateTable, SequenceCheck};
 
 /// Batches made durable together, kept in memory for tail reads.
 #[derive(Debug, Clone)]
@@ -615,7 +615,7 @@ impl LogCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::producer_state::SequenceError;
+    use crate::partitions::producer_state::SequenceError;
 
     const EPOCH: i32 = 4;
 

@@ -17,13 +17,13 @@ use kafscale_storage_format::batch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::handlers::RequestContext;
+use crate::kafka::handlers::RequestContext;
 use crate::metrics::{BrokerMetrics, ReasonLabels, TopicLabels};
-use crate::partition_log::{Appended, Durable, LogError, PartitionLog};
-use crate::record_validation::RecordError;
+use crate::partitions::log::{Appended, Durable, LogError, PartitionLog};
+use crate::partitions::record_validation::RecordError;
+use crate::partitions::topics::Topic;
 use crate::security::acl::{Operation, ResourceType};
 use crate::security::api_authorization::topic_operation;
-use crate::topics::Topic;
 use crate::Broker;
 
 pub mod read;
@@ -250,6 +250,16 @@ impl PartitionService<'_> {
             })
     }
 
+    /// [`Self::log`] of a topic lookup: its refusal, or the partition's log.
+    pub fn log_of(
+        topic: &Result<Arc<Topic>, PartitionError>,
+        index: i32,
+    ) -> Result<Arc<PartitionLog>, PartitionError> {
+        (topic.as_ref())
+            .map_err(Clone::clone)
+            .and_then(|topic| Self::log(topic, index))
+    }
+
     /// The epoch at which this broker leads `log`'s partition, checked
     /// against the leader epoch the client last saw (-1: it does not say):
     /// an older one is fenced (refresh metadata), a newer one unknown (this
@@ -469,9 +479,14 @@ impl PartitionService<'_> {
         if target <= log_start {
             return Ok(log_start);
         }
-        crate::retention::advance_log_start(self.broker, log, target, high_watermark)
-            .await
-            .map_err(|e| PartitionError::LogStartNotStored(e.to_string()))
+        crate::maintenance::retention::advance_log_start(
+            &self.broker.maintenance,
+            log,
+            target,
+            high_watermark,
+        )
+        .await
+        .map_err(|e| PartitionError::LogStartNotStored(e.to_string()))
     }
 }
 

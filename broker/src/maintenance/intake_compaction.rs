@@ -3,7 +3,7 @@
 //! and the controller has intake objects deleted once nothing in them is
 //! needed.
 //!
-//! Compaction is partition maintenance (`segment_merge::maintenance_step`):
+//! Compaction is partition maintenance (`Maintenance::step`):
 //! only the leader, only below its high watermark, one step at a time within
 //! the maintenance lease. After each step the leader records in the metadata
 //! store how far the partition is compacted; the clean-up deletes an object
@@ -17,9 +17,9 @@ use std::time::Duration;
 use kafscale_flusher_protocol::{request, CompactedTo, LiveTopic};
 use kafscale_telemetry::crash_points;
 
-use crate::partition_log::WritePath;
-use crate::segment_merge::maintenance_step;
-use crate::Broker;
+use crate::maintenance::Maintenance;
+use crate::partitions::log::WritePath;
+use crate::tasks::BackgroundTasks;
 
 /// Compaction steps per partition per pass.
 const STEPS_PER_PARTITION: usize = 8;
@@ -72,9 +72,9 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// `recorded` remembers the compaction point last written per partition (of
 /// a topic by id: a re-created topic starts afresh), so the metadata store
 /// is written only when it moves.
-pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32), i64>) {
-    let max_delay_ms = broker.config.compaction.max_delay.as_millis() as i64;
-    for topic in broker.topics.all() {
+pub async fn compact_once(maintenance: &Maintenance, recorded: &mut HashMap<([u8; 16], i32), i64>) {
+    let max_delay_ms = maintenance.settings.compaction.max_delay.as_millis() as i64;
+    for topic in maintenance.topics.all() {
         let target_bytes = topic.config.segment_bytes;
         for log in &topic.partitions {
             let Some(high_watermark) = log.high_watermark_now() else {
@@ -88,10 +88,9 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32
                     break;
                 }
                 let started = std::time::Instant::now();
-                let step = maintenance_step(broker, log, |not_after_ms| {
-                    broker
-                        .object_storage
-                        .compact_intake(request::CompactIntake {
+                let step = maintenance
+                    .step(log, |not_after_ms| {
+                        maintenance.storage.compact_intake(request::CompactIntake {
                             topic: id.topic.clone(),
                             topic_id: id.topic_id,
                             partition: id.partition,
@@ -100,8 +99,8 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32
                             max_delay_ms,
                             not_after_ms,
                         })
-                })
-                .await;
+                    })
+                    .await;
                 let Some(step) = step else { break };
                 let done = match step {
                     Ok(c) => c,
@@ -113,7 +112,7 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32
                 crash_points::reached("broker:compaction:stepped");
                 let key = (log.topic_id, log.partition);
                 if done.last_offset >= 0 && recorded.get(&key) < Some(&done.last_offset) {
-                    match broker
+                    match maintenance
                         .metadata
                         .record_compacted(
                             &log.topic,
@@ -148,23 +147,24 @@ pub async fn compact_once(broker: &Broker, recorded: &mut HashMap<([u8; 16], i32
 }
 
 /// Deletes intake objects nothing needs, when this broker is the controller.
-pub async fn clean_up_once(broker: &Broker) {
-    if broker.cluster.controller() != Some(broker.cluster.me.id) {
+pub async fn clean_up_once(maintenance: &Maintenance) {
+    let cluster = &maintenance.cluster;
+    if cluster.controller() != Some(cluster.me.id) {
         return;
     }
-    let Some(not_after_ms) = broker.cluster.session_deadline_ms() else {
+    let Some(not_after_ms) = cluster.session_deadline_ms() else {
         return;
     };
     // Fresh reads, after which only newer objects can hold other topics.
     let topics_read = std::time::Instant::now();
-    let topics = match broker.metadata.list_topics().await {
+    let topics = match maintenance.metadata.list_topics().await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "listing topics for the intake clean-up failed; will retry");
             return;
         }
     };
-    let compacted = match broker.metadata.compacted_offsets().await {
+    let compacted = match maintenance.metadata.compacted_offsets().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "reading compaction points failed; will retry");
@@ -200,8 +200,8 @@ pub async fn clean_up_once(broker: &Broker) {
         })
         .collect();
     let min_age_ms = clean_up_min_age(topics_read.elapsed()).as_millis() as i64;
-    match broker
-        .object_storage
+    match maintenance
+        .storage
         .collect_intake(request::CollectIntake {
             live,
             compacted,
@@ -218,14 +218,13 @@ pub async fn clean_up_once(broker: &Broker) {
 }
 
 /// Runs compaction and the clean-up, on the intake write path only.
-pub fn spawn(broker: Arc<Broker>) {
-    if broker.config.log.write_path != WritePath::Intake {
+pub fn spawn(maintenance: Arc<Maintenance>, tasks: &BackgroundTasks) {
+    if maintenance.settings.write_path != WritePath::Intake {
         return;
     }
-    let compaction = broker.clone();
-    let tasks = broker.tasks.clone();
+    let compaction = maintenance.clone();
     tasks.spawn("intake compaction", async move {
-        let mut tick = tokio::time::interval(compaction.config.compaction.interval);
+        let mut tick = tokio::time::interval(compaction.settings.compaction.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recorded = HashMap::new();
         loop {
@@ -238,7 +237,7 @@ pub fn spawn(broker: Arc<Broker>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            clean_up_once(&broker).await;
+            clean_up_once(&maintenance).await;
         }
     });
 }

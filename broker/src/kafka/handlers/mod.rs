@@ -45,8 +45,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::partitions::topics::ModifyError;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
-use crate::topics::ModifyError;
 use crate::Broker;
 use kafka_error::KafkaError;
 
@@ -102,7 +102,7 @@ pub struct RequestContext {
     /// As Kafka's tools show it: `/` followed by the peer's address.
     pub client_host: String,
     /// Holds what the response must keep reserved until it is written.
-    pub hold: Arc<crate::listener_limits::ResponseHold>,
+    pub hold: Arc<crate::kafka::listener_limits::ResponseHold>,
     pub principal: Arc<crate::security::Principal>,
     /// The name of the listener the request came in on.
     pub listener: Arc<str>,

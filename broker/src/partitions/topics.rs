@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::metrics::BrokerMetrics;
-use crate::partition_log::{LogContext, LogSettings, PartitionLog};
+use crate::partitions::log::{LogContext, LogSettings, PartitionLog};
 use crate::tasks::BackgroundTasks;
 
 pub struct Topic {

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::kafka_error::KafkaError;
 use super::RequestContext;
-use crate::partition_service::{OffsetQuery, PartitionService, TopicRef};
+use crate::partitions::service::{OffsetQuery, PartitionService, TopicRef};
 use crate::Broker;
 
 pub async fn handle(
@@ -24,10 +24,7 @@ pub async fn handle(
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let query = OffsetQuery::from_timestamp(p.timestamp);
-            let listed = match topic
-                .clone()
-                .and_then(|topic| PartitionService::log(&topic, p.partition_index))
-            {
+            let listed = match PartitionService::log_of(&topic, p.partition_index) {
                 Ok(log) => (service.list_offset(&log, p.current_leader_epoch, query)).await,
                 Err(e) => Err(e),
             };

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, Response
 
 use super::kafka_error::KafkaError;
 use super::{str_bytes, Deferred, RequestContext};
-use crate::partition_service::{Admission, PartitionError, PartitionService, TopicRef};
+use crate::partitions::service::{Admission, PartitionError, PartitionService, TopicRef};
 use crate::Broker;
 
 /// How long an acks=0 request's appends may wait for recoveries.
@@ -112,7 +112,7 @@ pub async fn handle(
 
 fn encode(
     index: i32,
-    outcome: Result<crate::partition_log::Appended, PartitionError>,
+    outcome: Result<crate::partitions::log::Appended, PartitionError>,
     version: i16,
 ) -> PartitionProduceResponse {
     let r = PartitionProduceResponse::default()

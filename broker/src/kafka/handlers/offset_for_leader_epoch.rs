@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLea
 
 use super::kafka_error::KafkaError;
 use super::RequestContext;
-use crate::partition_service::{PartitionService, TopicRef};
+use crate::partitions::service::{PartitionService, TopicRef};
 use crate::Broker;
 
 pub async fn handle(
@@ -24,10 +24,7 @@ pub async fn handle(
         let topic = service.topic(ctx, api, TopicRef::Name(t.topic.0.as_str()));
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let end = match topic
-                .clone()
-                .and_then(|topic| PartitionService::log(&topic, p.partition))
-            {
+            let end = match PartitionService::log_of(&topic, p.partition) {
                 Ok(log) => {
                     let client_epoch = p.current_leader_epoch;
                     service.epoch_end(&log, client_epoch, p.leader_epoch).await
