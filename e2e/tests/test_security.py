@@ -60,7 +60,7 @@ class Secure:
             "--connections-max-reauth-ms", "4000",
         ], broker_env={
             "KAFSCALE_SASL_BOOTSTRAP_USERS": f"{ADMIN[0]}:{ADMIN[1]}",
-            "RUST_LOG": "info,kafscale_broker::security=debug,kafscale_broker::server=debug",
+            "RUST_LOG": "info,kafscale_broker::security=debug,kafscale_broker::kafka::server=debug",
         })
 
     def tls(self, client_cert: bool = False) -> dict:
@@ -139,7 +139,7 @@ def test_required_client_certificates_refuse_clients_without_a_trusted_one(secur
         "--listeners", f"PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl}",
         "--tls-cert-file", str(secure.server_cert), "--tls-key-file", str(secure.server_key),
         "--tls-client-ca-file", str(secure.ca.cert), "--tls-client-auth", "required",
-    ], broker_env={"RUST_LOG": "info,kafscale_broker::server=debug"})
+    ], broker_env={"RUST_LOG": "info,kafscale_broker::kafka::server=debug"})
     with running(cluster):
         bootstrap = f"127.0.0.1:{ssl}"
         create_topic(cluster.bootstrap, "mtls-required")
