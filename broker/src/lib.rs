@@ -218,13 +218,6 @@ impl Broker {
         }
     }
 
-    /// The epoch at which this broker leads `log`'s partition, applied to
-    /// the log first (so it follows a change it has not seen yet); `None`
-    /// when it does not lead it.
-    pub fn lead(&self, log: &partitions::log::PartitionLog) -> Option<i32> {
-        log.lead()
-    }
-
     /// The epoch at which this broker leads the partition, if it does.
     pub fn leads(&self, topic: &str, partition: i32) -> Option<i32> {
         self.cluster

@@ -266,7 +266,7 @@ impl PartitionService<'_> {
     /// broker has not caught up yet; retry).
     pub fn lead(&self, log: &PartitionLog, client_epoch: i32) -> Result<i32, PartitionError> {
         let broker = self.broker;
-        let Some(leader) = broker.lead(log) else {
+        let Some(leader) = log.lead() else {
             let current = broker.partition_leader(&log.topic, log.partition);
             return Err(PartitionError::NotLeader(match current.broker {
                 Some(b) => format!(
@@ -305,7 +305,7 @@ impl PartitionService<'_> {
     pub async fn recover(&self, logs: impl IntoIterator<Item = Arc<PartitionLog>>) {
         let unrecovered: Vec<_> = logs
             .into_iter()
-            .filter(|log| log.high_watermark_now().is_none() && self.broker.lead(log).is_some())
+            .filter(|log| log.high_watermark_now().is_none() && log.lead().is_some())
             .collect();
         if unrecovered.len() > 1 {
             futures::future::join_all(unrecovered.iter().map(|log| log.offsets())).await;
