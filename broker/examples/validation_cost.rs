@@ -67,7 +67,7 @@ fn main() {
             let rounds = ((512.0 * 1048576.0) / uncompressed).ceil() as usize;
             let started = Instant::now();
             for _ in 0..rounds {
-                validate(&h, &b, &limits).expect("valid batch");
+                validate(&h, &b, &limits, false).expect("valid batch");
             }
             let secs = started.elapsed().as_secs_f64();
             let wire_gib = (b.len() * rounds) as f64 / (1u64 << 30) as f64;

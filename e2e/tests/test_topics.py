@@ -127,10 +127,11 @@ def test_creating_an_existing_topic_says_it_exists_whatever_its_settings(cluster
         raise AssertionError("creating an existing topic succeeded")
     except Exception as e:  # KafkaException carrying a KafkaError
         assert e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS, e
-    fresh = NewTopic("never-existing-bad-config", 1, 1, config={"cleanup.policy": "compact"})
+    fresh = NewTopic("never-existing-bad-config", 1, 1, config={"cleanup.policy": "compacted"})
     future = admin.create_topics([fresh], operation_timeout=10)["never-existing-bad-config"]
     try:
         future.result(timeout=30)
-        raise AssertionError("an unsupported config was accepted")
+        raise AssertionError("an invalid config was accepted")
     except Exception as e:
         assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
+        assert "use delete, compact or compact,delete" in str(e), e

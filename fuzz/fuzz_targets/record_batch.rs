@@ -16,7 +16,9 @@ const LIMITS: RecordLimits = RecordLimits {
 fn check(b: &[u8]) {
     if let Ok(batches) = batch::split_validated(&bytes::Bytes::copy_from_slice(b)) {
         for (h, bytes) in batches {
-            let _ = validate(&h, &bytes, &LIMITS);
+            // Both rules: plain topics, and compacted ones that need keys.
+            let _ = validate(&h, &bytes, &LIMITS, false);
+            let _ = validate(&h, &bytes, &LIMITS, true);
         }
     }
 }

@@ -399,7 +399,7 @@ async fn a_new_topic_gets_its_finalizer_before_anything_else() {
 async fn a_topic_with_an_invalid_config_is_refused_without_looking_further() {
     let resource = topic_resource(
         json!({"finalizers": ["kafscale.io/topic"]}),
-        json!({"clusterRef": "c", "partitions": 3, "config": {"cleanup.policy": "compact"}}),
+        json!({"clusterRef": "c", "partitions": 3, "config": {"cleanup.policy": "compacted"}}),
     );
     let (client, server) = strict_api(vec![
         call(Verb::Post, EVENTS, Answer::Echo),
@@ -419,7 +419,10 @@ async fn a_topic_with_an_invalid_config_is_refused_without_looking_further() {
         (ready["status"].as_str(), ready["reason"].as_str()),
         (Some("False"), Some("InvalidSpec"))
     );
-    assert!(ready["message"].as_str().unwrap().contains("only 'delete'"));
+    assert!(ready["message"]
+        .as_str()
+        .unwrap()
+        .contains("use delete, compact or compact,delete"));
     assert_eq!(bodies[0]["reason"], "InvalidSpec");
 }
 

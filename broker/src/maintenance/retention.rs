@@ -67,8 +67,8 @@ async fn delete_segments_below(maintenance: &Maintenance, log: &PartitionLog, of
 pub async fn enforce_once(maintenance: &Maintenance) {
     for topic in maintenance.topics.all() {
         // The flusher's request says "no limit" with -1, as Kafka's configs do.
-        let ms = topic.config.retention_ms.unwrap_or(-1);
-        let bytes = topic.config.retention_bytes.unwrap_or(-1);
+        let ms = topic.config.applied_retention_ms().unwrap_or(-1);
+        let bytes = topic.config.applied_retention_bytes().unwrap_or(-1);
         for log in &topic.partitions {
             if log.lead().is_none() {
                 continue;

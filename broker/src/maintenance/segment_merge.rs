@@ -52,7 +52,10 @@ pub async fn merge_once(maintenance: &Maintenance, progress: &mut MergeProgress)
         let target_bytes = topic.config.segment_bytes;
         // A merged segment stops growing once its oldest data is half the
         // retention time old, so time retention deletes it in time.
-        let max_span_ms = topic.config.retention_ms.map_or(i64::MAX, |ms| ms / 2);
+        let max_span_ms = topic
+            .config
+            .applied_retention_ms()
+            .map_or(i64::MAX, |ms| ms / 2);
         for log in &topic.partitions {
             if maintenance.deadline(log).is_none() {
                 continue;

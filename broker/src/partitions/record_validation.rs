@@ -102,6 +102,9 @@ pub enum RecordError {
     Undecompressable { codec: Compression, detail: String },
     #[error("the batch decompresses to more than {limit} bytes, the broker's limit for one batch; send smaller batches")]
     TooLarge { limit: u64 },
+    /// A record without a key, for a topic that requires keys (compacted).
+    #[error("record {index} of the batch has no key")]
+    KeyMissing { index: usize },
 }
 
 impl RecordError {
@@ -114,13 +117,16 @@ impl RecordError {
             RecordError::UnknownCompression(_) => "unknown_compression",
             RecordError::Undecompressable { .. } => "undecompressable",
             RecordError::TooLarge { .. } => "too_large_uncompressed",
+            RecordError::KeyMissing { .. } => "key_missing",
         }
     }
 
     /// The index of the offending record, where there is one.
     pub fn record_index(&self) -> Option<usize> {
         match self {
-            RecordError::Corrupt { index, .. } | RecordError::Invalid { index, .. } => Some(*index),
+            RecordError::Corrupt { index, .. }
+            | RecordError::Invalid { index, .. }
+            | RecordError::KeyMissing { index } => Some(*index),
             _ => None,
         }
     }
@@ -159,9 +165,15 @@ pub fn check_header(h: &BatchHeader) -> Result<Compression, RecordError> {
     Compression::of(h)
 }
 
-/// Validates one whole batch (`batch` is exactly `h.size` bytes). Returns
+/// Validates one whole batch (`batch` is exactly `h.size` bytes); with
+/// `keys_required` (compacted topics) every record must have a key. Returns
 /// the bytes of records walked (decompressed, for compressed batches).
-pub fn validate(h: &BatchHeader, batch: &[u8], limits: &RecordLimits) -> Result<u64, RecordError> {
+pub fn validate(
+    h: &BatchHeader,
+    batch: &[u8],
+    limits: &RecordLimits,
+    keys_required: bool,
+) -> Result<u64, RecordError> {
     let codec = check_header(h)?;
     let records = batch.get(RECORDS_START..h.size).unwrap_or_default();
     let count = h.records_count as usize;
@@ -172,6 +184,7 @@ pub fn validate(h: &BatchHeader, batch: &[u8], limits: &RecordLimits) -> Result<
                 pos: 0,
             },
             count,
+            keys_required,
         )
         .map(|()| records.len() as u64),
         Compression::Gzip => walk_stream(
@@ -179,10 +192,11 @@ pub fn validate(h: &BatchHeader, batch: &[u8], limits: &RecordLimits) -> Result<
             flate2::bufread::MultiGzDecoder::new(records),
             count,
             limits,
+            keys_required,
         ),
         Compression::Lz4 => {
             let decoder = lz4::Decoder::new(records).map_err(|e| undecompressable(codec, e))?;
-            walk_stream(codec, decoder, count, limits)
+            walk_stream(codec, decoder, count, limits, keys_required)
         }
         Compression::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(records)
@@ -190,11 +204,15 @@ pub fn validate(h: &BatchHeader, batch: &[u8], limits: &RecordLimits) -> Result<
             decoder
                 .window_log_max(MAX_ZSTD_WINDOW_LOG)
                 .map_err(|e| undecompressable(codec, e))?;
-            walk_stream(codec, decoder, count, limits)
+            walk_stream(codec, decoder, count, limits, keys_required)
         }
-        Compression::Snappy => {
-            walk_stream(codec, SnappyReader::new(records, limits)?, count, limits)
-        }
+        Compression::Snappy => walk_stream(
+            codec,
+            SnappyReader::new(records, limits)?,
+            count,
+            limits,
+            keys_required,
+        ),
     }
 }
 
@@ -210,6 +228,7 @@ fn walk_stream(
     decoder: impl Read,
     count: usize,
     limits: &RecordLimits,
+    keys_required: bool,
 ) -> Result<u64, RecordError> {
     let mut source = StreamSource {
         reader: BufReader::with_capacity(STREAM_BUFFER, decoder),
@@ -217,7 +236,7 @@ fn walk_stream(
         limit: limits.max_uncompressed_bytes,
         codec,
     };
-    walk(&mut source, count)?;
+    walk(&mut source, count, keys_required)?;
     Ok(source.consumed)
 }
 
@@ -388,19 +407,23 @@ impl<S: RecordSource> RecordReader<'_, S> {
             .map_err(|_| self.corrupt(format!("the record's {what} {v} overflows 32 bits")))
     }
 
-    /// A length-prefixed field that may be null; skips it. Any negative
-    /// length is null, as Kafka reads it.
-    fn nullable_bytes(&mut self, what: &str) -> Result<(), RecordError> {
+    /// A length-prefixed field that may be null; skips it and says whether
+    /// it was present. Any negative length is null, as Kafka reads it.
+    fn nullable_bytes(&mut self, what: &str) -> Result<bool, RecordError> {
         let len = self.varint32(what)?;
         if len > 0 {
             self.skip(len as u64, what)?;
         }
-        Ok(())
+        Ok(len >= 0)
     }
 }
 
 /// Walks `count` records and requires the data to end exactly after them.
-fn walk<S: RecordSource>(source: &mut S, count: usize) -> Result<(), RecordError> {
+fn walk<S: RecordSource>(
+    source: &mut S,
+    count: usize,
+    keys_required: bool,
+) -> Result<(), RecordError> {
     for index in 0..count {
         let size = {
             let mut r = RecordReader {
@@ -433,7 +456,9 @@ fn walk<S: RecordSource>(source: &mut S, count: usize) -> Result<(), RecordError
                 ),
             });
         }
-        r.nullable_bytes("key")?;
+        if !r.nullable_bytes("key")? && keys_required {
+            return Err(RecordError::KeyMissing { index });
+        }
         r.nullable_bytes("value")?;
         let headers = r.varint32("header count")?;
         if headers < 0 {
@@ -601,6 +626,7 @@ impl RecordValidator {
         &self,
         batches: &[(BatchHeader, bytes::Bytes)],
         request_budget: &mut u64,
+        keys_required: bool,
     ) -> Result<(), RecordError> {
         for (h, b) in batches {
             let limits = RecordLimits {
@@ -610,7 +636,7 @@ impl RecordValidator {
             let used = if check_header(h)? == Compression::None
                 && b.len() <= INLINE_VALIDATION_BYTES
             {
-                validate(h, b, &limits)?
+                validate(h, b, &limits, keys_required)?
             } else {
                 let permit = self
                     .decompressing
@@ -621,7 +647,7 @@ impl RecordValidator {
                 let (h, b) = (*h, b.clone());
                 tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    validate(&h, &b, &limits)
+                    validate(&h, &b, &limits, keys_required)
                 })
                 .await
                 .map_err(|e| {
@@ -684,7 +710,7 @@ mod tests {
 
     fn check(b: &[u8]) -> Result<(), RecordError> {
         let h = batch::validate(b).expect("header and CRC valid");
-        validate(&h, &b[..h.size], &RecordLimits::default()).map(|_| ())
+        validate(&h, &b[..h.size], &RecordLimits::default(), false).map(|_| ())
     }
 
     /// Re-seals `b` after an edit so that only the edit is wrong, not the CRC.
@@ -800,6 +826,32 @@ mod tests {
     }
 
     #[test]
+    fn compacted_topics_refuse_records_without_a_key_in_every_codec() {
+        let mut records: Vec<_> = (0..3).map(|i| record(i, b"v")).collect();
+        records[2].key = None;
+        for codec in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
+            let b = encode(&records, codec);
+            let h = batch::validate(&b).unwrap();
+            let limits = RecordLimits::default();
+            assert!(validate(&h, &b, &limits, false).is_ok(), "{codec:?}");
+            let refused = validate(&h, &b, &limits, true).unwrap_err();
+            assert_eq!(refused, RecordError::KeyMissing { index: 2 }, "{codec:?}");
+            assert_eq!(refused.record_index(), Some(2));
+        }
+        // An empty key is a key (Kafka refuses only null ones).
+        records[2].key = Some(Bytes::new());
+        let b = encode(&records, Codec::None);
+        let h = batch::validate(&b).unwrap();
+        assert!(validate(&h, &b, &RecordLimits::default(), true).is_ok());
+    }
+
+    #[test]
     fn a_decompression_bomb_stops_at_the_limit() {
         // 50 records of 1 MiB of zeros compress to almost nothing.
         let records: Vec<_> = (0..50).map(|i| record(i, &vec![0u8; 1 << 20])).collect();
@@ -808,7 +860,7 @@ mod tests {
         let h = batch::validate(&b).unwrap();
         let limits = RecordLimits::per_batch(8 << 20);
         assert_eq!(
-            validate(&h, &b, &limits),
+            validate(&h, &b, &limits, false),
             Err(RecordError::TooLarge { limit: 8 << 20 })
         );
         // A snappy block whose preamble claims far more than it could expand
@@ -822,7 +874,7 @@ mod tests {
             let b = encode(&records, codec);
             let h = batch::validate(&b).unwrap();
             assert_eq!(
-                validate(&h, &b, &limits),
+                validate(&h, &b, &limits, false),
                 Err(RecordError::TooLarge { limit: 8 << 20 }),
                 "{codec:?}"
             );
@@ -839,7 +891,11 @@ mod tests {
         let batches = vec![(h, b.clone())];
         let mut budget = 16 << 20; // what eight batch limits allow
         let mut accepted = 0;
-        while validator.validate(&batches, &mut budget).await.is_ok() {
+        while validator
+            .validate(&batches, &mut budget, false)
+            .await
+            .is_ok()
+        {
             accepted += 1;
             assert!(accepted < 100, "the request budget never ran out");
         }

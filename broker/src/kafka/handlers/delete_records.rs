@@ -8,7 +8,7 @@ use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsRespon
 
 use super::kafka_error::KafkaError;
 use super::RequestContext;
-use crate::partitions::service::{PartitionService, TopicRef};
+use crate::partitions::service::TopicRef;
 use crate::Broker;
 
 pub async fn handle(
@@ -26,9 +26,13 @@ pub async fn handle(
         );
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let deleted = match PartitionService::log_of(&topic, p.partition_index) {
-                Ok(log) => service.delete_records(&log, p.offset).await,
-                Err(e) => Err(e),
+            let deleted = match &topic {
+                Ok(topic) => {
+                    service
+                        .delete_records(topic, p.partition_index, p.offset)
+                        .await
+                }
+                Err(e) => Err(e.clone()),
             };
             let r = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)

@@ -15,7 +15,7 @@ use super::{modify_error, str_bytes, RequestContext};
 use crate::security::acl::Operation;
 use crate::Broker;
 use kafscale_metadata::topic_rules::{
-    topic_config_def, topic_config_value, validate_topic_config, ConfigType,
+    topic_config_def, topic_config_value, validate_topic_config, validate_topic_configs, ConfigType,
 };
 
 const SET: i8 = 0;
@@ -54,6 +54,7 @@ fn apply(record: &mut TopicRecord, changes: &[Change]) -> Result<(), KafkaError>
                 let mut items: Vec<String> = topic_config_value(&record.config, name)
                     .unwrap_or_default()
                     .split(',')
+                    .map(str::trim)
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
                     .collect();
@@ -71,7 +72,8 @@ fn apply(record: &mut TopicRecord, changes: &[Change]) -> Result<(), KafkaError>
             other => return Err(invalid(format!("unknown operation {other} for {name}"))),
         }
     }
-    Ok(())
+    // The rules between configs (compaction lags) hold for the result.
+    validate_topic_configs(&record.config).map_err(invalid)
 }
 
 pub async fn handle(
@@ -150,12 +152,38 @@ mod tests {
         assert_eq!(r.config["retention.ms"], "1000");
         apply(&mut r, &[("retention.ms".into(), DELETE, None)]).unwrap();
         assert!(r.config.is_empty());
-        let err = apply(
+        apply(
             &mut r,
             &[("cleanup.policy".into(), APPEND, Some("compact".into()))],
         )
+        .unwrap();
+        assert_eq!(r.config["cleanup.policy"], "delete,compact");
+        apply(
+            &mut r,
+            &[("cleanup.policy".into(), SUBTRACT, Some("delete".into()))],
+        )
+        .unwrap();
+        assert_eq!(r.config["cleanup.policy"], "compact");
+        let err = apply(
+            &mut r,
+            &[("cleanup.policy".into(), SUBTRACT, Some("compact".into()))],
+        )
         .unwrap_err();
-        assert!(err.message.contains("only 'delete'"), "{}", err.message);
+        assert!(err.message.contains("cleanup.policy="), "{}", err.message);
+        let err = apply(
+            &mut r,
+            &[
+                ("max.compaction.lag.ms".into(), SET, Some("10".into())),
+                ("min.compaction.lag.ms".into(), SET, Some("20".into())),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("min.compaction.lag.ms"),
+            "{}",
+            err.message
+        );
+        r.config.clear();
         assert!(apply(&mut r, &[("retention.ms".into(), APPEND, Some("1".into()))]).is_err());
         assert!(apply(&mut r, &[("no.such".into(), SET, Some("1".into()))])
             .unwrap_err()

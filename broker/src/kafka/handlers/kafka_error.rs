@@ -57,13 +57,14 @@ impl From<&PartitionError> for KafkaError {
             P::UnknownLeaderEpoch { .. } => E::UnknownLeaderEpoch,
             P::StorageRefusing { .. } => E::KafkaStorageError,
             P::InvalidAcks(_) => E::InvalidRequiredAcks,
+            P::DeletePolicy { .. } => E::PolicyViolation,
             // Non-retriable, so the producer fails fast instead of resending
             // the same bytes.
             P::TransactionsUnsupported => E::InvalidRecord,
             P::NoBatch | P::CorruptBatch(_) => E::CorruptMessage,
             // Java producers split the batch and retry.
             P::BatchTooLarge { .. } | P::Record(RecordError::TooLarge { .. }) => E::MessageTooLarge,
-            P::Record(_) => E::InvalidRecord,
+            P::Record(_) | P::KeylessRecord { .. } => E::InvalidRecord,
             P::AdmissionTimeout(_) | P::NotDurableInTime(_) | P::LogStartNotStored(_) => {
                 E::RequestTimedOut
             }

@@ -74,10 +74,20 @@ pub enum PartitionError {
     BatchTooLarge { size: usize, max: usize },
     #[error("{0}; nothing of the batch was stored")]
     Record(RecordError),
+    /// Kafka's words, then what to do.
+    #[error("Compacted topic cannot accept message without key in topic partition {topic}-{partition}. Record {index} of the batch has none: give every record a key, or set cleanup.policy=delete")]
+    KeylessRecord {
+        topic: String,
+        partition: i32,
+        index: usize,
+    },
     #[error("the partition could not take the batches within the request timeout ({0:?}): its log was still being read back from object storage, or its batches validated; nothing was written, the client should retry")]
     AdmissionTimeout(Duration),
     #[error("the write was not confirmed durable within {0:?}; the client should retry")]
     NotDurableInTime(Duration),
+    /// Kafka's words, then what to do.
+    #[error("Records of partition {topic}-{partition} can not be deleted due to the configured policy: cleanup.policy of a compacted topic lacks 'delete'; set cleanup.policy=compact,delete to delete records")]
+    DeletePolicy { topic: String, partition: i32 },
     #[error(
         "the new log start could not be stored ({0}); retry when the metadata store is reachable"
     )]
@@ -92,6 +102,7 @@ impl PartitionError {
     pub fn record_index(&self) -> Option<usize> {
         match self {
             PartitionError::Record(e) => e.record_index(),
+            PartitionError::KeylessRecord { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -366,12 +377,19 @@ impl PartitionService<'_> {
         }
         if let Err(e) = broker
             .record_validator
-            .validate(&batches, validation_budget)
+            .validate(&batches, validation_budget, config.cleanup.compact)
             .await
         {
             let reason = ReasonLabels { reason: e.reason() };
             broker.metrics.batches_refused.get_or_create(&reason).inc();
-            return Err(PartitionError::Record(e));
+            return Err(match e {
+                RecordError::KeyMissing { index } => PartitionError::KeylessRecord {
+                    topic: log.topic.to_string(),
+                    partition: log.partition,
+                    index,
+                },
+                e => PartitionError::Record(e),
+            });
         }
         if batches.iter().any(|(h, _)| h.is_transactional()) {
             return Err(PartitionError::TransactionsUnsupported);
@@ -462,10 +480,18 @@ impl PartitionService<'_> {
     /// (-1: the high watermark); returns the new low watermark.
     pub async fn delete_records(
         &self,
-        log: &PartitionLog,
+        topic: &Topic,
+        index: i32,
         offset: i64,
     ) -> Result<i64, PartitionError> {
+        let log = &Self::log(topic, index)?;
         self.lead(log, -1)?;
+        if !topic.config.cleanup.delete {
+            return Err(PartitionError::DeletePolicy {
+                topic: log.topic.clone(),
+                partition: log.partition,
+            });
+        }
         let (log_start, high_watermark) = log.offsets().await?;
         let target = if offset == -1 { high_watermark } else { offset };
         if target < 0 || target > high_watermark {
