@@ -278,6 +278,11 @@ struct Args {
         default_value_t = 60_000
     )]
     retention_check_interval_ms: u64,
+    /// How often the leaders of compacted topics' partitions check whether
+    /// they are due for cleaning (Kafka's log.cleaner.backoff.ms), in
+    /// milliseconds; 0 turns cleaning off.
+    #[arg(long, env = "KAFSCALE_CLEANER_INTERVAL_MS", default_value_t = 15_000)]
+    cleaner_interval_ms: u64,
     /// How often the controller compacts etcd's history of old key versions
     /// (offset commits add one each), in milliseconds; 0 leaves it to etcd's
     /// own auto-compaction.
@@ -571,6 +576,7 @@ async fn main() -> anyhow::Result<()> {
         default_partitions: args.default_partitions,
         max_request_bytes: args.max_request_bytes as usize,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
+        cleaner_interval: Duration::from_millis(args.cleaner_interval_ms),
         session_timeout,
         metadata_history: kafscale_broker::maintenance::history_compaction::HistorySettings {
             interval: Duration::from_millis(args.metadata_compaction_interval_ms),

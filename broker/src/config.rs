@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     pub max_in_flight_per_connection: usize,
     /// How often retention looks for segments to delete.
     pub retention_check_interval: Duration,
+    /// How often the leaders of compacted partitions ask for cleaning
+    /// (Kafka's `log.cleaner.backoff.ms`); zero turns cleaning off.
+    pub cleaner_interval: Duration,
     /// Time to live of the broker's session lease: how long after a broker
     /// stops renewing (crash, pause, partition from etcd) its partitions and
     /// groups move to other brokers.
@@ -86,6 +89,7 @@ impl Default for BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 16,
             retention_check_interval: Duration::from_secs(60),
+            cleaner_interval: Duration::from_secs(15),
             session_timeout: Duration::from_secs(6),
             metadata_history: crate::maintenance::history_compaction::HistorySettings {
                 interval: Duration::from_secs(300),

@@ -136,7 +136,9 @@ impl Broker {
                 compaction: config.compaction,
                 write_path: config.log.write_path,
                 retention_check_interval: config.retention_check_interval,
+                cleaner_interval: config.cleaner_interval,
             },
+            metrics.clone(),
         );
         let record_validator =
             partitions::record_validation::RecordValidator::new(config.record_limits);

@@ -42,6 +42,12 @@ pub struct LagLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -81,6 +87,15 @@ pub struct BrokerMetrics {
     pub metadata_duration: Family<OpLabels, Histogram>,
     pub metadata_errors: Family<OpLabels, Counter>,
     pub storage_state: Gauge,
+    /// Compacted partitions this broker leads: the share of their cleanable
+    /// bytes not cleaned yet, as the last pass found it.
+    pub cleaner_dirty_ratio: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Distinct keys the last cleaning pass mapped.
+    pub cleaner_keys: Family<PartitionLabels, Gauge>,
+    /// When the last cleaning pass finished (Unix seconds).
+    pub cleaner_last_clean: Family<PartitionLabels, Gauge>,
+    /// Bytes of segments cleaning passes read.
+    pub cleaner_bytes: Counter,
 }
 
 impl BrokerMetrics {
@@ -114,12 +129,38 @@ impl BrokerMetrics {
             metadata_duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             metadata_errors: Family::default(),
             storage_state: Gauge::default(),
+            cleaner_dirty_ratio: Family::default(),
+            cleaner_keys: Family::default(),
+            cleaner_last_clean: Family::default(),
+            cleaner_bytes: Counter::default(),
         });
         let r = registry.sub_registry_with_prefix("kafscale_broker");
         r.register(
             "requests",
             "Kafka requests by API and response error code (0: none)",
             m.requests.clone(),
+        );
+        r.register(
+            "cleaner_dirty_ratio",
+            "Compacted partitions led here: share of cleanable bytes not cleaned yet",
+            m.cleaner_dirty_ratio.clone(),
+        );
+        r.register(
+            "cleaner_keys",
+            "Distinct keys the last cleaning pass of a compacted partition mapped",
+            m.cleaner_keys.clone(),
+        );
+        r.register_with_unit(
+            "cleaner_last_clean",
+            "When the last cleaning pass of a compacted partition finished (Unix time)",
+            Unit::Seconds,
+            m.cleaner_last_clean.clone(),
+        );
+        r.register_with_unit(
+            "cleaner_read",
+            "Bytes of segments cleaning passes read",
+            Unit::Bytes,
+            m.cleaner_bytes.clone(),
         );
         r.register_with_unit(
             "request_duration",

@@ -1,13 +1,19 @@
 """Compacted topics through real clients: cleanup.policy at creation and by
 alteration, the configs that go with it as DescribeConfigs reports them,
-records without a key refused as Kafka refuses them, and the policies'
-effect on DeleteRecords."""
+records without a key refused as Kafka refuses them, the policies' effect
+on DeleteRecords, and the cleaner on both write paths: each key's latest
+value read back by a fresh consumer across kills of flusher and broker."""
 
+import random
+import time
+
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    ResourceType)
 
-from conftest import create_topic
+from conftest import create_topic, running
+from harness import Cluster
 
 
 def describe(admin, topic):
@@ -103,3 +109,97 @@ def test_delete_records_follows_the_policy(cluster):
     alter(admin, "compact-only", "cleanup.policy", "compact,delete")
     deleted = admin.delete_records([tp])[tp].result(timeout=30)
     assert deleted.low_watermark == 2
+
+
+# Clean soon and often: segments older than a second, passes every half
+# second, intake parts compacted into segments after a second, and a short
+# session so a new leader starts maintenance soon.
+CLEANING_ARGS = ["--merge-min-age-ms", "1000", "--merge-interval-ms", "300", "--cleaner-interval-ms", "500",
+                 "--intake-compaction-delay-ms", "1000", "--session-timeout-ms", "2000"]
+KEYS = 1000
+ROUNDS = 100
+
+
+@pytest.fixture(scope="module", params=["segments", "intake"])
+def cleaning(request, tmp_path_factory):
+    args = CLEANING_ARGS + ["--write-path", request.param]
+    with running(Cluster(tmp_path_factory.mktemp(f"clean-{request.param}"), name=f"clean-{request.param}",
+                         broker_args=args)) as c:
+        yield c
+
+
+def latest_per_key(bootstrap, topic, partitions):
+    """A fresh consumer's view from the beginning: each key's last record,
+    how many records it read, and the offsets in order per partition."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fresh", "enable.auto.commit": False,
+                  "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    latest, count, offsets, done = {}, 0, {p: [] for p in range(partitions)}, set()
+    try:
+        while len(done) < partitions:
+            m = c.poll(10)
+            assert m is not None, f"no end of partitions after {count} records"
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                done.add(m.partition())
+                continue
+            count += 1
+            latest[m.key()] = m.value()
+            offsets[m.partition()].append(m.offset())
+    finally:
+        c.close()
+    return latest, count, offsets
+
+
+def test_keyed_updates_read_back_as_the_latest_value_per_key_across_kills(cleaning):
+    """100,000 updates of 1,000 keys, every tenth key deleted by a tombstone
+    at the end: while the cleaner works, the flusher is killed (-9) five
+    times and the broker and flusher once; a fresh consumer then reads each
+    key's latest value (the tombstones kept: delete.retention.ms is an hour)
+    from far fewer records, every one at its own offset."""
+    topic = "latest"
+    partitions = 2
+    create_topic(cleaning.bootstrap, topic, partitions,
+                 {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01",
+                  "delete.retention.ms": "3600000", "segment.bytes": str(1024 * 1024)})
+    p = Producer({"bootstrap.servers": cleaning.bootstrap, "acks": "all", "linger.ms": 5, "log_level": 2,
+                  "compression.type": "lz4"})
+    expected = {}
+    for r in range(ROUNDS):
+        for k in range(KEYS):
+            key = f"key-{k}".encode()
+            value = None if (r == ROUNDS - 1 and k % 10 == 0) else f"{r}:{'x' * 64}".encode()
+            p.produce(topic, key=key, value=value)
+            expected[key] = value
+        p.poll(0)
+    assert p.flush(60) == 0
+    # Later writes, a while apart, so the updates are in segments older than
+    # the newest of each partition (which is never cleaned).
+    rng = random.Random(29)
+    for i in range(6):
+        time.sleep(rng.uniform(0.3, 1.0))
+        cleaning.flusher.proc.kill()
+        cleaning.flusher.start()
+        for part in range(partitions):
+            p.produce(topic, key=f"marker-{i}".encode(), value=b"m", partition=part)
+        assert p.flush(60) == 0
+        expected[f"marker-{i}".encode()] = b"m"
+    cleaning.restart_broker_and_flusher()
+
+    deadline = time.time() + 120
+    while True:
+        latest, count, offsets = latest_per_key(cleaning.bootstrap, topic, partitions)
+        assert latest == expected, "a key's latest value is missing or wrong"
+        for p_offsets in offsets.values():
+            assert p_offsets == sorted(set(p_offsets)), "an offset read twice or out of order"
+        if count < KEYS * ROUNDS // 20 or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert count < KEYS * ROUNDS // 20, f"{count} of {KEYS * ROUNDS} records still there after cleaning"
+    # Offsets never move: the high watermarks still count every record written.
+    c = Consumer({"bootstrap.servers": cleaning.bootstrap, "group.id": "wm"})
+    try:
+        ends = sum(c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)[1] for part in range(partitions))
+    finally:
+        c.close()
+    assert ends == KEYS * ROUNDS + 6 * partitions

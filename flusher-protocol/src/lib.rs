@@ -399,12 +399,15 @@ operations! {
     MaintenanceStorage {
         /// Where the log may start under these retention limits (-1 = unlimited):
         /// the base offset of the oldest segment or intake part that must be kept.
+        /// `compacted` (1: the topic is compacted) makes a segment the cleaner
+        /// wrote count by its newest data's time, not by when it was rewritten.
         8 RetentionPoint retention_point {
             topic: String,
             topic_id: [u8; 16],
             partition: i32,
             retention_ms: i64,
             retention_bytes: i64,
+            compacted: u8,
         } -> RetentionPoint,
         /// Deletes segments that hold only offsets below `offset` and were
         /// written at least `min_age_ms` ago (younger ones wait for a later
@@ -430,6 +433,23 @@ operations! {
             max_span_ms: i64,
             not_after_ms: i64,
         } -> Merged,
+        /// One cleaning pass of a compacted topic's partition: removes the
+        /// leftovers of an interrupted pass, then, when the dirty ratio reaches
+        /// `min_dirty_ratio_ppm` (millionths) or the oldest dirty data is older
+        /// than `max_lag_ms`, rewrites its segments older than `min_age_ms`
+        /// (never the newest) keeping the latest record of every key, into
+        /// segments of up to `target_bytes` (`docs/architecture.md`,
+        /// "Compacted topics"). Every write starts before `not_after_ms`.
+        14 CleanSegments clean_segments {
+            topic: String,
+            partition: i32,
+            min_age_ms: i64,
+            max_lag_ms: i64,
+            min_dirty_ratio_ppm: u32,
+            delete_retention_ms: i64,
+            target_bytes: u64,
+            not_after_ms: i64,
+        } -> Cleaned,
         /// One compaction step of a partition: its intake parts from the end of
         /// its segments, below `up_to` (the leader's high watermark), into one
         /// segment of up to `target_bytes`, once that much has gathered or the
@@ -504,6 +524,21 @@ responses! {
         merged: u32,
         written: u32,
         removed: u32,
+    },
+    /// What a cleaning pass did so far: the dirty ratio it found
+    /// (millionths), segments it cleans and cleaned segments written,
+    /// leftovers of an interrupted pass removed, distinct keys mapped, bytes
+    /// read and written (all 0 but the ratio: not due); `more` (1) when the
+    /// deadline came first and the pass goes on at the next request.
+    Cleaned {
+        more: u8,
+        dirty_ratio_ppm: u32,
+        segments: u32,
+        written: u32,
+        removed: u32,
+        keys: u64,
+        bytes_read: u64,
+        bytes_written: u64,
     },
     /// What a compaction step did: intake parts copied, segments written,
     /// and the last offset now in the partition's segments (-1: none).
@@ -643,6 +678,7 @@ mod tests {
                 partition: 0,
                 retention_ms: 1,
                 retention_bytes: -1,
+                compacted: 1,
             }),
             Request::DeleteSegmentsBelow(request::DeleteSegmentsBelow {
                 topic: "t".into(),
@@ -657,6 +693,16 @@ mod tests {
                 target_bytes: 1 << 24,
                 min_age_ms: 60_000,
                 max_span_ms: 3_600_000,
+                not_after_ms: 1_700_000_000_000,
+            }),
+            Request::CleanSegments(request::CleanSegments {
+                topic: "t".into(),
+                partition: 2,
+                min_age_ms: 60_000,
+                max_lag_ms: i64::MAX,
+                min_dirty_ratio_ppm: 500_000,
+                delete_retention_ms: 86_400_000,
+                target_bytes: 1 << 24,
                 not_after_ms: 1_700_000_000_000,
             }),
         ];
@@ -699,6 +745,18 @@ mod tests {
         }));
         let f = encode_response(10, Op::MergeSegments, &merged);
         assert_eq!(decode_response(f).unwrap(), (10, merged));
+        let cleaned = Ok(Response::Cleaned(Cleaned {
+            more: 1,
+            dirty_ratio_ppm: 640_000,
+            segments: 12,
+            written: 3,
+            removed: 0,
+            keys: 1_000,
+            bytes_read: 1 << 30,
+            bytes_written: 1 << 20,
+        }));
+        let f = encode_response(11, Op::CleanSegments, &cleaned);
+        assert_eq!(decode_response(f).unwrap(), (11, cleaned));
     }
 
     #[test]

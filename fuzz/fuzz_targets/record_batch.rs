@@ -1,11 +1,11 @@
 //! Produced record batches: header and CRC checks, then record validation
-//! (with decompression). The input's length and CRC fields are fixed up
+//! (with decompression), and the cleaner's parsing of their records. The input's length and CRC fields are fixed up
 //! first, so the fuzzer explores the contents rather than the checksum;
 //! the unmodified input is checked as well.
 #![no_main]
 
 use kafscale_broker::partitions::record_validation::{validate, RecordLimits};
-use kafscale_flusher::batch;
+use kafscale_flusher::{batch, records};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: RecordLimits = RecordLimits {
@@ -19,6 +19,11 @@ fn check(b: &[u8]) {
             // Both rules: plain topics, and compacted ones that need keys.
             let _ = validate(&h, &bytes, &LIMITS, false);
             let _ = validate(&h, &bytes, &LIMITS, true);
+            // The cleaner's reading of stored batches' records.
+            let limit = LIMITS.max_uncompressed_bytes as usize;
+            if let Ok(plain) = records::decompress(&bytes, &h, limit) {
+                let _ = records::parse(&plain, h.records_count);
+            }
         }
     }
 }

@@ -191,6 +191,7 @@ fn flusher_frames(dir: &Path) {
             partition: 0,
             retention_ms: 1000,
             retention_bytes: -1,
+            compacted: 0,
         },
         Request::DeleteSegmentsBelow {
             topic: topic.clone(),

@@ -10,8 +10,9 @@
 
 pub use kafscale_flusher_protocol as protocol;
 pub use kafscale_flusher_protocol::client;
-pub use kafscale_storage_format::{batch, claims, intake, segment};
+pub use kafscale_storage_format::{batch, claims, compression, intake, records, segment};
 
+pub mod cleaner;
 pub mod deadline;
 pub mod fault_store;
 pub mod intake_cache;

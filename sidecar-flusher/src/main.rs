@@ -76,6 +76,16 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1024 * 1024..=1024 * 1024 * 1024)
     )]
     whole_segment_bytes: u64,
+    /// Memory for the key map of the cleaner of compacted topics (one pass
+    /// at a time): about 28 bytes per distinct key; a partition with more
+    /// keys than fit is cleaned over several passes.
+    #[arg(
+        long,
+        env = "KAFSCALE_CLEANER_MEMORY_BYTES",
+        default_value_t = 64 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024 * 1024..=64 * 1024 * 1024 * 1024)
+    )]
+    cleaner_memory_bytes: u64,
     /// How long a broker's writes gather into one intake object before it is
     /// uploaded: `latency` (5 ms), `balanced` (50 ms) or `cost` (250 ms).
     /// The cost/latency dial; see the README for PUTs and latency of each.
@@ -198,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
             cache_bytes: args.cache_bytes,
             whole_segment_bytes: args.whole_segment_bytes,
             intake: intake_settings(&args),
+            cleaner_memory_bytes: args.cleaner_memory_bytes,
         },
         metrics,
         Arc::new(StoreHealth::new(health_settings)),

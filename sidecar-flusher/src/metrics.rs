@@ -60,6 +60,12 @@ pub struct FlusherMetrics {
     pub merge_written: Counter,
     /// Redundant segments removed after an interrupted merge.
     pub merge_removed: Counter,
+    /// Cleaning passes of compacted partitions that rewrote segments.
+    pub cleaner_passes: Counter,
+    /// Bytes of segments the cleaner read (to map keys and to clean).
+    pub cleaner_bytes_read: Counter,
+    /// Bytes of cleaned segments written.
+    pub cleaner_bytes_written: Counter,
     pub health_state: Gauge,
     pub health_error_rate: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -92,6 +98,9 @@ impl FlusherMetrics {
             merge_segments: Counter::default(),
             merge_written: Counter::default(),
             merge_removed: Counter::default(),
+            cleaner_passes: Counter::default(),
+            cleaner_bytes_read: Counter::default(),
+            cleaner_bytes_written: Counter::default(),
             health_state: Gauge::default(),
             health_error_rate: Gauge::default(),
         });
@@ -190,6 +199,21 @@ impl FlusherMetrics {
             "merge_leftovers_removed",
             "Redundant segments removed after an interrupted merge",
             m.merge_removed.clone(),
+        );
+        r.register(
+            "cleaner_passes",
+            "Cleaning passes of compacted partitions that rewrote segments",
+            m.cleaner_passes.clone(),
+        );
+        r.register(
+            "cleaner_read_bytes",
+            "Bytes of segments the cleaner read, to map keys and to clean",
+            m.cleaner_bytes_read.clone(),
+        );
+        r.register(
+            "cleaner_written_bytes",
+            "Bytes of cleaned segments written",
+            m.cleaner_bytes_written.clone(),
         );
         r.register(
             "s3_health_state",

@@ -17,18 +17,20 @@ pub enum Fact {
     /// The header's `created_ms`: when the segment's oldest data was sealed
     /// (a merged segment keeps the first merged segment's).
     FirstSealedMs = 1,
+    /// The header's flags (`segment::FLAG_CLEANED`).
+    Flags = 2,
 }
 
 /// Where the greatest batch max timestamp is kept (known only once a
 /// segment was read whole, so it is no `Fact`).
-const MAX_TIMESTAMP: usize = 2;
+const MAX_TIMESTAMP: usize = 3;
 
 impl Fact {
     /// The bytes of the object that hold it.
     pub fn range(self, size: u64) -> std::ops::Range<u64> {
         match self {
             Fact::LastOffset => size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64)..size,
-            Fact::FirstSealedMs => 0..segment::SEGMENT_HEADER_LEN as u64,
+            Fact::FirstSealedMs | Fact::Flags => 0..segment::SEGMENT_HEADER_LEN as u64,
         }
     }
 
@@ -37,6 +39,7 @@ impl Fact {
         Ok(match self {
             Fact::LastOffset => segment::decode_footer(bytes)?.last_offset,
             Fact::FirstSealedMs => segment::decode_header(bytes)?.created_ms,
+            Fact::Flags => i64::from(segment::decode_header(bytes)?.flags),
         })
     }
 
@@ -45,11 +48,12 @@ impl Fact {
         match self {
             Fact::LastOffset => whole.footer.last_offset,
             Fact::FirstSealedMs => whole.header.created_ms,
+            Fact::Flags => i64::from(whole.header.flags),
         }
     }
 }
 
-type Facts = [Option<i64>; 3];
+type Facts = [Option<i64>; 4];
 
 /// What is known of each object, by key and the ETag it was read at: a
 /// rewritten object (a merge) starts afresh.

@@ -79,6 +79,21 @@ impl EncodedSegment {
     }
 }
 
+/// Header flag of a segment written by the cleaner of a compacted topic:
+/// its offsets may have gaps (superseded records removed), so its header's
+/// base offset and its footer's last offset bound the range it covers, not
+/// its first and last batch, and `record_count` counts the records present.
+/// Readers that ignore flags still read it correctly: batches are found by
+/// their own offsets, and such a segment is never a partition's newest (the
+/// one recovery checks for contiguous offsets).
+pub const FLAG_CLEANED: u16 = 0x0100;
+
+impl SegmentHeader {
+    pub fn is_cleaned(&self) -> bool {
+        self.flags & FLAG_CLEANED != 0
+    }
+}
+
 /// Builds `.kfs` and `.index` from batches whose offsets are already assigned and
 /// contiguous. `index_interval` is the number of records between index entries.
 pub fn encode(
@@ -88,6 +103,36 @@ pub fn encode(
 ) -> Result<EncodedSegment, SegmentError> {
     let first = batches.first().ok_or(SegmentError::Empty)?;
     let base_offset = batch::parse_header(first)?.base_offset;
+    encode_range(batches, base_offset, None, 0, created_ms, index_interval)
+}
+
+/// A cleaned segment (`FLAG_CLEANED`) covering `base_offset..=last_offset`,
+/// holding `batches` (possibly none: everything in the range was removed).
+pub fn encode_cleaned(
+    batches: &[Bytes],
+    base_offset: i64,
+    last_offset: i64,
+    created_ms: i64,
+    index_interval: u32,
+) -> Result<EncodedSegment, SegmentError> {
+    encode_range(
+        batches,
+        base_offset,
+        Some(last_offset),
+        FLAG_CLEANED,
+        created_ms,
+        index_interval,
+    )
+}
+
+fn encode_range(
+    batches: &[Bytes],
+    base_offset: i64,
+    covered_last: Option<i64>,
+    flags: u16,
+    created_ms: i64,
+    index_interval: u32,
+) -> Result<EncodedSegment, SegmentError> {
     let mut crc = 0u32;
     let mut record_count: i64 = 0;
     let mut last_offset = base_offset;
@@ -110,11 +155,19 @@ pub fn encode(
     }
     let record_count = i32::try_from(record_count)
         .map_err(|_| SegmentError::BadIndex("more than 2^31 records in one segment".into()))?;
+    if let Some(covered) = covered_last {
+        if covered < last_offset || (batches.is_empty() && covered < base_offset - 1) {
+            return Err(SegmentError::Inconsistent(format!(
+                "a cleaned segment from {base_offset} cannot end at {covered}: its batches reach {last_offset}"
+            )));
+        }
+        last_offset = covered;
+    }
 
     let mut header = BytesMut::with_capacity(SEGMENT_HEADER_LEN);
     header.put_u32(SEGMENT_MAGIC);
     header.put_u16(FORMAT_VERSION);
-    header.put_u16(0);
+    header.put_u16(flags);
     header.put_i64(base_offset);
     header.put_i32(record_count);
     header.put_i64(created_ms);
@@ -316,6 +369,23 @@ pub fn check_bounds(
             header.base_offset
         ));
     }
+    if header.is_cleaned() {
+        // Gaps are allowed: the footer bounds the range, the batches lie in it.
+        let last = footer.last_offset;
+        let outside = index.is_some_and(|index| {
+            index
+                .entries
+                .iter()
+                .any(|(o, _)| *o < header.base_offset || *o > last)
+        });
+        if last < header.base_offset - 1 || outside {
+            return bad(format!(
+                "the cleaned segment from {} says it ends at {last}, or its index lies outside that",
+                header.base_offset
+            ));
+        }
+        return Ok(());
+    }
     if header.record_count < 1 {
         return bad(format!("the header counts {} records", header.record_count));
     }
@@ -422,6 +492,33 @@ mod tests {
         assert_eq!(v.batch_headers().count(), 3);
         assert_eq!(&seg.kfs_bytes()[0..4], b"KAFS");
         assert_eq!(&seg.kfs_bytes()[seg.kfs_len() - 4..], b"END!");
+    }
+
+    #[test]
+    fn cleaned_segments_bound_their_range_around_gaps() {
+        // Batches at 12..=14 and 20..=21 of a segment that covered 10..=29.
+        let mut kept = batches(12, &[3]);
+        kept.extend(batches(20, &[2]));
+        let seg = encode_cleaned(&kept, 10, 29, 5, 4).unwrap();
+        assert_eq!(
+            (seg.base_offset, seg.last_offset, seg.record_count),
+            (10, 29, 5)
+        );
+        let v = VerifiedSegment::decode(seg.kfs_bytes()).unwrap();
+        assert!(v.header.is_cleaned());
+        assert_eq!((v.header.base_offset, v.footer.last_offset), (10, 29));
+        // An offset in a gap is served from the next batch.
+        assert_eq!(v.position_of(16), v.batch_headers().nth(1).map(|(p, _)| p));
+        assert_eq!(v.position_of(25), None);
+        let index = SegmentIndex::decode(&seg.index).unwrap();
+        assert!(check_bounds(10, &v.header, &v.footer, Some(&index)).is_ok());
+        // Nothing left at all: a header and footer for the range.
+        let empty = encode_cleaned(&[], 10, 29, 5, 4).unwrap();
+        let v = VerifiedSegment::decode(empty.kfs_bytes()).unwrap();
+        assert_eq!((v.header.record_count, v.footer.last_offset), (0, 29));
+        assert_eq!(v.batch_headers().count(), 0);
+        // A range that does not hold its batches is refused.
+        assert!(encode_cleaned(&kept, 10, 20, 5, 4).is_err());
     }
 
     #[test]

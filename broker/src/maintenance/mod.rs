@@ -1,6 +1,6 @@
 //! Maintenance: retention and the log-start moves of DeleteRecords, segment
-//! merging, intake compaction and its clean-up, topic deletion and the etcd
-//! history's compaction.
+//! merging, the cleaning of compacted topics, intake compaction and its
+//! clean-up, topic deletion and the etcd history's compaction.
 //!
 //! The partition jobs work through [`Maintenance`]: the topics, the cluster
 //! view, the metadata store and the maintenance side of object storage,
@@ -14,6 +14,7 @@
 
 pub mod history_compaction;
 pub mod intake_compaction;
+pub mod log_cleaning;
 pub mod retention;
 pub mod segment_merge;
 pub mod topic_deletion;
@@ -28,6 +29,7 @@ use kafscale_metadata::MetadataStore;
 use crate::cluster::ClusterView;
 use crate::config::MergeSettings;
 use crate::maintenance::intake_compaction::CompactionSettings;
+use crate::metrics::BrokerMetrics;
 use crate::partitions::log::{PartitionLog, WritePath};
 use crate::partitions::topics::TopicRegistry;
 use crate::tasks::BackgroundTasks;
@@ -40,6 +42,8 @@ pub struct MaintenanceSettings {
     pub compaction: CompactionSettings,
     pub write_path: WritePath,
     pub retention_check_interval: Duration,
+    /// How often compacted partitions are checked for cleaning (0: never).
+    pub cleaner_interval: Duration,
 }
 
 pub struct Maintenance {
@@ -48,6 +52,7 @@ pub struct Maintenance {
     pub metadata: MetadataStore,
     pub storage: Arc<dyn MaintenanceStorage>,
     pub settings: MaintenanceSettings,
+    pub metrics: Arc<BrokerMetrics>,
     /// Serialises this broker's segment deletes (retention, DeleteRecords)
     /// and merge steps, so neither acts on a listing the other has changed.
     segment_lock: tokio::sync::Mutex<()>,
@@ -60,6 +65,7 @@ impl Maintenance {
         metadata: MetadataStore,
         storage: Arc<dyn MaintenanceStorage>,
         settings: MaintenanceSettings,
+        metrics: Arc<BrokerMetrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             topics,
@@ -67,6 +73,7 @@ impl Maintenance {
             metadata,
             storage,
             settings,
+            metrics,
             segment_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -100,11 +107,12 @@ impl Maintenance {
         Some(step(not_after_ms).await)
     }
 
-    /// Starts retention, merging and (on the intake path) intake compaction
-    /// and its clean-up.
+    /// Starts retention, merging, cleaning and (on the intake path) intake
+    /// compaction and its clean-up.
     pub fn spawn_jobs(self: &Arc<Self>, tasks: &BackgroundTasks) {
         crate::maintenance::retention::spawn(self.clone(), tasks);
         crate::maintenance::segment_merge::spawn(self.clone(), tasks);
+        crate::maintenance::log_cleaning::spawn(self.clone(), tasks);
         crate::maintenance::intake_compaction::spawn(self.clone(), tasks);
     }
 }

@@ -84,6 +84,7 @@ pub async fn enforce_once(maintenance: &Maintenance) {
                     partition: log.partition,
                     retention_ms: ms,
                     retention_bytes: bytes,
+                    compacted: u8::from(topic.config.cleanup.compact),
                 })
                 .await
                 .map(|p| p.offset);

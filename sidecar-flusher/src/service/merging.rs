@@ -92,9 +92,14 @@ impl FlusherService {
         )
     }
 
-    /// Checks that `inner`, whose offsets lie inside `outer`, holds the very
-    /// bytes `outer` holds for them (a leftover of an interrupted merge).
-    async fn check_copy(&self, inner: &SegmentRef, outer: &SegmentRef) -> Result<(), RemoteError> {
+    /// Checks that `inner`, whose offsets lie inside `outer`, is a leftover
+    /// of an interrupted rewrite: `outer` holds the very bytes `inner` holds
+    /// (a merge), or, when the cleaner wrote `outer`, a cleaning of them.
+    pub(super) async fn check_copy(
+        &self,
+        inner: &SegmentRef,
+        outer: &SegmentRef,
+    ) -> Result<(), RemoteError> {
         let whole = |seg: &SegmentRef| {
             let seg = seg.clone();
             async move {
@@ -113,10 +118,29 @@ impl FlusherService {
                 ),
             ));
         };
-        let same = outer_seg
-            .position_of(inner.base_offset)
-            .and_then(|pos| outer_seg.body.get(pos..pos + inner_seg.body.len()))
-            .is_some_and(|bytes| bytes == &inner_seg.body[..]);
+        let same = if outer_seg.header.is_cleaned() {
+            let (inner_seg, outer_seg) = (inner_seg.clone(), outer_seg.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::cleaner::is_cleaning_of(
+                    &inner_seg,
+                    &outer_seg,
+                    super::cleaning::MAX_BATCH_RECORDS_BYTES,
+                )
+            })
+            .await
+            .map_err(|e| {
+                remote(
+                    ErrorKind::Internal,
+                    format!("checking a leftover failed: {e}"),
+                )
+            })?
+            .unwrap_or(false)
+        } else {
+            outer_seg
+                .position_of(inner.base_offset)
+                .and_then(|pos| outer_seg.body.get(pos..pos + inner_seg.body.len()))
+                .is_some_and(|bytes| bytes == &inner_seg.body[..])
+        };
         if same {
             return Ok(());
         }
@@ -204,6 +228,16 @@ impl FlusherService {
                 removed: redundant.len() as u32,
             }));
         }
+        // Cleaned and uncleaned segments never merge: the cleaner's clean
+        // part is the run of cleaned segments at the start.
+        let flags = self
+            .cleaned_flags_of(keep.iter().map(|(s, _)| (*s).clone()).collect())
+            .await?;
+        let Some(cleaned) = flags[0] else {
+            return Err(self.listing_changed(topic, partition));
+        };
+        let alike = flags.iter().take_while(|f| **f == Some(cleaned)).count();
+        keep.truncate(alike);
         if keep.len() < 2 {
             return Ok(None);
         }
@@ -227,6 +261,7 @@ impl FlusherService {
             .collect::<Result<_, _>>()?;
         let mut batches: Vec<Bytes> = Vec::new();
         let mut first_sealed_ms = None;
+        let mut newest_data_ms = None;
         for ((seg, end), whole) in keep.iter().zip(loaded) {
             let Some(whole) = whole.filter(|w| {
                 w.header.base_offset == seg.base_offset && w.footer.last_offset == *end
@@ -235,16 +270,31 @@ impl FlusherService {
                 return Err(self.listing_changed(topic, partition));
             };
             first_sealed_ms.get_or_insert(whole.header.created_ms);
+            newest_data_ms = newest_data_ms.max(Some(whole.header.created_ms));
             batches.extend(
                 whole
                     .batch_headers()
                     .map(|(pos, h)| whole.body.slice(pos..pos + h.size)),
             );
         }
-        // The header's time stays that of the oldest data (see `MergeLimits`).
-        let sealed = first_sealed_ms.unwrap_or_else(now_ms);
-        let merged = segment::encode(&batches, sealed, self.settings.index_interval)
-            .map_err(super::corrupt)?;
+        // The header's time stays that of the oldest data (see `MergeLimits`);
+        // a cleaned segment's is that of its newest data, and the merged
+        // one covers the whole run, gaps included.
+        let merged = if cleaned {
+            let last = keep[keep.len() - 1].1;
+            let newest = newest_data_ms.unwrap_or_else(now_ms);
+            segment::encode_cleaned(
+                &batches,
+                first.base_offset,
+                last,
+                newest,
+                self.settings.index_interval,
+            )
+        } else {
+            let sealed = first_sealed_ms.unwrap_or_else(now_ms);
+            segment::encode(&batches, sealed, self.settings.index_interval)
+        }
+        .map_err(super::corrupt)?;
         let body = merged.kfs_bytes();
         let size = body.len() as u64;
         match before_deadline(

@@ -19,13 +19,14 @@ use crate::listing::{ListingCache, SegmentRef};
 use crate::metrics::{FlusherMetrics, InstrumentedStore, StoreHealth};
 use crate::object_store::{ObjectStore, StoreError};
 use crate::protocol::{
-    self, request, Compacted, Deleted, ErrorKind, Health, LogStorage, MaintenanceStorage, Merged,
-    OffsetForTimestamp, ProducerBatches, Range, Recovered, RemoteError, Request, Response,
+    self, request, Cleaned, Compacted, Deleted, ErrorKind, Health, LogStorage, MaintenanceStorage,
+    Merged, OffsetForTimestamp, ProducerBatches, Range, Recovered, RemoteError, Request, Response,
     RetentionPoint, Written,
 };
 use crate::segment::{self, VerifiedSegment};
 use crate::segment_facts::{Fact, FactMemo};
 use crate::segment_loader::{Loaded, SegmentLoader};
+use cleaning::CleaningLimits;
 use compaction::CompactionLimits;
 use merging::MergeLimits;
 
@@ -42,6 +43,10 @@ pub struct FlusherSettings {
     pub whole_segment_bytes: u64,
     /// When an intake object is sealed: the cost/latency dial.
     pub intake: IntakeSettings,
+    /// The cleaner's key map (compacted topics): one pass at a time holds
+    /// at most this much; a partition with more distinct keys than fit is
+    /// cleaned over several passes.
+    pub cleaner_memory_bytes: u64,
 }
 
 impl Default for FlusherSettings {
@@ -52,6 +57,7 @@ impl Default for FlusherSettings {
             cache_bytes: 256 * 1024 * 1024,
             whole_segment_bytes: 16 * 1024 * 1024,
             intake: IntakeSettings::default(),
+            cleaner_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -75,6 +81,9 @@ pub struct FlusherService {
     index_uploads: Arc<tokio::sync::RwLock<()>>,
     metrics: Arc<FlusherMetrics>,
     health: Arc<StoreHealth>,
+    /// The cleaning pass in progress: one at a time
+    /// (`FlusherSettings::cleaner_memory_bytes`), kept between requests.
+    cleaning: tokio::sync::Mutex<Option<cleaning::CleaningRun>>,
 }
 
 fn remote(kind: ErrorKind, message: impl Into<String>) -> RemoteError {
@@ -113,6 +122,7 @@ pub(crate) fn corrupt(e: segment::SegmentError) -> RemoteError {
 
 use crate::deadline::{before_deadline, now_ms};
 
+mod cleaning;
 mod compaction;
 mod merging;
 mod reads;
@@ -184,6 +194,7 @@ impl MaintenanceStorage for FlusherService {
             r.partition,
             r.retention_ms,
             r.retention_bytes,
+            r.compacted != 0,
         )
         .await
     }
@@ -210,6 +221,19 @@ impl MaintenanceStorage for FlusherService {
             max_span_ms: r.max_span_ms,
         };
         FlusherService::merge_segments(self, &r.topic, r.partition, limits, r.not_after_ms).await
+    }
+
+    async fn clean_segments(&self, r: request::CleanSegments) -> Result<Cleaned, RemoteError> {
+        let limits = CleaningLimits {
+            policy: crate::cleaner::CleaningPolicy {
+                min_age_ms: r.min_age_ms,
+                max_lag_ms: r.max_lag_ms,
+                min_dirty_ratio: f64::from(r.min_dirty_ratio_ppm) / 1_000_000.0,
+            },
+            delete_retention_ms: r.delete_retention_ms,
+            target_bytes: r.target_bytes.min(self.settings.whole_segment_bytes),
+        };
+        FlusherService::clean_segments(self, &r.topic, r.partition, limits, r.not_after_ms).await
     }
 
     async fn compact_intake(&self, r: request::CompactIntake) -> Result<Compacted, RemoteError> {
@@ -243,6 +267,8 @@ impl MaintenanceStorage for FlusherService {
     }
 }
 
+#[cfg(test)]
+mod cleaning_tests;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -293,6 +319,7 @@ impl FlusherService {
             index_uploads: Arc::new(tokio::sync::RwLock::new(())),
             metrics,
             health,
+            cleaning: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -483,6 +510,28 @@ impl FlusherService {
         seg: &SegmentRef,
     ) -> Result<Option<i64>, RemoteError> {
         self.fact_of(seg, Fact::FirstSealedMs).await
+    }
+
+    /// Whether a segment was written by the cleaner (`FLAG_CLEANED`), from
+    /// its header; `None` when it is gone.
+    pub(super) async fn is_cleaned(&self, seg: &SegmentRef) -> Result<Option<bool>, RemoteError> {
+        let flags = self.fact_of(seg, Fact::Flags).await?;
+        Ok(flags.map(|f| f as u16 & segment::FLAG_CLEANED != 0))
+    }
+
+    /// Which of `segs` the cleaner wrote, read a few at a time; `None` for
+    /// one that is gone.
+    pub(super) async fn cleaned_flags_of(
+        &self,
+        segs: Vec<SegmentRef>,
+    ) -> Result<Vec<Option<bool>>, RemoteError> {
+        futures::stream::iter(segs)
+            .map(|seg| async move { self.is_cleaned(&seg).await })
+            .buffered(PARALLEL_GETS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     async fn fact_of(&self, seg: &SegmentRef, fact: Fact) -> Result<Option<i64>, RemoteError> {

@@ -163,19 +163,11 @@ impl FlusherService {
             let Some(seg) = list.get(i) else {
                 return Ok(None);
             };
-            let batches = match self.segments.load(seg).await? {
-                Loaded::Gone => return Ok(None),
-                Loaded::Whole(whole) => {
-                    if whole.kfs_len() != seg.size {
-                        // Replaced by a merge since this listing was taken.
-                        self.listings.invalidate(topic, partition);
-                    }
-                    slice_batches(&whole.body, offset, max_bytes)
-                }
-                Loaded::Large => match self.read_by_index(seg, offset, max_bytes).await? {
-                    Some(b) => b,
-                    None => return Ok(None),
-                },
+            let Some(batches) = self
+                .read_segment(topic, partition, seg, offset, max_bytes)
+                .await?
+            else {
+                return Ok(None);
             };
             if !batches.is_empty() {
                 self.segments.read_ahead(&list[i + 1..]);
@@ -185,8 +177,72 @@ impl FlusherService {
                 // The newest listed segment ends before `offset`: newer ones exist.
                 return Ok(None);
             }
+            if self
+                .last_offset_of(seg)
+                .await?
+                .is_some_and(|end| end >= offset)
+            {
+                // It covers `offset` but holds nothing from there: the
+                // cleaner removed those records. Reading goes on at the
+                // next record, in the segments after it.
+                return self
+                    .read_after_gap(topic, partition, &list[i + 1..], offset, max_bytes)
+                    .await;
+            }
         }
         Ok(None)
+    }
+
+    /// The first batches after a gap a cleaned segment left at `offset`,
+    /// from `after` (the segments that follow it).
+    async fn read_after_gap(
+        &self,
+        topic: &str,
+        partition: i32,
+        after: &[SegmentRef],
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, RemoteError> {
+        // A bound keeps a run of emptied segments from turning one read into
+        // many; the client asks again from where this one ends.
+        for seg in after.iter().take(64) {
+            let Some(batches) = self
+                .read_segment(topic, partition, seg, offset, max_bytes)
+                .await?
+            else {
+                return Ok(None);
+            };
+            if !batches.is_empty() {
+                return Ok(Some(batches));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batches of `seg` from the one that holds `offset` (or the first
+    /// after it); `None` when it is gone.
+    async fn read_segment(
+        &self,
+        topic: &str,
+        partition: i32,
+        seg: &SegmentRef,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, RemoteError> {
+        Ok(Some(match self.segments.load(seg).await? {
+            Loaded::Gone => return Ok(None),
+            Loaded::Whole(whole) => {
+                if whole.kfs_len() != seg.size {
+                    // Replaced by a merge or a cleaning since this listing was taken.
+                    self.listings.invalidate(topic, partition);
+                }
+                slice_batches(&whole.body, offset, max_bytes)
+            }
+            Loaded::Large => match self.read_by_index(seg, offset, max_bytes).await? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+        }))
     }
 
     /// Range read of a large segment: index lookup, ranged GETs, each batch's

@@ -25,6 +25,7 @@ impl FlusherService {
         partition: i32,
         retention_ms: i64,
         retention_bytes: i64,
+        compacted: bool,
     ) -> Result<RetentionPoint, RemoteError> {
         self.intake.ensure_listed().await?;
         let list = self.list_partition(topic, partition).await?;
@@ -40,7 +41,21 @@ impl FlusherService {
             .filter_map(|(seg, end)| Some((seg.key, end?)))
             .collect();
         let segments = without_merge_copies(&list, &merged_ends);
-        let stored = stored_data(&segments, &claims);
+        // A cleaned segment is rewritten at every pass: its header, not its
+        // write time, says how old its data is.
+        let mut data_ms = HashMap::new();
+        if compacted {
+            let owned: Vec<SegmentRef> = segments.iter().map(|s| (*s).clone()).collect();
+            let flags = self.cleaned_flags_of(owned.clone()).await?;
+            for (seg, cleaned) in owned.into_iter().zip(flags) {
+                if cleaned == Some(true) {
+                    if let Some(ms) = self.first_sealed_ms_of(&seg).await? {
+                        data_ms.insert(seg.key, ms);
+                    }
+                }
+            }
+        }
+        let stored = stored_data(&segments, &claims, &data_ms);
         Ok(RetentionPoint {
             offset: retention_point(&stored, now_ms(), retention_ms, retention_bytes),
         })
@@ -166,12 +181,18 @@ fn without_merge_copies<'a>(
     kept
 }
 
-/// The partition's segments, then its claimed intake parts, in offset order.
-fn stored_data(segments: &[&SegmentRef], claims: &[Claim<PartLocation>]) -> Vec<StoredData> {
+/// The partition's segments, then its claimed intake parts, in offset
+/// order; `data_ms` has the data's time of segments whose write time is
+/// not (cleaned ones).
+fn stored_data(
+    segments: &[&SegmentRef],
+    claims: &[Claim<PartLocation>],
+    data_ms: &HashMap<String, i64>,
+) -> Vec<StoredData> {
     let segments = segments.iter().map(|s| StoredData {
         base_offset: s.base_offset,
         size: s.size,
-        written_ms: s.last_modified_ms,
+        written_ms: data_ms.get(&s.key).copied().unwrap_or(s.last_modified_ms),
     });
     let parts = claims.iter().map(|c| StoredData {
         base_offset: c.base_offset,
@@ -285,7 +306,7 @@ mod tests {
         assert_eq!(kept, vec![0, 7, 10]);
         // 1_500 bytes are really stored: a limit of 1_200 drops only the
         // oldest segment, not the merged one with it.
-        let stored = stored_data(&without_merge_copies(&list, &ends), &[]);
+        let stored = stored_data(&without_merge_copies(&list, &ends), &[], &HashMap::new());
         assert_eq!(retention_point(&stored, 10_000, -1, 1_200), 7);
         // Without a merge nothing is left out.
         let appended = vec![listed(0, 300, 1_000), listed(1, 300, 2_000)];

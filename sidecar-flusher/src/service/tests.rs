@@ -56,6 +56,7 @@ fn service_on(store: Arc<dyn ObjectStore>, whole: u64) -> Arc<FlusherService> {
                 window: Duration::from_millis(20),
                 max_bytes: 1 << 20,
             },
+            ..FlusherSettings::default()
         },
         crate::metrics::FlusherMetrics::detached(),
         Arc::new(crate::metrics::StoreHealth::new(Default::default())),
@@ -400,6 +401,7 @@ async fn an_interrupted_merge_leaves_redundant_segments_that_reads_and_retention
             partition: 0,
             retention_ms: -1,
             retention_bytes: size_of(0) + size_of(6),
+            compacted: 0,
         }))
         .await
         .unwrap();
