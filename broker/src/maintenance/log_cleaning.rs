@@ -8,39 +8,111 @@
 //! the step's deadline; a pass that needs more time goes on at the next
 //! step, so a broker that lost the partition cannot rewrite it any more.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kafscale_flusher_protocol::{request, Cleaned};
 use kafscale_metadata::topic_rules::TopicConfig;
 
 use crate::maintenance::Maintenance;
 use crate::metrics::PartitionLabels;
-use crate::partitions::log::PartitionLog;
+use crate::partitions::log::{PartitionLog, WritePath};
 use crate::tasks::BackgroundTasks;
 
 /// Steps one partition may take in one round, so that a long pass does not
 /// hold up the other partitions for long (it goes on in the next round).
 const MAX_STEPS_PER_PARTITION: usize = 32;
 
+/// A partition found with nothing due is asked again at the latest after
+/// this long even when nothing was written to it (`max.compaction.lag.ms`
+/// may come due), so an idle partition costs its flusher one listing per
+/// this interval, not per round.
+const IDLE_RECHECK: Duration = Duration::from_secs(300);
+
+/// What the rounds know of a partition's writes and requests.
+struct Quiet {
+    high_watermark: i64,
+    /// When a round first saw this high watermark.
+    since: Instant,
+    /// When a request last found nothing due.
+    checked: Option<Instant>,
+}
+
+/// Partitions are asked every round until their data has had time to
+/// become cleanable (the minimum age, after intake compaction made segments
+/// of it), then only every `IDLE_RECHECK` while nothing is written.
+#[derive(Default)]
+pub struct CleaningProgress {
+    partitions: HashMap<(String, i32), Quiet>,
+}
+
 /// One round over every compacted partition this broker maintains.
-pub async fn clean_once(maintenance: &Maintenance) {
+pub async fn clean_once(maintenance: &Maintenance, progress: &mut CleaningProgress) {
+    let mut seen = HashSet::new();
     for topic in maintenance.topics.all() {
         if !topic.config.cleanup.compact {
             continue;
         }
         for log in &topic.partitions {
-            if maintenance.deadline(log).is_some() {
-                clean_partition(maintenance, log, &topic.config).await;
+            if maintenance.deadline(log).is_none() {
+                continue;
             }
+            let Some(high_watermark) = log.high_watermark_now() else {
+                continue;
+            };
+            let key = (log.topic.clone(), log.partition);
+            seen.insert(key.clone());
+            let now = Instant::now();
+            let quiet = progress.partitions.entry(key).or_insert(Quiet {
+                high_watermark,
+                since: now,
+                checked: None,
+            });
+            if quiet.high_watermark != high_watermark {
+                *quiet = Quiet {
+                    high_watermark,
+                    since: now,
+                    checked: None,
+                };
+            }
+            // On the intake path data reaches segments only once compacted.
+            let compaction = match maintenance.settings.write_path {
+                WritePath::Intake => maintenance.settings.compaction.max_delay,
+                WritePath::Segments => Duration::ZERO,
+            };
+            let settle = min_age(maintenance, &topic.config) + compaction;
+            let settled = quiet.checked.is_some_and(|checked| {
+                checked.duration_since(quiet.since) > settle && checked.elapsed() < IDLE_RECHECK
+            });
+            if settled {
+                continue;
+            }
+            quiet.checked = match clean_partition(maintenance, log, &topic.config).await {
+                Some(false) => Some(now),
+                _ => None,
+            };
         }
     }
+    progress.partitions.retain(|key, _| seen.contains(key));
 }
 
-async fn clean_partition(maintenance: &Maintenance, log: &PartitionLog, config: &TopicConfig) {
-    // Segments are rewritten only once older than the merge age: a fenced
-    // writer's late upload must never meet a key a pass replaced.
-    let min_age_ms =
-        (maintenance.settings.merge.min_age.as_millis() as i64).max(config.min_compaction_lag_ms);
+/// Segments are rewritten only once older than the merge age (a fenced
+/// writer's late upload must never meet a key a pass replaced) and than
+/// `min.compaction.lag.ms`.
+fn min_age(maintenance: &Maintenance, config: &TopicConfig) -> Duration {
+    let lag = Duration::from_millis(config.min_compaction_lag_ms.max(0) as u64);
+    maintenance.settings.merge.min_age.max(lag)
+}
+
+/// Runs requests until the pass is done; `Some(false)` when nothing was
+/// due, `None` when a step could not run or failed.
+async fn clean_partition(
+    maintenance: &Maintenance,
+    log: &PartitionLog,
+    config: &TopicConfig,
+) -> Option<bool> {
+    let min_age_ms = min_age(maintenance, config).as_millis() as i64;
     let labels = PartitionLabels {
         topic: log.topic.clone(),
         partition: log.partition,
@@ -60,12 +132,12 @@ async fn clean_partition(maintenance: &Maintenance, log: &PartitionLog, config: 
                 })
             })
             .await;
-        let Some(step) = step else { return };
+        let step = step?;
         let cleaned: Cleaned = match step {
             Ok(cleaned) => cleaned,
             Err(e) => {
                 tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "cleaning step failed; the next round tries again");
-                return;
+                return None;
             }
         };
         let metrics = &maintenance.metrics;
@@ -76,19 +148,22 @@ async fn clean_partition(maintenance: &Maintenance, log: &PartitionLog, config: 
         if cleaned.more == 1 || cleaned.removed > 0 {
             continue;
         }
-        if cleaned.segments > 0 {
-            metrics.cleaner_bytes.inc_by(cleaned.bytes_read);
-            metrics
-                .cleaner_keys
-                .get_or_create(&labels)
-                .set(cleaned.keys as i64);
-            metrics
-                .cleaner_last_clean
-                .get_or_create(&labels)
-                .set(crate::now_ms() / 1000);
+        if cleaned.segments == 0 {
+            return Some(false);
         }
-        return;
+        metrics.cleaner_bytes.inc_by(cleaned.bytes_read);
+        metrics
+            .cleaner_keys
+            .get_or_create(&labels)
+            .set(cleaned.keys as i64);
+        metrics
+            .cleaner_last_clean
+            .get_or_create(&labels)
+            .set(crate::now_ms() / 1000);
+        return Some(true);
     }
+    // Steps left for the next round.
+    Some(true)
 }
 
 /// Runs `clean_once` every `cleaner_interval` (never when it is zero).
@@ -100,9 +175,10 @@ pub fn spawn(maintenance: Arc<Maintenance>, tasks: &BackgroundTasks) {
     tasks.spawn("log cleaning", async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress = CleaningProgress::default();
         loop {
             tick.tick().await;
-            clean_once(&maintenance).await;
+            clean_once(&maintenance, &mut progress).await;
         }
     });
 }
