@@ -8,13 +8,13 @@
 //! the step's deadline; a pass that needs more time goes on at the next
 //! step, so a broker that lost the partition cannot rewrite it any more.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafscale_flusher_protocol::{request, Cleaned};
 use kafscale_metadata::topic_rules::TopicConfig;
 
+use crate::maintenance::quiet_partitions::QuietPartitions;
 use crate::maintenance::Maintenance;
 use crate::metrics::PartitionLabels;
 use crate::partitions::log::{PartitionLog, WritePath};
@@ -30,26 +30,8 @@ const MAX_STEPS_PER_PARTITION: usize = 32;
 /// this interval, not per round.
 const IDLE_RECHECK: Duration = Duration::from_secs(300);
 
-/// What the rounds know of a partition's writes and requests.
-struct Quiet {
-    high_watermark: i64,
-    /// When a round first saw this high watermark.
-    since: Instant,
-    /// When a request last found nothing due.
-    checked: Option<Instant>,
-}
-
-/// Partitions are asked every round until their data has had time to
-/// become cleanable (the minimum age, after intake compaction made segments
-/// of it), then only every `IDLE_RECHECK` while nothing is written.
-#[derive(Default)]
-pub struct CleaningProgress {
-    partitions: HashMap<(String, i32), Quiet>,
-}
-
 /// One round over every compacted partition this broker maintains.
-pub async fn clean_once(maintenance: &Maintenance, progress: &mut CleaningProgress) {
-    let mut seen = HashSet::new();
+pub async fn clean_once(maintenance: &Maintenance, progress: &mut QuietPartitions) {
     for topic in maintenance.topics.all() {
         if !topic.config.cleanup.compact {
             continue;
@@ -61,40 +43,23 @@ pub async fn clean_once(maintenance: &Maintenance, progress: &mut CleaningProgre
             let Some(high_watermark) = log.high_watermark_now() else {
                 continue;
             };
-            let key = (log.topic.clone(), log.partition);
-            seen.insert(key.clone());
-            let now = Instant::now();
-            let quiet = progress.partitions.entry(key).or_insert(Quiet {
-                high_watermark,
-                since: now,
-                checked: None,
-            });
-            if quiet.high_watermark != high_watermark {
-                *quiet = Quiet {
-                    high_watermark,
-                    since: now,
-                    checked: None,
-                };
-            }
-            // On the intake path data reaches segments only once compacted.
+            // Asked every round until its data has had time to become
+            // cleanable (on the intake path data reaches segments only once
+            // compacted), then every IDLE_RECHECK while nothing is written.
             let compaction = match maintenance.settings.write_path {
                 WritePath::Intake => maintenance.settings.compaction.max_delay,
                 WritePath::Segments => Duration::ZERO,
             };
             let settle = min_age(maintenance, &topic.config) + compaction;
-            let settled = quiet.checked.is_some_and(|checked| {
-                checked.duration_since(quiet.since) > settle && checked.elapsed() < IDLE_RECHECK
-            });
-            if settled {
+            if progress.skip(log, high_watermark, settle, Some(IDLE_RECHECK)) {
                 continue;
             }
-            quiet.checked = match clean_partition(maintenance, log, &topic.config).await {
-                Some(false) => Some(now),
-                _ => None,
-            };
+            let asked_at = Instant::now();
+            let found = clean_partition(maintenance, log, &topic.config).await;
+            progress.found(log, found == Some(false), asked_at);
         }
     }
-    progress.partitions.retain(|key, _| seen.contains(key));
+    progress.end_round();
 }
 
 /// Segments are rewritten only once older than the merge age (a fenced
@@ -175,7 +140,7 @@ pub fn spawn(maintenance: Arc<Maintenance>, tasks: &BackgroundTasks) {
     tasks.spawn("log cleaning", async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut progress = CleaningProgress::default();
+        let mut progress = QuietPartitions::default();
         loop {
             tick.tick().await;
             clean_once(&maintenance, &mut progress).await;

@@ -15,6 +15,7 @@
 pub mod history_compaction;
 pub mod intake_compaction;
 pub mod log_cleaning;
+pub mod quiet_partitions;
 pub mod retention;
 pub mod segment_merge;
 pub mod topic_deletion;

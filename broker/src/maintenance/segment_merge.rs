@@ -14,12 +14,12 @@
 //!   at a time through `Maintenance::step` (see `maintenance.rs`), so two
 //!   brokers never maintain one partition at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use kafscale_flusher_protocol::{request, Merged};
 
+use crate::maintenance::quiet_partitions::QuietPartitions;
 use crate::maintenance::Maintenance;
 use crate::tasks::BackgroundTasks;
 
@@ -27,27 +27,11 @@ use crate::tasks::BackgroundTasks;
 /// of small segments does not hold up the others for long.
 const MAX_STEPS_PER_PARTITION: usize = 64;
 
-/// What earlier passes learnt, so that a partition whose small segments are
-/// all merged costs nothing (not even a listing) until it is written again.
-#[derive(Default)]
-pub struct MergeProgress {
-    partitions: HashMap<(String, i32), Watermark>,
-}
-
-struct Watermark {
-    high_watermark: i64,
-    /// When a pass first saw this high watermark: every segment is older.
-    seen_at: Instant,
-    /// A pass found nothing to merge after every segment was old enough.
-    settled: bool,
-}
-
 /// One pass over every partition this broker has led for a while. Partitions
 /// not led (or gone) are forgotten, so they are checked afresh once led again.
-pub async fn merge_once(maintenance: &Maintenance, progress: &mut MergeProgress) {
+pub async fn merge_once(maintenance: &Maintenance, progress: &mut QuietPartitions) {
     let min_age = maintenance.settings.merge.min_age;
     let min_age_ms = min_age.as_millis() as i64;
-    let mut seen = std::collections::HashSet::new();
     for topic in maintenance.topics.all() {
         let target_bytes = topic.config.segment_bytes;
         // A merged segment stops growing once its oldest data is half the
@@ -63,25 +47,12 @@ pub async fn merge_once(maintenance: &Maintenance, progress: &mut MergeProgress)
             let Some(high_watermark) = log.high_watermark_now() else {
                 continue;
             };
-            let key = (log.topic.clone(), log.partition);
-            seen.insert(key.clone());
-            let now = Instant::now();
-            let mark = progress.partitions.entry(key).or_insert(Watermark {
-                high_watermark,
-                seen_at: now,
-                settled: false,
-            });
-            if mark.high_watermark != high_watermark {
-                *mark = Watermark {
-                    high_watermark,
-                    seen_at: now,
-                    settled: false,
-                };
-            }
-            if mark.settled {
+            // Once a pass found nothing to merge after every segment was old
+            // enough, nothing more is asked until the partition is written.
+            if progress.skip(log, high_watermark, min_age, None) {
                 continue;
             }
-            let all_old_enough = now.duration_since(mark.seen_at) > min_age;
+            let asked_at = Instant::now();
             for _ in 0..MAX_STEPS_PER_PARTITION {
                 let step = maintenance
                     .step(log, |not_after_ms| {
@@ -105,7 +76,7 @@ pub async fn merge_once(maintenance: &Maintenance, progress: &mut MergeProgress)
                         tracing::debug!(topic = %log.topic, partition = log.partition, merged, removed, "merged segments");
                     }
                     Ok(_) => {
-                        mark.settled = all_old_enough;
+                        progress.found(log, true, asked_at);
                         break;
                     }
                     Err(e) => {
@@ -116,7 +87,7 @@ pub async fn merge_once(maintenance: &Maintenance, progress: &mut MergeProgress)
             }
         }
     }
-    progress.partitions.retain(|key, _| seen.contains(key));
+    progress.end_round();
 }
 
 /// Runs `merge_once` every `merge.interval` (never when it is zero).
@@ -128,7 +99,7 @@ pub fn spawn(maintenance: Arc<Maintenance>, tasks: &BackgroundTasks) {
     tasks.spawn("segment merging", async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut progress = MergeProgress::default();
+        let mut progress = QuietPartitions::default();
         loop {
             tick.tick().await;
             merge_once(&maintenance, &mut progress).await;

@@ -470,8 +470,17 @@ impl FlusherService {
         &self,
         segs: Vec<SegmentRef>,
     ) -> Result<Vec<Option<i64>>, RemoteError> {
+        self.facts_of(segs, Fact::LastOffset).await
+    }
+
+    /// One fact of each of `segs`, read a few at a time.
+    async fn facts_of(
+        &self,
+        segs: Vec<SegmentRef>,
+        fact: Fact,
+    ) -> Result<Vec<Option<i64>>, RemoteError> {
         futures::stream::iter(segs)
-            .map(|seg| async move { self.last_offset_of(&seg).await })
+            .map(|seg| async move { self.fact_of(&seg, fact).await })
             .buffered(PARALLEL_GETS)
             .collect::<Vec<_>>()
             .await
@@ -512,26 +521,17 @@ impl FlusherService {
         self.fact_of(seg, Fact::FirstSealedMs).await
     }
 
-    /// Whether a segment was written by the cleaner (`FLAG_CLEANED`), from
-    /// its header; `None` when it is gone.
-    pub(super) async fn is_cleaned(&self, seg: &SegmentRef) -> Result<Option<bool>, RemoteError> {
-        let flags = self.fact_of(seg, Fact::Flags).await?;
-        Ok(flags.map(|f| f as u16 & segment::FLAG_CLEANED != 0))
-    }
-
-    /// Which of `segs` the cleaner wrote, read a few at a time; `None` for
-    /// one that is gone.
+    /// Which of `segs` the cleaner wrote (`FLAG_CLEANED`, from their
+    /// headers), read a few at a time; `None` for one that is gone.
     pub(super) async fn cleaned_flags_of(
         &self,
         segs: Vec<SegmentRef>,
     ) -> Result<Vec<Option<bool>>, RemoteError> {
-        futures::stream::iter(segs)
-            .map(|seg| async move { self.is_cleaned(&seg).await })
-            .buffered(PARALLEL_GETS)
-            .collect::<Vec<_>>()
-            .await
+        let flags = self.facts_of(segs, Fact::Flags).await?;
+        Ok(flags
             .into_iter()
-            .collect()
+            .map(|f| f.map(|f| f as u16 & segment::FLAG_CLEANED != 0))
+            .collect())
     }
 
     async fn fact_of(&self, seg: &SegmentRef, fact: Fact) -> Result<Option<i64>, RemoteError> {
