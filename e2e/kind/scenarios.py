@@ -130,9 +130,12 @@ def leaders(topic: str) -> dict[int, int]:
     return {p["partition"]: p["leader"] for p in t["partitions"]}
 
 
-def topic_doc(name: str, partitions: int, retention_ms: int = 86_400_000) -> dict:
+def topic_doc(name: str, partitions: int, retention_ms: int = 86_400_000, config: dict | None = None) -> dict:
+    spec = {"clusterRef": CLUSTER, "partitions": partitions, "retentionMs": retention_ms}
+    if config:
+        spec["config"] = config
     return {"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic", "metadata": {"name": name},
-            "spec": {"clusterRef": CLUSTER, "partitions": partitions, "retentionMs": retention_ms}}
+            "spec": spec}
 
 
 def make_topic(name: str, partitions: int) -> None:
@@ -312,7 +315,7 @@ def scenario_topic_changes() -> str:
     # Intake objects become the topic's own segments once compacted (the
     # suite's cluster compacts after 15 s).
     wait_until("events' segments in MinIO", lambda: objects_under(prefix) > 0, timeout=120)
-    apply(topic_doc("events", 6, retention_ms=3_600_000))
+    apply(topic_doc("events", 6, retention_ms=3_600_000, config={"cleanup.policy": "compact,delete"}))
     wait_until("KafscaleTopic events with 6 partitions",
                lambda: get("kafscaletopic", "events").get("status", {}).get("partitions") == 6)
     wait_until("6 partitions in the brokers' metadata", lambda: len(leaders("events")) == 6)
@@ -322,13 +325,14 @@ def scenario_topic_changes() -> str:
         raise Failed(f"kafka-topics --describe: {described[:500]}")
     configs = toolbox(f"{JAVA} kafka.admin.ConfigCommand --bootstrap-server {BOOTSTRAP} --describe "
                       f"--entity-type topics --entity-name events", timeout=120)
-    if "retention.ms=3600000" not in configs:
+    if "retention.ms=3600000" not in configs or "cleanup.policy=compact,delete" not in configs:
         raise Failed(f"kafka-configs --describe: {configs[:500]}")
     kubectl("delete", "kafscaletopic", "events", "--timeout=120s", timeout=150)
     wait_until("events gone from the metadata",
                lambda: all(t["topic"] != "events" for t in metadata()["topics"]), timeout=60)
     wait_until("events' objects deleted from MinIO", lambda: objects_under(prefix) == 0, timeout=120)
-    return ("created with 3 partitions, grown to 6 and retention 1h (kafka-topics and kafka-configs agree), "
+    return ("created with 3 partitions, grown to 6, retention 1h and compact,delete (kafka-topics and "
+            "kafka-configs agree), "
             "deleted: gone from metadata and no objects left under its prefix")
 
 
