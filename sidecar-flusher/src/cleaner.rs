@@ -16,9 +16,9 @@ use crate::batch::BatchHeader;
 use crate::records::{self, RecordsError};
 use crate::segment::VerifiedSegment;
 
-/// What a key map entry costs: a 128-bit key hash, an offset, and the hash
-/// table's control byte.
-pub const KEY_MAP_ENTRY_BYTES: u64 = 16 + 8 + 1;
+/// What a key map entry costs: a 128-bit key hash and an offset (32 bytes
+/// with the hash's alignment), and the hash table's control byte.
+pub const KEY_MAP_ENTRY_BYTES: u64 = std::mem::size_of::<(u128, i64)>() as u64 + 1;
 
 /// The latest offset of every key in the part of a partition a pass maps,
 /// by a keyed 128-bit hash of the key (a new random hash key every pass, so
@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn the_key_map_holds_latest_offsets_within_its_capacity() {
         let capacity = KeyMap::capacity_for(1 << 20);
-        assert_eq!(capacity, 32_768 / 8 * 7);
+        assert_eq!(capacity, 16_384 / 8 * 7);
         assert!(capacity as u64 * KEY_MAP_ENTRY_BYTES <= 1 << 20);
         let mut map = KeyMap::new(2);
         assert!(map.insert(b"a", 1));

@@ -77,12 +77,14 @@ struct Args {
     )]
     whole_segment_bytes: u64,
     /// Memory for the key map of the cleaner of compacted topics (one pass
-    /// at a time): about 28 bytes per distinct key; a partition with more
-    /// keys than fit is cleaned over several passes.
+    /// at a time; Kafka's log.cleaner.dedupe.buffer.size): 33 bytes per
+    /// slot, slots a power of two at most 7/8 full, so 128 MiB maps 1.8
+    /// million keys; a partition with more keys than fit is cleaned over
+    /// several passes.
     #[arg(
         long,
         env = "KAFSCALE_CLEANER_MEMORY_BYTES",
-        default_value_t = 64 * 1024 * 1024,
+        default_value_t = 128 * 1024 * 1024,
         value_parser = clap::value_parser!(u64).range(1024 * 1024..=64 * 1024 * 1024 * 1024)
     )]
     cleaner_memory_bytes: u64,

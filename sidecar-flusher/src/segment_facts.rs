@@ -19,18 +19,25 @@ pub enum Fact {
     FirstSealedMs = 1,
     /// The header's flags (`segment::FLAG_CLEANED`).
     Flags = 2,
+    /// The header's record count.
+    RecordCount = 3,
 }
+
+/// The facts one read of the header gives.
+pub const HEADER_FACTS: [Fact; 3] = [Fact::FirstSealedMs, Fact::Flags, Fact::RecordCount];
 
 /// Where the greatest batch max timestamp is kept (known only once a
 /// segment was read whole, so it is no `Fact`).
-const MAX_TIMESTAMP: usize = 3;
+const MAX_TIMESTAMP: usize = 4;
 
 impl Fact {
     /// The bytes of the object that hold it.
     pub fn range(self, size: u64) -> std::ops::Range<u64> {
         match self {
             Fact::LastOffset => size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64)..size,
-            Fact::FirstSealedMs | Fact::Flags => 0..segment::SEGMENT_HEADER_LEN as u64,
+            Fact::FirstSealedMs | Fact::Flags | Fact::RecordCount => {
+                0..segment::SEGMENT_HEADER_LEN as u64
+            }
         }
     }
 
@@ -40,6 +47,7 @@ impl Fact {
             Fact::LastOffset => segment::decode_footer(bytes)?.last_offset,
             Fact::FirstSealedMs => segment::decode_header(bytes)?.created_ms,
             Fact::Flags => i64::from(segment::decode_header(bytes)?.flags),
+            Fact::RecordCount => i64::from(segment::decode_header(bytes)?.record_count),
         })
     }
 
@@ -49,11 +57,12 @@ impl Fact {
             Fact::LastOffset => whole.footer.last_offset,
             Fact::FirstSealedMs => whole.header.created_ms,
             Fact::Flags => i64::from(whole.header.flags),
+            Fact::RecordCount => i64::from(whole.header.record_count),
         }
     }
 }
 
-type Facts = [Option<i64>; 4];
+type Facts = [Option<i64>; 5];
 
 /// What is known of each object, by key and the ETag it was read at: a
 /// rewritten object (a merge) starts afresh.

@@ -32,37 +32,39 @@ pub enum Loaded {
     Gone,
 }
 
-/// A byte-bounded LRU of verified segments.
+/// A byte-bounded LRU of verified segments, each with the ETag of the
+/// listing that asked for it (the version it is: a GET that was asked for a
+/// listed version returns that version or a newer one, never an older).
 struct SegmentCache {
     max_bytes: u64,
     bytes: u64,
-    entries: lru::LruCache<String, Arc<VerifiedSegment>>,
+    entries: lru::LruCache<String, (String, Arc<VerifiedSegment>)>,
 }
 
 impl SegmentCache {
-    fn get(&mut self, key: &str) -> Option<Arc<VerifiedSegment>> {
+    fn get(&mut self, key: &str) -> Option<(String, Arc<VerifiedSegment>)> {
         self.entries.get(key).cloned()
     }
 
-    fn insert(&mut self, key: String, seg: Arc<VerifiedSegment>) {
+    fn insert(&mut self, key: String, etag: String, seg: Arc<VerifiedSegment>) {
         let size = seg.body.len() as u64;
         if size > self.max_bytes {
             return;
         }
-        if let Some(old) = self.entries.put(key, seg) {
+        if let Some((_, old)) = self.entries.put(key, (etag, seg)) {
             self.bytes -= old.body.len() as u64;
         }
         self.bytes += size;
         while self.bytes > self.max_bytes {
             match self.entries.pop_lru() {
-                Some((_, old)) => self.bytes -= old.body.len() as u64,
+                Some((_, (_, old))) => self.bytes -= old.body.len() as u64,
                 None => break,
             }
         }
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some(old) = self.entries.pop(key) {
+        if let Some((_, old)) = self.entries.pop(key) {
             self.bytes -= old.body.len() as u64;
         }
     }
@@ -86,7 +88,8 @@ pub struct SegmentLoader {
     whole_segment_bytes: u64,
     metrics: Arc<FlusherMetrics>,
     cache: Mutex<SegmentCache>,
-    inflight: Mutex<HashMap<String, SharedFetch>>,
+    /// GETs in flight, by key and the listed ETag they were asked for.
+    inflight: Mutex<HashMap<(String, String), SharedFetch>>,
 }
 
 impl SegmentLoader {
@@ -114,18 +117,25 @@ impl SegmentLoader {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn cache_insert(&self, key: String, seg: Arc<VerifiedSegment>) {
+    fn cache_insert(&self, key: String, etag: String, seg: Arc<VerifiedSegment>) {
         let mut cache = self.cache();
-        cache.insert(key, seg);
+        cache.insert(key, etag, seg);
         self.metrics.cache_bytes.set(cache.bytes as i64);
     }
 
-    /// A cached segment, if the cache holds this object: a cached copy whose
-    /// size differs from the listing's was replaced by a merge and is dropped.
+    /// A cached segment, if the cache holds this version of the object (by
+    /// its listed ETag; by its size where a listing gave none). Another
+    /// version was replaced by a merge or a cleaning (which may keep the
+    /// size) and is dropped.
     pub fn cached(&self, seg: &SegmentRef) -> Option<Arc<VerifiedSegment>> {
         let mut cache = self.cache();
-        let hit = cache.get(&seg.key)?;
-        if hit.kfs_len() == seg.size {
+        let (etag, hit) = cache.get(&seg.key)?;
+        let same = if etag.is_empty() || seg.etag.is_empty() {
+            hit.kfs_len() == seg.size
+        } else {
+            etag == seg.etag
+        };
+        if same {
             return Some(hit);
         }
         cache.remove(&seg.key);
@@ -167,11 +177,14 @@ impl SegmentLoader {
 
     fn fetch_shared(self: &Arc<Self>, seg: &SegmentRef) -> SharedFetch {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = inflight.get(&seg.key) {
+        let version = (seg.key.clone(), seg.etag.clone());
+        if let Some(f) = inflight.get(&version) {
             return f.clone();
         }
         let this = Arc::clone(self);
         let key = seg.key.clone();
+        let etag = seg.etag.clone();
+        let done = version.clone();
         // A task, so the GET completes (and leaves the map) even if every
         // waiter gives up.
         let task = tokio::spawn(async move {
@@ -179,7 +192,7 @@ impl SegmentLoader {
                 Ok(raw) => VerifiedSegment::decode(raw)
                     .map(|v| {
                         let v = Arc::new(v);
-                        this.cache_insert(key.clone(), v.clone());
+                        this.cache_insert(key.clone(), etag, v.clone());
                         Some(v)
                     })
                     .map_err(crate::service::corrupt),
@@ -189,7 +202,7 @@ impl SegmentLoader {
             this.inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+                .remove(&done);
             result
         });
         let fetch = async move {
@@ -202,7 +215,7 @@ impl SegmentLoader {
         }
         .boxed()
         .shared();
-        inflight.insert(seg.key.clone(), fetch.clone());
+        inflight.insert(version, fetch.clone());
         fetch
     }
 

@@ -140,6 +140,7 @@ impl Codec {
                 let mut encoder = lz4::EncoderBuilder::new()
                     .block_size(lz4::BlockSize::Max64KB)
                     .block_mode(lz4::BlockMode::Independent)
+                    .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
                     .checksum(lz4::ContentChecksum::NoChecksum)
                     .build(Vec::new())
                     .map_err(failed)?;

@@ -16,6 +16,9 @@ use crate::compression::{Codec, CodecError};
 /// Attributes bit 6: the base timestamp holds the batch's delete horizon
 /// (KIP-534), the time after which the cleaner may drop its tombstones.
 pub const ATTR_DELETE_HORIZON: i16 = 0x40;
+const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordsError {
@@ -182,11 +185,24 @@ pub fn rebuild(
     kept: &[RecordView<'_>],
     delete_horizon_ms: Option<i64>,
 ) -> Result<Bytes, RecordsError> {
+    if kept.is_empty() {
+        return Ok(empty_batch(batch, h));
+    }
     let records_data = batch.get(BATCH_HEADER_LEN..h.size).unwrap_or_default();
     let codec = Codec::of(h.attributes, records_data)?;
     let (base_timestamp, attributes) = match delete_horizon_ms {
         Some(horizon) => (horizon, h.attributes | ATTR_DELETE_HORIZON),
         None => (h.base_timestamp, h.attributes),
+    };
+    // CreateTime: the greatest timestamp of the records kept, as Kafka's
+    // cleaner writes it; LogAppendTime keeps the append time.
+    let max_timestamp = if h.attributes & ATTR_LOG_APPEND_TIME != 0 {
+        h.max_timestamp
+    } else {
+        kept.iter()
+            .map(|r| h.base_timestamp.wrapping_add(r.timestamp_delta))
+            .max()
+            .unwrap_or(h.max_timestamp)
     };
     let mut plain = Vec::new();
     let mut body = Vec::new();
@@ -208,10 +224,27 @@ pub fn rebuild(
     out[8..12].copy_from_slice(&length.to_be_bytes());
     out[21..23].copy_from_slice(&attributes.to_be_bytes());
     out[27..35].copy_from_slice(&base_timestamp.to_be_bytes());
+    out[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
     out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(Bytes::from(out))
+}
+
+/// A batch's header with no records, as Kafka's cleaner writes one:
+/// uncompressed, its offsets, producer fields and leader epoch kept, both
+/// timestamps its max timestamp.
+fn empty_batch(batch: &[u8], h: &BatchHeader) -> Bytes {
+    let mut out = batch[..BATCH_HEADER_LEN].to_vec();
+    let attributes = h.attributes & (ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL);
+    let length = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[27..35].copy_from_slice(&h.max_timestamp.to_be_bytes());
+    out[57..61].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
 }
 
 /// The delete horizon a batch carries, if any.
@@ -334,10 +367,13 @@ mod tests {
             );
             assert_eq!(again[1].value, Some(&b"2"[..]));
             assert_eq!(again[1].tail, records[2].tail, "headers kept");
-            // Empty: a header with no records, the same offsets.
+            assert_eq!(rh.max_timestamp, 1_009, "the kept records' greatest");
+            // Empty: a header with no records, the same offsets, uncompressed.
             let empty = rebuild(&original, &h, &[], None).unwrap();
             let eh = batch::validate(&empty).unwrap();
             assert_eq!((eh.records_count, eh.last_offset()), (0, 102));
+            assert_eq!((eh.attributes & 0x07, eh.size), (0, BATCH_HEADER_LEN));
+            assert_eq!((eh.producer_id, eh.base_sequence), (7, 40));
         }
     }
 

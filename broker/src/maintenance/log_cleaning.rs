@@ -20,9 +20,10 @@ use crate::metrics::PartitionLabels;
 use crate::partitions::log::{PartitionLog, WritePath};
 use crate::tasks::BackgroundTasks;
 
-/// Steps one partition may take in one round, so that a long pass does not
-/// hold up the other partitions for long (it goes on in the next round).
-const MAX_STEPS_PER_PARTITION: usize = 32;
+/// Steps one partition may take in one round. A pass goes on until it is
+/// done (the flusher keeps one pass at a time: one that stopped for another
+/// partition would start over); the bound only keeps a fault from looping.
+const MAX_STEPS_PER_PARTITION: usize = 10_000;
 
 /// A partition found with nothing due is asked again at the latest after
 /// this long even when nothing was written to it (`max.compaction.lag.ms`

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{before_deadline, now_ms, remote, FlusherService};
+use crate::batch::BatchHeader;
 use crate::cleaner::{self, CleaningPolicy, KeyMap, SegmentState};
 use crate::listing::SegmentRef;
 use crate::protocol::{Cleaned, ErrorKind, RemoteError};
@@ -82,8 +83,24 @@ pub(super) struct CleaningRun {
     mapped: Arc<Mapped>,
     groups: Vec<std::ops::Range<usize>>,
     next: usize,
+    /// Where a span of groups whose records all went starts: it is not
+    /// written on its own (a run of emptied segments would make readers
+    /// walk them one by one) but replaced together with the next group.
+    carry_from: Option<usize>,
     started: std::time::Instant,
     progress: Cleaned,
+}
+
+/// The segments one rewrite replaces: a group, after the emptied groups
+/// carried into it.
+struct Span<'a> {
+    segments: &'a [SegmentRef],
+    ends: &'a [i64],
+    cleaned: &'a [bool],
+    /// How many of `segments` come from emptied groups before the group.
+    carried: usize,
+    /// The pass's last group: written even when empty.
+    last: bool,
 }
 
 /// A pass not finished within this long is planned again (its map would
@@ -92,6 +109,9 @@ const RUN_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What cleaning a group gave.
 struct GroupOutcome {
+    /// Nothing of the group (and the span carried into it) stays, and more
+    /// groups follow: it is carried into the next one, not written.
+    emptied: bool,
     written: bool,
     bytes_read: u64,
     bytes_written: u64,
@@ -132,21 +152,21 @@ impl FlusherService {
         };
         while run.next < run.groups.len() {
             let group = run.groups[run.next].clone();
+            let from = run.carry_from.unwrap_or(group.start);
+            let span = Span {
+                segments: &run.list[from..group.end],
+                ends: &run.ends[from..group.end],
+                cleaned: &run.cleaned[from..group.end],
+                carried: group.start - from,
+                last: run.next + 1 == run.groups.len(),
+            };
             let outcome = self
-                .clean_group(
-                    topic,
-                    partition,
-                    &run.list[group.clone()],
-                    &run.ends[group.clone()],
-                    &run.cleaned[group],
-                    &run.mapped,
-                    &limits,
-                    not_after_ms,
-                )
+                .clean_group(topic, partition, span, &run.mapped, &limits, not_after_ms)
                 .await;
             match outcome {
                 Ok(done) => {
                     run.next += 1;
+                    run.carry_from = done.emptied.then_some(from);
                     run.progress.written += u32::from(done.written);
                     run.progress.bytes_read += done.bytes_read;
                     run.progress.bytes_written += done.bytes_written;
@@ -221,12 +241,16 @@ impl FlusherService {
         else {
             return Err(self.changed_during_cleaning(topic, partition));
         };
+        // A cleaned segment is rewritten at every pass: its header says how
+        // old its data is.
+        let data_times = self.data_times_of(list.clone(), &cleaned).await?;
         let states: Vec<SegmentState> = list
             .iter()
             .zip(&cleaned)
-            .map(|(s, &cleaned)| SegmentState {
+            .zip(data_times)
+            .map(|((s, &cleaned), data_ms)| SegmentState {
                 size: s.size,
-                last_modified_ms: s.last_modified_ms,
+                last_modified_ms: data_ms.unwrap_or(s.last_modified_ms),
                 cleaned,
             })
             .collect();
@@ -266,6 +290,7 @@ impl FlusherService {
             cleaned,
             mapped: Arc::new(mapped),
             next: 0,
+            carry_from: None,
             started: std::time::Instant::now(),
             progress,
         }))
@@ -275,7 +300,7 @@ impl FlusherService {
     /// are still the ones it planned on.
     async fn check_unchanged(&self, run: &CleaningRun) -> Result<(), RemoteError> {
         let fresh = self.list_partition(&run.topic, run.partition).await?;
-        let from = run.groups[run.next].start;
+        let from = run.carry_from.unwrap_or(run.groups[run.next].start);
         let to = run.groups[run.groups.len() - 1].end;
         let unchanged = run.list[from..to].iter().all(|planned| {
             fresh
@@ -363,15 +388,14 @@ impl FlusherService {
     /// Maps the keys of `dirty` in order, as far as the key map's budget
     /// goes (whole segments only).
     async fn map_keys(&self, dirty: &[SegmentRef]) -> Result<Mapped, RemoteError> {
-        let records: u64 = {
-            // Sizing the table for what the range can hold at most keeps a
-            // small partition's pass small.
-            let mut n = 0u64;
-            for seg in dirty {
-                n += seg.size / 8; // a record takes at least 8 bytes
-            }
-            n
-        };
+        // Sized for what the range holds at most, so a small partition's
+        // pass allocates little.
+        let records: i64 = self
+            .record_counts_of(dirty.to_vec())
+            .await?
+            .into_iter()
+            .map(|n| n.unwrap_or(0).max(0))
+            .sum();
         let capacity = KeyMap::capacity_for(self.settings.cleaner_memory_bytes)
             .min(usize::try_from(records).unwrap_or(usize::MAX));
         let mut mapped = Mapped {
@@ -398,21 +422,21 @@ impl FlusherService {
         Ok(mapped)
     }
 
-    /// Cleans one group of segments into one cleaned segment over the
-    /// first one's key, then deletes the others.
-    #[allow(clippy::too_many_arguments)]
+    /// Cleans one group of segments into one cleaned segment over the first
+    /// key of its span (the group and the emptied groups carried into it),
+    /// then deletes the span's other segments.
     async fn clean_group(
         &self,
         topic: &str,
         partition: i32,
-        group: &[SegmentRef],
-        ends: &[i64],
-        cleaned: &[bool],
+        span: Span<'_>,
         mapped: &Arc<Mapped>,
         limits: &CleaningLimits,
         not_after_ms: i64,
     ) -> Result<GroupOutcome, RemoteError> {
-        let first = &group[0];
+        let group = &span.segments[span.carried..];
+        let cleaned = &span.cleaned[span.carried..];
+        let first = &span.segments[0];
         if first.etag.is_empty() {
             return Err(self.changed_during_cleaning(topic, partition));
         }
@@ -436,7 +460,7 @@ impl FlusherService {
             })
             .max()
             .unwrap_or_else(now_ms);
-        let (base, last) = (first.base_offset, ends[ends.len() - 1]);
+        let (base, last) = (first.base_offset, span.ends[span.ends.len() - 1]);
         let now = now_ms();
         let horizon = now.saturating_add(limits.delete_retention_ms.max(0));
         let index_interval = self.settings.index_interval;
@@ -446,7 +470,7 @@ impl FlusherService {
             let mut batches: Vec<Bytes> = Vec::new();
             let mut changed = false;
             for whole in &wholes {
-                for (pos, h) in whole.batch_headers() {
+                for (pos, h) in whole_batches(whole)? {
                     let original = whole.body.slice(pos..pos + h.size);
                     let outcome = cleaner::clean_batch(
                         &original,
@@ -475,8 +499,17 @@ impl FlusherService {
         .await
         .map_err(|e| remote(ErrorKind::Internal, format!("cleaning failed: {e}")))?
         .map_err(|e| corrupt(e, &key))?;
-        if !changed && group.len() == 1 && cleaned[0] {
+        if encoded.record_count == 0 && !span.last {
             return Ok(GroupOutcome {
+                emptied: true,
+                written: false,
+                bytes_read,
+                bytes_written: 0,
+            });
+        }
+        if !changed && span.segments.len() == 1 && cleaned[0] {
+            return Ok(GroupOutcome {
+                emptied: false,
                 written: false,
                 bytes_read,
                 bytes_written: 0,
@@ -518,11 +551,12 @@ impl FlusherService {
         {
             tracing::warn!(key = %first.index_key(), error = %e, "cleaned index upload failed; range reads will scan");
         }
-        let rest: Vec<&SegmentRef> = group[1..].iter().collect();
+        let rest: Vec<&SegmentRef> = span.segments[1..].iter().collect();
         self.delete_segments(topic, partition, &rest, not_after_ms)
             .await?;
         self.listings.invalidate(topic, partition);
         Ok(GroupOutcome {
+            emptied: false,
             written: true,
             bytes_read,
             bytes_written,
@@ -543,10 +577,24 @@ fn nothing(dirty_ratio_ppm: u32) -> Cleaned {
     }
 }
 
+/// The batches of a segment, which must fill its body exactly: a body that
+/// ends in something else is reported, never cleaned away.
+fn whole_batches(whole: &VerifiedSegment) -> Result<Vec<(usize, BatchHeader)>, String> {
+    let batches: Vec<_> = whole.batch_headers().collect();
+    let filled = batches.last().map_or(0, |(pos, h)| pos + h.size);
+    if filled != whole.body.len() {
+        return Err(format!(
+            "the segment's batches end at byte {filled} of its {}-byte body",
+            whole.body.len()
+        ));
+    }
+    Ok(batches)
+}
+
 /// Adds one segment's keys to the map, and its idempotent producers' last
 /// batches.
 fn map_segment(whole: &VerifiedSegment, mapped: &mut Mapped) -> Result<(), String> {
-    for (pos, h) in whole.batch_headers() {
+    for (pos, h) in whole_batches(whole)? {
         if h.is_control() {
             continue;
         }

@@ -79,6 +79,10 @@ async fn write(
 }
 
 fn clean_request(delete_retention_ms: i64, not_after_ms: i64) -> Request {
+    clean_request_into(delete_retention_ms, not_after_ms, 1 << 20)
+}
+
+fn clean_request_into(delete_retention_ms: i64, not_after_ms: i64, target_bytes: u64) -> Request {
     Request::CleanSegments(request::CleanSegments {
         topic: "t".into(),
         partition: 0,
@@ -86,7 +90,7 @@ fn clean_request(delete_retention_ms: i64, not_after_ms: i64) -> Request {
         max_lag_ms: i64::MAX,
         min_dirty_ratio_ppm: 0,
         delete_retention_ms,
-        target_bytes: 1 << 20,
+        target_bytes,
         not_after_ms,
     })
 }
@@ -465,4 +469,40 @@ async fn a_crash_at_every_step_of_a_pass_keeps_every_latest_value() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn groups_whose_records_all_went_join_the_next_instead_of_leaving_empty_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path());
+    let mut log = Log::new();
+    // Six segments updating k0..k2; groups of one segment each. Only the
+    // fifth keeps records (the latest of each key); the four before it
+    // empty and are replaced together with it.
+    let end = write(&svc, 0, &updates(0, 3), &mut log).await;
+    loop {
+        match svc.handle(clean_request_into(60_000, i64::MAX, 1)).await.unwrap() {
+            Response::Cleaned(c) if c.more == 1 => continue,
+            Response::Cleaned(_) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    let kfs: Vec<String> = LocalDirStore::new(dir.path())
+        .unwrap()
+        .list("ns/c1/t/0/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".kfs"))
+        .collect();
+    assert_eq!(
+        kfs,
+        vec![
+            segment::segment_key("ns/c1", "t", 0, 0),
+            segment::segment_key("ns/c1", "t", 0, 15)
+        ]
+    );
+    let read = read_records(&svc, end).await;
+    assert_eq!(read.keys().copied().collect::<Vec<_>>(), vec![12, 13, 14, 15, 16, 17]);
 }

@@ -24,7 +24,7 @@ use crate::protocol::{
     RetentionPoint, Written,
 };
 use crate::segment::{self, VerifiedSegment};
-use crate::segment_facts::{Fact, FactMemo};
+use crate::segment_facts::{Fact, FactMemo, HEADER_FACTS};
 use crate::segment_loader::{Loaded, SegmentLoader};
 use cleaning::CleaningLimits;
 use compaction::CompactionLimits;
@@ -57,7 +57,7 @@ impl Default for FlusherSettings {
             cache_bytes: 256 * 1024 * 1024,
             whole_segment_bytes: 16 * 1024 * 1024,
             intake: IntakeSettings::default(),
-            cleaner_memory_bytes: 64 * 1024 * 1024,
+            cleaner_memory_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -521,6 +521,30 @@ impl FlusherService {
         self.fact_of(seg, Fact::FirstSealedMs).await
     }
 
+    /// The record counts of `segs`, from their headers; `None` for one that
+    /// is gone.
+    pub(super) async fn record_counts_of(
+        &self,
+        segs: Vec<SegmentRef>,
+    ) -> Result<Vec<Option<i64>>, RemoteError> {
+        self.facts_of(segs, Fact::RecordCount).await
+    }
+
+    /// When the newest data of each of `segs` was written, for the ones the
+    /// cleaner wrote (their headers say it); `None` for the others.
+    pub(super) async fn data_times_of(
+        &self,
+        segs: Vec<SegmentRef>,
+        cleaned: &[bool],
+    ) -> Result<Vec<Option<i64>>, RemoteError> {
+        let times = self.facts_of(segs, Fact::FirstSealedMs).await?;
+        Ok(times
+            .into_iter()
+            .zip(cleaned)
+            .map(|(t, &c)| t.filter(|_| c))
+            .collect())
+    }
+
     /// Which of `segs` the cleaner wrote (`FLAG_CLEANED`, from their
     /// headers), read a few at a time; `None` for one that is gone.
     pub(super) async fn cleaned_flags_of(
@@ -538,15 +562,34 @@ impl FlusherService {
         if let Some(value) = self.facts.get(seg, fact) {
             return Ok(Some(value));
         }
-        let value = match self.segments.cached(seg) {
-            Some(whole) => fact.of_whole(&whole),
+        // One read of the header gives all of its facts.
+        let together: &[Fact] = if HEADER_FACTS.iter().any(|f| *f as usize == fact as usize) {
+            &HEADER_FACTS
+        } else {
+            std::slice::from_ref(&fact)
+        };
+        let mut value = None;
+        match self.segments.cached(seg) {
+            Some(whole) => {
+                for f in together {
+                    self.facts.remember(seg, *f, f.of_whole(&whole));
+                }
+                value = Some(fact.of_whole(&whole));
+            }
             None => match self.store.get_range(&seg.key, fact.range(seg.size)).await {
-                Ok(bytes) => fact.decode(&bytes).map_err(corrupt)?,
+                Ok(bytes) => {
+                    for f in together {
+                        let v = f.decode(&bytes).map_err(corrupt)?;
+                        self.facts.remember(seg, *f, v);
+                        if *f as usize == fact as usize {
+                            value = Some(v);
+                        }
+                    }
+                }
                 Err(StoreError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             },
-        };
-        self.facts.remember(seg, fact, value);
-        Ok(Some(value))
+        }
+        Ok(value)
     }
 }

@@ -253,6 +253,7 @@ impl FlusherService {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Option<Bytes>, RemoteError> {
+        let header_end = segment::SEGMENT_HEADER_LEN as u64;
         let mut start = match self.store.get(&seg.index_key()).await {
             Ok(raw) => SegmentIndex::decode(&raw)
                 .map_err(super::corrupt)?
@@ -260,6 +261,9 @@ impl FlusherService {
                 .unwrap_or(segment::SEGMENT_HEADER_LEN as u32),
             Err(_) => segment::SEGMENT_HEADER_LEN as u32,
         } as u64;
+        // An index read before the cleaner replaced the segment points into
+        // the old layout: once, the read scans from the start instead.
+        let mut trust_index = true;
         let body_end = seg.size.saturating_sub(segment::SEGMENT_FOOTER_LEN as u64);
         let window = (max_bytes as u64).max(1024 * 1024);
         let mut want = window;
@@ -292,6 +296,12 @@ impl FlusherService {
                         continue 'windows;
                     }
                     Err(batch::BatchError::LengthMismatch { .. }) => break,
+                    Err(_) if trust_index && start > header_end && out.is_empty() => {
+                        trust_index = false;
+                        start = header_end;
+                        want = window;
+                        continue 'windows;
+                    }
                     Err(e) => return Err(remote(ErrorKind::Corrupt, format!("{}: {e}", seg.key))),
                 }
             }
