@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let keys = args.first().copied().unwrap_or(2_000_000);
     let rounds = args.get(1).copied().unwrap_or(2);
-    let budget_mib = args.get(2).copied().unwrap_or(64);
+    let budget_mib = args.get(2).copied().unwrap_or(128);
     let dir = tempfile::tempdir()?;
     let metrics = FlusherMetrics::detached();
     let svc = FlusherService::new(

@@ -481,7 +481,11 @@ async fn groups_whose_records_all_went_join_the_next_instead_of_leaving_empty_se
     // empty and are replaced together with it.
     let end = write(&svc, 0, &updates(0, 3), &mut log).await;
     loop {
-        match svc.handle(clean_request_into(60_000, i64::MAX, 1)).await.unwrap() {
+        match svc
+            .handle(clean_request_into(60_000, i64::MAX, 1))
+            .await
+            .unwrap()
+        {
             Response::Cleaned(c) if c.more == 1 => continue,
             Response::Cleaned(_) => break,
             other => panic!("{other:?}"),
@@ -504,5 +508,8 @@ async fn groups_whose_records_all_went_join_the_next_instead_of_leaving_empty_se
         ]
     );
     let read = read_records(&svc, end).await;
-    assert_eq!(read.keys().copied().collect::<Vec<_>>(), vec![12, 13, 14, 15, 16, 17]);
+    assert_eq!(
+        read.keys().copied().collect::<Vec<_>>(),
+        vec![12, 13, 14, 15, 16, 17]
+    );
 }
