@@ -25,6 +25,9 @@ use crate::tasks::BackgroundTasks;
 /// partition would start over); the bound only keeps a fault from looping.
 const MAX_STEPS_PER_PARTITION: usize = 10_000;
 
+/// Steps in a row that may get through no group before the round moves on.
+const MAX_STALLED_STEPS: usize = 3;
+
 /// A partition found with nothing due is asked again at the latest after
 /// this long even when nothing was written to it (`max.compaction.lag.ms`
 /// may come due), so an idle partition costs its flusher one listing per
@@ -83,6 +86,11 @@ async fn clean_partition(
         topic: log.topic.clone(),
         partition: log.partition,
     };
+    // Steps that answered `more` without getting through a group (a store
+    // too slow for one group within a step's deadline) end the round for
+    // this partition after a few, instead of hammering the store.
+    let mut stalled = 0;
+    let mut progress = None;
     for _ in 0..MAX_STEPS_PER_PARTITION {
         let step = maintenance
             .step(log, |not_after_ms| {
@@ -111,7 +119,20 @@ async fn clean_partition(
             .cleaner_dirty_ratio
             .get_or_create(&labels)
             .set(f64::from(cleaned.dirty_ratio_ppm) / 1_000_000.0);
-        if cleaned.more == 1 || cleaned.removed > 0 {
+        if cleaned.more == 1 {
+            stalled = if progress == Some(cleaned.bytes_read) {
+                stalled + 1
+            } else {
+                0
+            };
+            progress = Some(cleaned.bytes_read);
+            if stalled >= MAX_STALLED_STEPS {
+                tracing::warn!(topic = %log.topic, partition = log.partition, "cleaning makes no progress within a maintenance step's deadline (a slow store?); the next round tries again");
+                return None;
+            }
+            continue;
+        }
+        if cleaned.removed > 0 {
             continue;
         }
         if cleaned.segments == 0 {
