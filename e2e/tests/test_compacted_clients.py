@@ -9,6 +9,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -186,7 +187,9 @@ def wait_for_lines(cluster: Cluster, expected: list[str], timeout: float = 120):
     while True:
         got = [v.decode() for _, v in read_topic(cluster.bootstrap, "file-lines", 1)]
         if len(got) >= len(expected):
-            assert got == expected, "lines lost, duplicated or out of order"
+            first_difference = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), None)
+            assert got == expected, (f"lines lost, duplicated or out of order: {len(got)} read, "
+                                     f"{len(expected)} written, first difference at {first_difference}")
             return
         assert time.time() < deadline, f"{len(got)} of {len(expected)} lines arrived"
         time.sleep(1)
@@ -214,14 +217,19 @@ def test_connect_distributed_keeps_its_connector_and_offsets_across_restarts(clu
         f.write("".join(f"line {i}\n" for i in range(50, 80)))
     worker = connect_worker(cluster, tmp_path, port, 2)
     try:
-        assert rest(port, "/connectors") == ["lines"]
+        # The REST API answers before the worker has read its config topic
+        # back; the connector is there once it has.
         deadline = time.time() + 120
         while True:
-            status = rest(port, "/connectors/lines/status")
-            states = [status["connector"]["state"]] + [t["state"] for t in status["tasks"]]
-            if states and all(s == "RUNNING" for s in states) and status["tasks"]:
+            try:
+                connectors = rest(port, "/connectors")
+                status = rest(port, "/connectors/lines/status") if connectors == ["lines"] else None
+            except urllib.error.HTTPError as e:  # 404 or 409 while the worker rejoins
+                connectors, status = f"HTTP {e.code}", None
+            states = [status["connector"]["state"]] + [t["state"] for t in status["tasks"]] if status else []
+            if status and status["tasks"] and all(s == "RUNNING" for s in states):
                 break
-            assert time.time() < deadline, status
+            assert time.time() < deadline, f"connectors {connectors}, status {status}"
             time.sleep(1)
         # Resumed from its stored offset: the old lines are not read again.
         wait_for_lines(cluster, [f"line {i}" for i in range(80)])
